@@ -1,0 +1,266 @@
+"""The ``posequeue`` command: run workers, submit videos, follow jobs, fetch results."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from posequeue import __version__
+
+EXIT_REFUSED = 2
+EXIT_FAILED = 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from posequeue.logs import configure
+
+    from posequeue.config.settings import get_settings
+
+    configure(get_settings().log_format)
+    return int(args.run(args) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="posequeue",
+        description="Distributed pose estimation for videos: producers cut videos into frame "
+        "batches on Redis queues, Celery workers run the pose model, results go to the result "
+        "backend and the store. Settings come from POSEQUEUE_* environment variables "
+        "(POSEQUEUE_BROKER_URL, POSEQUEUE_STORE, ...; see docs/configuration.md).",
+    )
+    parser.add_argument("--version", action="version", version=f"posequeue {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("worker", help="start a Celery worker for a model's queues")
+    p.add_argument("--model", help="model to serve (default: POSEQUEUE_DEFAULT_MODEL, blazepose)")
+    p.add_argument("--stage", default="all",
+                   help="'all' (ingest and every model stage: one host does everything), "
+                   "'ingest' (producer: decode and batch videos), or a model stage such as "
+                   "'landmarks' (default: all)")  # fmt: skip
+    p.add_argument("--cores", help="core group to pin to, e.g. 0-1 or 2,3 (CPU cores here; "
+                   "NeuronCores on Inferentia)")  # fmt: skip
+    p.add_argument("--concurrency", type=int, default=1,
+                   help="pool processes (default 1: one process per core group)")
+    p.add_argument("--loglevel", default="INFO")
+    p.set_defaults(run=cmd_worker)
+
+    p = sub.add_parser("submit", help="submit a video (local path or s3:// URI)")
+    p.add_argument("video")
+    p.add_argument("--model", help="model name (default: blazepose)")
+    p.add_argument("--batch-size", type=int, help="frames per inference batch (default 8)")
+    p.add_argument("--wait", action="store_true", help="wait for the job to end, with progress")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.add_argument("--timeout", type=float, help="with --wait: give up waiting after N seconds")
+    p.set_defaults(run=cmd_submit)
+
+    p = sub.add_parser("status", help="a job's status, progress, timings and error")
+    p.add_argument("job")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_status)
+
+    p = sub.add_parser("results", help="write a finished job's results to a file or stdout")
+    p.add_argument("job")
+    p.add_argument("--format", choices=["json", "csv"], default="json")
+    p.add_argument("-o", "--output", help="file to write (default: stdout)")
+    p.set_defaults(run=cmd_results)
+
+    p = sub.add_parser("queues", help="depth of each queue and batches in flight")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_queues)
+
+    p = sub.add_parser("fetch-model", help="fetch and verify the bundled model files")
+    p.set_defaults(run=cmd_fetch_model)
+
+    p = sub.add_parser("demo", help="run the sample video end to end on embedded defaults")
+    p.add_argument("--video", default=str(Path("samples") / "astronaut.mp4"))
+    p.add_argument("--out", default="out", help="folder for the store, preview and logs")
+    p.set_defaults(run=cmd_demo)
+    return parser
+
+
+# -- worker ---------------------------------------------------------------------------------
+def cmd_worker(args: argparse.Namespace) -> int:
+    from posequeue.config import queues
+    from posequeue.config.models import get_model
+    from posequeue.config.settings import get_settings
+    from posequeue.worker.pinning import format_cores, parse_cores, pin_cpu
+
+    settings = get_settings()
+    spec = get_model(args.model or settings.default_model)
+    stages = [s.name for s in spec.stages]
+    if args.stage == "all":
+        serve, served_stages = [queues.INGEST, *queues.model_queues(spec)], stages
+    elif args.stage == "ingest":
+        serve, served_stages = [queues.INGEST], []
+    else:
+        spec.stage(args.stage)  # names the stages if this one does not exist
+        serve, served_stages = [queues.stage_queue(spec.name, args.stage)], [args.stage]
+    name = f"{spec.name}-{args.stage}"
+    if args.cores:
+        cores = parse_cores(args.cores)
+        pin_cpu(cores)  # before the pool forks: children inherit the affinity
+        os.environ["POSEQUEUE_CORES"] = format_cores(cores)
+        name += f"-c{format_cores(cores)}"
+    if served_stages:
+        _ensure_model_files(settings)  # fetch in the parent; the runtime loads in the child
+        os.environ["POSEQUEUE_PRELOAD"] = ",".join(f"{spec.name}:{s}" for s in served_stages)
+    import posequeue.producer.finalize  # noqa: F401  (registers tasks)
+    import posequeue.producer.ingest  # noqa: F401
+    import posequeue.worker.tasks  # noqa: F401
+    from posequeue.config.celery_app import app
+
+    app.worker_main(["worker", "-Q", ",".join(serve), "-P", "prefork", "-c",
+                     str(args.concurrency), "-n", f"{name}@%h", "-l", args.loglevel])  # fmt: skip
+    return 0
+
+
+def _ensure_model_files(settings: Any) -> Path:
+    from posequeue.worker.model_files import blazepose_dir
+
+    return blazepose_dir(settings.cache_dir, settings.model_dir)
+
+
+def cmd_fetch_model(args: argparse.Namespace) -> int:
+    from posequeue.config.settings import get_settings
+    from posequeue.worker.model_files import MissingModel
+
+    try:
+        print(_ensure_model_files(get_settings()))
+    except MissingModel as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+# -- client ---------------------------------------------------------------------------------
+def _jobs() -> Any:
+    from posequeue.config.settings import get_settings
+    from posequeue.jobs import Jobs
+
+    return Jobs.from_url(get_settings().broker_url)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from posequeue.config.settings import get_settings
+    from posequeue.jobs import summary
+    from posequeue.producer.submit import SubmitError, submit, wait
+
+    jobs = _jobs()
+    try:
+        job_id = submit(args.video, settings=get_settings(), jobs=jobs, model=args.model,
+                        batch_size=args.batch_size)  # fmt: skip
+    except SubmitError as exc:
+        if args.json:
+            print(json.dumps({"job_id": None, "status": "failed", "refused": True,
+                              "error": str(exc)}))  # fmt: skip
+        else:
+            print(f"error: submission refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    if not args.json:
+        print(f"job {job_id} queued", file=sys.stderr)
+    job = summary(jobs.get(job_id))
+    if args.wait:
+        job = wait(job_id, jobs, on_progress=_progress_bar() if sys.stderr.isatty() else None,
+                   timeout=args.timeout)  # fmt: skip
+    _print_job(job, args.json)
+    return EXIT_FAILED if job["status"] == "failed" else 0
+
+
+def _progress_bar() -> Any:
+    def show(job: dict[str, Any]) -> None:
+        total = job.get("frames_total") or (job.get("video_info") or {}).get("frame_count") or 0
+        done = job.get("frames_done", 0)
+        width = 30
+        filled = int(width * done / total) if total else 0
+        line = f"\r{job['status']:8} [{'#' * filled}{'.' * (width - filled)}] {done}/{total or '?'} frames"
+        sys.stderr.write(line)
+        if job["status"] in ("done", "failed"):
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
+def _print_job(job: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(job))
+        return
+    total = job.get("frames_total", "?")
+    print(f"job {job['job_id']}: {job['status']}, {job.get('frames_done', 0)}/{total} frames")
+    if job.get("error"):
+        print(f"error: {job['error']}")
+    for kind, uri in (job.get("results") or {}).items():
+        print(f"{kind}: {uri}")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from posequeue.jobs import JobNotFound, summary
+
+    try:
+        job = summary(_jobs().get(args.job))
+    except JobNotFound as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return EXIT_REFUSED
+    _print_job(job, args.json)
+    return 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from posequeue.config.settings import get_settings
+    from posequeue.jobs import JobNotFound
+    from posequeue.results import job_prefix
+    from posequeue.store import StoreError, open_store
+
+    try:
+        job = _jobs().get(args.job)
+    except JobNotFound as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return EXIT_REFUSED
+    if job["status"] != "done":
+        print(f"error: job {args.job} is {job['status']}" +
+              (f": {job['error']}" if job.get("error") else ""), file=sys.stderr)  # fmt: skip
+        return EXIT_FAILED
+    try:
+        name = "poses.json" if args.format == "json" else "poses.csv"
+        data = open_store(get_settings().store).get_bytes(job_prefix(args.job) + name)
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.output:
+        Path(args.output).write_bytes(data)
+        print(args.output)
+    else:
+        sys.stdout.buffer.write(data)
+    return 0
+
+
+def cmd_queues(args: argparse.Namespace) -> int:
+    from posequeue.monitor import queue_report
+
+    report = queue_report(_jobs())
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    for name, depth in report["queues"].items():
+        print(f"{name:32} {depth:8d} queued")
+    print(f"{'unacked (running or reserved)':32} {report['unacked']:8d}")
+    for job in report["jobs"]:
+        print(f"job {job['job_id']}: {job['status']}, {job['inflight']} batches in flight, "
+              f"{job['frames_done']}/{job.get('frames_total', '?')} frames")  # fmt: skip
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from posequeue.demo import run_demo
+
+    return run_demo(Path(args.video), Path(args.out))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""The Celery app every side shares. Tasks are sent by name, so a client imports no task code.
+
+Reliability settings (why each is here):
+- acks late + reject on worker lost: a batch whose worker dies is delivered again;
+- prefetch multiplier 1: a worker holds one batch at a time, others go to idle workers;
+- hard time limit below the Redis visibility timeout: Redis never hands a running task to a
+  second worker;
+- JSON only: no pickle on the wire (messages carry ids and keys, never pixels).
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from posequeue.config import queues
+from posequeue.config.models import CATALOGUE
+from posequeue.config.settings import Settings, get_settings
+
+INGEST_TASK = "posequeue.ingest"
+INFER_TASK = "posequeue.infer"
+FINALIZE_TASK = "posequeue.finalize"
+
+
+def make_app(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    app = Celery("posequeue", broker=settings.broker_url, backend=settings.backend_url)
+    declared = [queues.INGEST] + [q for spec in CATALOGUE.values() for q in queues.model_queues(spec)]
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_time_limit=settings.task_time_limit,
+        task_soft_time_limit=max(1, settings.task_time_limit - 30),
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        result_backend_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_connection_retry_on_startup=True,
+        task_default_queue=queues.INGEST,
+        task_queues=[Queue(name) for name in declared],
+        task_routes={INGEST_TASK: {"queue": queues.INGEST}, FINALIZE_TASK: {"queue": queues.INGEST}},
+        task_ignore_result=True,  # job summaries are stored explicitly under the job id
+        result_expires=7 * 24 * 3600,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=True,  # Flower's task view
+        task_send_sent_event=True,
+        # Loading a model takes longer than the 4 s default the pool allows a child to start.
+        worker_proc_alive_timeout=60,
+    )
+    return app
+
+
+app = make_app()

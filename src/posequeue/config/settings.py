@@ -1,0 +1,69 @@
+"""Typed settings from environment variables (prefix ``POSEQUEUE_``).
+
+Precedence: a command-line option, then the environment, then these defaults. S3 itself is
+configured the boto3 way (``AWS_*`` variables, ``AWS_ENDPOINT_URL`` for S3-compatible servers).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_store() -> str:
+    return (Path.cwd() / "out" / "store").resolve().as_uri()
+
+
+class Settings(BaseSettings):
+    """Everything a producer, a worker and a client must agree on."""
+
+    model_config = SettingsConfigDict(env_prefix="POSEQUEUE_", extra="ignore")
+
+    broker_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL for queues and state")
+    result_backend: str | None = Field(None, description="Celery result backend (default: broker)")
+    store: str = Field(default_factory=default_store, description="s3://bucket/prefix or file:///abs")
+    default_model: str = "blazepose"
+    batch_size: int = Field(8, ge=1, le=256, description="frames per inference batch")
+    segment_seconds: float = Field(2.0, gt=0, description="video seconds per ingest task")
+    max_inflight_batches: int = Field(32, ge=1, description="per-job window of queued batches")
+    payload_ttl: int = Field(3600, ge=60, description="seconds a batch payload lives in Redis")
+    # A host that dies holds its unacked batches until this runs out; batches take seconds, so
+    # minutes is enough. Every task's hard time limit stays below it (else duplicate delivery).
+    visibility_timeout: int = Field(600, ge=60)
+    task_time_limit: int = Field(300, ge=10)
+    model_dir: Path | None = Field(None, description="folder holding model files provided by hand")
+    cache_dir: Path = Field(Path.home() / ".cache" / "posequeue")
+    log_format: str = Field("console", pattern="^(console|json)$")
+
+    @field_validator("store")
+    @classmethod
+    def _store_scheme(cls, value: str) -> str:
+        if not value.startswith(("s3://", "file:///")):
+            raise ValueError(
+                f"POSEQUEUE_STORE={value!r} is not a store URI; use s3://bucket/prefix or "
+                "file:///absolute/path"
+            )
+        return value.rstrip("/")
+
+    @field_validator("task_time_limit")
+    @classmethod
+    def _below_visibility(cls, value: int, info) -> int:  # type: ignore[no-untyped-def]
+        visibility = info.data.get("visibility_timeout", 600)
+        if value >= visibility:
+            raise ValueError(
+                f"POSEQUEUE_TASK_TIME_LIMIT={value} must be below POSEQUEUE_VISIBILITY_TIMEOUT="
+                f"{visibility}, or Redis redelivers running tasks to a second worker"
+            )
+        return value
+
+    @property
+    def backend_url(self) -> str:
+        return self.result_backend or self.broker_url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,107 @@
+"""``posequeue demo``: the whole path on one machine with embedded defaults.
+
+Starts an embedded Redis (unless ``POSEQUEUE_BROKER_URL`` is set), a worker process serving every
+queue, submits the sample video, shows progress, writes a preview PNG and prints where the
+results are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from posequeue.store import unquote_file_uri
+
+
+def run_demo(video: Path, out: Path) -> int:
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        if not os.environ.get("POSEQUEUE_BROKER_URL"):
+            from posequeue.embedded import EmbeddedRedis
+
+            redis_server = stack.enter_context(EmbeddedRedis(out / "redis"))
+            os.environ["POSEQUEUE_BROKER_URL"] = redis_server.url
+            print(f"embedded Redis at {redis_server.url}", file=sys.stderr)
+        os.environ.setdefault("POSEQUEUE_STORE", (out / "store").as_uri())
+        from posequeue.config.settings import get_settings
+
+        get_settings.cache_clear()
+        settings = get_settings()
+        print(f"store: {settings.store}", file=sys.stderr)
+        from posequeue.worker.model_files import blazepose_dir
+
+        print(f"model files: {blazepose_dir(settings.cache_dir, settings.model_dir)}", file=sys.stderr)
+        log_path = out / "worker.log"
+        worker = stack.enter_context(_worker(log_path))
+        print(f"worker pid {worker.pid}, log {log_path}", file=sys.stderr)
+        return _submit_and_report(video, out, worker)
+    return 0
+
+
+@contextlib.contextmanager
+def _worker(log_path: Path):  # type: ignore[no-untyped-def]
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "posequeue.cli", "worker"],
+                                stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        try:
+            yield proc
+        finally:
+            proc.send_signal(signal.SIGTERM)  # warm shutdown: finish the batch in hand
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _submit_and_report(video: Path, out: Path, worker: subprocess.Popen) -> int:  # type: ignore[type-arg]
+    from posequeue.config.models import get_model
+    from posequeue.config.settings import get_settings
+    from posequeue.jobs import Jobs
+    from posequeue.producer.submit import SubmitError, submit, wait
+    from posequeue.store import open_store
+
+    settings = get_settings()
+    jobs = Jobs.from_url(settings.broker_url)
+    try:
+        job_id = submit(str(video), settings=settings, jobs=jobs)
+    except SubmitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"submitted {video} as job {job_id}", file=sys.stderr)
+    started = time.monotonic()
+    last = [-1]
+
+    def progress(job: dict) -> None:  # type: ignore[type-arg]
+        if worker.poll() is not None:
+            raise SystemExit(f"the worker exited (code {worker.returncode}); see its log")
+        done = job.get("frames_done", 0)
+        if done != last[0]:
+            last[0] = done
+            total = job.get("frames_total") or (job.get("video_info") or {}).get("frame_count", "?")
+            print(f"  {job['status']}: {done}/{total} frames", file=sys.stderr)
+
+    job = wait(job_id, jobs, on_progress=progress, poll=0.5, timeout=600)
+    elapsed = time.monotonic() - started
+    if job["status"] != "done":
+        print(f"job {job['status']}: {job.get('error', 'did not finish in time')}", file=sys.stderr)
+        return 1
+    frames = job["frames_total"]
+    print(f"done: {frames} frames in {elapsed:.2f} s ({frames / elapsed:.1f} frames/s end to end)",
+          file=sys.stderr)  # fmt: skip
+    store = open_store(settings.store)
+    result = json.loads(store.get_bytes(f"jobs/{job_id}/poses.json"))
+    from posequeue.preview import render
+
+    spec = get_model(result["model"]["name"])
+    preview = render(str(video), result, spec.edges, out / "preview.png")
+    print(f"preview: {preview}")
+    print(f"csv: {unquote_file_uri(job['results']['csv'])}")
+    print(f"results: {unquote_file_uri(job['results']['json'])}")
+    return 0

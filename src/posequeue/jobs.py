@@ -1,0 +1,245 @@
+"""Job state in Redis: one hash per job, a set of finished batches, guards for exactly-once steps.
+
+Keys (all under ``pq:``):
+    pq:job:{id}            hash: status, counts, timings, error, result URIs
+    pq:job:{id}:done       set of finished batch indices (the fan-in)
+    pq:job:{id}:final      SET NX guard: the delivery that completes the set finalises once
+    pq:job:{id}:seg:{k}    marker: segment k has handed over to segment k+1
+    pq:batch:{id}:{k}      hash: the pixels and meta of batch k (claim-check, with a TTL)
+    pq:jobs                sorted set of job ids by submission time
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from functools import lru_cache
+from typing import Any
+
+import redis
+
+from posequeue.config.schemas import JobStatus
+
+JOBS = "pq:jobs"
+FINISHED_TTL = 7 * 24 * 3600  # job records outlive the job by a week
+
+# Records a finished batch and says whether this delivery completes the job. Atomic, so two
+# deliveries of the last batch (or the last batch racing the end of ingest) finalise once.
+_COMPLETE = """
+if ARGV[1] ~= '' then
+  if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
+    redis.call('HINCRBY', KEYS[1], 'frames_done', ARGV[2])
+  end
+end
+local total = redis.call('HGET', KEYS[1], 'batches_total')
+if not total then return 0 end
+if redis.call('SCARD', KEYS[2]) < tonumber(total) then return 0 end
+if redis.call('SET', KEYS[3], '1', 'NX') then return 1 end
+return 0
+"""
+
+
+def job_key(job_id: str) -> str:
+    return f"pq:job:{job_id}"
+
+
+def batch_key(job_id: str, index: int) -> str:
+    return f"pq:batch:{job_id}:{index}"
+
+
+class JobNotFound(KeyError):
+    """No job with that id (never submitted, or expired)."""
+
+
+class Jobs:
+    """The job records of one Redis database."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.r = client
+        self._complete = client.register_script(_COMPLETE)
+
+    @classmethod
+    def from_url(cls, url: str) -> Jobs:
+        return cls(redis.Redis.from_url(url))
+
+    # -- lifecycle -------------------------------------------------------------------------
+    @staticmethod
+    def new_id() -> str:
+        return uuid.uuid4().hex
+
+    def create(self, *, job_id: str, model: str, video: str, batch_size: int, source: str) -> str:
+        now = time.time()
+        fields = {
+            "status": JobStatus.QUEUED.value,
+            "model": model,
+            "video": video,
+            "source": source,
+            "batch_size": batch_size,
+            "submitted_at": now,
+            "frames_done": 0,
+            "batches_enqueued": 0,
+        }
+        with self.r.pipeline() as pipe:
+            pipe.hset(job_key(job_id), mapping=fields)
+            pipe.zadd(JOBS, {job_id: now})
+            pipe.execute()
+        return job_id
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        raw = self.r.hgetall(job_key(job_id))
+        if not raw:
+            raise JobNotFound(f"no job {job_id!r} (never submitted, or its record expired)")
+        job: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
+        for name in ("frames_done", "frames_total", "batches_total", "batches_enqueued",
+                     "batch_size", "corrupt_packets"):  # fmt: skip
+            if name in job:
+                job[name] = int(job[name])
+        for name in ("submitted_at", "started_at", "finished_at"):
+            if name in job:
+                job[name] = float(job[name])
+        for name in ("video_info", "results"):
+            if name in job:
+                job[name] = json.loads(job[name])
+        job["job_id"] = job_id
+        job["batches_done"] = self.r.scard(f"{job_key(job_id)}:done")
+        return job
+
+    def status(self, job_id: str) -> JobStatus | None:
+        value = self.r.hget(job_key(job_id), "status")
+        return JobStatus(value.decode()) if value else None
+
+    def mark_running(self, job_id: str, video_info: dict[str, Any]) -> None:
+        self.r.hset(job_key(job_id), mapping={
+            "status": JobStatus.RUNNING.value,
+            "started_at": time.time(),
+            "video_info": json.dumps(video_info),
+        })  # fmt: skip
+
+    def fail(self, job_id: str, reason: str) -> bool:
+        """Mark the job failed with a reason a person can act on; False if it already ended."""
+        key = job_key(job_id)
+        status = self.status(job_id)
+        if status is None or status.finished:
+            return False
+        with self.r.pipeline() as pipe:
+            pipe.hset(key, mapping={
+                "status": JobStatus.FAILED.value, "error": reason, "finished_at": time.time(),
+            })  # fmt: skip
+            self._expire(pipe, job_id)
+            pipe.execute()
+        return True
+
+    def finish(self, job_id: str, results: dict[str, str], finished_at: float) -> None:
+        with self.r.pipeline() as pipe:
+            pipe.hset(job_key(job_id), mapping={
+                "status": JobStatus.DONE.value,
+                "results": json.dumps(results),
+                "finished_at": finished_at,
+            })  # fmt: skip
+            self._expire(pipe, job_id)
+            pipe.execute()
+
+    def _expire(self, pipe: Any, job_id: str) -> None:
+        key = job_key(job_id)
+        pipe.expire(key, FINISHED_TTL)
+        pipe.delete(f"{key}:done", f"{key}:final")
+
+    # -- batches and fan-in ---------------------------------------------------------------
+    def put_batch(self, meta: dict[str, Any], pixels: bytes, ttl: int) -> None:
+        """Store a batch once (claim-check) and count it as enqueued, in one round trip."""
+        key = batch_key(meta["job_id"], meta["index"])
+        with self.r.pipeline() as pipe:
+            pipe.hset(key, mapping={"pixels": pixels, "meta": json.dumps(meta)})
+            pipe.expire(key, ttl)
+            pipe.execute()
+
+    def get_batch(self, job_id: str, index: int) -> tuple[dict[str, Any], bytes] | None:
+        raw = self.r.hmget(batch_key(job_id, index), "meta", "pixels")
+        if raw[0] is None or raw[1] is None:
+            return None
+        return json.loads(raw[0]), raw[1]
+
+    def drop_batch(self, job_id: str, index: int) -> None:
+        self.r.delete(batch_key(job_id, index))
+
+    def inflight(self, job_id: str) -> int:
+        """Batches put on a queue and not yet finished."""
+        key = job_key(job_id)
+        with self.r.pipeline() as pipe:
+            pipe.hget(key, "batches_enqueued")
+            pipe.scard(f"{key}:done")
+            enqueued, done = pipe.execute()
+        return int(enqueued or 0) - int(done)
+
+    def set_enqueued(self, job_id: str, count: int) -> None:
+        self.r.hset(job_key(job_id), "batches_enqueued", count)
+
+    def batch_done(self, job_id: str, index: int, frames: int) -> bool:
+        """Record batch ``index`` finished; True for the one delivery that must finalise."""
+        key = job_key(job_id)
+        keys = [key, f"{key}:done", f"{key}:final"]
+        return bool(self._complete(keys=keys, args=[index, frames]))
+
+    def ingest_done(self, job_id: str, frames_total: int, batches_total: int,
+                    corrupt_packets: int) -> bool:  # fmt: skip
+        """Record the totals once all frames are queued; True if the job is already complete."""
+        key = job_key(job_id)
+        self.r.hset(key, mapping={
+            "frames_total": frames_total,
+            "batches_total": batches_total,
+            "batches_enqueued": batches_total,
+            "corrupt_packets": corrupt_packets,
+        })  # fmt: skip
+        return bool(self._complete(keys=[key, f"{key}:done", f"{key}:final"], args=["", 0]))
+
+    def mark_handover(self, job_id: str, segment: int) -> None:
+        """Segment k has enqueued segment k+1 (set after sending: a crash between the two
+        repeats a segment, which is harmless, rather than losing the rest of the video)."""
+        self.r.set(f"{job_key(job_id)}:seg:{segment}", 1, ex=FINISHED_TTL)
+
+    def handed_over(self, job_id: str, segment: int) -> bool:
+        return bool(self.r.exists(f"{job_key(job_id)}:seg:{segment}"))
+
+    def recent(self, limit: int = 20) -> list[str]:
+        return [j.decode() for j in self.r.zrevrange(JOBS, 0, limit - 1)]
+
+
+class JobFailedError(RuntimeError):
+    """Stored in the result backend for a failed job; its message is the job's error."""
+
+
+def summary(job: dict[str, Any]) -> dict[str, Any]:
+    """The job summary a client sees (CLI ``--json``, result backend, manifest)."""
+    keys = ("job_id", "status", "model", "video", "frames_done", "frames_total", "batches_done",
+            "batches_total", "corrupt_packets", "submitted_at", "started_at", "finished_at",
+            "error", "results", "video_info")  # fmt: skip
+    out = {k: job[k] for k in keys if k in job}
+    if "finished_at" in job and "submitted_at" in job:
+        out["elapsed_s"] = round(job["finished_at"] - job["submitted_at"], 3)
+    return out
+
+
+def publish(app: Any, jobs: Jobs, job_id: str) -> None:
+    """Put the job's summary in the Celery result backend under the job id."""
+    job = summary(jobs.get(job_id))
+    if job["status"] == "failed":
+        app.backend.mark_as_failure(job_id, JobFailedError(job.get("error", "failed")))
+    else:
+        app.backend.mark_as_done(job_id, job)
+
+
+def fail_job(app: Any, jobs: Jobs, job_id: str, reason: str) -> bool:
+    """Fail a job once, with a reason a person can act on, and publish it."""
+    if not jobs.fail(job_id, reason):
+        return False
+    publish(app, jobs, job_id)
+    return True
+
+
+@lru_cache(maxsize=1)
+def get_jobs() -> Jobs:
+    """This process's job records (redis-py pools reconnect by themselves after a fork)."""
+    from posequeue.config.settings import get_settings
+
+    return Jobs.from_url(get_settings().broker_url)

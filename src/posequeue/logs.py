@@ -1,0 +1,48 @@
+"""Structured logs with structlog; task context (job id, batch index, model, cores) is bound per
+task by signal handlers, not threaded through task bodies."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import structlog
+from celery import Task, signals
+
+
+def configure(fmt: str = "console", level: int = logging.INFO) -> None:
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer() if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )  # fmt: skip
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    return structlog.get_logger(name)  # type: ignore[no-any-return]
+
+
+@signals.task_prerun.connect
+def _bind_task_context(task_id: str, task: Task, args: tuple, **_: object) -> None:
+    """Every log line of a task carries its job id (and batch index, cores) without the task
+    body passing them around."""
+    structlog.contextvars.clear_contextvars()
+    ctx: dict[str, object] = {"task": task.name.rsplit(".", 1)[-1], "task_id": task_id}
+    if args:
+        ctx["job_id"] = args[0] if isinstance(args[0], str) else args[0].get("job_id")
+    if len(args) > 1 and isinstance(args[1], int):
+        ctx["batch"] = args[1]
+    if os.environ.get("POSEQUEUE_CORES"):
+        ctx["cores"] = os.environ["POSEQUEUE_CORES"]
+    structlog.contextvars.bind_contextvars(**ctx)

@@ -1,0 +1,42 @@
+"""Queue depth and jobs in flight, read straight from Redis (what Flower's broker tab shows, plus
+the per-job view it lacks)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from posequeue.config import queues
+from posequeue.config.models import CATALOGUE
+from posequeue.jobs import Jobs, summary
+
+# Celery's Redis transport keeps priority levels in sibling lists: name, name\x06\x163, ...
+PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
+
+
+def queue_names() -> list[str]:
+    return [queues.INGEST] + [q for spec in CATALOGUE.values() for q in queues.model_queues(spec)]
+
+
+def queue_depth(jobs: Jobs, name: str) -> int:
+    with jobs.r.pipeline() as pipe:
+        for suffix in PRIORITY_SUFFIXES:
+            pipe.llen(name + suffix)
+        return sum(pipe.execute())
+
+
+def queue_report(jobs: Jobs, recent: int = 20) -> dict[str, Any]:
+    """Depth per queue, messages taken but not yet acknowledged, and recent unfinished jobs."""
+    active = []
+    for job_id in jobs.recent(recent):
+        try:
+            job = summary(jobs.get(job_id))
+        except KeyError:
+            continue
+        if job["status"] in ("queued", "running"):
+            job["inflight"] = jobs.inflight(job_id)
+            active.append(job)
+    return {
+        "queues": {name: queue_depth(jobs, name) for name in queue_names()},
+        "unacked": int(jobs.r.hlen("unacked")),
+        "jobs": active,
+    }

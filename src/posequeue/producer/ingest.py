@@ -1,0 +1,136 @@
+"""Ingest tasks: one task per segment of a video (a few seconds from a keyframe).
+
+Each task decodes its segment, preprocesses frames for the model's first stage, stores batches
+once in Redis (claim-check) with a small message on the stage's queue, then hands the rest of the
+video to the next segment's task. A job keeps a bounded window of batches in flight: when it is
+full the task defers itself with a countdown instead of blocking a worker.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from celery import Task
+from celery.exceptions import Retry
+
+from posequeue.config.celery_app import FINALIZE_TASK, INFER_TASK, INGEST_TASK, app
+from posequeue.config.models import get_model
+from posequeue.config.queues import stage_queue
+from posequeue.config.schemas import BatchMeta, Cursor, JobStatus, Transform
+from posequeue.config.settings import get_settings
+from posequeue.jobs import Jobs, fail_job, get_jobs
+from posequeue.logs import get_logger
+from posequeue.producer.preprocess import letterbox
+from posequeue.producer.video import DecodeStats, VideoError, probe, read_segment, rotation_of
+from posequeue.store import StoreError
+
+log = get_logger(__name__)
+STORE_RETRIES = 3
+
+
+@app.task(name=INGEST_TASK, bind=True, max_retries=None)
+def ingest(self: Task, cursor: dict) -> None:
+    """Decode, preprocess and enqueue one segment, then hand over to the next."""
+    cur = Cursor(**cursor)
+    jobs = get_jobs()
+    status = jobs.status(cur.job_id)
+    if status is None or status.finished:
+        log.info("ingest.stale", reason=f"job is {status.value if status else 'gone'}")
+        return
+    job = jobs.get(cur.job_id)
+    try:
+        if status is JobStatus.QUEUED:
+            jobs.mark_running(cur.job_id, probe(job["video"]).to_dict())
+        window = get_settings().max_inflight_batches
+        if jobs.inflight(cur.job_id) >= window:
+            # Backpressure: bounded Redis memory whatever the video's length.
+            raise self.retry(countdown=min(5.0, 0.25 * 2 ** min(self.request.retries, 4)))
+        _ingest_segment(jobs, job, cur)
+    except VideoError as exc:
+        fail_job(app, jobs, cur.job_id, str(exc))
+    except StoreError as exc:
+        if self.request.retries < STORE_RETRIES:
+            raise self.retry(countdown=2.0) from None
+        fail_job(app, jobs, cur.job_id, str(exc))
+    except Retry:
+        raise
+    except Exception as exc:  # a bug must fail its job, not leave it running forever
+        log.exception("ingest.error", job_id=cur.job_id)
+        fail_job(app, jobs, cur.job_id, f"internal error while ingesting: {exc!r}")
+
+
+def _ingest_segment(jobs: Jobs, job: dict, cur: Cursor) -> None:
+    settings = get_settings()
+    spec = get_model(job["model"])
+    stage = spec.first_stage
+    batcher = _Batcher(jobs, cur, job["model"], stage.name, job["batch_size"], stage.input_size)
+    stats = DecodeStats()
+    started = time.perf_counter()
+    last_pts = cur.after_pts
+    for item in read_segment(job["video"], cur.after_pts, settings.segment_seconds, stats):
+        pixels, transform = letterbox(item.frame, rotation_of(item.frame), stage.input_size)
+        batcher.add(pixels, item.t, transform)
+        last_pts = item.pts
+    batcher.flush()
+    totals = dict(cur.totals)
+    totals["corrupt_packets"] = totals.get("corrupt_packets", 0) + stats.corrupt_packets
+    log.info("ingest.segment", job_id=cur.job_id, segment=cur.segment, frames=batcher.frames,
+             batches=batcher.batches, corrupt_packets=stats.corrupt_packets,
+             seconds=round(time.perf_counter() - started, 3))  # fmt: skip
+    next_frame = cur.first_frame + batcher.frames
+    next_batch = cur.first_batch + batcher.batches
+    if not stats.ended:
+        _hand_over(jobs, Cursor(cur.job_id, cur.segment + 1, next_frame, next_batch, last_pts, totals),
+                   cur.segment)  # fmt: skip
+        return
+    if next_frame == 0:
+        raise VideoError(f"{job['video']}: no frame could be decoded "
+                         f"({totals['corrupt_packets']} corrupt packets)")  # fmt: skip
+    if jobs.ingest_done(cur.job_id, next_frame, next_batch, totals["corrupt_packets"]):
+        app.send_task(FINALIZE_TASK, args=[cur.job_id])
+
+
+def _hand_over(jobs: Jobs, nxt: Cursor, segment: int) -> None:
+    """Send the next segment once (a redelivered segment that was handed over stops here)."""
+    if jobs.handed_over(nxt.job_id, segment):
+        return
+    app.send_task(INGEST_TASK, args=[nxt.to_dict()])
+    jobs.mark_handover(nxt.job_id, segment)
+
+
+class _Batcher:
+    """Groups preprocessed frames into inference batches and puts them on the stage queue."""
+
+    def __init__(self, jobs: Jobs, cur: Cursor, model: str, stage: str, size: int,
+                 shape: tuple[int, int]) -> None:  # fmt: skip
+        self.jobs, self.cur, self.model, self.stage, self.size = jobs, cur, model, stage, size
+        self.buffer = np.empty((size, *shape, 3), dtype=np.uint8)
+        self.times: list[float] = []
+        self.transforms: list[Transform] = []
+        self.frames = 0  # frames enqueued by this segment
+        self.batches = 0
+        self.queue = stage_queue(model, stage)
+        self.ttl = get_settings().payload_ttl
+
+    def add(self, pixels: np.ndarray, t: float, transform: Transform) -> None:
+        self.buffer[len(self.times)] = pixels
+        self.times.append(round(t, 6))
+        self.transforms.append(transform)
+        if len(self.times) == self.size:
+            self.flush()
+
+    def flush(self) -> None:
+        n = len(self.times)
+        if n == 0:
+            return
+        index = self.cur.first_batch + self.batches
+        first = self.cur.first_frame + self.frames
+        meta = BatchMeta(self.cur.job_id, index, list(range(first, first + n)), self.times,
+                         self.transforms, self.model, self.stage)  # fmt: skip
+        self.jobs.put_batch(meta.to_dict(), self.buffer[:n].tobytes(), self.ttl)
+        self.jobs.set_enqueued(self.cur.job_id, index + 1)
+        app.send_task(INFER_TASK, args=[self.cur.job_id, index], queue=self.queue)
+        self.frames += n
+        self.batches += 1
+        self.times, self.transforms = [], []

@@ -1,0 +1,82 @@
+"""The submit client: check the input, record the job, put its first ingest message on the queue.
+
+Returns at once with a job id; the client may go away and the job goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from posequeue.config.celery_app import INGEST_TASK, app
+from posequeue.config.models import get_model
+from posequeue.config.schemas import Cursor
+from posequeue.config.settings import Settings
+from posequeue.jobs import Jobs, summary
+from posequeue.producer.video import probe
+from posequeue.store import open_store
+
+
+class SubmitError(ValueError):
+    """A submission refused before any job exists (bad input, unknown model, store down)."""
+
+
+def submit(video: str, *, settings: Settings, jobs: Jobs, model: str | None = None,
+           batch_size: int | None = None) -> str:  # fmt: skip
+    """Check and enqueue ``video`` (a local path or ``s3://`` URI); return the job id."""
+    try:
+        spec = get_model(model or settings.default_model)
+        size = batch_size or settings.batch_size
+        compiled = spec.first_stage.compiled_batch
+        if size < 1 or size % compiled:
+            raise SubmitError(f"--batch-size {size} must be a positive multiple of the compiled "
+                              f"batch size {compiled} of {spec.name}")  # fmt: skip
+        job_id = Jobs.new_id()
+        source = _resolve(video, job_id, settings)
+        probe(source)  # exists, is a video, has a decodable video stream
+    except SubmitError:
+        raise
+    except ValueError as exc:  # UnknownModelError, VideoError, StoreError's kin
+        raise SubmitError(str(exc)) from None
+    except RuntimeError as exc:  # StoreError
+        raise SubmitError(str(exc)) from None
+    jobs.create(job_id=job_id, model=spec.name, video=source, batch_size=size, source=video)
+    app.send_task(INGEST_TASK, args=[Cursor(job_id).to_dict()])
+    return job_id
+
+
+def _resolve(video: str, job_id: str, settings: Settings) -> str:
+    """Where producers will read the video. A local file is read in place when the store is a
+    local folder (one host); with an S3 store it is uploaded so producers on any host can read it."""
+    if video.startswith("s3://"):
+        return video
+    path = Path(video).expanduser()
+    if not path.is_file():
+        raise SubmitError(f"{video}: no such file")
+    if settings.store.startswith("s3://"):
+        store = open_store(settings.store)
+        store.check()
+        return store.put_file(f"inputs/{job_id}/{path.name}", path, "video/*")
+    return str(path.resolve())
+
+
+def wait(job_id: str, jobs: Jobs, on_progress: Callable[[dict[str, Any]], None] | None = None,
+         poll: float = 0.5, timeout: float | None = None) -> dict[str, Any]:  # fmt: skip
+    """Poll the job until it ends; return its summary."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        job = summary(jobs.get(job_id))
+        if on_progress:
+            on_progress(job)
+        if job["status"] in ("done", "failed"):
+            return job
+        if deadline is not None and time.monotonic() > deadline:
+            return job
+        time.sleep(poll)
+
+
+def is_terminal() -> bool:
+    return os.isatty(2)

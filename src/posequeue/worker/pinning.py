@@ -1,0 +1,62 @@
+"""Core groups: parse ``--cores`` specs and pin a worker process before any runtime is imported.
+
+On the CPU the spec pins the process to those CPU cores (``sched_setaffinity``); on Inferentia
+the same spec becomes ``NEURON_RT_VISIBLE_CORES`` (runtime 2.x reserves every core otherwise).
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class CoreSpecError(ValueError):
+    """A ``--cores`` value that is not a list of core indices or ranges."""
+
+
+def parse_cores(spec: str) -> list[int]:
+    """``"0-1"`` -> [0, 1]; ``"2,4-5"`` -> [2, 4, 5]; order kept, duplicates refused."""
+    cores: list[int] = []
+    try:
+        for part in spec.split(","):
+            part = part.strip()
+            if "-" in part:
+                lo, hi = (int(x) for x in part.split("-", 1))
+                if hi < lo:
+                    raise ValueError
+                cores.extend(range(lo, hi + 1))
+            else:
+                cores.append(int(part))
+    except ValueError:
+        raise CoreSpecError(
+            f"--cores {spec!r} is not a core list; use indices and ranges like 0-1 or 2,3"
+        ) from None
+    if not cores or min(cores) < 0 or len(set(cores)) != len(cores):
+        raise CoreSpecError(f"--cores {spec!r}: give each core index (>= 0) once")
+    return cores
+
+
+def format_cores(cores: list[int]) -> str:
+    """[0, 1] -> "0-1" (contiguous), else a comma list."""
+    if cores == list(range(cores[0], cores[-1] + 1)) and len(cores) > 1:
+        return f"{cores[0]}-{cores[-1]}"
+    return ",".join(str(c) for c in cores)
+
+
+def pin_cpu(cores: list[int]) -> None:
+    """Restrict this process (and the children it forks) to these CPU cores."""
+    available = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+    missing = [c for c in cores if available and c not in available]
+    if missing:
+        raise CoreSpecError(
+            f"--cores names CPU cores {missing} that this host does not offer "
+            f"(available: {sorted(available)})"
+        )
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cores)
+
+
+def cpu_threads() -> int:
+    """Threads a runtime should use: the cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
