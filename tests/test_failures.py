@@ -1,0 +1,111 @@
+"""Bad input gets a clear error within seconds and loses nothing: refused submissions for what
+can be checked up front, failed jobs with a reason for what shows later, and the worker goes on
+serving other jobs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import videos
+from conftest import SAMPLE, posequeue
+from helpers import wait_job
+
+pytestmark = pytest.mark.integration
+
+
+def refused(result) -> dict:  # type: ignore[no-untyped-def]
+    assert result.returncode == 2, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["status"] == "failed" and out["refused"] is True and out["job_id"] is None
+    return out
+
+
+@pytest.mark.parametrize("make,words", [
+    (lambda p: videos.make_not_a_video(p / "notes.mp4"), "not a readable video"),
+    (lambda p: videos.make_empty(p / "empty.mp4"), "not a readable video"),
+    (lambda p: videos.make_truncated(p / "cut.mp4"), "not a readable video"),
+    (lambda p: videos.make_audio_only(p / "song.m4a"), "no video stream"),
+    (lambda p: p / "does-not-exist.mp4", "no such file"),
+])  # fmt: skip
+def test_bad_video_refused(make, words, tmp_path, redis_url) -> None:
+    """A file that is no usable video is refused at submission, naming the file and the fault."""
+    path = make(tmp_path)
+    started = time.monotonic()
+    out = refused(posequeue("submit", str(path), "--json"))
+    assert time.monotonic() - started < 15
+    assert words in out["error"] and path.name in out["error"]
+
+
+def test_unknown_model_refused(redis_url) -> None:
+    """An unknown model name is refused with the list of known models."""
+    out = refused(posequeue("submit", str(SAMPLE), "--model", "openpose", "--json"))
+    assert "unknown model 'openpose'" in out["error"] and "blazepose" in out["error"]
+
+
+def test_bad_batch_size_refused(redis_url) -> None:
+    """A batch size below one is refused with the rule it broke."""
+    out = refused(posequeue("submit", str(SAMPLE), "--batch-size", "0", "--json"))
+    assert "--batch-size" in out["error"]
+
+
+def test_missing_s3_object_refused(bucket) -> None:
+    """A missing S3 object is refused, naming its URI."""
+    out = refused(posequeue("submit", f"s3://{bucket}/nope/missing.mp4", "--json"))
+    assert f"s3://{bucket}/nope/missing.mp4" in out["error"]
+
+
+def test_unreachable_store_refused(s3_server, isolated) -> None:
+    """With an S3 store whose bucket does not exist, a local video is refused before any job."""
+    env = {**isolated, "POSEQUEUE_STORE": "s3://no-such-bucket-here/prefix"}
+    out = refused(posequeue("submit", str(SAMPLE), "--json", env=env))
+    assert "no-such-bucket-here" in out["error"] and "not reachable" in out["error"]
+
+
+def test_video_broken_after_submission_fails_job_and_worker_goes_on(isolated, start_worker,
+                                                                     tmp_path) -> None:  # fmt: skip
+    """A video that breaks between submission and ingest fails its job with a reason; the same
+    worker then finishes the next job."""
+    path = tmp_path / "clip.mp4"
+    shutil.copy(SAMPLE, path)
+    first = json.loads(posequeue("submit", str(path), "--json", env=isolated).stdout.splitlines()[-1])
+    assert first["status"] == "queued"
+    path.write_bytes(b"this is no longer a video")
+    start_worker(**{k: isolated[k] for k in ("POSEQUEUE_BROKER_URL", "POSEQUEUE_STORE")})
+    failed = json.loads(posequeue("status", first["job_id"], "--json", env=isolated).stdout)
+    deadline = time.monotonic() + 30
+    while failed["status"] not in ("done", "failed") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        failed = json.loads(posequeue("status", first["job_id"], "--json", env=isolated).stdout)
+    assert failed["status"] == "failed"
+    assert "clip.mp4" in failed["error"] and "not a readable video" in failed["error"]
+    ok = posequeue("submit", str(SAMPLE), "--wait", "--json", env=isolated)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout.splitlines()[-1])["status"] == "done"
+
+
+def test_unwritable_result_store_fails_job(isolated, start_worker, jobs) -> None:
+    """Workers that cannot write to their S3 store fail the job with a reason a person can act
+    on (after a few retries) instead of leaving it running."""
+    pytest.importorskip("moto")
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        start_worker(POSEQUEUE_BROKER_URL=isolated["POSEQUEUE_BROKER_URL"],
+                     POSEQUEUE_STORE="s3://bucket-that-is-missing/results",
+                     AWS_ENDPOINT_URL=f"http://{host}:{port}", AWS_ACCESS_KEY_ID="x",
+                     AWS_SECRET_ACCESS_KEY="x", AWS_DEFAULT_REGION="us-east-1")  # fmt: skip
+        out = posequeue("submit", str(SAMPLE), "--wait", "--json", "--timeout", "60", env=isolated)
+        job = json.loads(out.stdout.splitlines()[-1])
+        assert job["status"] == "failed"
+        assert "bucket-that-is-missing" in job["error"] and "NoSuchBucket" in job["error"]
+    finally:
+        server.stop()
+
+

@@ -1,0 +1,69 @@
+"""Crashes and floods: a killed pool process loses no frame and duplicates none; a long video
+keeps a bounded number of batches in Redis whatever its length."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+import redis
+import videos
+from conftest import posequeue
+
+pytestmark = pytest.mark.integration
+
+
+def status(job_id: str, env: dict) -> dict:  # type: ignore[type-arg]
+    return json.loads(posequeue("status", job_id, "--json", env=env).stdout)
+
+
+def test_sigkill_pool_process_mid_job(isolated, start_worker, tmp_path) -> None:
+    """SIGKILL of the worker's pool process mid-job: its batch is redelivered (acks late, reject
+    on worker lost) and the output still has every frame exactly once, in order."""
+    video = videos.make_long(tmp_path / "long.mp4", seconds=20, width=320, height=240)
+    worker = start_worker(POSEQUEUE_BROKER_URL=isolated["POSEQUEUE_BROKER_URL"],
+                          POSEQUEUE_STORE=isolated["POSEQUEUE_STORE"])  # fmt: skip
+    job_id = json.loads(posequeue("submit", str(video), "--json", env=isolated).stdout)["job_id"]
+    killed = 0
+    deadline = time.monotonic() + 60
+    while killed < 2 and time.monotonic() < deadline:
+        job = status(job_id, isolated)
+        if job["frames_done"] >= 100 * (killed + 1):
+            for pid in worker.children():
+                os.kill(pid, signal.SIGKILL)
+            killed += 1
+        time.sleep(0.05)
+    assert killed == 2, "the job ended before the pool process could be killed twice"
+    deadline = time.monotonic() + 120
+    while (job := status(job_id, isolated))["status"] not in ("done", "failed"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+    assert job["status"] == "done", job.get("error")
+    assert "WorkerLostError" in worker.log.read_text()  # the kill really hit a running task
+    out = posequeue("results", job_id, env=isolated)
+    frames = json.loads(out.stdout)["frames"]
+    assert [f["index"] for f in frames] == list(range(600))
+    assert job["frames_done"] == 600
+
+
+def test_backpressure_bounds_batches_in_redis(isolated, start_worker, tmp_path) -> None:
+    """With producers running and no inference worker, a long video stops at the in-flight
+    window instead of filling Redis."""
+    video = videos.make_long(tmp_path / "long.mp4", seconds=40, width=320, height=240)
+    window = 6
+    env = {**isolated, "POSEQUEUE_MAX_INFLIGHT_BATCHES": str(window)}
+    start_worker("--stage", "ingest", **{k: env[k] for k in (
+        "POSEQUEUE_BROKER_URL", "POSEQUEUE_STORE", "POSEQUEUE_MAX_INFLIGHT_BATCHES")})  # fmt: skip
+    job_id = json.loads(posequeue("submit", str(video), "--json", env=env).stdout)["job_id"]
+    r = redis.Redis.from_url(env["POSEQUEUE_BROKER_URL"])
+    time.sleep(6)  # ample time to decode all 1200 frames were there no window
+    batches = len(r.keys(f"pq:batch:{job_id}:*"))
+    queue = json.loads(posequeue("queues", "--json", env=env).stdout)
+    # A segment (2 s = 60 frames = 8 batches) is decoded once the window has room.
+    assert 0 < batches <= window + 8
+    assert queue["queues"]["pose.blazepose.landmarks"] == batches
+    [job] = [j for j in queue["jobs"] if j["job_id"] == job_id]
+    assert job["inflight"] == batches and job["status"] == "running"
