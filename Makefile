@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint unit integration clean
+.PHONY: demo test lint unit integration bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,3 +29,6 @@ integration: $(BIN)/.installed
 
 clean:
 	rm -rf out .pytest_cache .mypy_cache .ruff_cache
+
+bench: $(BIN)/.installed
+	$(BIN)/python benchmarks/spine.py

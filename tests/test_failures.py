@@ -7,12 +7,10 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from pathlib import Path
 
 import pytest
 import videos
 from conftest import SAMPLE, posequeue
-from helpers import wait_job
 
 pytestmark = pytest.mark.integration
 

@@ -31,7 +31,7 @@ def check_contract(result: dict, frames: int, width: int, height: int) -> None:
     for frame in result["frames"]:
         for person in frame["people"]:
             assert len(person["keypoints"]) == 33
-            for x, y, _z, vis, pres in person["keypoints"]:
+            for _x, _y, _z, vis, pres in person["keypoints"]:
                 assert 0.0 <= vis <= 1.0 and 0.0 <= pres <= 1.0
 
 

@@ -54,7 +54,7 @@ def test_file_store_overwrite_is_idempotent(file_store: FileStore) -> None:
     file_store.put_bytes("jobs/j/parts/0000001.json", b"second")
     assert file_store.get_bytes("jobs/j/parts/0000001.json") == b"second"
     assert list(file_store.path.rglob("*.tmp")) == []
-    assert file_store.list("jobs/j/") == ["jobs/j/parts/0000001.json"]
+    assert file_store.keys("jobs/j/") == ["jobs/j/parts/0000001.json"]
 
 
 def test_file_store_list_and_delete(file_store: FileStore) -> None:
@@ -62,20 +62,20 @@ def test_file_store_list_and_delete(file_store: FileStore) -> None:
     for key in ["jobs/a/parts/2.json", "jobs/a/parts/1.json", "jobs/a/poses.json",
                 "jobs/b/poses.json"]:  # fmt: skip
         file_store.put_bytes(key, b"x")
-    assert file_store.list("jobs/a/") == ["jobs/a/parts/1.json", "jobs/a/parts/2.json",
+    assert file_store.keys("jobs/a/") == ["jobs/a/parts/1.json", "jobs/a/parts/2.json",
                                           "jobs/a/poses.json"]  # fmt: skip
-    assert file_store.list("jobs/a/parts/") == ["jobs/a/parts/1.json", "jobs/a/parts/2.json"]
-    assert file_store.list("jobs/none/") == []
-    assert len(file_store.list("")) == 4
+    assert file_store.keys("jobs/a/parts/") == ["jobs/a/parts/1.json", "jobs/a/parts/2.json"]
+    assert file_store.keys("jobs/none/") == []
+    assert len(file_store.keys("")) == 4
     file_store.delete(["jobs/a/parts/1.json", "jobs/a/never-written.json"])
-    assert file_store.list("jobs/a/") == ["jobs/a/parts/2.json", "jobs/a/poses.json"]
+    assert file_store.keys("jobs/a/") == ["jobs/a/parts/2.json", "jobs/a/poses.json"]
 
 
 def test_file_store_list_skips_writes_in_progress(file_store: FileStore) -> None:
     """A temporary file of a write in progress is not listed as a key."""
     file_store.put_bytes("jobs/j/parts/1.json", b"x")
     (file_store.path / "jobs/j/parts/.2.json.0123abcd.tmp").write_bytes(b"half")
-    assert file_store.list("jobs/j/") == ["jobs/j/parts/1.json"]
+    assert file_store.keys("jobs/j/") == ["jobs/j/parts/1.json"]
 
 
 def test_file_store_concurrent_writes_are_atomic(file_store: FileStore) -> None:
@@ -109,7 +109,7 @@ def test_file_store_concurrent_writes_are_atomic(file_store: FileStore) -> None:
     assert errors == []
     assert seen <= set(payloads)
     assert file_store.get_bytes("k.json") in payloads
-    assert file_store.list("") == ["k.json"]
+    assert file_store.keys("") == ["k.json"]
 
 
 def test_file_store_missing_key(file_store: FileStore) -> None:
@@ -193,11 +193,11 @@ def test_s3_store_list_and_delete(s3_store: S3Store) -> None:
     for key in ["jobs/a/parts/2.json", "jobs/a/parts/1.json", "jobs/a/poses.json",
                 "jobs/b/poses.json"]:  # fmt: skip
         s3_store.put_bytes(key, b"x")
-    assert s3_store.list("jobs/a/") == ["jobs/a/parts/1.json", "jobs/a/parts/2.json",
+    assert s3_store.keys("jobs/a/") == ["jobs/a/parts/1.json", "jobs/a/parts/2.json",
                                         "jobs/a/poses.json"]  # fmt: skip
-    assert s3_store.list("jobs/none/") == []
+    assert s3_store.keys("jobs/none/") == []
     s3_store.delete(["jobs/a/parts/1.json", "jobs/a/never-written.json"])
-    assert s3_store.list("jobs/a/") == ["jobs/a/parts/2.json", "jobs/a/poses.json"]
+    assert s3_store.keys("jobs/a/") == ["jobs/a/parts/2.json", "jobs/a/poses.json"]
     s3_store.delete([])
 
 
@@ -207,7 +207,7 @@ def test_s3_store_bucket_root(bucket: str) -> None:
     assert isinstance(store, S3Store) and store.prefix == ""
     key = f"top-{uuid.uuid4().hex[:8]}.json"
     assert store.put_bytes(key, b"1") == f"s3://{bucket}/{key}"
-    assert key in store.list("top-")
+    assert key in store.keys("top-")
 
 
 def test_s3_store_missing_key(s3_store: S3Store) -> None:

@@ -191,6 +191,10 @@ CONTINUITY = {
     "av1-webm": ("av1", ".webm", {"frames": 60, "gop": 20}),
 }
 
+# x265 writes open GOPs by default: after a seek to a CRA keyframe its leading pictures are
+# undecodable, so a segment starting among them needs the fallback (correct, but slower).
+OPEN_GOP = {"hevc-mp4"}
+
 
 @pytest.fixture(scope="module")
 def continuity_videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
@@ -219,6 +223,8 @@ def test_read_segment_continuity(continuity_videos: dict[str, Path], name: str,
     got, stats, segments = segmented(path, seconds)
     assert got == reference
     assert segments >= 2
+    if name not in OPEN_GOP:  # a fallback decodes from the start: quadratic on long videos
+        assert stats.seek_fallbacks == 0
 
 
 def test_read_segment_length(tmp_path: Path) -> None:

@@ -18,12 +18,23 @@ EXIT_FAILED = 1
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from posequeue.logs import configure
+    from pydantic import ValidationError
 
+    from posequeue.config.models import UnknownModelError
     from posequeue.config.settings import get_settings
+    from posequeue.logs import configure
+    from posequeue.worker.model_files import MissingModel
+    from posequeue.worker.pinning import CoreSpecError
 
-    configure(get_settings().log_format)
-    return int(args.run(args) or 0)
+    try:
+        configure(get_settings().log_format)
+        return int(args.run(args) or 0)
+    except (UnknownModelError, CoreSpecError, MissingModel) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except ValidationError as exc:  # a POSEQUEUE_* variable out of range
+        print(f"error: invalid settings: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -56,7 +56,7 @@ class Jobs:
     """The job records of one Redis database."""
 
     def __init__(self, client: redis.Redis) -> None:
-        self.r = client
+        self.r: Any = client  # redis-py's stubs type replies as bytes | str; ours are bytes
         self._complete = client.register_script(_COMPLETE)
 
     @classmethod

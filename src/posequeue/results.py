@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -24,8 +25,12 @@ def check_frames(frames: list[dict[str, Any]], expected: int) -> None:
     indices = [f["index"] for f in frames]
     if indices != list(range(expected)):
         missing = sorted(set(range(expected)) - set(indices))[:10]
+        repeated = sorted(i for i, n in Counter(indices).items() if n > 1)[:10]
+        unexpected = sorted(set(indices) - set(range(expected)))[:10]
+        wrong = next(n for n, i in enumerate(indices + [None]) if n >= expected or i != n)
         raise ValueError(f"assembled {len(indices)} frames, expected {expected}; "
-                         f"missing e.g. {missing}")  # fmt: skip
+                         f"missing e.g. {missing}, repeated e.g. {repeated}, unexpected e.g. "
+                         f"{unexpected}; first wrong at position {wrong}")  # fmt: skip
 
 
 def contract(job_id: str, video: dict[str, Any], model: dict[str, Any],
@@ -40,7 +45,7 @@ def to_csv(frames: Iterable[dict[str, Any]], keypoints: list[str]) -> str:
     writer.writerow(CSV_HEADER)
     for frame in frames:
         for p, person in enumerate(frame["people"]):
-            for name, (x, y, z, vis, pres) in zip(keypoints, person["keypoints"]):
+            for name, (x, y, z, vis, pres) in zip(keypoints, person["keypoints"], strict=True):
                 writer.writerow((frame["index"], frame["t"], p, name, x, y, z, vis, pres))
     return out.getvalue()
 

@@ -31,7 +31,7 @@ class Store(Protocol):
     def put_bytes(self, key: str, data: bytes, content_type: str = ...) -> str: ...
     def put_file(self, key: str, path: Path, content_type: str = ...) -> str: ...
     def get_bytes(self, key: str) -> bytes: ...
-    def list(self, prefix: str) -> list[str]: ...
+    def keys(self, prefix: str) -> list[str]: ...
     def delete(self, keys: list[str]) -> None: ...
     def check(self) -> None: ...
 
@@ -89,7 +89,7 @@ class FileStore:
         except OSError as exc:
             raise StoreError(f"cannot read {self.uri(key)}: {exc.strerror}") from None
 
-    def list(self, prefix: str) -> list[str]:
+    def keys(self, prefix: str) -> list[str]:
         base = self._file(prefix)
         if not base.is_dir():
             return []
@@ -149,7 +149,7 @@ class S3Store:
         except Exception as exc:
             raise self._guard("read", key, exc) from None
 
-    def list(self, prefix: str) -> list[str]:
+    def keys(self, prefix: str) -> list[str]:
         keys: list[str] = []
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(

@@ -16,6 +16,8 @@ import numpy as np
 
 from posequeue.store import StoreError, open_video
 
+SEEK_TRIES = 4  # seeks further back before decoding from the start
+
 
 class VideoError(ValueError):
     """The input cannot be used as a video; the message says what is wrong with which input."""
@@ -75,7 +77,7 @@ def _reason(exc: Exception) -> str:
 
 def _video_stream(container: av.container.InputContainer, source: str) -> av.VideoStream:
     if not container.streams.video:
-        kinds = sorted({s.type for s in container.streams}) or ["no streams"]
+        kinds: list[str] = sorted({str(s.type) for s in container.streams}) or ["no streams"]
         raise VideoError(f"{source}: has no video stream (found: {', '.join(kinds)})")
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"  # frame and slice threads; decoding is the producer's main cost
@@ -103,8 +105,10 @@ def probe(source: str) -> VideoInfo:
         rotation = rotation_of(first.frame)
         coded_w, coded_h = first.frame.width, first.frame.height
         rate = stream.average_rate or stream.guessed_rate or 0
-        duration = float(stream.duration * stream.time_base) if stream.duration else (
-            container.duration / av.time_base if container.duration else None)  # fmt: skip
+        if stream.duration and stream.time_base:
+            duration: float | None = float(stream.duration * stream.time_base)
+        else:
+            duration = container.duration / av.time_base if container.duration else None
         fps = float(rate)
         count = stream.frames or (round(duration * fps) if duration and fps else 0)
         swapped = rotation in (90, 270)
@@ -184,23 +188,25 @@ def _frames_after(container: av.container.InputContainer, stream: av.VideoStream
     if after_pts is None:
         yield from iter_frames(container, stream, stats)
         return
-    try:
-        container.seek(after_pts, stream=stream, backward=True, any_frame=False)
-        seeked = True
-    except av.error.FFmpegError:
-        seeked = False
-    it = iter_frames(container, stream, stats)
-    if seeked:
+    target, step = after_pts, 1
+    for _ in range(SEEK_TRIES):
+        try:
+            container.seek(target, stream=stream, backward=True, any_frame=False)
+        except av.error.FFmpegError:
+            break
+        it = iter_frames(container, stream, stats)
         first = next(it, None)
         if first is None:
             return
-        if first.pts is not None and first.pts <= after_pts:
+        if first.pts is None or first.pts <= after_pts:
             yield from (f for f in _chain(first, it) if f.pts is not None and f.pts > after_pts)
             return
-    # The seek overshot or failed: decode from the start.
+        # Overshot (e.g. open GOPs, whose leading frames need the keyframe before): step back.
+        step = max(step * 2, first.pts - after_pts + 1)
+        target = max(0, after_pts - step)
+    # Seeking does not work for this container: decode from the start.
     stats.seek_fallbacks += 1
-    if seeked:
-        container.seek(0, stream=stream, backward=True, any_frame=False)
+    container.seek(0, stream=stream, backward=True, any_frame=False)
     yield from (f for f in iter_frames(container, stream, stats)
                 if f.pts is not None and f.pts > after_pts)  # fmt: skip
 

@@ -33,7 +33,7 @@ def decode(outputs: dict[str, np.ndarray], transforms: list[Transform]) -> list[
     raw = outputs[LANDMARKS].reshape(len(transforms), -1, 5)[:, :NUM_KEYPOINTS]
     flags = outputs[POSE_FLAG].reshape(len(transforms))
     frames: list[list[dict[str, Any]]] = []
-    for points, flag, tf in zip(raw, flags, transforms):
+    for points, flag, tf in zip(raw, flags, transforms, strict=True):
         if flag < PRESENCE_THRESHOLD:
             frames.append([])
             continue

@@ -48,7 +48,7 @@ def infer(self: Task, job_id: str, index: int) -> None:
         people = model.predict(np.frombuffer(got[1], np.uint8).reshape(shape), meta.transforms)
         elapsed = time.perf_counter() - started
         frames = [{"index": i, "t": t, "people": p}
-                  for i, t, p in zip(meta.frames, meta.times, people)]  # fmt: skip
+                  for i, t, p in zip(meta.frames, meta.times, people, strict=True)]  # fmt: skip
         open_store(get_settings().store).put_bytes(part_key(job_id, index), dumps({"frames": frames}))
     except StoreError as exc:
         if self.request.retries < STORE_RETRIES:

@@ -1,0 +1,60 @@
+"""The ``posequeue`` command as a user runs it against a live fleet."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import SAMPLE, posequeue
+
+pytestmark = pytest.mark.integration
+
+
+def test_submit_wait_status_results_queues(worker, tmp_path) -> None:
+    """submit --wait --json ends with one JSON object; status, results and queues agree."""
+    out = posequeue("submit", str(SAMPLE), "--batch-size", "4", "--wait", "--json")
+    assert out.returncode == 0, out.stderr
+    job = json.loads(out.stdout.strip().splitlines()[-1])
+    assert job["status"] == "done" and job["frames_total"] == 90 and job["batches_total"] == 23
+    assert set(job["results"]) == {"json", "csv", "manifest"}
+
+    status = json.loads(posequeue("status", job["job_id"], "--json").stdout)
+    assert status["status"] == "done" and status["frames_done"] == 90
+
+    human = posequeue("status", job["job_id"]).stdout
+    assert f"job {job['job_id']}: done, 90/90 frames" in human
+
+    target = tmp_path / "poses.json"
+    assert posequeue("results", job["job_id"], "-o", str(target)).returncode == 0
+    assert len(json.loads(target.read_text())["frames"]) == 90
+
+    queues = json.loads(posequeue("queues", "--json").stdout)
+    assert {"ingest", "pose.blazepose.landmarks"} <= set(queues["queues"])
+    assert all(job["job_id"] != j["job_id"] for j in queues["jobs"])  # finished jobs not listed
+
+
+def test_submit_without_wait_returns_queued_at_once(worker) -> None:
+    """submit returns at once with a job id and status queued; the job goes on without it."""
+    out = posequeue("submit", str(SAMPLE), "--json")
+    job = json.loads(out.stdout.strip().splitlines()[-1])
+    assert job["status"] == "queued" and len(job["job_id"]) == 32
+
+
+def test_unknown_job(redis_url) -> None:
+    """status and results of an unknown job say so and exit non-zero."""
+    for cmd in ("status", "results"):
+        out = posequeue(cmd, "0" * 32)
+        assert out.returncode == 2 and "no job" in out.stderr
+
+
+def test_worker_refuses_unknown_stage(redis_url) -> None:
+    """A worker for a stage the model does not have names the stages it has."""
+    out = posequeue("worker", "--stage", "detector")
+    assert out.returncode == 2 and "no stage 'detector'" in out.stderr and "landmarks" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_worker_refuses_bad_cores(redis_url) -> None:
+    """A malformed --cores value is refused with the accepted forms."""
+    out = posequeue("worker", "--cores", "1-a")
+    assert out.returncode == 2 and "0-1" in out.stderr and "Traceback" not in out.stderr

@@ -1,0 +1,94 @@
+"""Unit tests for posequeue.worker.pinning: core specs and CPU pinning."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from posequeue.worker.pinning import CoreSpecError, cpu_threads, format_cores, parse_cores
+
+
+@pytest.mark.parametrize(
+    ("spec", "cores"),
+    [
+        ("0-1", [0, 1]),
+        ("2,3", [2, 3]),
+        ("5", [5]),
+        ("0-1,4", [0, 1, 4]),
+        ("2,4-5", [2, 4, 5]),
+        ("3-3", [3]),
+        (" 0 , 2-3 ", [0, 2, 3]),
+        ("3,1", [3, 1]),
+    ],
+)
+def test_parse_cores(spec: str, cores: list[int]) -> None:
+    """Indices and ranges parse to core lists, order kept."""
+    assert parse_cores(spec) == cores
+
+
+@pytest.mark.parametrize("spec", ["", "a", "3-1", "1,1", "-1", "0-1,1", "0,", "1-", "0-1-2",
+                                  "1.5", "0;1"])  # fmt: skip
+def test_parse_cores_errors(spec: str) -> None:
+    """Empty, non-numeric, reversed, repeated and negative specs are a CoreSpecError."""
+    with pytest.raises(CoreSpecError) as err:
+        parse_cores(spec)
+    assert repr(spec) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("cores", "spec"),
+    [([0, 1], "0-1"), ([2, 3, 4, 5], "2-5"), ([5], "5"), ([0, 1, 4], "0,1,4"), ([2, 4], "2,4"),
+     ([1, 0], "1,0")],
+)  # fmt: skip
+def test_format_cores(cores: list[int], spec: str) -> None:
+    """Contiguous runs print as a range, others as a comma list, and parse back the same."""
+    assert format_cores(cores) == spec
+    assert parse_cores(format_cores(cores)) == cores
+
+
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs sched_setaffinity")
+def test_pin_cpu_core_zero() -> None:
+    """pin_cpu restricts the calling process (run in a child) to the given cores."""
+    if 0 not in os.sched_getaffinity(0):
+        pytest.skip("core 0 is not available to this process")
+    out = run_python("""
+        import os
+        from posequeue.worker.pinning import cpu_threads, pin_cpu
+        pin_cpu([0])
+        print(sorted(os.sched_getaffinity(0)), cpu_threads())
+    """)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[0] == "[0] 1"
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs sched_setaffinity")
+def test_pin_cpu_missing_core() -> None:
+    """A core the host does not offer is a CoreSpecError naming it; affinity is unchanged."""
+    out = run_python("""
+        import os
+        from posequeue.worker.pinning import CoreSpecError, pin_cpu
+        before = os.sched_getaffinity(0)
+        try:
+            pin_cpu([0, 4095])
+        except CoreSpecError as exc:
+            print("error:", exc)
+        print(os.sched_getaffinity(0) == before)
+    """)
+    assert out.returncode == 0, out.stderr
+    first, second = out.stdout.splitlines()[:2]
+    assert first.startswith("error:") and "4095" in first and "available" in first
+    assert second == "True"
+
+
+def test_cpu_threads() -> None:
+    """cpu_threads counts the cores this process may run on (at least 1)."""
+    assert 1 <= cpu_threads() <= (os.cpu_count() or 1)
