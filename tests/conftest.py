@@ -40,7 +40,9 @@ def _local_redis() -> str | None:
 def pytest_configure(config: pytest.Config) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="posequeue-tests-"))
     _state["tmp"] = tmp
-    url = os.environ.get("POSEQUEUE_TEST_REDIS") or _local_redis()
+    # POSEQUEUE_TEST_REDIS: a Redis URL to use, or "embedded" to force a private server.
+    wanted = os.environ.get("POSEQUEUE_TEST_REDIS")
+    url = None if wanted == "embedded" else wanted or _local_redis()
     if url is None:
         from posequeue.embedded import EmbeddedRedis
 

@@ -67,3 +67,35 @@ def test_backpressure_bounds_batches_in_redis(isolated, start_worker, tmp_path) 
     assert queue["queues"]["pose.blazepose.landmarks"] == batches
     [job] = [j for j in queue["jobs"] if j["job_id"] == job_id]
     assert job["inflight"] == batches and job["status"] == "running"
+
+
+def test_whole_worker_killed_batches_redelivered_after_visibility_timeout(isolated, start_worker,
+                                                                         tmp_path) -> None:  # fmt: skip
+    """A worker killed outright (main process and pool, as when a host dies) leaves its reserved
+    message unacknowledged; another worker gets it after the visibility timeout and the job
+    completes with every frame exactly once."""
+    video = videos.make_long(tmp_path / "long.mp4", seconds=20, width=320, height=240)
+    env = {**isolated, "POSEQUEUE_VISIBILITY_TIMEOUT": "8", "POSEQUEUE_TASK_TIME_LIMIT": "6"}
+    keys = ("POSEQUEUE_BROKER_URL", "POSEQUEUE_STORE", "POSEQUEUE_VISIBILITY_TIMEOUT",
+            "POSEQUEUE_TASK_TIME_LIMIT")  # fmt: skip
+    first = start_worker(**{k: env[k] for k in keys})
+    job_id = json.loads(posequeue("submit", str(video), "--json", env=env).stdout)["job_id"]
+    deadline = time.monotonic() + 60
+    while status(job_id, env)["frames_done"] < 100:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(first.proc.pid, signal.SIGKILL)  # the whole worker, main process included
+    first.proc.wait()
+    killed_at = time.monotonic()
+    r = redis.Redis.from_url(env["POSEQUEUE_BROKER_URL"])
+    assert r.hlen("unacked") >= 1  # what the dead worker had taken
+    start_worker(**{k: env[k] for k in keys})
+    deadline = time.monotonic() + 120
+    while (job := status(job_id, env))["status"] not in ("done", "failed"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+    assert job["status"] == "done", job.get("error")
+    waited = time.monotonic() - killed_at
+    assert 8 <= waited < 40, waited  # after the visibility timeout, found by a timely sweep
+    frames = json.loads(posequeue("results", job_id, env=env).stdout)["frames"]
+    assert [f["index"] for f in frames] == list(range(600))

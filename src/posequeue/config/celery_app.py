@@ -22,6 +22,17 @@ INFER_TASK = "posequeue.infer"
 FINALIZE_TASK = "posequeue.finalize"
 
 
+def _redis_options(settings: Settings) -> dict[str, int]:
+    """Redelivery of a dead host's batches: after the visibility timeout, found by a sweep.
+    kombu sweeps every interval x throttle seconds (100 s by default); sweep every tenth of the
+    timeout (1-10 s, throttle 1) so a lost batch returns within about 1.1 x the timeout."""
+    return {
+        "visibility_timeout": settings.visibility_timeout,
+        "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 10)),
+        "unacked_restore_throttle": 1,
+    }
+
+
 def make_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     app = Celery("posequeue", broker=settings.broker_url, backend=settings.backend_url)
@@ -35,8 +46,8 @@ def make_app(settings: Settings | None = None) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_time_limit=settings.task_time_limit,
-        task_soft_time_limit=max(1, settings.task_time_limit - 30),
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        task_soft_time_limit=max(0.8 * settings.task_time_limit, settings.task_time_limit - 30),
+        broker_transport_options=_redis_options(settings),
         result_backend_transport_options={"visibility_timeout": settings.visibility_timeout},
         broker_connection_retry_on_startup=True,
         task_default_queue=queues.INGEST,

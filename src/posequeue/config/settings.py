@@ -32,8 +32,8 @@ class Settings(BaseSettings):
     payload_ttl: int = Field(3600, ge=60, description="seconds a batch payload lives in Redis")
     # A host that dies holds its unacked batches until this runs out; batches take seconds, so
     # minutes is enough. Every task's hard time limit stays below it (else duplicate delivery).
-    visibility_timeout: int = Field(600, ge=60)
-    task_time_limit: int = Field(300, ge=10)
+    visibility_timeout: int = Field(600, ge=5)
+    task_time_limit: int = Field(300, ge=2)
     model_dir: Path | None = Field(None, description="folder holding model files provided by hand")
     cache_dir: Path = Field(Path.home() / ".cache" / "posequeue")
     log_format: str = Field("console", pattern="^(console|json)$")

@@ -1,0 +1,80 @@
+"""Job state in a real Redis: the fan-in finalises exactly once however deliveries interleave."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+
+@pytest.fixture
+def job(jobs):  # type: ignore[no-untyped-def]
+    job_id = jobs.new_id()
+    jobs.create(job_id=job_id, model="blazepose", video="v.mp4", batch_size=8, source="v.mp4")
+    return job_id
+
+
+def test_last_batch_after_ingest_finalises_once(jobs, job) -> None:
+    """When ingest ends first, the delivery completing the set finalises; duplicates do not."""
+    assert jobs.ingest_done(job, frames_total=20, batches_total=3, corrupt_packets=0) is False
+    assert jobs.batch_done(job, 0, 8) is False
+    assert jobs.batch_done(job, 1, 8) is False
+    assert jobs.batch_done(job, 2, 4) is True
+    assert jobs.batch_done(job, 2, 4) is False  # a second delivery of the last batch
+    assert jobs.get(job)["frames_done"] == 20
+
+
+def test_ingest_ending_last_finalises(jobs, job) -> None:
+    """When every batch is done before ingest records the totals, ingest's call finalises."""
+    for index in range(3):
+        assert jobs.batch_done(job, index, 5) is False
+    assert jobs.ingest_done(job, frames_total=15, batches_total=3, corrupt_packets=2) is True
+    assert jobs.get(job)["corrupt_packets"] == 2
+
+
+def test_concurrent_duplicate_deliveries_finalise_once(jobs, job) -> None:
+    """Many threads delivering every batch twice, racing the end of ingest: one finaliser."""
+    wins: list[bool] = []
+    lock = threading.Lock()
+
+    def deliver(index: int) -> None:
+        won = jobs.batch_done(job, index, 1)
+        with lock:
+            wins.append(won)
+
+    threads = [threading.Thread(target=deliver, args=(i % 50,)) for i in range(100)]
+    ender = threading.Thread(target=lambda: wins.append(
+        jobs.ingest_done(job, frames_total=50, batches_total=50, corrupt_packets=0)))
+    for t in [*threads[:60], ender, *threads[60:]]:
+        t.start()
+    for t in [*threads, ender]:
+        t.join()
+    assert wins.count(True) == 1
+    assert jobs.get(job)["frames_done"] == 50
+
+
+def test_fail_once_and_not_after_done(jobs, job) -> None:
+    """A job fails once, keeps its first reason, and a finished job cannot be failed."""
+    assert jobs.fail(job, "first reason") is True
+    assert jobs.fail(job, "second reason") is False
+    assert jobs.get(job)["error"] == "first reason"
+    other = jobs.new_id()
+    jobs.create(job_id=other, model="blazepose", video="v", batch_size=8, source="v")
+    jobs.finish(other, {"json": "file:///x"}, 1.0)
+    assert jobs.fail(other, "late") is False and jobs.get(other)["status"] == "done"
+
+
+def test_inflight_counts_enqueued_minus_done(jobs, job) -> None:
+    """Batches in flight are those enqueued and not yet done (the backpressure measure)."""
+    jobs.set_enqueued(job, 5)
+    jobs.batch_done(job, 0, 8)
+    jobs.batch_done(job, 0, 8)
+    assert jobs.inflight(job) == 4
+
+
+def test_unknown_job(jobs) -> None:
+    """An unknown job id raises JobNotFound naming it."""
+    from posequeue.jobs import JobNotFound
+
+    with pytest.raises(JobNotFound, match="nope"):
+        jobs.get("nope")
