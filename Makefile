@@ -5,30 +5,38 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test lint unit integration bench clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# What the demo needs (producer, CPU runtime, embedded Redis, preview) ...
+$(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[all]"
+	touch $@
+
+# ... and the test tools on top (pytest, moto's S3 server, ruff, mypy).
+$(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@
 
-demo: $(BIN)/.installed
+demo: $(VENV)/.demo-installed
 	$(BIN)/posequeue demo
 
-lint: $(BIN)/.installed
-	$(BIN)/ruff check src tests scripts
+lint: $(VENV)/.test-installed
+	$(BIN)/ruff check src tests scripts benchmarks
 	$(BIN)/mypy
 
 test: lint
 	$(BIN)/pytest
 
-unit: $(BIN)/.installed
+unit: $(VENV)/.test-installed
 	$(BIN)/pytest -m "not integration"
 
-integration: $(BIN)/.installed
+integration: $(VENV)/.test-installed
 	$(BIN)/pytest -m integration
+
+bench: $(VENV)/.test-installed
+	$(BIN)/python benchmarks/spine.py
 
 clean:
 	rm -rf out .pytest_cache .mypy_cache .ruff_cache
-
-bench: $(BIN)/.installed
-	$(BIN)/python benchmarks/spine.py

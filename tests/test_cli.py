@@ -58,3 +58,15 @@ def test_worker_refuses_bad_cores(redis_url) -> None:
     """A malformed --cores value is refused with the accepted forms."""
     out = posequeue("worker", "--cores", "1-a")
     assert out.returncode == 2 and "0-1" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_worker_pins_its_processes_to_cores(start_worker, isolated) -> None:
+    """--cores pins the worker and its pool processes to those CPU cores."""
+    import os
+
+    worker = start_worker("--cores", "0", POSEQUEUE_BROKER_URL=isolated["POSEQUEUE_BROKER_URL"],
+                          POSEQUEUE_STORE=isolated["POSEQUEUE_STORE"])  # fmt: skip
+    pids = [worker.proc.pid, *worker.children()]
+    assert len(pids) >= 2
+    assert all(os.sched_getaffinity(pid) == {0} for pid in pids)
+    assert "blazepose-all-c0@" in worker.log.read_text()  # the worker's name shows its cores

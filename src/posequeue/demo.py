@@ -41,6 +41,7 @@ def run_demo(video: Path, out: Path) -> int:
         log_path = out / "worker.log"
         worker = stack.enter_context(_worker(log_path))
         print(f"worker pid {worker.pid}, log {log_path}", file=sys.stderr)
+        _wait_ready(worker)
         return _submit_and_report(video, out, worker)
     return 0
 
@@ -58,6 +59,17 @@ def _worker(log_path: Path):  # type: ignore[no-untyped-def]
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def _wait_ready(worker: subprocess.Popen, timeout: float = 120) -> None:  # type: ignore[type-arg]
+    """Wait until the worker answers a ping (its model is loaded by then)."""
+    from posequeue.config.celery_app import app
+
+    deadline = time.monotonic() + timeout
+    while not app.control.ping(timeout=0.5):
+        if worker.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("the worker did not start; see its log")
+    print("worker ready", file=sys.stderr)
 
 
 def _submit_and_report(video: Path, out: Path, worker: subprocess.Popen) -> int:  # type: ignore[type-arg]
