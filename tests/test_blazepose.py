@@ -1,44 +1,144 @@
-"""Unit tests for posequeue.worker.blazepose: decoding the landmark model's outputs."""
+"""Unit tests for posequeue.worker.blazepose: detector input, heatmap refinement, landmark decoding,
+and one smoke test of the two real BlazePose models."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from posequeue.config.schemas import Transform
-from posequeue.producer.preprocess import letterbox_geometry
+from posequeue.worker import blazepose, detector
 from posequeue.worker.blazepose import (
+    CROP_SIZE,
+    HEATMAP,
     LANDMARKS,
     NUM_KEYPOINTS,
     POSE_FLAG,
-    decode,
+    crops,
+    detector_input,
+    letterbox,
+    people,
+    refine,
+    regions,
     sigmoid,
-    to_input,
 )
+from posequeue.worker.roi import Roi
 
 RAW_LANDMARKS = 39  # the model outputs 39 landmarks; the first 33 are the pose
+COLD = -30.0  # a heatmap logit far below the refinement threshold
 
 
-def outputs(points: np.ndarray, flags: list[float]) -> dict[str, np.ndarray]:
-    """Model outputs as the runtime returns them: float32, (B, 195) and (B, 1)."""
+def test_letterbox_landscape() -> None:
+    """A 640x360 image sits centred in 224x224 between black bars; padding (0, 0.21875, 0, 0.21875)."""
+    image = np.full((360, 640, 3), 200, np.uint8)
+    out, pad = letterbox(image)
+    assert out.shape == (224, 224, 3) and out.dtype == np.uint8
+    assert pad == pytest.approx((0.0, 0.21875, 0.0, 0.21875))
+    bar = round(0.21875 * 224)  # 49 rows
+    assert not out[:bar].any() and not out[224 - bar :].any()
+    assert (out[bar : 224 - bar] == 200).all()
+
+
+def test_letterbox_portrait_and_square() -> None:
+    """A portrait image gets bars left and right; a square one fills the input with no padding."""
+    out, pad = letterbox(np.full((640, 360, 3), 90, np.uint8))
+    assert pad == pytest.approx((0.21875, 0.0, 0.21875, 0.0))
+    assert not out[:, :49].any() and not out[:, 175:].any() and (out[:, 49:175] == 90).all()
+    out, pad = letterbox(np.full((300, 300, 3), 90, np.uint8))
+    assert pad == pytest.approx((0.0, 0.0, 0.0, 0.0)) and (out == 90).all()
+
+
+def test_letterbox_maps_corners_to_corners() -> None:
+    """An image point (x, y) lands at (x + left) * 224 / side in the input (MediaPipe's sampling)."""
+    ys, xs = np.mgrid[:360, :640]
+    blob = 250 * np.exp(-((xs - 309) ** 2 + (ys - 109) ** 2) / (2 * 8.0**2))  # smooth: no aliasing
+    image = np.repeat(np.round(blob).astype(np.uint8)[..., None], 3, axis=-1)
+    out, _ = letterbox(image)
+    weights = out[..., 0].astype(np.float64)
+    ys, xs = np.mgrid[:224, :224]
+    cx, cy = (xs * weights).sum() / weights.sum(), (ys * weights).sum() / weights.sum()
+    k = 224 / 640
+    # pixel centres at integer coordinates, corners to corners; the half-pixel (cv2.resize)
+    # convention would put it (1 - k) / 2 = 0.325 px further up-left
+    assert cx == pytest.approx(309 * k, abs=0.1)
+    assert cy == pytest.approx((109 + 140) * k, abs=0.1)
+
+
+def test_detector_input_range() -> None:
+    """The detector batch is float32 in [-1, 1] (black bars at -1), one padding per image."""
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (2, 360, 640, 3), np.uint8)
+    images[1] = 255
+    batch, pads = detector_input(images)
+    assert batch.shape == (2, 224, 224, 3) and batch.dtype == np.float32
+    assert batch.min() >= -1.0 and batch.max() <= 1.0
+    assert (batch[:, :49] == -1.0).all()  # padding
+    assert batch[1, 100:120] == pytest.approx(1.0)
+    assert pads == [pytest.approx((0.0, 0.21875, 0.0, 0.21875))] * 2
+
+
+def cold_heatmap() -> np.ndarray:
+    return np.full((64, 64, RAW_LANDMARKS), COLD, np.float32)
+
+
+def test_refine_moves_to_weighted_peak() -> None:
+    """A confident heatmap peak in the 7x7 window moves the point to the peak's weighted centre."""
+    heatmap = cold_heatmap()
+    heatmap[39, 20, 0] = 4.0
+    heatmap[38:41, 20, 0] = heatmap[39, 19:22, 0] = 2.0
+    heatmap[39, 20, 0] = 4.0
+    heatmap[10, 50, 1] = 4.0
+    heatmap[10, 51, 1] = 4.0  # two equal cells: centre between them
+    points = np.array([[0.3, 0.6], [0.78, 0.17]])  # cells (19, 38) and (49, 10)
+    out = refine(points, heatmap)
+    assert out[0] == pytest.approx([20 / 64, 39 / 64], abs=1e-6)
+    assert out[1] == pytest.approx([50.5 / 64, 10 / 64], abs=1e-6)
+    assert np.array_equal(points, [[0.3, 0.6], [0.78, 0.17]])  # input untouched
+
+
+def test_refine_is_the_mediapipe_weighted_mean() -> None:
+    """With an arbitrary heatmap, refinement is the sigmoid-weighted mean of the window's cells."""
+    rng = np.random.default_rng(5)
+    heatmap = rng.normal(0, 2, (64, 64, RAW_LANDMARKS)).astype(np.float32)
+    points = np.array([[0.41, 0.52]])
+    c, r = int(0.41 * 64), int(0.52 * 64)
+    window = sigmoid(heatmap[r - 3 : r + 4, c - 3 : c + 4, 0])
+    assert window.max() >= 0.5
+    rows, cols = np.mgrid[r - 3 : r + 4, c - 3 : c + 4]
+    expected = [(cols * window).sum() / window.sum() / 64, (rows * window).sum() / window.sum() / 64]
+    assert refine(points, heatmap)[0] == pytest.approx(expected, abs=1e-9)
+
+
+def test_refine_leaves_unconfident_or_outside_points() -> None:
+    """Points stay put when the window's max sigmoid is below 0.5 or the point is off the heatmap."""
+    heatmap = np.full((64, 64, RAW_LANDMARKS), -0.1, np.float32)  # sigmoid just under 0.5
+    heatmap[30, 31, 0] = -0.01
+    heatmap[:, :, 1] = 5.0  # confident everywhere, but the point is outside
+    heatmap[:, :, 2] = 5.0
+    points = np.array([[0.5, 0.5], [1.2, 0.5], [0.5, -0.3]])
+    assert refine(points, heatmap) == pytest.approx(points)
+
+
+def landmark_outputs(points: np.ndarray, flags: list[float], heatmap: np.ndarray | None = None
+                     ) -> dict[str, np.ndarray]:  # fmt: skip
+    """Landmark model outputs as the runtime returns them: float32 (B, 195), (B, 1), (B, 64, 64, 39)."""
     batch = len(flags)
     full = np.zeros((batch, RAW_LANDMARKS, 5), np.float32)
     full[:, :NUM_KEYPOINTS] = points
-    full[:, NUM_KEYPOINTS:] = 999.0  # the 6 auxiliary landmarks must be dropped
+    full[:, NUM_KEYPOINTS:] = 999.0  # the 6 auxiliary landmarks must be ignored
+    heat = np.repeat((cold_heatmap() if heatmap is None else heatmap)[None], batch, axis=0)
     return {LANDMARKS: full.reshape(batch, RAW_LANDMARKS * 5),
-            POSE_FLAG: np.asarray(flags, np.float32).reshape(batch, 1)}  # fmt: skip
+            POSE_FLAG: np.asarray(flags, np.float32).reshape(batch, 1), HEATMAP: heat}  # fmt: skip
 
 
-def model_points(tf: Transform, display_xy: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """33 landmarks in model-input pixels for known displayed positions, with random z/logits."""
+def crop_points(xy: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """33 landmarks at crop pixels ``xy`` with random z and visibility/presence logits."""
     pts = np.zeros((NUM_KEYPOINTS, 5), np.float32)
-    pts[:, 0] = display_xy[:, 0] * tf.scale_x + tf.pad_x
-    pts[:, 1] = display_xy[:, 1] * tf.scale_y + tf.pad_y
+    pts[:, :2] = xy
     pts[:, 2] = rng.uniform(-50, 50, NUM_KEYPOINTS)
-    pts[:, 3] = rng.uniform(-8, 8, NUM_KEYPOINTS)
-    pts[:, 4] = rng.uniform(-8, 8, NUM_KEYPOINTS)
+    pts[:, 3:] = rng.uniform(-8, 8, (NUM_KEYPOINTS, 2))
     return pts
 
 
@@ -47,74 +147,155 @@ def decimals(value: float) -> int:
     return len(text.split(".")[1]) if "." in text and "e" not in text else 0
 
 
-@pytest.mark.parametrize(("width", "height"), [(320, 240), (540, 960), (1920, 1080), (256, 256)])
-def test_decode_maps_to_display(width: int, height: int) -> None:
-    """33 keypoints of [x, y, z, vis, pres] in displayed pixels, as plain rounded floats."""
-    rng = np.random.default_rng(width + height)
-    _, _, tf = letterbox_geometry(width, height, (256, 256))
-    display = np.stack([rng.uniform(0, width, NUM_KEYPOINTS),
-                        rng.uniform(0, height, NUM_KEYPOINTS)], axis=1)  # fmt: skip
-    pts = model_points(tf, display, rng)
-    people = decode(outputs(pts[None], [0.97]), [tf])
-    assert len(people) == 1 and len(people[0]) == 1
-    person = people[0][0]
-    assert person["score"] == pytest.approx(0.97) and type(person["score"]) is float
+def test_people_empty_cases() -> None:
+    """No ROI gives no people (and consumes no output row); a pose flag below 0.5 gives none."""
+    assert people(landmark_outputs(np.zeros((0, NUM_KEYPOINTS, 5)), []), [None], (640, 360)) == [[]]
+    roi = Roi(0.5, 0.5, 1.0, 1.0, 0.0)
+    pts = np.full((1, NUM_KEYPOINTS, 5), 128.0, np.float32)
+    for flag in (0.0, 0.3, 0.4999):
+        assert people(landmark_outputs(pts, [flag]), [roi], (640, 360)) == [[]]
+    found = people(landmark_outputs(pts, [0.5]), [roi], (640, 360))
+    assert len(found) == 1 and len(found[0]) == 1 and found[0][0]["score"] == 0.5
+
+
+@pytest.mark.parametrize(("width", "height"), [(640, 360), (1920, 1080), (360, 640), (256, 256)])
+def test_people_whole_image_roi(width: int, height: int) -> None:
+    """With an unrotated ROI covering the image, crop position p maps to p * display size."""
+    rng = np.random.default_rng(width)
+    xy = rng.uniform(0, CROP_SIZE, (NUM_KEYPOINTS, 2))
+    xy[0] = (128, 128)  # crop centre -> image centre
+    pts = crop_points(xy, rng)
+    roi = Roi(0.5, 0.5, 1.0, 1.0, 0.0)
+    frames = people(landmark_outputs(pts[None], [0.97]), [roi], (width, height))
+    assert len(frames) == 1 and len(frames[0]) == 1
+    person = frames[0][0]
+    assert person["score"] == 0.97 and type(person["score"]) is float
     kps = person["keypoints"]
     assert len(kps) == NUM_KEYPOINTS and all(len(k) == 5 for k in kps)
+    assert kps[0][:2] == [width / 2, height / 2]
     for k, (x, y, z, vis, pres) in enumerate(kps):
         assert all(type(v) is float for v in (x, y, z, vis, pres))
-        # model-pixel float32 precision, then rounding to 0.01 px
-        assert x == pytest.approx(display[k, 0], abs=0.02)
-        assert y == pytest.approx(display[k, 1], abs=0.02)
-        assert z == pytest.approx(float(pts[k, 2]) / tf.scale_x, abs=0.02)
+        assert x == pytest.approx(float(pts[k, 0]) / CROP_SIZE * width, abs=0.006)
+        assert y == pytest.approx(float(pts[k, 1]) / CROP_SIZE * height, abs=0.006)
+        assert z == pytest.approx(float(pts[k, 2]) / CROP_SIZE * width, abs=0.006)
         assert 0 < vis < 1 and 0 < pres < 1
-        assert vis == pytest.approx(1 / (1 + math.exp(-float(pts[k, 3]))), abs=1e-4)
-        assert pres == pytest.approx(1 / (1 + math.exp(-float(pts[k, 4]))), abs=1e-4)
+        assert vis == pytest.approx(sigmoid(pts[k, 3]), abs=6e-5)
+        assert pres == pytest.approx(sigmoid(pts[k, 4]), abs=6e-5)
         assert decimals(x) <= 2 and decimals(y) <= 2 and decimals(z) <= 2
         assert decimals(vis) <= 4 and decimals(pres) <= 4
 
 
-def test_decode_no_float32_noise() -> None:
+def test_people_no_float32_noise() -> None:
     """A float32 value like 192.24 comes out as 192.24, not 192.24000549316406."""
-    tf = Transform(1.0, 1.0, 0.0, 0.0)
-    pts = np.zeros((NUM_KEYPOINTS, 5), np.float32)
-    pts[:, 0], pts[:, 1], pts[:, 2] = 192.24, 17.3, -3.1
+    pts = np.zeros((1, NUM_KEYPOINTS, 5), np.float32)
+    pts[0, :, 0], pts[0, :, 1], pts[0, :, 2] = 192.24, 17.3, -3.1
     assert float(np.float32(192.24)) != 192.24  # the noise this guards against
-    kp = decode(outputs(pts[None], [0.9]), [tf])[0][0]["keypoints"][0]
-    assert kp[:3] == [192.24, 17.3, -3.1]
-    assert kp[3:] == [0.5, 0.5]
-    assert "192.24," in repr(kp) and "0.5" in repr(kp)
+    roi = Roi(0.5, 0.5, 1.0, 1.0, 0.0)
+    kp = people(landmark_outputs(pts, [0.9]), [roi], (CROP_SIZE, CROP_SIZE))[0][0]["keypoints"][0]
+    assert kp == [192.24, 17.3, -3.1, 0.5, 0.5]
+    assert "192.24," in repr(kp)
 
 
-@pytest.mark.parametrize(("flag", "found"), [(0.0, False), (0.2, False), (0.4999, False),
-                                             (0.5, True), (0.51, True), (1.0, True)])  # fmt: skip
-def test_pose_flag_threshold(flag: float, found: bool) -> None:
-    """A frame whose pose flag is below 0.5 has no people; otherwise one person."""
-    tf = Transform(0.8, 0.8, 0.0, 32.0)
-    pts = np.full((NUM_KEYPOINTS, 5), 100.0, np.float32)
-    people = decode(outputs(pts[None], [flag]), [tf])
-    assert people == ([[people[0][0]]] if found else [[]])
-    if found:
-        assert people[0][0]["score"] == round(flag, 4)
+def test_people_rotated_roi() -> None:
+    """Landmarks go through the ROI's rotation: the crop's top centre is the ROI's right for +pi/2."""
+    w, h = 640, 360
+    side = 320  # pixels
+    roi = Roi(0.5, 0.5, side / w, side / h, math.pi / 2)
+    xy = np.full((NUM_KEYPOINTS, 2), 128.0)
+    xy[1], xy[2] = (128, 0), (0, 128)  # top centre, left centre of the crop
+    pts = crop_points(xy, np.random.default_rng(0))
+    kps = people(landmark_outputs(pts[None], [0.9]), [roi], (w, h))[0][0]["keypoints"]
+    assert kps[0][:2] == pytest.approx([320, 180], abs=0.01)
+    assert kps[1][:2] == pytest.approx([320 + side / 2, 180], abs=0.01)  # right of the centre
+    assert kps[2][:2] == pytest.approx([320, 180 - side / 2], abs=0.01)  # above the centre
 
 
-def test_decode_batch_uses_each_frames_transform() -> None:
-    """In a batch each frame is mapped with its own transform, and empty frames stay empty."""
-    tfs = [letterbox_geometry(w, h, (256, 256))[2] for w, h in [(320, 240), (240, 320),
-                                                                  (100, 100)]]  # fmt: skip
-    display = np.full((NUM_KEYPOINTS, 2), 50.0)
-    rng = np.random.default_rng(0)
-    pts = np.stack([model_points(tf, display, rng) for tf in tfs])
-    frames = decode(outputs(pts, [0.9, 0.1, 0.8]), tfs)
-    assert len(frames) == 3
-    assert frames[1] == []
-    for f in (frames[0], frames[2]):
-        assert [k[:2] for k in f[0]["keypoints"]] == [[50.0, 50.0]] * NUM_KEYPOINTS
+def test_people_refines_with_heatmap() -> None:
+    """A confident heatmap peak moves its landmark before projection."""
+    heatmap = cold_heatmap()
+    heatmap[16, 48, 0] = 5.0
+    xy = np.full((NUM_KEYPOINTS, 2), 128.0)
+    xy[0] = (46 * 4, 18 * 4)  # heatmap cell (46, 18), the peak is in its window
+    pts = crop_points(xy, np.random.default_rng(0))
+    roi = Roi(0.5, 0.5, 1.0, 1.0, 0.0)
+    kps = people(landmark_outputs(pts[None], [0.9], heatmap), [roi], (CROP_SIZE, CROP_SIZE))[0][0]
+    assert kps["keypoints"][0][:2] == pytest.approx([48 * 4, 16 * 4], abs=0.01)
+    assert kps["keypoints"][1][:2] == [128.0, 128.0]
 
 
-def test_to_input_and_sigmoid() -> None:
-    """Pixels scale to float32 [0, 1]; sigmoid maps logits into (0, 1)."""
-    x = to_input(np.array([[0, 128, 255]], np.uint8))
-    assert x.dtype == np.float32 and x[0].tolist() == pytest.approx([0.0, 128 / 255, 1.0])
-    s = sigmoid(np.array([-20.0, 0.0, 20.0]))
+def test_people_batch_rows_follow_rois() -> None:
+    """Output rows belong, in order, to the frames that have a ROI; each uses its own ROI."""
+    w, h = 640, 360
+    rois = [Roi(0.25, 0.5, 0.5, 1.0, 0.0), None, Roi(0.75, 0.5, 0.5, 1.0, 0.0),
+            Roi(0.5, 0.5, 1.0, 1.0, 0.0), None]  # fmt: skip
+    rng = np.random.default_rng(2)
+    pts = np.stack([crop_points(np.full((NUM_KEYPOINTS, 2), 128.0), rng) for _ in range(3)])
+    frames = people(landmark_outputs(pts, [0.9, 0.2, 0.8]), rois, (w, h))
+    assert len(frames) == 5
+    assert frames[1] == [] and frames[4] == []  # no ROI
+    assert frames[2] == []  # its row (the second) has a low pose flag
+    assert frames[0][0]["score"] == 0.9 and frames[3][0]["score"] == 0.8
+    assert {tuple(k[:2]) for k in frames[0][0]["keypoints"]} == {(160.0, 180.0)}
+    assert {tuple(k[:2]) for k in frames[3][0]["keypoints"]} == {(320.0, 180.0)}
+    assert [k[3] for k in frames[3][0]["keypoints"]] == pytest.approx(sigmoid(pts[2, :, 3]), abs=6e-5)
+
+
+def test_regions_and_crops() -> None:
+    """regions picks each image's best detection (or None); crops stacks only the frames with one."""
+    boxes = np.zeros((2, 2254, 12), np.float32)
+    scores = np.full((2, 2254, 1), -10.0, np.float32)
+    index = 2 * (14 * 28 + 14)  # anchor centre (0.5179, 0.5179)
+    anchor = detector.anchors()[index]
+    kps = np.array([[0.5, 0.6], [0.5, 0.3], [0.5, 0.4], [0.5, 0.35]])
+    scores[0, index] = 3.0
+    boxes[0, index, 2:4] = 50
+    boxes[0, index, 4:] = ((kps - anchor) * 224).reshape(-1)
+    pads = [(0.0, 0.0, 0.0, 0.0)] * 2
+    rois = regions({detector.BOXES: boxes, detector.SCORES: scores}, pads, (300, 300))
+    assert rois[1] is None and rois[0] is not None
+    assert (rois[0].x, rois[0].y) == pytest.approx((0.5, 0.6), abs=1e-6)
+    assert rois[0].width == pytest.approx(2 * 0.3 * 1.25, abs=1e-6)
+    images = np.zeros((2, 300, 300, 3), np.uint8)
+    out = crops(images, rois)
+    assert out.shape == (1, CROP_SIZE, CROP_SIZE, 3) and out.dtype == np.uint8
+    empty = crops(images, [None, None])
+    assert empty.shape == (0, CROP_SIZE, CROP_SIZE, 3) and empty.dtype == np.uint8
+
+
+def test_sigmoid() -> None:
+    """sigmoid maps logits into (0, 1) as float64."""
+    s = sigmoid(np.array([-20.0, 0.0, 20.0], np.float32))
+    assert s.dtype == np.float64
     assert s[1] == 0.5 and 0 < s[0] < 1e-8 and 1 - 1e-8 < s[2] <= 1
+
+
+def test_real_models_find_the_astronauts_nose(model_dir: Path) -> None:
+    """The real detector and landmark models put the astronaut's nose on her face, in display pixels."""
+    import cv2
+    from skimage import data
+
+    from posequeue.worker.runtimes import make_runtime
+
+    photo = cv2.resize(data.astronaut(), (360, 360), interpolation=cv2.INTER_AREA)
+    frame = np.zeros((360, 640, 3), np.uint8)
+    frame[:, 140:500] = photo  # the working frame, 640x360
+    display = (1280, 720)  # the displayed picture is twice the working size
+    det = make_runtime("tflite", model_dir / "pose_detection.tflite", 2,
+                       (detector.BOXES, detector.SCORES))  # fmt: skip
+    lm = make_runtime("tflite", model_dir / "pose_landmark_full.tflite", 2,
+                      (LANDMARKS, POSE_FLAG, HEATMAP))  # fmt: skip
+    frames = frame[None]
+    batch, pads = detector_input(frames)
+    rois = regions(det.run(batch), pads, display)
+    assert rois[0] is not None, "nobody detected"
+    chosen = crops(frames, rois)
+    outputs = lm.run(chosen.astype(np.float32) * (1.0 / 255.0))
+    found = people(outputs, rois, display)
+    assert len(found) == 1 and len(found[0]) == 1
+    nose = found[0][0]["keypoints"][0]
+    # The face in the 512 px photo spans about x 170-280, y 70-190; in display pixels on the canvas:
+    scale = 360 / 512 * 2
+    x, y = nose[0] / scale - 140 * 512 / 360, nose[1] / scale
+    assert 170 <= x <= 280 and 70 <= y <= 190, f"nose at photo ({x:.0f}, {y:.0f})"
+    assert nose[3] > 0.5 and nose[4] > 0.5  # visible and present
+    assert blazepose.NUM_KEYPOINTS == len(found[0][0]["keypoints"]) == 33

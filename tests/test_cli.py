@@ -49,8 +49,9 @@ def test_unknown_job(redis_url) -> None:
 
 def test_worker_refuses_unknown_stage(redis_url) -> None:
     """A worker for a stage the model does not have names the stages it has."""
-    out = posequeue("worker", "--stage", "detector")
-    assert out.returncode == 2 and "no stage 'detector'" in out.stderr and "landmarks" in out.stderr
+    out = posequeue("worker", "--stage", "segmenter")
+    assert out.returncode == 2 and "no stage 'segmenter'" in out.stderr
+    assert "detector, landmarks" in out.stderr
     assert "Traceback" not in out.stderr
 
 

@@ -46,7 +46,7 @@ def test_sample_video_end_to_end(worker, settings, jobs, store_root) -> None:
     result = load_results(store_root, job)
     check_contract(result, 90, 640, 360)
     found = [f for f in result["frames"] if f["people"]]
-    assert len(found) >= 0.7 * 90  # whole-frame landmarks; the detector stage (issue 3) does better
+    assert len(found) >= 0.95 * 90
     # The astronaut's nose is in the upper half of the frame, inside the picture.
     nose = [f["people"][0]["keypoints"][0] for f in found]
     assert all(0 <= x <= 640 and 0 <= y <= 180 for x, y, *_ in nose)

@@ -1,105 +1,65 @@
-"""Unit tests for posequeue.producer.preprocess: letterboxing and its inverse transform."""
+"""Unit tests for posequeue.producer.preprocess: the upright, downscaled working picture."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 import videos
 
-from posequeue.producer.preprocess import display_rgb, letterbox, letterbox_geometry
-from posequeue.producer.video import DecodeStats, read_segment
+from posequeue.producer.preprocess import display_rgb, display_size, work_frame, work_size
+from posequeue.producer.video import rotation_of
 
-SIZE = (256, 256)
-
-# (displayed width, displayed height, model input size (h, w))
-GEOMETRIES = [
-    (320, 240, SIZE),  # landscape
-    (240, 320, SIZE),  # portrait
-    (256, 256, SIZE),  # square, same size
-    (100, 100, SIZE),  # square, upscaled
-    (1920, 1080, SIZE),
-    (1080, 1920, SIZE),
-    (300, 100, SIZE),  # odd padding
-    (8, 1000, SIZE),  # extreme portrait
-    (640, 480, (256, 192)),  # non-square model input
+# (displayed width, displayed height, long side cap)
+SIZES = [
+    (1920, 1080, 640),  # landscape, downscaled
+    (1080, 1920, 640),  # portrait, downscaled
+    (640, 360, 640),  # exactly the cap
+    (320, 240, 640),  # smaller than the cap: never upscaled
+    (100, 100, 640),
+    (1000, 1000, 256),  # square
+    (1281, 719, 640),  # odd sizes round
+    (3000, 7, 640),  # extreme aspect
 ]
 
 
-@pytest.mark.parametrize(("width", "height", "size"), GEOMETRIES)
-def test_letterbox_geometry(width: int, height: int, size: tuple[int, int]) -> None:
-    """The picture keeps its aspect, fits the input, is centred, and maps back to (0,0)-(W,H)."""
-    new_w, new_h, tf = letterbox_geometry(width, height, size)
-    out_h, out_w = size
-    assert 1 <= new_w <= out_w and 1 <= new_h <= out_h
-    assert new_w == out_w or new_h == out_h  # touches two opposite sides
-    assert new_w / new_h == pytest.approx(width / height, rel=0.05, abs=1 / min(new_w, new_h))
-    assert tf.pad_x == (out_w - new_w) // 2 and tf.pad_y == (out_h - new_h) // 2
-    assert abs((out_w - new_w - tf.pad_x) - tf.pad_x) <= 1
-    assert abs((out_h - new_h - tf.pad_y) - tf.pad_y) <= 1
-    x0, y0 = tf.to_display(tf.pad_x, tf.pad_y)
-    x1, y1 = tf.to_display(tf.pad_x + new_w, tf.pad_y + new_h)
-    assert (x0, y0) == pytest.approx((0, 0), abs=1e-9)
-    assert (x1, y1) == pytest.approx((width, height), abs=1e-9)
-    xc, yc = tf.to_display(tf.pad_x + new_w / 2, tf.pad_y + new_h / 2)
-    assert (xc, yc) == pytest.approx((width / 2, height / 2), abs=1e-9)
+@pytest.mark.parametrize(("width", "height", "cap"), SIZES)
+def test_work_size(width: int, height: int, cap: int) -> None:
+    """The working size never upscales, keeps the aspect (to rounding) and its long side is <= cap."""
+    w, h = work_size(width, height, cap)
+    assert isinstance(w, int) and isinstance(h, int)
+    assert 1 <= w <= width and 1 <= h <= height
+    assert max(w, h) <= cap
+    if max(width, height) <= cap:
+        assert (w, h) == (width, height)
+    else:
+        assert max(w, h) == cap
+    # each side within half a pixel of the exact scale (or clamped to 1 pixel)
+    scale = min(1.0, cap / max(width, height))
+    assert abs(w - width * scale) <= 0.5 or w == 1
+    assert abs(h - height * scale) <= 0.5 or h == 1
 
 
-def test_to_display_on_arrays() -> None:
-    """to_display maps numpy arrays of model pixels element-wise."""
-    _, _, tf = letterbox_geometry(320, 240, SIZE)
-    xs, ys = tf.to_display(np.array([0.0, 128.0, 256.0]), np.array([32.0, 128.0, 224.0]))
-    assert xs == pytest.approx([0, 160, 320])
-    assert ys == pytest.approx([0, 120, 240])
+def test_work_size_thin_picture_keeps_one_pixel() -> None:
+    """A very thin picture still gets at least one pixel on its short side."""
+    assert work_size(5000, 2, 640) == (640, 1)
+    assert work_size(2, 5000, 640) == (1, 640)
 
 
 def frame_of(width: int, height: int, index: int = 5) -> av.VideoFrame:
     return av.VideoFrame.from_ndarray(videos.draw_frame(index, width, height), format="rgb24")
 
 
-# (coded width, coded height, rotation counter-clockwise)
-FRAMES = [
-    (320, 240, 0),  # landscape
-    (240, 320, 0),  # portrait
-    (256, 256, 0),  # square
-    (128, 128, 0),  # square, upscaled
-    (320, 240, 90),  # rotated: displayed portrait
-    (320, 240, 270),
-    (320, 240, 180),
-    (240, 320, 90),  # portrait coded, displayed landscape
-]
-
-
-@pytest.mark.parametrize(("width", "height", "rotation"), FRAMES)
-def test_letterbox_frame(width: int, height: int, rotation: int) -> None:
-    """The model input is 256x256x3 uint8, black padding around the centred, upright picture."""
-    frame = frame_of(width, height)
-    pixels, tf = letterbox(frame, rotation, SIZE)
-    assert pixels.shape == (256, 256, 3) and pixels.dtype == np.uint8
-    disp_w, disp_h = (height, width) if rotation in (90, 270) else (width, height)
-    new_w, new_h, expected_tf = letterbox_geometry(disp_w, disp_h, SIZE)
-    assert tf == expected_tf
-    x0, y0 = int(tf.pad_x), int(tf.pad_y)
-    content = pixels[y0:y0 + new_h, x0:x0 + new_w]
-    mask = np.ones(pixels.shape[:2], bool)
-    mask[y0:y0 + new_h, x0:x0 + new_w] = False
-    assert not pixels[mask].any(), "padding must be black"
-    # The content is the displayed picture scaled: compare with a plain resize of display_rgb.
-    upright = display_rgb(frame, rotation)
-    assert upright.shape[:2] == (disp_h, disp_w)
-    ys = (np.arange(new_h) + 0.5) * disp_h / new_h
-    xs = (np.arange(new_w) + 0.5) * disp_w / new_w
-    nearest = upright[ys.astype(int)[:, None], xs.astype(int)[None, :]]
-    diff = np.abs(content.astype(int) - nearest.astype(int))
-    assert np.median(diff) <= 8
-    # The content area is covered up to its edges (no black seam inside it).
-    assert content[0].any() and content[-1].any() and content[:, 0].any() and content[:, -1].any()
-
-
-# Where the stored top-left marker ends up on screen for each clockwise rotation R of the file.
-MARKER_CORNER = {0: "top-left", 90: "top-right", 180: "bottom-right", 270: "bottom-left"}
+@pytest.mark.parametrize("rotation", [0, 90, 180, 270])
+def test_display_size_swaps_for_quarter_turns(rotation: int) -> None:
+    """display_size is the coded size, with width and height swapped for 90 and 270 degrees."""
+    frame = frame_of(320, 240)
+    expected = (240, 320) if rotation in (90, 270) else (320, 240)
+    assert display_size(frame, rotation) == expected
+    assert display_rgb(frame, rotation).shape[:2] == expected[::-1]
 
 
 def red_mask(rgb: np.ndarray) -> np.ndarray:
@@ -107,38 +67,96 @@ def red_mask(rgb: np.ndarray) -> np.ndarray:
     return (r > 150) & (g < 90) & (b < 90)
 
 
-def corner_of(mask: np.ndarray) -> str:
+def centre_of(mask: np.ndarray) -> tuple[float, float]:
+    """Centre of a mask's pixels, in continuous pixel coordinates (pixel i covers [i, i+1))."""
     ys, xs = np.nonzero(mask)
+    assert xs.size, "marker not found"
+    return float(xs.mean() + 0.5), float(ys.mean() + 0.5)
+
+
+def corner_of(mask: np.ndarray) -> str:
+    x, y = centre_of(mask)
     h, w = mask.shape
-    vertical = "top" if ys.mean() < h / 2 else "bottom"
-    horizontal = "left" if xs.mean() < w / 2 else "right"
-    return f"{vertical}-{horizontal}"
+    return f"{'top' if y < h / 2 else 'bottom'}-{'left' if x < w / 2 else 'right'}"
+
+
+def check_work_picture(frame: av.VideoFrame, rotation: int, cap: int) -> np.ndarray:
+    """Shared checks: shape, dtype, contents like display_rgb scaled, marker at the same place."""
+    shown = display_rgb(frame, rotation)
+    disp_h, disp_w = shown.shape[:2]
+    assert display_size(frame, rotation) == (disp_w, disp_h)
+    w, h = work_size(disp_w, disp_h, cap)
+    pixels = work_frame(frame, rotation, cap)
+    assert pixels.shape == (h, w, 3) and pixels.dtype == np.uint8
+    assert pixels.flags.c_contiguous
+    # The whole picture: like the displayed one resized (not a crop, not turned the other way).
+    resized = cv2.resize(shown, (w, h), interpolation=cv2.INTER_AREA)
+    diff = np.abs(pixels.astype(int) - resized.astype(int))
+    assert np.median(diff) <= 6
+    # The red marker lands where the displayed picture has it (scaled), within about a pixel.
+    sx, sy = centre_of(red_mask(shown))
+    x, y = centre_of(red_mask(pixels))
+    assert x * disp_w / w == pytest.approx(sx, abs=1.5 * disp_w / w)
+    assert y * disp_h / h == pytest.approx(sy, abs=1.5 * disp_h / h)
+    assert corner_of(red_mask(pixels)) == corner_of(red_mask(shown))
+    return pixels
+
+
+# Where the stored top-left marker appears once the picture is turned ``rotation`` degrees
+# counter-clockwise (the producer's convention, np.rot90's direction).
+CCW_CORNER = {0: "top-left", 90: "bottom-left", 180: "bottom-right", 270: "top-right"}
+
+# (coded width, coded height, rotation counter-clockwise, long side cap)
+FRAMES = [
+    (320, 240, 0, 160),  # landscape
+    (240, 320, 0, 160),  # portrait
+    (1280, 720, 0, 640),
+    (720, 1280, 0, 640),
+    (640, 360, 90, 320),  # rotated: displayed portrait
+    (640, 360, 180, 320),
+    (640, 360, 270, 320),
+    (360, 640, 90, 320),  # portrait coded, displayed landscape
+    (320, 240, 90, 640),  # rotated, not scaled
+]
+
+
+@pytest.mark.parametrize(("width", "height", "rotation", "cap"), FRAMES)
+def test_work_frame_synthetic(width: int, height: int, rotation: int, cap: int) -> None:
+    """work_frame returns the upright picture at the working size, matching display_rgb scaled."""
+    frame = frame_of(width, height)
+    pixels = check_work_picture(frame, rotation, cap)
+    assert corner_of(red_mask(pixels)) == CCW_CORNER[rotation]
+
+
+def test_work_frame_unscaled_equals_display() -> None:
+    """When the picture already fits the cap, the working picture is exactly the displayed one."""
+    frame = frame_of(320, 240)
+    for rotation in (0, 90, 180, 270):
+        assert np.array_equal(work_frame(frame, rotation, 640), display_rgb(frame, rotation))
+
+
+# Where the stored top-left marker appears on screen for a file rotated R degrees clockwise.
+CLOCKWISE_CORNER = {0: "top-left", 90: "top-right", 180: "bottom-right", 270: "bottom-left"}
 
 
 @pytest.mark.parametrize("clockwise", [0, 90, 180, 270])
-def test_rotated_video_marker(tmp_path: Path, clockwise: int) -> None:
-    """In a rotated file the marker appears where players show it, in display and model input."""
-    path = videos.make_video(tmp_path / "r.mp4", rotation=clockwise, width=320, height=240,
-                             frames=3)  # fmt: skip
-    decoded = next(iter(read_segment(str(path), None, 1.0, DecodeStats())))
-    rotation = videos.EXPECTED_PYAV_ROTATION[clockwise] % 360
-    shown = display_rgb(decoded.frame, rotation)
-    portrait = clockwise in (90, 270)
-    assert shown.shape == ((320, 240, 3) if portrait else (240, 320, 3))
-    assert corner_of(red_mask(shown)) == MARKER_CORNER[clockwise]
-
-    pixels, tf = letterbox(decoded.frame, rotation, SIZE)
-    mask = red_mask(pixels)
-    assert corner_of(mask) == MARKER_CORNER[clockwise]
-    # The marker's centre in model pixels maps back onto the marker's centre on screen.
-    ys, xs = np.nonzero(mask)
-    x, y = tf.to_display(xs.mean() + 0.5, ys.mean() + 0.5)
-    sy, sx = np.nonzero(red_mask(shown))
-    assert x == pytest.approx(sx.mean() + 0.5, abs=3)
-    assert y == pytest.approx(sy.mean() + 0.5, abs=3)
+@pytest.mark.parametrize("cap", [160, 640])
+def test_work_frame_rotated_video(tmp_path: Path, clockwise: int, cap: int) -> None:
+    """A phone-rotated mp4's working picture is upright like a player shows it, marker included."""
+    path = videos.make_video(tmp_path / "r.mp4", rotation=clockwise, width=320, height=240, frames=2)
+    with av.open(str(path)) as container:
+        frame = next(container.decode(video=0))
+        rotation = rotation_of(frame)
+        assert rotation == videos.EXPECTED_PYAV_ROTATION[clockwise] % 360
+        portrait = clockwise in (90, 270)
+        assert display_size(frame, rotation) == ((240, 320) if portrait else (320, 240))
+        pixels = check_work_picture(frame, rotation, cap)
+    assert corner_of(red_mask(pixels)) == CLOCKWISE_CORNER[clockwise]
+    expected = work_size(*((240, 320) if portrait else (320, 240)), cap)
+    assert pixels.shape[1::-1] == expected
 
 
 def test_display_rgb_is_contiguous() -> None:
-    """display_rgb returns a C-contiguous array (encoders and PIL need one)."""
+    """display_rgb returns a C-contiguous upright array (encoders and PIL need one)."""
     shown = display_rgb(frame_of(320, 240), 90)
     assert shown.flags.c_contiguous and shown.shape == (320, 240, 3)

@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Distributed pose estimation for videos: producers cut videos into frame "
         "batches on Redis queues, Celery workers run the pose model, results go to the result "
         "backend and the store. Settings come from POSEQUEUE_* environment variables "
-        "(POSEQUEUE_BROKER_URL, POSEQUEUE_STORE, ...; see docs/configuration.md).",
+        "(POSEQUEUE_BROKER_URL, POSEQUEUE_STORE, ...; see the README's settings table).",
     )
     parser.add_argument("--version", action="version", version=f"posequeue {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video", default=str(Path("samples") / "astronaut.mp4"))
     p.add_argument("--out", default="out", help="folder for the store, preview and logs")
     p.set_defaults(run=cmd_demo)
+
+    from posequeue.fleet.cli import add_commands  # plan, flower
+
+    add_commands(sub)
     return parser
 
 

@@ -146,19 +146,34 @@ class Jobs:
         pipe.delete(f"{key}:done", f"{key}:final")
 
     # -- batches and fan-in ---------------------------------------------------------------
-    def put_batch(self, meta: dict[str, Any], pixels: bytes, ttl: int) -> None:
-        """Store a batch once (claim-check) and count it as enqueued, in one round trip."""
+    def put_batch(self, meta: dict[str, Any], payload: dict[str, bytes], ttl: int) -> None:
+        """Store a batch once (claim-check): its meta and payloads, with a TTL, in one round trip."""
         key = batch_key(meta["job_id"], meta["index"])
         with self.r.pipeline() as pipe:
-            pipe.hset(key, mapping={"pixels": pixels, "meta": json.dumps(meta)})
+            pipe.hset(key, mapping={"meta": json.dumps(meta), **payload})
             pipe.expire(key, ttl)
             pipe.execute()
 
-    def get_batch(self, job_id: str, index: int) -> tuple[dict[str, Any], bytes] | None:
-        raw = self.r.hmget(batch_key(job_id, index), "meta", "pixels")
-        if raw[0] is None or raw[1] is None:
+    def get_batch(self, job_id: str, index: int) -> dict[str, Any] | None:
+        """The batch's fields (``meta`` decoded, payloads as bytes), or None if it is gone."""
+        raw = self.r.hgetall(batch_key(job_id, index))
+        if not raw or b"meta" not in raw:
             return None
-        return json.loads(raw[0]), raw[1]
+        fields: dict[str, Any] = {k.decode(): v for k, v in raw.items()}
+        fields["meta"] = json.loads(fields["meta"])
+        return fields
+
+    def advance_batch(self, job_id: str, index: int, payload: dict[str, bytes], drop: list[str]) -> None:
+        """Store what a stage made for the next one and drop what no later stage reads."""
+        key = batch_key(job_id, index)
+        with self.r.pipeline() as pipe:
+            pipe.hset(key, mapping=payload)
+            if drop:
+                pipe.hdel(key, *drop)
+            pipe.execute()
+
+    def is_batch_done(self, job_id: str, index: int) -> bool:
+        return bool(self.r.sismember(f"{job_key(job_id)}:done", index))
 
     def drop_batch(self, job_id: str, index: int) -> None:
         self.r.delete(batch_key(job_id, index))

@@ -43,6 +43,8 @@ def _bind_task_context(task_id: str, task: Task, args: tuple, **_: object) -> No
         ctx["job_id"] = args[0] if isinstance(args[0], str) else args[0].get("job_id")
     if len(args) > 1 and isinstance(args[1], int):
         ctx["batch"] = args[1]
+    if len(args) > 2 and isinstance(args[2], str):
+        ctx["stage"] = args[2]
     if os.environ.get("POSEQUEUE_CORES"):
         ctx["cores"] = os.environ["POSEQUEUE_CORES"]
     structlog.contextvars.bind_contextvars(**ctx)

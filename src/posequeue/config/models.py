@@ -30,6 +30,7 @@ class StageSpec:
     file: str  # model file name inside the model's folder
     input_size: tuple[int, int]  # (height, width) of the model input
     compiled_batch: int = 1  # batches are split into / padded up to multiples of this
+    payload: str = "frames"  # what the stage reads from the batch: "frames" or "crops"
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,11 @@ class ModelSpec:
     @property
     def first_stage(self) -> StageSpec:
         return self.stages[0]
+
+    def next_stage(self, name: str) -> StageSpec | None:
+        names = [s.name for s in self.stages]
+        i = names.index(self.stage(name).name)
+        return self.stages[i + 1] if i + 1 < len(self.stages) else None
 
     def stage(self, name: str) -> StageSpec:
         for stage in self.stages:
@@ -62,8 +68,12 @@ CATALOGUE: dict[str, ModelSpec] = {
     "blazepose": ModelSpec(
         name="blazepose",
         runtime="tflite",
-        # The landmark model on the whole frame, letterboxed; the person detector stage is next.
-        stages=(StageSpec("landmarks", "pose_landmark_full.tflite", (256, 256)),),
+        # MediaPipe's layout: a person detector finds the body's region, the landmark model runs
+        # on that region's upright square crop. Each stage has its own queue and core groups.
+        stages=(
+            StageSpec("detector", "pose_detection.tflite", (224, 224)),
+            StageSpec("landmarks", "pose_landmark_full.tflite", (256, 256), payload="crops"),
+        ),
         keypoints=BLAZEPOSE_KEYPOINTS,
         edges=BLAZEPOSE_EDGES,
     ),

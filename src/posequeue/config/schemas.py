@@ -21,30 +21,21 @@ class JobStatus(str, enum.Enum):
         return self in (JobStatus.DONE, JobStatus.FAILED)
 
 
-@dataclass(frozen=True)
-class Transform:
-    """Maps model-input pixels back to displayed-frame pixels: x = (u - pad_x) / scale_x."""
-
-    scale_x: float
-    scale_y: float
-    pad_x: float
-    pad_y: float
-
-    def to_display(self, u: Any, v: Any) -> tuple[Any, Any]:
-        return (u - self.pad_x) / self.scale_x, (v - self.pad_y) / self.scale_y
-
-
 @dataclass
 class BatchMeta:
-    """What a worker needs besides the pixels of one inference batch."""
+    """What a worker needs besides the pixels of one inference batch.
+
+    Frames travel at a working resolution (``work``: width, height), upright; coordinates are
+    normalised between stages and turned into pixels of the displayed frame (``display``) last.
+    """
 
     job_id: str
     index: int
     frames: list[int]
     times: list[float]
-    transforms: list[Transform]  # one per frame: size or rotation may change mid-stream
+    display: tuple[int, int]
+    work: tuple[int, int]
     model: str
-    stage: str
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,7 +43,7 @@ class BatchMeta:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BatchMeta:
         data = dict(data)
-        data["transforms"] = [Transform(**t) for t in data["transforms"]]
+        data["display"], data["work"] = tuple(data["display"]), tuple(data["work"])
         return cls(**data)
 
 

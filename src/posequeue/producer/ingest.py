@@ -17,11 +17,11 @@ from celery.exceptions import Retry
 from posequeue.config.celery_app import FINALIZE_TASK, INFER_TASK, INGEST_TASK, app
 from posequeue.config.models import get_model
 from posequeue.config.queues import stage_queue
-from posequeue.config.schemas import BatchMeta, Cursor, JobStatus, Transform
+from posequeue.config.schemas import BatchMeta, Cursor, JobStatus
 from posequeue.config.settings import get_settings
 from posequeue.jobs import Jobs, fail_job, get_jobs
 from posequeue.logs import get_logger
-from posequeue.producer.preprocess import letterbox
+from posequeue.producer.preprocess import display_size, work_frame, work_size
 from posequeue.producer.video import DecodeStats, VideoError, probe, read_segment, rotation_of
 from posequeue.store import StoreError
 
@@ -42,8 +42,7 @@ def ingest(self: Task, cursor: dict) -> None:
     try:
         if status is JobStatus.QUEUED:
             jobs.mark_running(cur.job_id, probe(job["video"]).to_dict())
-        window = get_settings().max_inflight_batches
-        if jobs.inflight(cur.job_id) >= window:
+        if jobs.inflight(cur.job_id) >= _window(jobs.get(cur.job_id)):
             # Backpressure: bounded Redis memory whatever the video's length.
             raise self.retry(countdown=min(5.0, 0.25 * 2 ** min(self.request.retries, 4)))
         _ingest_segment(jobs, job, cur)
@@ -60,17 +59,27 @@ def ingest(self: Task, cursor: dict) -> None:
         fail_job(app, jobs, cur.job_id, f"internal error while ingesting: {exc!r}")
 
 
+def _window(job: dict) -> int:
+    """Batches a job may keep in flight: the count limit, or fewer when frames are large."""
+    settings = get_settings()
+    info = job.get("video_info") or {}
+    w, h = work_size(info.get("width", 1), info.get("height", 1), settings.work_long_side)
+    batch_bytes = w * h * 3 * job["batch_size"]
+    by_bytes = settings.max_inflight_mb * 2**20 // max(1, batch_bytes)
+    return max(1, min(settings.max_inflight_batches, by_bytes))
+
+
 def _ingest_segment(jobs: Jobs, job: dict, cur: Cursor) -> None:
     settings = get_settings()
     spec = get_model(job["model"])
-    stage = spec.first_stage
-    batcher = _Batcher(jobs, cur, job["model"], stage.name, job["batch_size"], stage.input_size)
+    batcher = _Batcher(jobs, cur, spec.name, spec.first_stage.name, job["batch_size"])
     stats = DecodeStats()
     started = time.perf_counter()
     last_pts = cur.after_pts
     for item in read_segment(job["video"], cur.after_pts, settings.segment_seconds, stats):
-        pixels, transform = letterbox(item.frame, rotation_of(item.frame), stage.input_size)
-        batcher.add(pixels, item.t, transform)
+        rotation = rotation_of(item.frame)
+        pixels = work_frame(item.frame, rotation, settings.work_long_side)
+        batcher.add(pixels, item.t, display_size(item.frame, rotation))
         last_pts = item.pts
     batcher.flush()
     totals = dict(cur.totals)
@@ -100,37 +109,41 @@ def _hand_over(jobs: Jobs, nxt: Cursor, segment: int) -> None:
 
 
 class _Batcher:
-    """Groups preprocessed frames into inference batches and puts them on the stage queue."""
+    """Groups working frames into inference batches and puts them on the first stage's queue.
+    A batch holds frames of one size; a size change mid-stream starts a new batch."""
 
-    def __init__(self, jobs: Jobs, cur: Cursor, model: str, stage: str, size: int,
-                 shape: tuple[int, int]) -> None:  # fmt: skip
-        self.jobs, self.cur, self.model, self.stage, self.size = jobs, cur, model, stage, size
-        self.buffer = np.empty((size, *shape, 3), dtype=np.uint8)
+    def __init__(self, jobs: Jobs, cur: Cursor, model: str, stage: str, size: int) -> None:
+        self.jobs, self.cur, self.model, self.size = jobs, cur, model, size
+        self.pixels: list[np.ndarray] = []
         self.times: list[float] = []
-        self.transforms: list[Transform] = []
+        self.display: tuple[int, int] = (0, 0)
         self.frames = 0  # frames enqueued by this segment
         self.batches = 0
         self.queue = stage_queue(model, stage)
+        self.stage = stage
         self.ttl = get_settings().payload_ttl
 
-    def add(self, pixels: np.ndarray, t: float, transform: Transform) -> None:
-        self.buffer[len(self.times)] = pixels
+    def add(self, pixels: np.ndarray, t: float, display: tuple[int, int]) -> None:
+        if self.pixels and (pixels.shape != self.pixels[0].shape or display != self.display):
+            self.flush()
+        self.pixels.append(pixels)
         self.times.append(round(t, 6))
-        self.transforms.append(transform)
-        if len(self.times) == self.size:
+        self.display = display
+        if len(self.pixels) == self.size:
             self.flush()
 
     def flush(self) -> None:
-        n = len(self.times)
+        n = len(self.pixels)
         if n == 0:
             return
         index = self.cur.first_batch + self.batches
         first = self.cur.first_frame + self.frames
+        h, w = self.pixels[0].shape[:2]
         meta = BatchMeta(self.cur.job_id, index, list(range(first, first + n)), self.times,
-                         self.transforms, self.model, self.stage)  # fmt: skip
-        self.jobs.put_batch(meta.to_dict(), self.buffer[:n].tobytes(), self.ttl)
+                         self.display, (w, h), self.model)  # fmt: skip
+        self.jobs.put_batch(meta.to_dict(), {"frames": np.stack(self.pixels).tobytes()}, self.ttl)
         self.jobs.set_enqueued(self.cur.job_id, index + 1)
-        app.send_task(INFER_TASK, args=[self.cur.job_id, index], queue=self.queue)
+        app.send_task(INFER_TASK, args=[self.cur.job_id, index, self.stage], queue=self.queue)
         self.frames += n
         self.batches += 1
-        self.times, self.transforms = [], []
+        self.pixels, self.times = [], []

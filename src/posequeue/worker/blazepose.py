@@ -1,8 +1,14 @@
-"""BlazePose landmark stage: model input scaling and decoding of its outputs.
+"""BlazePose's two stages as MediaPipe's Pose graph runs them (pose_landmark_cpu):
 
-Decoding follows MediaPipe's pose_landmark_by_roi post-processing: 39 landmarks of 5 values
-(x, y, z in input pixels, visibility and presence as logits), the first 33 are the pose; the
-pose flag is already a probability, thresholded at 0.5.
+1. detector: the working frame letterboxed to 224x224 in [-1, 1]; SSD decoding and weighted
+   NMS (``detector.py``); the best detection's region of interest, rotated so the body is upright;
+   its 256x256 crop (edges replicated) goes to the next stage.
+2. landmarks: the crop in [0, 1]; 39 landmarks of 5 values (x, y, z in crop pixels, visibility
+   and presence logits), the first 33 are the pose; the pose flag (already a probability) must
+   reach 0.5; x, y refined with the 64x64 heatmap (kernel 7); projected back through the region.
+
+The warps sample like MediaPipe's OpenCV path (corners to corners, bilinear), which matters:
+a half-pixel shift in the detector input moves its region by a few per cent.
 """
 
 from __future__ import annotations
@@ -11,37 +17,105 @@ from typing import Any
 
 import numpy as np
 
-from posequeue.config.schemas import Transform
+from posequeue.worker import detector
+from posequeue.worker.roi import Roi, crop, project
 
 LANDMARKS = "Identity"  # (B, 195)
 POSE_FLAG = "Identity_1"  # (B, 1)
+HEATMAP = "Identity_3"  # (B, 64, 64, 39)
 NUM_KEYPOINTS = 33
+CROP_SIZE = 256
 PRESENCE_THRESHOLD = 0.5
-
-
-def to_input(pixels: np.ndarray) -> np.ndarray:
-    """uint8 RGB -> float32 in [0, 1], the range the landmark model was trained on."""
-    return pixels.astype(np.float32) * (1.0 / 255.0)
+HEATMAP_KERNEL = 7
+HEATMAP_MIN_CONFIDENCE = 0.5
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
 
 
-def decode(outputs: dict[str, np.ndarray], transforms: list[Transform]) -> list[list[dict[str, Any]]]:
-    """People per frame, keypoints as [x, y, z, visibility, presence] in displayed pixels."""
-    raw = outputs[LANDMARKS].reshape(len(transforms), -1, 5)[:, :NUM_KEYPOINTS]
-    flags = outputs[POSE_FLAG].reshape(len(transforms))
+def letterbox(image: np.ndarray, size: int = detector.INPUT_SIZE) -> tuple[np.ndarray, tuple[float, ...]]:
+    """The image fitted into a ``size`` square (black bars) and the padding as fractions
+    (left, top, right, bottom) of the square."""
+    import cv2
+
+    h, w = image.shape[:2]
+    side = max(w, h)
+    k = size / side
+    left, top = (side - w) / 2, (side - h) / 2
+    matrix = np.array([[k, 0.0, left * k], [0.0, k, top * k]])
+    out = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)  # fmt: skip
+    return out, (left / side, top / side, left / side, top / side)
+
+
+def detector_input(images: np.ndarray) -> tuple[np.ndarray, list[tuple[float, ...]]]:
+    boxed = [letterbox(image) for image in images]
+    batch = np.stack([b for b, _ in boxed]).astype(np.float32) * (2.0 / 255.0) - 1.0
+    return batch, [pad for _, pad in boxed]
+
+
+def regions(outputs: dict[str, np.ndarray], pads: list[tuple[float, ...]],
+            size: tuple[int, int]) -> list[Roi | None]:  # fmt: skip
+    """The best detection's region per image, or None where nobody was found."""
+    rois: list[Roi | None] = []
+    for boxes, scores, pad in zip(outputs[detector.BOXES], outputs[detector.SCORES], pads, strict=True):
+        found = detector.decode(boxes, scores)
+        rois.append(detector.roi_of(found[0], pad, size) if found else None)
+    return rois
+
+
+def crops(images: np.ndarray, rois: list[Roi | None]) -> np.ndarray:
+    """Upright square crops of the frames that have a region, in order."""
+    chosen = [crop(image, roi, CROP_SIZE) for image, roi in zip(images, rois, strict=True) if roi]
+    return np.stack(chosen) if chosen else np.empty((0, CROP_SIZE, CROP_SIZE, 3), np.uint8)
+
+
+def refine(points: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
+    """MediaPipe's RefineLandmarksFromHeatmapCalculator: x, y (normalised to the crop) become
+    the confidence-weighted mean position in a 7x7 heatmap window, where it is confident."""
+    rows, cols, _ = heatmap.shape
+    out = points.copy()
+    half = HEATMAP_KERNEL // 2
+    for i in range(len(points)):
+        c, r = int(points[i, 0] * cols), int(points[i, 1] * rows)
+        if not (0 <= c < cols and 0 <= r < rows):
+            continue
+        r0, r1, c0, c1 = max(0, r - half), min(rows, r + half + 1), max(0, c - half), min(cols, c + half + 1)
+        conf = sigmoid(heatmap[r0:r1, c0:c1, i])
+        total = conf.sum()
+        if conf.max() < HEATMAP_MIN_CONFIDENCE or total <= 0:
+            continue
+        grid_r, grid_c = np.mgrid[r0:r1, c0:c1]
+        out[i, 0] = (grid_c * conf).sum() / total / cols
+        out[i, 1] = (grid_r * conf).sum() / total / rows
+    return out
+
+
+def people(outputs: dict[str, np.ndarray], rois: list[Roi | None],
+           display: tuple[int, int]) -> list[list[dict[str, Any]]]:  # fmt: skip
+    """People per frame, keypoints as [x, y, z, visibility, presence] in displayed pixels.
+    ``outputs`` hold one row per frame that has a region, in order."""
+    width, height = display
     frames: list[list[dict[str, Any]]] = []
-    for points, flag, tf in zip(raw, flags, transforms, strict=True):
+    row = 0
+    for roi in rois:
+        if roi is None:
+            frames.append([])
+            continue
+        flag = float(outputs[POSE_FLAG][row].reshape(-1)[0])
+        raw = outputs[LANDMARKS][row].reshape(-1, 5)[:NUM_KEYPOINTS].astype(np.float64)
+        heatmap = outputs[HEATMAP][row]
+        row += 1
         if flag < PRESENCE_THRESHOLD:
             frames.append([])
             continue
-        x, y = tf.to_display(points[:, 0], points[:, 1])
-        z = points[:, 2] / tf.scale_x  # z shares x's scale (MediaPipe normalises z by width)
-        kp = np.stack([x, y, z, sigmoid(points[:, 3]), sigmoid(points[:, 4])], axis=1)
-        kp = kp.astype(np.float64)  # round in float64: float32 values print as 192.24000549
+        points = raw[:, :3] / CROP_SIZE
+        points[:, :2] = refine(points[:, :2], heatmap)
+        image = project(points, roi)
+        kp = np.column_stack([image[:, 0] * width, image[:, 1] * height, image[:, 2] * width,
+                              sigmoid(raw[:, 3]), sigmoid(raw[:, 4])])  # fmt: skip
         kp[:, :3] = np.round(kp[:, :3], 2)
         kp[:, 3:] = np.round(kp[:, 3:], 4)
-        frames.append([{"score": round(float(flag), 4), "keypoints": kp.tolist()}])
+        frames.append([{"score": round(flag, 4), "keypoints": kp.tolist()}])
     return frames

@@ -1,38 +1,100 @@
-"""A loaded model stage: runtime plus decoding, loaded once per worker process."""
+"""Model stages, loaded once per worker process: each turns a batch's payload into either the
+payload of the next stage or the frames' people."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from posequeue.config.models import get_model
-from posequeue.config.schemas import Transform
+from posequeue.config.models import ModelSpec, StageSpec, get_model
+from posequeue.config.schemas import BatchMeta
 from posequeue.config.settings import get_settings
-from posequeue.worker import blazepose
+from posequeue.worker import blazepose, detector
 from posequeue.worker.model_files import blazepose_dir
 from posequeue.worker.pinning import cpu_threads
+from posequeue.worker.roi import Roi
 from posequeue.worker.runtimes import Runtime, make_runtime
 
 
-class StageModel:
-    """One stage of one model, ready to run batches of uint8 frames."""
+@dataclass
+class StageResult:
+    """Either a payload for the next stage, or (last stage, or nobody found) people per frame."""
 
-    def __init__(self, model: str, stage: str) -> None:
+    payload: dict[str, bytes] = field(default_factory=dict)
+    people: list[list[dict[str, Any]]] | None = None
+    model_seconds: float = 0.0
+
+
+class Stage:
+    """One stage of one model with its runtime."""
+
+    outputs: tuple[str, ...] = ()
+
+    def __init__(self, spec: ModelSpec, stage: StageSpec) -> None:
         settings = get_settings()
-        self.spec = get_model(model)
-        self.stage = self.spec.stage(stage)
+        self.spec, self.stage = spec, stage
         folder = blazepose_dir(settings.cache_dir, settings.model_dir)
-        self.runtime: Runtime = make_runtime(self.spec.runtime, folder / self.stage.file,
-                                             cpu_threads())  # fmt: skip
+        self.runtime: Runtime = make_runtime(spec.runtime, folder / stage.file, cpu_threads(),
+                                             self.outputs)  # fmt: skip
 
-    def predict(self, pixels: np.ndarray, transforms: list[Transform]) -> list[list[dict[str, Any]]]:
-        outputs = self.runtime.run(blazepose.to_input(pixels))
-        return blazepose.decode(outputs, transforms)
+    def run(self, fields: dict[str, Any], meta: BatchMeta) -> StageResult:
+        raise NotImplementedError
+
+
+def _frames(fields: dict[str, Any], meta: BatchMeta) -> np.ndarray:
+    w, h = meta.work
+    return np.frombuffer(fields["frames"], np.uint8).reshape(len(meta.frames), h, w, 3)
+
+
+def _rois(fields: dict[str, Any]) -> list[Roi | None]:
+    return [Roi(*r) if r else None for r in json.loads(fields["rois"])]
+
+
+class DetectorStage(Stage):
+    outputs = (detector.BOXES, detector.SCORES)
+
+    def run(self, fields: dict[str, Any], meta: BatchMeta) -> StageResult:
+        import time
+
+        frames = _frames(fields, meta)
+        batch, pads = blazepose.detector_input(frames)
+        started = time.perf_counter()
+        outputs = self.runtime.run(batch)
+        elapsed = time.perf_counter() - started
+        rois = blazepose.regions(outputs, pads, meta.display)
+        if not any(rois):  # nobody in any frame: the batch ends here
+            return StageResult(people=[[] for _ in rois], model_seconds=elapsed)
+        payload = {
+            "crops": blazepose.crops(frames, rois).tobytes(),
+            "rois": json.dumps([r.to_list() if r else None for r in rois]).encode(),
+        }
+        return StageResult(payload=payload, model_seconds=elapsed)
+
+
+class LandmarkStage(Stage):
+    outputs = (blazepose.LANDMARKS, blazepose.POSE_FLAG, blazepose.HEATMAP)
+
+    def run(self, fields: dict[str, Any], meta: BatchMeta) -> StageResult:
+        import time
+
+        rois = _rois(fields)
+        size = blazepose.CROP_SIZE
+        crops = np.frombuffer(fields["crops"], np.uint8).reshape(-1, size, size, 3)
+        started = time.perf_counter()
+        outputs = self.runtime.run(crops.astype(np.float32) * (1.0 / 255.0))
+        elapsed = time.perf_counter() - started
+        return StageResult(people=blazepose.people(outputs, rois, meta.display), model_seconds=elapsed)
+
+
+STAGES: dict[str, type[Stage]] = {"detector": DetectorStage, "landmarks": LandmarkStage}
 
 
 @lru_cache(maxsize=4)
-def load(model: str, stage: str) -> StageModel:
-    """The process's model for a stage: created on first use, then reused for every batch."""
-    return StageModel(model, stage)
+def load(model: str, stage: str) -> Stage:
+    """The process's stage: created on first use, then reused for every batch."""
+    spec = get_model(model)
+    return STAGES[stage](spec, spec.stage(stage))

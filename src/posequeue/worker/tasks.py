@@ -1,19 +1,20 @@
-"""Inference tasks: fetch a batch (claim-check), run the stage's model, store the batch result
-idempotently, record it in the job's fan-in set; the delivery that completes the set finalises."""
+"""Inference tasks: fetch a batch (claim-check), run one model stage, then either hand the batch
+to the next stage's queue or store its results idempotently and record it in the job's fan-in
+set; the delivery that completes the set finalises."""
 
 from __future__ import annotations
 
 import os
-import time
 
-import numpy as np
 import structlog
 from celery import Task, signals
 
 from posequeue.config.celery_app import FINALIZE_TASK, INFER_TASK, app
+from posequeue.config.models import get_model
+from posequeue.config.queues import stage_queue
 from posequeue.config.schemas import BatchMeta
 from posequeue.config.settings import get_settings
-from posequeue.jobs import fail_job, get_jobs
+from posequeue.jobs import Jobs, fail_job, get_jobs
 from posequeue.logs import get_logger
 from posequeue.results import dumps, part_key
 from posequeue.store import StoreError, open_store
@@ -26,30 +27,33 @@ STORE_RETRIES = 3
 
 
 @app.task(name=INFER_TASK, bind=True, max_retries=STORE_RETRIES)
-def infer(self: Task, job_id: str, index: int) -> None:
+def infer(self: Task, job_id: str, index: int, stage: str) -> None:
     jobs = get_jobs()
     status = jobs.status(job_id)
     if status is None or status.finished:  # stale work of a failed or finished job is not run
         jobs.drop_batch(job_id, index)
         log.info("infer.stale", status=status.value if status else "gone")
         return
-    got = jobs.get_batch(job_id, index)
-    if got is None:
-        if not jobs.r.sismember(f"pq:job:{job_id}:done", index):
+    fields = jobs.get_batch(job_id, index)
+    if fields is None:
+        if not jobs.is_batch_done(job_id, index):
             fail_job(app, jobs, job_id, f"batch {index} expired in Redis before a worker ran it; "
                      "start more workers or raise POSEQUEUE_PAYLOAD_TTL")  # fmt: skip
         return
-    meta = BatchMeta.from_dict(got[0])
-    structlog.contextvars.bind_contextvars(model=meta.model, stage=meta.stage)
+    meta = BatchMeta.from_dict(fields["meta"])
+    spec = get_model(meta.model)
+    nxt = spec.next_stage(stage)
+    structlog.contextvars.bind_contextvars(model=meta.model, stage=stage)
+    if nxt is not None and nxt.payload in fields:  # a redelivery after this stage's work was kept
+        _send(job_id, index, meta.model, nxt.name)
+        return
     try:
-        model = models.load(meta.model, meta.stage)
-        shape = (len(meta.frames), *model.stage.input_size, 3)
-        started = time.perf_counter()
-        people = model.predict(np.frombuffer(got[1], np.uint8).reshape(shape), meta.transforms)
-        elapsed = time.perf_counter() - started
-        frames = [{"index": i, "t": t, "people": p}
-                  for i, t, p in zip(meta.frames, meta.times, people, strict=True)]  # fmt: skip
-        open_store(get_settings().store).put_bytes(part_key(job_id, index), dumps({"frames": frames}))
+        result = models.load(meta.model, stage).run(fields, meta)
+        if result.people is None and nxt is not None:
+            jobs.advance_batch(job_id, index, result.payload, drop=[spec.stage(stage).payload])
+            _send(job_id, index, meta.model, nxt.name)
+        else:
+            _finish_batch(jobs, meta, result.people or [])
     except StoreError as exc:
         if self.request.retries < STORE_RETRIES:
             raise self.retry(countdown=2.0) from None
@@ -58,10 +62,20 @@ def infer(self: Task, job_id: str, index: int) -> None:
     except (MissingModel, ValueError) as exc:
         fail_job(app, jobs, job_id, str(exc))
         return
-    if jobs.batch_done(job_id, index, len(frames)):
-        app.send_task(FINALIZE_TASK, args=[job_id])
-    jobs.drop_batch(job_id, index)
-    log.info("infer.batch", frames=len(frames), model_s=round(elapsed, 4))
+    log.info("infer.batch", frames=len(meta.frames), model_s=round(result.model_seconds, 4))
+
+
+def _send(job_id: str, index: int, model: str, stage: str) -> None:
+    app.send_task(INFER_TASK, args=[job_id, index, stage], queue=stage_queue(model, stage))
+
+
+def _finish_batch(jobs: Jobs, meta: BatchMeta, people: list) -> None:  # type: ignore[type-arg]
+    frames = [{"index": i, "t": t, "people": p}
+              for i, t, p in zip(meta.frames, meta.times, people, strict=True)]  # fmt: skip
+    open_store(get_settings().store).put_bytes(part_key(meta.job_id, meta.index), dumps({"frames": frames}))
+    if jobs.batch_done(meta.job_id, meta.index, len(frames)):
+        app.send_task(FINALIZE_TASK, args=[meta.job_id])
+    jobs.drop_batch(meta.job_id, meta.index)
 
 
 @signals.worker_process_init.connect

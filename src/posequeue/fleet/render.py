@@ -1,0 +1,223 @@
+"""Renderings of a plan: a table for people, JSON for tools, a docker-compose fragment and
+systemd units. ``RENDERERS`` maps each ``--format`` name to its function.
+
+The compose fragment is YAML written here by hand (block style, every string double-quoted the JSON
+way) so that producing it needs no YAML library; the tests parse it back with PyYAML.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+from posequeue.fleet.plan import Plan, WorkerPlan
+
+# Celery's warm shutdown (SIGTERM) lets the running batch finish; give it longer than the default
+# task_time_limit (300 s) before the container or unit is killed.
+STOP_GRACE_SECONDS = 330
+
+NEURON_IMAGE = "${POSEQUEUE_NEURON_IMAGE:-posequeue/worker-neuron}"
+CPU_IMAGE = "${POSEQUEUE_CPU_IMAGE:-posequeue/worker-cpu}"
+PRODUCER_IMAGE = "${POSEQUEUE_PRODUCER_IMAGE:-posequeue/producer}"
+COMPOSE_BROKER = "${POSEQUEUE_BROKER_URL:-redis://redis:6379/0}"
+POSEQUEUE_BIN = "/usr/local/bin/posequeue"
+
+
+def _money(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"${value:,.{digits}f}"
+
+
+# -- table ----------------------------------------------------------------------------------
+def render_table(plan: Plan) -> str:
+    host = plan.instance
+    kind = host.core_kind if host.is_neuron else "CPU cores"
+    facts = [f"{host.chips} chip{'s' if host.chips > 1 else ''} x {host.cores_per_chip} {kind}",
+             f"{host.vcpus} vCPU"]  # fmt: skip
+    if host.memory_gib is not None:
+        facts.append(f"{host.memory_gib:g} GiB" if host.is_neuron else f"{host.memory_gib:.1f} GiB")
+    if host.network:
+        facts.append(host.network)
+    price = "no price" if plan.price_per_hour is None else f"{_money(plan.price_per_hour)}/h"
+    lines = [
+        f"{host.name}: {', '.join(facts)}; {price}",
+        f"model {plan.model}, per chip {plan.layout_text}: "
+        f"{len(plan.workers)} workers, {plan.idle_cores_per_chip} idle cores per chip",
+        "",
+    ]
+    rates = plan.throughput
+    header = ["WORKER", "STAGE", "QUEUE", "CORES", "DEVICE"] + (["FRAMES/S"] if rates else [])
+    rows = [header]
+    for w in plan.workers:
+        row = [w.name, w.stage, w.queue, w.cores_spec or "-", ",".join(w.devices) or "-"]
+        if rates:
+            row.append(f"{len(w.cores) * rates[w.stage]:.1f}" if w.stage in rates else "-")
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for row in rows:
+        cells = [c.rjust(widths[i]) if header[i] == "FRAMES/S" else c.ljust(widths[i])
+                 for i, c in enumerate(row)]  # fmt: skip
+        lines.append("  ".join(cells).rstrip())
+    lines.append("")
+    lines.extend(_summary(plan))
+    return "\n".join(lines) + "\n"
+
+
+def _summary(plan: Plan) -> list[str]:
+    stage_rates = plan.stage_rates()
+    fps = plan.frames_per_second()
+    if stage_rates is None or fps is None:
+        return ["expected frames/s and $ per million frames: give --throughput STAGE=FPS,... "
+                "(frames/s per core, per stage)"]  # fmt: skip
+    per_stage = "; ".join(f"{s} {r:,.1f}" for s, r in stage_rates.items())
+    cost = plan.cost_per_million_frames()
+    cost_text = (f"{_money(cost)} per million frames at {_money(plan.price_per_hour)}/h"
+                 if cost is not None else "$ per million frames: no price for this host "
+                 "(give --price USD_PER_HOUR)")  # fmt: skip
+    return [
+        f"stage frames/s (per-core figures given x cores): {per_stage}",
+        f"expected host frames/s: {fps:,.1f} (limited by {plan.bottleneck()}); {cost_text}",
+    ]
+
+
+# -- json -----------------------------------------------------------------------------------
+def render_json(plan: Plan) -> str:
+    return json.dumps(plan.to_dict(), indent=2) + "\n"
+
+
+# -- docker compose -------------------------------------------------------------------------
+def compose_services(plan: Plan) -> dict[str, Any]:
+    """The plan as a compose ``services`` mapping, one service per worker."""
+    services: dict[str, Any] = {}
+    for w in plan.workers:
+        service: dict[str, Any] = {
+            "image": _image(plan, w),
+            "command": w.command(plan.model),
+            "environment": {"POSEQUEUE_BROKER_URL": COMPOSE_BROKER, **w.env},
+        }
+        if w.devices:
+            service["devices"] = list(w.devices)
+        if w.cores and not plan.instance.is_neuron:
+            service["cpuset"] = w.cores_spec  # the container may run on its cores only
+        service["restart"] = "unless-stopped"
+        service["stop_grace_period"] = f"{STOP_GRACE_SECONDS}s"
+        services[w.name] = service
+    return services
+
+
+def _image(plan: Plan, worker: WorkerPlan) -> str:
+    if not worker.cores:
+        return PRODUCER_IMAGE
+    return NEURON_IMAGE if plan.instance.is_neuron else CPU_IMAGE
+
+
+def render_compose(plan: Plan) -> str:
+    head = (f"# posequeue plan {plan.instance.name} --per-chip {plan.layout_text} "
+            f"--model {plan.model}\n"
+            "# Merge into a compose file that also runs Redis (service `redis`) and sets the\n"
+            "# store (POSEQUEUE_STORE, AWS_*) for every worker.\n")  # fmt: skip
+    return head + to_yaml({"services": compose_services(plan)})
+
+
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+
+
+def to_yaml(value: Any, indent: int = 0) -> str:
+    """Block-style YAML for dicts, lists, strings, numbers, booleans and None. Strings are
+    JSON-quoted, which YAML reads as the same string."""
+    pad = "  " * indent
+    if isinstance(value, dict):
+        if not value:
+            return pad + "{}\n"
+        out = []
+        for key, item in value.items():
+            k = key if _PLAIN_KEY.match(key) else json.dumps(key)
+            if isinstance(item, (dict, list)) and item:
+                out.append(f"{pad}{k}:\n{to_yaml(item, indent + 1)}")
+            else:
+                out.append(f"{pad}{k}: {_scalar(item)}\n")
+        return "".join(out)
+    if isinstance(value, list):
+        if not value:
+            return pad + "[]\n"
+        out = []
+        for item in value:
+            if isinstance(item, (dict, list)) and item:
+                nested = to_yaml(item, indent + 1)
+                out.append(f"{pad}- {nested.lstrip()}")
+            else:
+                out.append(f"{pad}- {_scalar(item)}\n")
+        return "".join(out)
+    return pad + _scalar(value) + "\n"
+
+
+def _scalar(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return "{}"
+    if isinstance(value, list):
+        return "[]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return json.dumps(value)
+    return json.dumps(str(value))
+
+
+# -- systemd --------------------------------------------------------------------------------
+def unit_name(worker: WorkerPlan) -> str:
+    return f"posequeue-{worker.name}.service"
+
+
+def render_systemd(plan: Plan, executable: str = POSEQUEUE_BIN) -> str:
+    """One unit per worker, each part of ``posequeue.target`` (start or stop the host's workers
+    together), then the target. Each unit is preceded by a ``# file:`` line naming it."""
+    units = [_unit(plan, w, executable) for w in plan.workers]
+    target = (
+        "# file: posequeue.target\n"
+        "[Unit]\n"
+        f"Description=posequeue workers of {plan.instance.name} "
+        f"({plan.layout_text} per chip)\n"
+        f"Wants={' '.join(unit_name(w) for w in plan.workers)}\n"
+        "\n[Install]\nWantedBy=multi-user.target\n"
+    )
+    return "\n".join([*units, target])
+
+
+def _unit(plan: Plan, w: WorkerPlan, executable: str) -> str:
+    where = f"cores {w.cores_spec}" if w.cores else "unpinned"
+    if w.devices:
+        where += f" on {', '.join(w.devices)}"
+    env = "".join(f'Environment="{k}={v}"\n' for k, v in w.env.items())
+    command = " ".join([executable, *w.command(plan.model)[1:]])
+    return (
+        f"# file: {unit_name(w)}\n"
+        "[Unit]\n"
+        f"Description=posequeue worker {w.name} (stage {w.stage}, {where})\n"
+        "Wants=network-online.target\n"
+        "After=network-online.target\n"
+        "PartOf=posequeue.target\n"
+        "\n[Service]\n"
+        "Type=simple\n"
+        "User=posequeue\n"
+        "EnvironmentFile=-/etc/posequeue/posequeue.env\n"
+        f"{env}"
+        f"ExecStart={command}\n"
+        "Restart=always\n"
+        "RestartSec=5\n"
+        "# SIGTERM to the main process only: Celery's warm shutdown finishes the running batch.\n"
+        "KillMode=mixed\n"
+        f"TimeoutStopSec={STOP_GRACE_SECONDS}\n"
+        "\n[Install]\n"
+        "WantedBy=posequeue.target\n"
+    )
+
+
+RENDERERS: dict[str, Callable[[Plan], str]] = {
+    "table": render_table,
+    "json": render_json,
+    "compose": render_compose,
+    "systemd": render_systemd,
+}
