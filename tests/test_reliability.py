@@ -55,8 +55,8 @@ def test_sigkill_pool_process_mid_job(stage, isolated, start_worker, tmp_path) -
     assert "WorkerLostError" in victim.log.read_text()  # the kill really hit a running task
     out = posequeue("results", job_id, env=isolated)
     frames = json.loads(out.stdout)["frames"]
-    assert [f["index"] for f in frames] == list(range(600))
-    assert job["frames_done"] == 600
+    assert [f["index"] for f in frames] == list(range(900))
+    assert job["frames_done"] == 900
 
 
 def test_backpressure_bounds_batches_in_redis(isolated, start_worker, tmp_path) -> None:
