@@ -107,3 +107,37 @@ def test_unwritable_result_store_fails_job(isolated, start_worker, jobs) -> None
         server.stop()
 
 
+
+
+def test_no_worker_for_the_model_fails_the_job(isolated, start_worker, tmp_path) -> None:
+    """With producers but no worker on the model's queue, the job fails once no batch has
+    finished for a payload's lifetime, naming the queue and the command to start."""
+    env = {**isolated, "POSEQUEUE_VISIBILITY_TIMEOUT": "5", "POSEQUEUE_TASK_TIME_LIMIT": "2",
+           "POSEQUEUE_PAYLOAD_TTL": "8", "POSEQUEUE_MAX_INFLIGHT_BATCHES": "2"}  # fmt: skip
+    start_worker("--stage", "ingest", **{k: v for k, v in env.items() if k.startswith("POSEQUEUE_")})
+    video = videos.make_long(tmp_path / "long.mp4", seconds=10, width=160, height=120)
+    out = posequeue("submit", str(video), "--wait", "--json", "--timeout", "60", env=env)
+    job = json.loads(out.stdout.splitlines()[-1])
+    assert job["status"] == "failed"
+    assert "pose.blazepose.detector" in job["error"] and "posequeue worker" in job["error"]
+
+
+def test_batch_that_keeps_killing_its_worker_fails_the_job(isolated, start_worker, tmp_path) -> None:
+    """A batch whose stage was started too often without finishing (its worker process died each
+    time) fails the job with a reason instead of looping for ever; the worker goes on."""
+    import redis
+
+    env = {k: isolated[k] for k in ("POSEQUEUE_BROKER_URL", "POSEQUEUE_STORE")}
+    ingest = start_worker("--stage", "ingest", **env)
+    job_id = json.loads(posequeue("submit", str(SAMPLE), "--json", env=isolated).stdout)["job_id"]
+    r = redis.Redis.from_url(env["POSEQUEUE_BROKER_URL"])
+    deadline = time.monotonic() + 30
+    while not r.exists(f"pq:batch:{job_id}:0") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    r.set(f"pq:batch:{job_id}:0:deliveries:detector", 4)  # as if it had died four times
+    ingest.stop()
+    start_worker(**env)
+    nxt = posequeue("submit", str(SAMPLE), "--wait", "--json", env=isolated)
+    assert json.loads(nxt.stdout.splitlines()[-1])["status"] == "done"  # the worker goes on
+    job = json.loads(posequeue("status", job_id, "--json", env=isolated).stdout)
+    assert job["status"] == "failed" and "started 4 times in stage detector" in job["error"]

@@ -1,104 +1,60 @@
-"""Unit tests for posequeue.results: CSV long format, frame checks and keys."""
+"""The output writers: JSON of the contract and long-format CSV, streamed, frames once in order."""
 
 from __future__ import annotations
 
 import csv
-import io
 import json
 
 import pytest
 
-from posequeue.results import (
-    CSV_HEADER,
-    check_frames,
-    contract,
-    dumps,
-    job_prefix,
-    part_key,
-    to_csv,
-)
+from posequeue.results import CSV_HEADER, ResultWriter, csv_rows
 
-NAMES = ["nose", "left_eye", "right_eye"]
+NAMES = ["nose", "left_eye"]
+HEAD = {"job_id": "j", "video": {"width": 4, "height": 3}, "model": {"name": "m", "keypoints": NAMES}}
 
 
-def person(base: float, score: float = 0.9) -> dict:
-    keypoints = [[base + k, base + k + 0.5, -1.25, 0.9876, 0.5] for k in range(3)]
-    return {"score": score, "keypoints": keypoints}
+def frame(index: int, people: int = 1) -> dict:  # type: ignore[type-arg]
+    kp = [[1.5, 2.5, -3.0, 0.9, 0.8], [4.0, 5.0, 6.0, 0.1, 0.2]]
+    return {"index": index, "t": index / 30, "people": [{"score": 0.9, "keypoints": kp}] * people}
 
 
-def rows(text: str) -> list[list[str]]:
-    return list(csv.reader(io.StringIO(text)))
+def test_csv_rows_one_per_person_and_keypoint() -> None:
+    """Each (person, keypoint) of a frame is one row; a frame with nobody gives none."""
+    rows = list(csv_rows(frame(3, people=2), NAMES))
+    assert rows[0] == (3, 0.1, 0, "nose", 1.5, 2.5, -3.0, 0.9, 0.8)
+    assert [r[2:4] for r in rows] == [(0, "nose"), (0, "left_eye"), (1, "nose"), (1, "left_eye")]
+    assert list(csv_rows(frame(4, people=0), NAMES)) == []
 
 
-def test_csv_header_only() -> None:
-    """No frames gives just the header line."""
-    text = to_csv([], NAMES)
-    assert text == ",".join(CSV_HEADER) + "\n"
-    assert CSV_HEADER == ("frame", "t", "person", "keypoint", "x", "y", "z", "visibility",
-                          "presence")  # fmt: skip
+def test_keypoint_names_must_match_the_model_output() -> None:
+    """A model whose outputs do not match its keypoint names fails loudly instead of dropping rows."""
+    with pytest.raises(ValueError):
+        list(csv_rows(frame(0), ["nose"]))
 
 
-@pytest.mark.parametrize(
-    ("people", "expected_rows"),
-    [([], 0), ([person(10)], 3), ([person(10), person(100)], 6)],
-    ids=["nobody", "one", "two"],
-)
-def test_csv_rows(people: list[dict], expected_rows: int) -> None:
-    """One row per (frame, person, keypoint); a frame with no people gives no rows."""
-    frames = [{"index": 0, "t": 0.0, "people": people},
-              {"index": 1, "t": 0.0333, "people": []}]  # fmt: skip
-    table = rows(to_csv(frames, NAMES))
-    assert table[0] == list(CSV_HEADER)
-    body = table[1:]
-    assert len(body) == expected_rows
-    for n, row in enumerate(body):
-        p, k = divmod(n, 3)
-        x, y, z, vis, pres = people[p]["keypoints"][k]
-        assert row == ["0", "0.0", str(p), NAMES[k], str(x), str(y), str(z), str(vis), str(pres)]
+def test_writer_streams_valid_json_and_csv(tmp_path) -> None:
+    """Frames written in order give the contract's JSON and a CSV with a header row."""
+    with ResultWriter(tmp_path, HEAD, NAMES) as out:
+        for i in range(5):
+            out.write(frame(i, people=i % 2))
+    data = json.loads(out.json_path.read_text())
+    assert data["job_id"] == "j" and data["model"]["keypoints"] == NAMES
+    assert [f["index"] for f in data["frames"]] == [0, 1, 2, 3, 4]
+    assert data["frames"][0]["people"] == []
+    rows = list(csv.reader(out.csv_path.open()))
+    assert tuple(rows[0]) == CSV_HEADER and len(rows) == 1 + 2 * 2
 
 
-def test_csv_frames_in_order() -> None:
-    """Rows follow the frames' order and carry each frame's index and time."""
-    frames = [{"index": i, "t": round(i / 30, 4), "people": [person(i)]} for i in range(4)]
-    body = rows(to_csv(frames, NAMES))[1:]
-    assert [(r[0], r[1]) for r in body[::3]] == [(str(i), str(round(i / 30, 4))) for i in range(4)]
-    assert [r[3] for r in body] == NAMES * 4
+def test_writer_with_no_frames(tmp_path) -> None:
+    """A job with no frame still gives valid JSON."""
+    with ResultWriter(tmp_path, HEAD, NAMES) as out:
+        pass
+    assert json.loads(out.json_path.read_text())["frames"] == []
 
 
-@pytest.mark.parametrize("n", [0, 1, 5])
-def test_check_frames_accepts(n: int) -> None:
-    """Frames 0..n-1, each once and in order, pass."""
-    check_frames([{"index": i} for i in range(n)], n)
-
-
-@pytest.mark.parametrize(
-    ("indices", "expected", "words"),
-    [
-        ([0, 1, 3], 4, "missing e.g. [2]"),  # gap
-        ([0, 1, 2], 4, "missing e.g. [3]"),  # tail lost
-        ([1, 2, 3], 4, "missing e.g. [0]"),  # head lost
-        ([0, 1, 1, 2], 3, "repeated e.g. [1]"),  # duplicate
-        ([0, 2, 1], 3, "first wrong at position 1"),  # out of order
-        ([0, 1, 2, 3], 3, "unexpected e.g. [3]"),  # too many
-        ([], 2, "assembled 0 frames, expected 2"),
-    ],
-    ids=["gap", "tail", "head", "duplicate", "order", "extra", "empty"],
-)
-def test_check_frames_rejects(indices: list[int], expected: int, words: str) -> None:
-    """Gaps, duplicates, extras and out-of-order frames are a ValueError saying what is wrong."""
-    with pytest.raises(ValueError) as err:
-        check_frames([{"index": i} for i in indices], expected)
-    message = str(err.value)
-    assert words in message
-    assert f"assembled {len(indices)} frames, expected {expected}" in message
-
-
-def test_keys_and_contract() -> None:
-    """Part keys sort in batch order under the job's prefix; the contract has the four fields."""
-    keys = [part_key("j", b) for b in (10, 2, 100)]
-    assert sorted(keys) == [part_key("j", 2), part_key("j", 10), part_key("j", 100)]
-    assert all(k.startswith(job_prefix("j")) and k.endswith(".json") for k in keys)
-    doc = contract("j", {"width": 1}, {"name": "m"}, [])
-    assert list(doc) == ["job_id", "video", "model", "frames"]
-    assert json.loads(dumps(doc)) == doc
-    assert b" " not in dumps(doc)
+@pytest.mark.parametrize("order", [[0, 2], [1], [0, 0], [0, 1, 1]])
+def test_writer_refuses_gaps_repeats_and_disorder(tmp_path, order) -> None:
+    """Every frame once, in order: a gap, a repeat or a wrong start is an error naming the frame."""
+    with pytest.raises(ValueError, match="expected next"), ResultWriter(tmp_path, HEAD, NAMES) as out:
+        for i in order:
+            out.write(frame(i))

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +209,11 @@ def _print_job(job: dict[str, Any], as_json: bool) -> None:
         return
     total = job.get("frames_total", "?")
     print(f"job {job['job_id']}: {job['status']}, {job.get('frames_done', 0)}/{total} frames")
+    for name, start, end in (("queued", "submitted_at", "started_at"), ("ran", "started_at", "finished_at")):
+        if start in job:
+            print(f"{name}: {job.get(end, time.time()) - job[start]:.2f} s")
+    if job.get("corrupt_packets"):
+        print(f"corrupt packets skipped: {job['corrupt_packets']}")
     if job.get("error"):
         print(f"error: {job['error']}")
     for kind, uri in (job.get("results") or {}).items():
@@ -227,10 +233,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from posequeue.config.settings import get_settings
     from posequeue.jobs import JobNotFound
-    from posequeue.results import job_prefix
-    from posequeue.store import StoreError, open_store
+    from posequeue.store import StoreError, read_uri
 
     try:
         job = _jobs().get(args.job)
@@ -242,8 +246,7 @@ def cmd_results(args: argparse.Namespace) -> int:
               (f": {job['error']}" if job.get("error") else ""), file=sys.stderr)  # fmt: skip
         return EXIT_FAILED
     try:
-        name = "poses.json" if args.format == "json" else "poses.csv"
-        data = open_store(get_settings().store).get_bytes(job_prefix(args.job) + name)
+        data = read_uri(job["results"][args.format])  # where the fleet wrote it
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED

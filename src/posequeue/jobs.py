@@ -3,7 +3,7 @@
 Keys (all under ``pq:``):
     pq:job:{id}            hash: status, counts, timings, error, result URIs
     pq:job:{id}:done       set of finished batch indices (the fan-in)
-    pq:job:{id}:final      SET NX guard: the delivery that completes the set finalises once
+    pq:job:{id}:finalizing lock held by the finalise task while it writes the results
     pq:job:{id}:seg:{k}    marker: segment k has handed over to segment k+1
     pq:batch:{id}:{k}      hash: the pixels and meta of batch k (claim-check, with a TTL)
     pq:jobs                sorted set of job ids by submission time
@@ -24,19 +24,23 @@ from posequeue.config.schemas import JobStatus
 JOBS = "pq:jobs"
 FINISHED_TTL = 7 * 24 * 3600  # job records outlive the job by a week
 
-# Records a finished batch and says whether this delivery completes the job. Atomic, so two
-# deliveries of the last batch (or the last batch racing the end of ingest) finalise once.
+# Records a finished batch (ARGV[1], with ARGV[2] frames, at time ARGV[3]) and says whether the
+# job is complete and not yet finalised. Atomic: of the last batch and the end of ingest, the
+# second to arrive sees the set complete. Every later delivery that sees it complete says so
+# too (a worker may have died between this script and sending the finalise task); the
+# finalise task is idempotent and takes a lock, so a rare second one changes nothing.
 _COMPLETE = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
 if ARGV[1] ~= '' then
   if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
     redis.call('HINCRBY', KEYS[1], 'frames_done', ARGV[2])
+    redis.call('HSET', KEYS[1], 'progress_at', ARGV[3])
   end
 end
 local total = redis.call('HGET', KEYS[1], 'batches_total')
 if not total then return 0 end
 if redis.call('SCARD', KEYS[2]) < tonumber(total) then return 0 end
-if redis.call('SET', KEYS[3], '1', 'NX') then return 1 end
-return 0
+return 1
 """
 
 
@@ -143,7 +147,7 @@ class Jobs:
     def _expire(self, pipe: Any, job_id: str) -> None:
         key = job_key(job_id)
         pipe.expire(key, FINISHED_TTL)
-        pipe.delete(f"{key}:done", f"{key}:final")
+        pipe.delete(f"{key}:done", f"{key}:finalizing")
 
     # -- batches and fan-in ---------------------------------------------------------------
     def put_batch(self, meta: dict[str, Any], payload: dict[str, bytes], ttl: int) -> None:
@@ -191,10 +195,9 @@ class Jobs:
         self.r.hset(job_key(job_id), "batches_enqueued", count)
 
     def batch_done(self, job_id: str, index: int, frames: int) -> bool:
-        """Record batch ``index`` finished; True for the one delivery that must finalise."""
+        """Record batch ``index`` finished; True when the job is complete and not finalised."""
         key = job_key(job_id)
-        keys = [key, f"{key}:done", f"{key}:final"]
-        return bool(self._complete(keys=keys, args=[index, frames]))
+        return bool(self._complete(keys=[key, f"{key}:done"], args=[index, frames, time.time()]))
 
     def ingest_done(self, job_id: str, frames_total: int, batches_total: int,
                     corrupt_packets: int) -> bool:  # fmt: skip
@@ -206,7 +209,25 @@ class Jobs:
             "batches_enqueued": batches_total,
             "corrupt_packets": corrupt_packets,
         })  # fmt: skip
-        return bool(self._complete(keys=[key, f"{key}:done", f"{key}:final"], args=["", 0]))
+        return bool(self._complete(keys=[key, f"{key}:done"], args=["", 0, time.time()]))
+
+    def lock_finalize(self, job_id: str, seconds: int) -> bool:
+        """One finaliser at a time; the lock expires if its holder dies."""
+        return bool(self.r.set(f"{job_key(job_id)}:finalizing", 1, nx=True, ex=seconds))
+
+    def count_delivery(self, job_id: str, index: int, stage: str, ttl: int) -> int:
+        """How many times this batch's stage has been started (a batch that kills its worker
+        process comes back again and again)."""
+        key = f"{batch_key(job_id, index)}:deliveries:{stage}"
+        with self.r.pipeline() as pipe:
+            pipe.incr(key)
+            pipe.expire(key, ttl)
+            return int(pipe.execute()[0])
+
+    def last_progress(self, job_id: str) -> float:
+        """When a batch of the job last finished (or the job started)."""
+        raw = self.r.hmget(job_key(job_id), "progress_at", "started_at", "submitted_at")
+        return max(float(v) for v in raw if v is not None)
 
     def mark_handover(self, job_id: str, segment: int) -> None:
         """Segment k has enqueued segment k+1 (set after sending: a crash between the two

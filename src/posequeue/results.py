@@ -1,12 +1,13 @@
-"""The output contract: per-batch parts assembled into the job's JSON, CSV and manifest."""
+"""The output contract, written incrementally: per-batch parts assembled in frame order into
+the job's JSON (see docs/architecture.md) and its long-format CSV."""
 
 from __future__ import annotations
 
 import csv
-import io
 import json
-from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 CSV_HEADER = ("frame", "t", "person", "keypoint", "x", "y", "z", "visibility", "presence")
@@ -20,35 +21,43 @@ def job_prefix(job_id: str) -> str:
     return f"jobs/{job_id}/"
 
 
-def check_frames(frames: list[dict[str, Any]], expected: int) -> None:
-    """Every frame once, in order: indices 0..expected-1 exactly."""
-    indices = [f["index"] for f in frames]
-    if indices != list(range(expected)):
-        missing = sorted(set(range(expected)) - set(indices))[:10]
-        repeated = sorted(i for i, n in Counter(indices).items() if n > 1)[:10]
-        unexpected = sorted(set(indices) - set(range(expected)))[:10]
-        wrong = next(n for n, i in enumerate(indices + [None]) if n >= expected or i != n)
-        raise ValueError(f"assembled {len(indices)} frames, expected {expected}; "
-                         f"missing e.g. {missing}, repeated e.g. {repeated}, unexpected e.g. "
-                         f"{unexpected}; first wrong at position {wrong}")  # fmt: skip
-
-
-def contract(job_id: str, video: dict[str, Any], model: dict[str, Any],
-             frames: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
-    return {"job_id": job_id, "video": video, "model": model, "frames": frames}
-
-
-def to_csv(frames: Iterable[dict[str, Any]], keypoints: list[str]) -> str:
-    """Long format, one row per (frame, person, keypoint)."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_HEADER)
-    for frame in frames:
-        for p, person in enumerate(frame["people"]):
-            for name, (x, y, z, vis, pres) in zip(keypoints, person["keypoints"], strict=True):
-                writer.writerow((frame["index"], frame["t"], p, name, x, y, z, vis, pres))
-    return out.getvalue()
-
-
 def dumps(data: Any) -> bytes:
     return json.dumps(data, separators=(",", ":")).encode()
+
+
+def csv_rows(frame: dict[str, Any], keypoints: list[str]) -> Iterator[tuple[Any, ...]]:
+    """One row per (person, keypoint) of a frame; a frame with nobody gives no rows."""
+    for p, person in enumerate(frame["people"]):
+        for name, values in zip(keypoints, person["keypoints"], strict=True):
+            yield (frame["index"], frame["t"], p, name, *values)
+
+
+class ResultWriter:
+    """Streams frames into ``poses.json`` and ``poses.csv`` in a folder, checking that they come
+    once each, in order; memory stays flat whatever the video's length."""
+
+    def __init__(self, folder: Path, head: dict[str, Any], keypoints: list[str]) -> None:
+        self.json_path, self.csv_path = folder / "poses.json", folder / "poses.csv"
+        self.head, self.keypoints = head, keypoints
+        self.count = 0
+
+    def __enter__(self) -> ResultWriter:
+        self._json = self.json_path.open("w")
+        self._csv = self.csv_path.open("w", newline="")
+        self._json.write(json.dumps(self.head, separators=(",", ":"))[:-1] + ',"frames":[')
+        self._rows = csv.writer(self._csv, lineterminator="\n")
+        self._rows.writerow(CSV_HEADER)
+        return self
+
+    def write(self, frame: dict[str, Any]) -> None:
+        if frame["index"] != self.count:
+            raise ValueError(f"frame {self.count} expected next, got frame {frame['index']}")
+        self._json.write(("," if self.count else "") + json.dumps(frame, separators=(",", ":")))
+        self._rows.writerows(csv_rows(frame, self.keypoints))
+        self.count += 1
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:  # fmt: skip
+        self._json.write("]}")
+        self._json.close()
+        self._csv.close()

@@ -252,3 +252,19 @@ def open_video(source: str) -> IO[bytes] | str:
 def unquote_file_uri(uri: str) -> str:
     """A ``file://`` URI as a local path; other URIs unchanged."""
     return unquote(urlparse(uri).path) if uri.startswith("file://") else uri
+
+
+def read_uri(uri: str) -> bytes:
+    """The bytes at a result URI as recorded on a job (s3:// or file://), wherever the store
+    root of this process points."""
+    if uri.startswith("s3://"):
+        bucket, key = split_s3(uri)
+        try:
+            return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()  # type: ignore[no-any-return]
+        except Exception as exc:
+            raise StoreError(f"cannot read {uri}: {describe_aws_error(exc)}") from None
+    path = unquote_file_uri(uri)
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise StoreError(f"cannot read {uri}: {exc.strerror}") from None

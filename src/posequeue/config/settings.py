@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     max_inflight_batches: int = Field(32, ge=1, description="per-job window of queued batches")
     max_inflight_mb: int = Field(192, ge=1, description="per-job window of frame bytes in Redis")
     work_long_side: int = Field(1280, ge=64, description="frames travel scaled to this long side")
-    payload_ttl: int = Field(3600, ge=60, description="seconds a batch payload lives in Redis")
+    payload_ttl: int = Field(3600, ge=5, description="seconds a batch payload lives in Redis")
     # A host that dies holds its unacked batches until this runs out; batches take seconds, so
     # minutes is enough. Every task's hard time limit stays below it (else duplicate delivery).
     visibility_timeout: int = Field(600, ge=5)
@@ -60,6 +60,16 @@ class Settings(BaseSettings):
                 f"{visibility}, or Redis redelivers running tasks to a second worker"
             )
         return value
+
+    @model_validator(mode="after")
+    def _payload_outlives_redelivery(self) -> Settings:
+        if self.payload_ttl <= self.visibility_timeout + self.task_time_limit:
+            raise ValueError(
+                f"POSEQUEUE_PAYLOAD_TTL={self.payload_ttl} must exceed POSEQUEUE_VISIBILITY_TIMEOUT "
+                f"+ POSEQUEUE_TASK_TIME_LIMIT ({self.visibility_timeout + self.task_time_limit}): "
+                "a batch redelivered after a worker dies must still find its frames"
+            )
+        return self
 
     @property
     def backend_url(self) -> str:

@@ -1,56 +1,95 @@
 """Finalising a job: assemble the batch parts in frame order, write JSON, CSV and manifest to the
-store, record their URIs on the job and in the result backend. Runs once per job (SET NX guard)."""
+store, record their URIs on the job and in the result backend.
+
+Idempotent and locked: a second finalise (after a crash between the fan-in and sending this
+task) waits for the lock, then finds the job done. Parts are fetched in parallel (one GET each on
+S3) and the outputs are streamed to temporary files, so memory stays flat whatever the length.
+"""
 
 from __future__ import annotations
 
 import json
+import tempfile
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from celery.exceptions import Retry
 
 from posequeue.config.celery_app import FINALIZE_TASK, app
 from posequeue.config.models import get_model
 from posequeue.config.settings import get_settings
 from posequeue.jobs import fail_job, get_jobs, publish, summary
 from posequeue.logs import get_logger
-from posequeue.results import check_frames, contract, dumps, job_prefix, part_key, to_csv
-from posequeue.store import StoreError, open_store
+from posequeue.results import ResultWriter, dumps, job_prefix, part_key
+from posequeue.store import Store, StoreError, open_store
 
 log = get_logger(__name__)
+FETCH_THREADS = 16
+STORE_RETRIES = 3
 
 
-@app.task(name=FINALIZE_TASK, bind=True, max_retries=3)
+@app.task(name=FINALIZE_TASK, bind=True, max_retries=None)
 def finalize(self, job_id: str) -> None:  # type: ignore[no-untyped-def]
     jobs = get_jobs()
     job = jobs.get(job_id)
-    if job["status"] in ("done", "failed"):
+    if job["status"] != "running":
         return
+    if not jobs.lock_finalize(job_id, get_settings().task_time_limit):
+        raise self.retry(countdown=10.0)  # another finaliser is at work, or died holding the lock
     store = open_store(get_settings().store)
     try:
-        parts = [part_key(job_id, b) for b in range(job["batches_total"])]
-        frames = [f for key in parts for f in json.loads(store.get_bytes(key))["frames"]]
-        check_frames(frames, job["frames_total"])
-        spec = get_model(job["model"])
-        info = job["video_info"]
-        video = {k: info[k] for k in ("width", "height", "fps", "rotation", "codec", "duration")}
-        video["frame_count"] = len(frames)
-        video["source"] = job["video"]
-        model = {"name": spec.name, "keypoints": list(spec.keypoints)}
-        prefix = job_prefix(job_id)
-        uris = {
-            "json": store.put_bytes(prefix + "poses.json", dumps(contract(job_id, video, model, frames))),
-            "csv": store.put_bytes(prefix + "poses.csv", to_csv(frames, list(spec.keypoints)).encode(),
-                                   "text/csv"),
-        }  # fmt: skip
-        uris["manifest"] = store.uri(prefix + "manifest.json")
+        with tempfile.TemporaryDirectory(prefix="posequeue-final-") as tmp:
+            uris = _write_outputs(store, job, Path(tmp))
         finished_at = time.time()
         manifest = summary(dict(job, status="done", results=uris, finished_at=finished_at))
-        store.put_bytes(prefix + "manifest.json", dumps(manifest))
+        store.put_bytes(job_prefix(job_id) + "manifest.json", dumps(manifest))
         jobs.finish(job_id, uris, finished_at)
         publish(app, jobs, job_id)
-        store.delete(parts)
-        log.info("job.done", job_id=job_id, frames=len(frames), **uris)
+        store.delete([part_key(job_id, b) for b in range(job["batches_total"])])
+        log.info("job.done", frames=job["frames_total"], **uris)
     except StoreError as exc:
-        if self.request.retries < self.max_retries:
+        jobs.r.delete(f"pq:job:{job_id}:finalizing")
+        if self.request.retries < STORE_RETRIES:
             raise self.retry(countdown=2.0) from None
         fail_job(app, jobs, job_id, f"cannot write results: {exc}")
-    except ValueError as exc:
-        fail_job(app, jobs, job_id, f"internal error while assembling results: {exc}")
+    except Retry:
+        raise
+    except Exception as exc:  # never leave a complete job running
+        log.exception("finalize.error")
+        fail_job(app, jobs, job_id, f"internal error while assembling results: {exc!r}")
+
+
+def _frames(store: Store, job_id: str, batches: int) -> Iterator[dict[str, Any]]:
+    """Every frame in order, parts fetched ahead in parallel (bounded by the pool's window)."""
+    with ThreadPoolExecutor(FETCH_THREADS) as pool:
+        window = FETCH_THREADS * 4
+        futures = [pool.submit(store.get_bytes, part_key(job_id, b)) for b in range(min(window, batches))]
+        for b in range(batches):
+            data = futures[b].result()
+            futures[b] = None  # type: ignore[call-overload]  # release the part once read
+            if b + window < batches:
+                futures.append(pool.submit(store.get_bytes, part_key(job_id, b + window)))
+            yield from json.loads(data)["frames"]
+
+
+def _write_outputs(store: Store, job: dict[str, Any], tmp: Path) -> dict[str, str]:
+    job_id = job["job_id"]
+    spec = get_model(job["model"])
+    info = job["video_info"]
+    video = {k: info[k] for k in ("width", "height", "fps", "rotation", "codec", "duration")}
+    video.update(frame_count=job["frames_total"], source=job["video"])
+    head = {"job_id": job_id, "video": video, "model": {"name": spec.name, "keypoints": list(spec.keypoints)}}
+    with ResultWriter(tmp, head, list(spec.keypoints)) as out:
+        for frame in _frames(store, job_id, job["batches_total"]):
+            out.write(frame)
+    if out.count != job["frames_total"]:
+        raise ValueError(f"assembled {out.count} frames, expected {job['frames_total']}")
+    prefix = job_prefix(job_id)
+    return {
+        "json": store.put_file(prefix + "poses.json", out.json_path, "application/json"),
+        "csv": store.put_file(prefix + "poses.csv", out.csv_path, "text/csv"),
+        "manifest": store.uri(prefix + "manifest.json"),
+    }

@@ -30,7 +30,7 @@ STORE_RETRIES = 3
 
 
 @app.task(name=INGEST_TASK, bind=True, max_retries=None)
-def ingest(self: Task, cursor: dict) -> None:
+def ingest(self: Task, cursor: dict, store_failures: int = 0) -> None:
     """Decode, preprocess and enqueue one segment, then hand over to the next."""
     cur = Cursor(**cursor)
     jobs = get_jobs()
@@ -38,25 +38,39 @@ def ingest(self: Task, cursor: dict) -> None:
     if status is None or status.finished:
         log.info("ingest.stale", reason=f"job is {status.value if status else 'gone'}")
         return
-    job = jobs.get(cur.job_id)
     try:
         if status is JobStatus.QUEUED:
-            jobs.mark_running(cur.job_id, probe(job["video"]).to_dict())
-        if jobs.inflight(cur.job_id) >= _window(jobs.get(cur.job_id)):
+            jobs.mark_running(cur.job_id, probe(jobs.get(cur.job_id)["video"]).to_dict())
+        job = jobs.get(cur.job_id)
+        if jobs.inflight(cur.job_id) >= _window(job):
+            _check_stalled(jobs, job)
             # Backpressure: bounded Redis memory whatever the video's length.
-            raise self.retry(countdown=min(5.0, 0.25 * 2 ** min(self.request.retries, 4)))
+            raise self.retry(countdown=min(4.0, 0.25 * 2 ** min(self.request.retries, 4)))
         _ingest_segment(jobs, job, cur)
     except VideoError as exc:
         fail_job(app, jobs, cur.job_id, str(exc))
-    except StoreError as exc:
-        if self.request.retries < STORE_RETRIES:
-            raise self.retry(countdown=2.0) from None
+    except StoreError as exc:  # S3 hiccups are retried a few times before they fail the job
+        if store_failures < STORE_RETRIES:
+            raise self.retry(countdown=2.0, kwargs={"store_failures": store_failures + 1}) from None
         fail_job(app, jobs, cur.job_id, str(exc))
     except Retry:
         raise
     except Exception as exc:  # a bug must fail its job, not leave it running forever
         log.exception("ingest.error", job_id=cur.job_id)
         fail_job(app, jobs, cur.job_id, f"internal error while ingesting: {exc!r}")
+
+
+def _check_stalled(jobs: Jobs, job: dict) -> None:
+    """A full window with no batch finished for a payload's lifetime means nobody serves the
+    first stage's queue: fail the job with what to start rather than wait for ever."""
+    waited = time.time() - jobs.last_progress(job["job_id"])
+    limit = get_settings().payload_ttl
+    if waited > limit:
+        spec = get_model(job["model"])
+        queue = stage_queue(spec.name, spec.first_stage.name)
+        raise VideoError(f"no batch of this job finished for {int(waited)} s: is any worker serving "
+                         f"{queue}? Start one with `posequeue worker --model {spec.name}` "
+                         f"(or --stage {spec.first_stage.name})")  # fmt: skip
 
 
 def _window(job: dict) -> int:

@@ -61,8 +61,8 @@ class DecodeStats:
 def _open(source: str) -> av.container.InputContainer:
     try:
         return av.open(open_video(source), mode="r")
-    except StoreError as exc:
-        raise VideoError(str(exc)) from None
+    except StoreError:
+        raise  # S3 unreachable or the object missing: the caller decides (retry, or refuse)
     except FileNotFoundError:
         raise VideoError(f"{source}: no such file") from None
     except av.error.FFmpegError as exc:

@@ -8,6 +8,7 @@ import os
 
 import structlog
 from celery import Task, signals
+from celery.exceptions import Retry
 
 from posequeue.config.celery_app import FINALIZE_TASK, INFER_TASK, app
 from posequeue.config.models import get_model
@@ -24,6 +25,7 @@ from posequeue.worker.model_files import MissingModel
 log = get_logger(__name__)
 PRELOAD_ENV = "POSEQUEUE_PRELOAD"  # "model:stage,..." the CLI sets for the stages a worker serves
 STORE_RETRIES = 3
+MAX_DELIVERIES = 4  # a batch whose stage was started this often without finishing fails its job
 
 
 @app.task(name=INFER_TASK, bind=True, max_retries=STORE_RETRIES)
@@ -47,6 +49,11 @@ def infer(self: Task, job_id: str, index: int, stage: str) -> None:
     if nxt is not None and nxt.payload in fields:  # a redelivery after this stage's work was kept
         _send(job_id, index, meta.model, nxt.name)
         return
+    if jobs.count_delivery(job_id, index, stage, get_settings().payload_ttl) > MAX_DELIVERIES:
+        fail_job(app, jobs, job_id, f"batch {index} (frames {meta.frames[0]}-{meta.frames[-1]}) "
+                 f"was started {MAX_DELIVERIES} times in stage {stage} without finishing: its "
+                 "worker process died each time (out of memory? see the worker logs)")  # fmt: skip
+        return
     try:
         result = models.load(meta.model, stage).run(fields, meta)
         if result.people is None and nxt is not None:
@@ -61,6 +68,12 @@ def infer(self: Task, job_id: str, index: int, stage: str) -> None:
         return
     except (MissingModel, ValueError) as exc:
         fail_job(app, jobs, job_id, str(exc))
+        return
+    except Retry:
+        raise
+    except Exception as exc:  # a bug or a runtime error must fail its job, not leave it running
+        log.exception("infer.error")
+        fail_job(app, jobs, job_id, f"internal error in stage {stage} on batch {index}: {exc!r}")
         return
     log.info("infer.batch", frames=len(meta.frames), model_s=round(result.model_seconds, 4))
 
