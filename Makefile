@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint unit integration bench clean
+.PHONY: demo test lint unit integration bench accuracy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,15 @@ integration: $(VENV)/.test-installed
 
 bench: $(VENV)/.test-installed
 	$(BIN)/python benchmarks/spine.py
+
+# The accuracy references: MediaPipe's own Pose solution in a venv of its own (it pins protobuf 4).
+# Regenerates the test videos and their reference outputs in tests/fixtures/accuracy (committed).
+MP_VENV ?= .venv-mediapipe
+accuracy:
+	test -x $(MP_VENV)/bin/python || $(PYTHON) -m venv $(MP_VENV)
+	$(MP_VENV)/bin/python -m pip install --quiet mediapipe==0.10.14 av scikit-image pillow
+	$(MP_VENV)/bin/python scripts/make_accuracy_videos.py
+	$(MP_VENV)/bin/python scripts/accuracy_reference.py
 
 clean:
 	rm -rf out .pytest_cache .mypy_cache .ruff_cache

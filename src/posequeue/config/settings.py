@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     batch_size: int = Field(8, ge=1, le=256, description="frames per inference batch")
     segment_seconds: float = Field(2.0, gt=0, description="video seconds per ingest task")
     max_inflight_batches: int = Field(32, ge=1, description="per-job window of queued batches")
-    max_inflight_mb: int = Field(192, ge=1, description="per-job window of frame bytes in Redis")
+    max_inflight_mb: int = Field(128, ge=1, description="per-job window of frame bytes in Redis")
     work_long_side: int = Field(1280, ge=64, description="frames travel scaled to this long side")
     payload_ttl: int = Field(3600, ge=5, description="seconds a batch payload lives in Redis")
     # A host that dies holds its unacked batches until this runs out; batches take seconds, so
