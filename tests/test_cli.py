@@ -71,3 +71,13 @@ def test_worker_pins_its_processes_to_cores(start_worker, isolated) -> None:
     assert len(pids) >= 2
     assert all(os.sched_getaffinity(pid) == {0} for pid in pids)
     assert "blazepose-all-c0@" in worker.log.read_text()  # the worker's name shows its cores
+
+
+def test_second_worker_on_claimed_cores_is_refused(start_worker, isolated) -> None:
+    """A second worker naming a core another worker on this host holds is refused at start-up,
+    naming the holder."""
+    env = {k: isolated[k] for k in ("POSEQUEUE_BROKER_URL", "POSEQUEUE_STORE")}
+    start_worker("--stage", "landmarks", "--cores", "1", **env)
+    out = posequeue("worker", "--stage", "detector", "--cores", "0-1", env=isolated, timeout=60)
+    assert out.returncode == 2
+    assert "cpu core 1 is already claimed by worker blazepose-landmarks-c1" in out.stderr

@@ -92,3 +92,50 @@ def test_pin_cpu_missing_core() -> None:
 def test_cpu_threads() -> None:
     """cpu_threads counts the cores this process may run on (at least 1)."""
     assert 1 <= cpu_threads() <= (os.cpu_count() or 1)
+
+
+def test_neuron_env_runtime_2() -> None:
+    """Runtime 2.x is confined by NEURON_RT_VISIBLE_CORES as an inclusive range (or one core)."""
+    from posequeue.worker.pinning import neuron_env
+
+    assert neuron_env([2, 3], 2, "w") == {"NEURON_RT_VISIBLE_CORES": "2-3", "NEURON_PROCESS_TAG": "w"}
+    assert neuron_env([5], 2, "w")["NEURON_RT_VISIBLE_CORES"] == "5"
+
+
+def test_neuron_env_runtime_1() -> None:
+    """Runtime 1.x gets one group of that many cores."""
+    from posequeue.worker.pinning import neuron_env
+
+    assert neuron_env([0, 1, 2, 3], 1, "w") == {"NEURONCORE_GROUP_SIZES": "4", "NEURON_PROCESS_TAG": "w"}
+
+
+def test_neuron_env_refuses_gaps() -> None:
+    """A NeuronCore group must be contiguous."""
+    from posequeue.worker.pinning import CoreSpecError, neuron_env
+
+    with pytest.raises(CoreSpecError, match="contiguous"):
+        neuron_env([0, 2], 2, "w")
+
+
+def test_second_claim_of_a_core_is_refused(tmp_path) -> None:
+    """While one process holds a core, another claiming it is refused, naming the holder; the
+    claim ends with the holder's process."""
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path;"
+        "from posequeue.worker.pinning import claim_cores;"
+        f"claim_cores([0, 1], 'neuron', 'first', Path({str(tmp_path)!r}));"
+        "print('held', flush=True); time.sleep(30)")], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        from posequeue.worker.pinning import CoreSpecError, claim_cores
+
+        with pytest.raises(CoreSpecError, match=r"neuron core 1 is already claimed by worker first"):
+            claim_cores([1, 2], "neuron", "second", tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    claim_cores([1, 2], "cpu", "third", tmp_path)  # other kind: its own namespace
+    check = subprocess.run([sys.executable, "-c", (
+        "from pathlib import Path; from posequeue.worker.pinning import claim_cores;"
+        f"claim_cores([0, 1], 'neuron', 'again', Path({str(tmp_path)!r}))")])  # fmt: skip
+    assert check.returncode == 0  # released when the holder died

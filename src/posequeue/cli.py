@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         configure(get_settings().log_format)
         return int(args.run(args) or 0)
-    except (UnknownModelError, CoreSpecError, MissingModel) as exc:
+    except (UnknownModelError, CoreSpecError, MissingModel) as exc:  # refused, with the reason
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     except ValidationError as exc:  # a POSEQUEUE_* variable out of range
@@ -55,8 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'all' (ingest and every model stage: one host does everything), "
                    "'ingest' (producer: decode and batch videos), or a model stage such as "
                    "'landmarks' (default: all)")  # fmt: skip
-    p.add_argument("--cores", help="core group to pin to, e.g. 0-1 or 2,3 (CPU cores here; "
-                   "NeuronCores on Inferentia)")  # fmt: skip
+    p.add_argument("--cores", help="core group this worker claims, e.g. 0-1 or 2,3: CPU cores "
+                   "for CPU runtimes (the process is pinned to them), NeuronCores for a neuron "
+                   "model; a core claimed by another worker on this host is refused")  # fmt: skip
+    p.add_argument("--neuron-runtime", type=int, choices=(1, 2), default=2,
+                   help="Neuron runtime generation for a neuron model: 2 (libnrt, "
+                   "NEURON_RT_VISIBLE_CORES; default) or 1 (neuron-rtd, NEURONCORE_GROUP_SIZES)")
     p.add_argument("--concurrency", type=int, default=1,
                    help="pool processes (default 1: one process per core group)")
     p.add_argument("--loglevel", default="INFO")
@@ -105,7 +109,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from posequeue.config import queues
     from posequeue.config.models import get_model
     from posequeue.config.settings import get_settings
-    from posequeue.worker.pinning import format_cores, parse_cores, pin_cpu
+    from posequeue.worker.pinning import claim_cores, format_cores, neuron_env, parse_cores, pin_cpu
 
     settings = get_settings()
     spec = get_model(args.model or settings.default_model)
@@ -118,11 +122,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
         spec.stage(args.stage)  # names the stages if this one does not exist
         serve, served_stages = [queues.stage_queue(spec.name, args.stage)], [args.stage]
     name = f"{spec.name}-{args.stage}"
+    neuron = spec.runtime == "neuron" and bool(served_stages)
+    if neuron and not args.cores:
+        print(f"error: {spec.name} runs on the Neuron runtime, which reserves every NeuronCore "
+              "of the host unless told otherwise: give --cores (e.g. --cores 0-1; `posequeue "
+              "plan` lays a host out)", file=sys.stderr)  # fmt: skip
+        return EXIT_REFUSED
     if args.cores:
         cores = parse_cores(args.cores)
-        pin_cpu(cores)  # before the pool forks: children inherit the affinity
-        os.environ["POSEQUEUE_CORES"] = format_cores(cores)
         name += f"-c{format_cores(cores)}"
+        claim_cores(cores, "neuron" if neuron else "cpu", name, settings.lock_dir)
+        if neuron:  # before any runtime loads; CPU affinity is left to the OS
+            os.environ.update(neuron_env(cores, args.neuron_runtime, name))
+        else:
+            pin_cpu(cores)  # before the pool forks: children inherit the affinity
+        os.environ["POSEQUEUE_CORES"] = format_cores(cores)
     if served_stages:
         _ensure_model_files(settings)  # fetch in the parent; the runtime loads in the child
         os.environ["POSEQUEUE_PRELOAD"] = ",".join(f"{spec.name}:{s}" for s in served_stages)

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     task_time_limit: int = Field(300, ge=2)
     model_dir: Path | None = Field(None, description="folder holding model files provided by hand")
     cache_dir: Path = Field(Path.home() / ".cache" / "posequeue")
+    lock_dir: Path = Field(Path("/tmp/posequeue-locks"), description="per-core claim files")
     log_format: str = Field("console", pattern="^(console|json)$")
 
     @field_validator("store")

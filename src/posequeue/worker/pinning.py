@@ -7,6 +7,7 @@ the same spec becomes ``NEURON_RT_VISIBLE_CORES`` (runtime 2.x reserves every co
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 
 class CoreSpecError(ValueError):
@@ -60,3 +61,48 @@ def cpu_threads() -> int:
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return max(1, os.cpu_count() or 1)
+
+
+def neuron_env(cores: list[int], generation: int, tag: str) -> dict[str, str]:
+    """The environment that confines the Neuron runtime to ``cores``, set before it loads.
+
+    Runtime 2.x (libnrt) reserves every NeuronCore of the host unless NEURON_RT_VISIBLE_CORES
+    names a contiguous range; runtime 1.x (neuron-rtd) takes the next free cores for a group
+    of NEURONCORE_GROUP_SIZES. NEURON_PROCESS_TAG names the process in neuron-monitor.
+    """
+    if cores != list(range(cores[0], cores[0] + len(cores))):
+        raise CoreSpecError(f"--cores {format_cores(cores)}: NeuronCore groups must be contiguous")
+    if generation == 1:
+        return {"NEURONCORE_GROUP_SIZES": str(len(cores)), "NEURON_PROCESS_TAG": tag}
+    visible = str(cores[0]) if len(cores) == 1 else f"{cores[0]}-{cores[-1]}"
+    return {"NEURON_RT_VISIBLE_CORES": visible, "NEURON_PROCESS_TAG": tag}
+
+
+_held: list[object] = []  # lock files stay open (and locked) for the life of the process
+
+
+def claim_cores(cores: list[int], kind: str, owner: str, folder: Path) -> None:
+    """Lock each core for this process (and the children it forks): a second worker naming a
+    claimed core is refused at start-up, not by the runtime later. Locks are released by the
+    kernel when the process exits, however it exits."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for core in cores:
+        path = folder / f"{kind}-core-{core}.lock"
+        handle = path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise CoreSpecError(
+                f"{kind} core {core} is already claimed by {holder}; give this worker other "
+                f"cores (`posequeue plan` lays a host out) or stop that worker"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"worker {owner} (pid {os.getpid()})")
+        handle.flush()
+        _held.append(handle)
