@@ -24,30 +24,48 @@ import redis
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "samples" / "astronaut.mp4"
-TEST_DB = 13  # a database of its own on a shared Redis, flushed at the start
 _state: dict[str, Any] = {}
 
 
+def _claim_databases() -> int:
+    """A pair of databases (shared tests, isolated tests) that no other test session on this
+    machine uses: sessions running at once on the same Redis would flush each other's data."""
+    import fcntl
+
+    for first in range(2, 16, 2):
+        handle = open(f"/tmp/posequeue-test-redis-db-{first}.lock", "w")  # noqa: SIM115
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        _state["db_lock"] = handle  # held until the session ends
+        return first
+    raise RuntimeError("every Redis test database pair is in use by other test sessions")
+
+
 def _local_redis() -> str | None:
-    url = f"redis://127.0.0.1:6379/{TEST_DB}"
     try:
-        redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()
+        redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=0.5).ping()
     except redis.RedisError:
         return None
-    return url
+    return "redis://127.0.0.1:6379"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="posequeue-tests-"))
     _state["tmp"] = tmp
-    # POSEQUEUE_TEST_REDIS: a Redis URL to use, or "embedded" to force a private server.
+    # POSEQUEUE_TEST_REDIS: a Redis server (redis://host:port) to use, or "embedded" for a private one.
     wanted = os.environ.get("POSEQUEUE_TEST_REDIS")
-    url = None if wanted == "embedded" else wanted or _local_redis()
-    if url is None:
+    server = None if wanted == "embedded" else wanted or _local_redis()
+    if server is None:
         from posequeue.embedded import EmbeddedRedis
 
         _state["embedded"] = EmbeddedRedis(tmp / "redis")
-        url = _state["embedded"].url
+        server = _state["embedded"].url.rsplit("/", 1)[0]
+    db = _claim_databases()
+    _state["isolated_db"] = db + 1
+    url = f"{server.rstrip('/')}/{db}"
     redis.Redis.from_url(url).flushdb()
     os.environ["POSEQUEUE_BROKER_URL"] = url
     os.environ["POSEQUEUE_STORE"] = (tmp / "store").as_uri()
@@ -196,8 +214,7 @@ def isolated(redis_url: str, tmp_path: Path) -> dict[str, str]:
     """Environment for a private fleet: its own Redis database and store, so workers started
     with it see no other test's messages. Clients use it through the ``posequeue`` command."""
     base, _, _ = redis_url.rpartition("/")
-    db = 14
-    url = f"{base}/{db}"
+    url = f"{base}/{_state['isolated_db']}"
     redis.Redis.from_url(url).flushdb()
     return {**os.environ, "POSEQUEUE_BROKER_URL": url,
             "POSEQUEUE_STORE": (tmp_path / "store").as_uri()}  # fmt: skip

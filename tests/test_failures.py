@@ -109,17 +109,19 @@ def test_unwritable_result_store_fails_job(isolated, start_worker, jobs) -> None
 
 
 
-def test_no_worker_for_the_model_fails_the_job(isolated, start_worker, tmp_path) -> None:
+@pytest.mark.parametrize("window", ["2", "32"], ids=["window-full", "all-frames-queued"])
+def test_no_worker_for_the_model_fails_the_job(window, isolated, start_worker, tmp_path) -> None:
     """With producers but no worker on the model's queue, the job fails once no batch has
-    finished for a payload's lifetime, naming the queue and the command to start."""
+    finished for a payload's lifetime, naming the queue and the command to start: whether the
+    producer waits on a full window or has queued every frame."""
     env = {**isolated, "POSEQUEUE_VISIBILITY_TIMEOUT": "5", "POSEQUEUE_TASK_TIME_LIMIT": "2",
-           "POSEQUEUE_PAYLOAD_TTL": "8", "POSEQUEUE_MAX_INFLIGHT_BATCHES": "2"}  # fmt: skip
+           "POSEQUEUE_PAYLOAD_TTL": "8", "POSEQUEUE_MAX_INFLIGHT_BATCHES": window}  # fmt: skip
     start_worker("--stage", "ingest", **{k: v for k, v in env.items() if k.startswith("POSEQUEUE_")})
-    video = videos.make_long(tmp_path / "long.mp4", seconds=10, width=160, height=120)
+    video = videos.make_long(tmp_path / "long.mp4", seconds=4, width=160, height=120)
     out = posequeue("submit", str(video), "--wait", "--json", "--timeout", "60", env=env)
     job = json.loads(out.stdout.splitlines()[-1])
     assert job["status"] == "failed"
-    assert "pose.blazepose.detector" in job["error"] and "posequeue worker" in job["error"]
+    assert "pose.blazepose.detector" in job["error"] and "--stage detector" in job["error"]
 
 
 def test_batch_that_keeps_killing_its_worker_fails_the_job(isolated, start_worker, tmp_path) -> None:

@@ -140,9 +140,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if served_stages:
         _ensure_model_files(settings)  # fetch in the parent; the runtime loads in the child
         os.environ["POSEQUEUE_PRELOAD"] = ",".join(f"{spec.name}:{s}" for s in served_stages)
-    import posequeue.producer.finalize  # noqa: F401  (registers tasks)
-    import posequeue.producer.ingest  # noqa: F401
-    import posequeue.worker.tasks  # noqa: F401
+    if queues.INGEST in serve:  # producers need PyAV; model-stage hosts do not
+        import posequeue.producer.finalize  # noqa: F401  (registers tasks)
+        import posequeue.producer.ingest  # noqa: F401
+    if served_stages:
+        import posequeue.fleet.worker_stats  # noqa: F401  (per-worker frames/s for `posequeue metrics`)
+        import posequeue.worker.tasks  # noqa: F401
     from posequeue.config.celery_app import app
 
     app.worker_main(["worker", "-Q", ",".join(serve), "-P", "prefork", "-c",

@@ -57,6 +57,7 @@ class Cursor:
     first_batch: int = 0
     after_pts: int | None = None  # pts of the last frame already taken (None: from the start)
     totals: dict[str, int] = field(default_factory=dict)  # running counts, e.g. corrupt packets
+    watching: bool = False  # every frame is queued; the task only checks that workers take them
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

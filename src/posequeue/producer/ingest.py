@@ -8,6 +8,7 @@ full the task defers itself with a countdown instead of blocking a worker.
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -21,12 +22,14 @@ from posequeue.config.schemas import BatchMeta, Cursor, JobStatus
 from posequeue.config.settings import get_settings
 from posequeue.jobs import Jobs, fail_job, get_jobs
 from posequeue.logs import get_logger
+from posequeue.monitor import queue_depth
 from posequeue.producer.preprocess import display_size, work_frame, work_size
 from posequeue.producer.video import DecodeStats, VideoError, probe, read_segment, rotation_of
 from posequeue.store import StoreError
 
 log = get_logger(__name__)
 STORE_RETRIES = 3
+WATCH_SECONDS = 5.0  # how often a fully queued job checks that its batches are being taken
 
 
 @app.task(name=INGEST_TASK, bind=True, max_retries=None)
@@ -42,11 +45,17 @@ def ingest(self: Task, cursor: dict, store_failures: int = 0) -> None:
         if status is JobStatus.QUEUED:
             jobs.mark_running(cur.job_id, probe(jobs.get(cur.job_id)["video"]).to_dict())
         job = jobs.get(cur.job_id)
-        if jobs.inflight(cur.job_id) >= _window(job):
+        if cur.watching:  # all frames are queued: watch that workers take them, until done
+            _check_stalled(jobs, job)
+            raise self.retry(args=[cur.to_dict()], countdown=WATCH_SECONDS)
+        inflight = jobs.inflight(cur.job_id)
+        if inflight and inflight + _segment_batches(job) > _window(job):
             _check_stalled(jobs, job)
             # Backpressure: bounded Redis memory whatever the video's length.
             raise self.retry(countdown=min(4.0, 0.25 * 2 ** min(self.request.retries, 4)))
-        _ingest_segment(jobs, job, cur)
+        if _ingest_segment(jobs, job, cur):
+            cur.watching = True
+            raise self.retry(args=[cur.to_dict()], countdown=WATCH_SECONDS)
     except VideoError as exc:
         fail_job(app, jobs, cur.job_id, str(exc))
     except StoreError as exc:  # S3 hiccups are retried a few times before they fail the job
@@ -61,16 +70,25 @@ def ingest(self: Task, cursor: dict, store_failures: int = 0) -> None:
 
 
 def _check_stalled(jobs: Jobs, job: dict) -> None:
-    """A full window with no batch finished for a payload's lifetime means nobody serves the
-    first stage's queue: fail the job with what to start rather than wait for ever."""
+    """No batch of the job finished for a payload's lifetime while batches wait: nobody serves
+    a stage's queue. Fail the job saying what to start, rather than wait for ever."""
     waited = time.time() - jobs.last_progress(job["job_id"])
-    limit = get_settings().payload_ttl
-    if waited > limit:
-        spec = get_model(job["model"])
-        queue = stage_queue(spec.name, spec.first_stage.name)
-        raise VideoError(f"no batch of this job finished for {int(waited)} s: is any worker serving "
-                         f"{queue}? Start one with `posequeue worker --model {spec.name}` "
-                         f"(or --stage {spec.first_stage.name})")  # fmt: skip
+    if waited <= get_settings().payload_ttl:
+        return
+    spec = get_model(job["model"])
+    waiting = [s.name for s in spec.stages if queue_depth(jobs, stage_queue(spec.name, s.name))]
+    stage = waiting[0] if waiting else spec.first_stage.name
+    raise VideoError(f"no batch of this job finished for {int(waited)} s while batches wait in "
+                     f"{stage_queue(spec.name, stage)}: is any worker serving it? Start one with "
+                     f"`posequeue worker --model {spec.name} --stage {stage}` (or a plain "
+                     "`posequeue worker` for every stage)")  # fmt: skip
+
+
+def _segment_batches(job: dict) -> int:
+    """Batches one segment adds (an estimate from the frame rate): the window counts them
+    before decoding, so the bound holds with the segment included."""
+    fps = (job.get("video_info") or {}).get("fps") or 30.0
+    return math.ceil(get_settings().segment_seconds * fps / job["batch_size"])
 
 
 def _window(job: dict) -> int:
@@ -83,7 +101,8 @@ def _window(job: dict) -> int:
     return max(1, min(settings.max_inflight_batches, by_bytes))
 
 
-def _ingest_segment(jobs: Jobs, job: dict, cur: Cursor) -> None:
+def _ingest_segment(jobs: Jobs, job: dict, cur: Cursor) -> bool:
+    """Decode and enqueue one segment; True when it was the video's last."""
     settings = get_settings()
     spec = get_model(job["model"])
     batcher = _Batcher(jobs, cur, spec.name, spec.first_stage.name, job["batch_size"])
@@ -106,12 +125,13 @@ def _ingest_segment(jobs: Jobs, job: dict, cur: Cursor) -> None:
     if not stats.ended:
         _hand_over(jobs, Cursor(cur.job_id, cur.segment + 1, next_frame, next_batch, last_pts, totals),
                    cur.segment)  # fmt: skip
-        return
+        return False
     if next_frame == 0:
         raise VideoError(f"{job['video']}: no frame could be decoded "
                          f"({totals['corrupt_packets']} corrupt packets)")  # fmt: skip
     if jobs.ingest_done(cur.job_id, next_frame, next_batch, totals["corrupt_packets"]):
         app.send_task(FINALIZE_TASK, args=[cur.job_id])
+    return True
 
 
 def _hand_over(jobs: Jobs, nxt: Cursor, segment: int) -> None:
