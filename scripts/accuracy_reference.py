@@ -28,7 +28,8 @@ def upright(rgb: np.ndarray, rotation: float) -> np.ndarray:
 
 def reference(path: Path) -> list[list[list[float]] | None]:
     frames: list[list[list[float]] | None] = []
-    with mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1) as pose, av.open(str(path)) as src:
+    pose_solution = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1)
+    with pose_solution as pose, av.open(str(path)) as src:
         for frame in src.decode(video=0):
             rgb = upright(frame.to_ndarray(format="rgb24"), getattr(frame, "rotation", 0))
             h, w = rgb.shape[:2]

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from fractions import Fraction
 from collections.abc import Callable, Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import av

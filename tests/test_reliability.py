@@ -36,23 +36,29 @@ def test_sigkill_pool_process_mid_job(stage, isolated, start_worker, tmp_path) -
     workers = {name: start_worker("--stage", name, **env) for name in ("ingest", "detector", "landmarks")}
     victim = workers[stage]
     job_id = json.loads(posequeue("submit", str(video), "--json", env=isolated).stdout)["job_id"]
-    killed = 0
-    deadline = time.monotonic() + 60
+    # Kill the pool process while it holds a batch, until one kill has hit a running task
+    # (the message may still be unacknowledged for a moment after the task ended).
     r = redis.Redis.from_url(isolated["POSEQUEUE_BROKER_URL"])
-    while killed < 2 and time.monotonic() < deadline:
+    kills, deadline = 0, time.monotonic() + 60
+    while "WorkerLostError" not in victim.log.read_text():
+        assert time.monotonic() < deadline and r.hget(f"pq:job:{job_id}", "status") != b"done"
         done = int(r.hget(f"pq:job:{job_id}", "frames_done") or 0)
-        if done >= (60, 250)[killed] and holds_message(r, f"pose.blazepose.{stage}"):
-            for pid in victim.children():
+        children = victim.children()
+        if done >= 60 and children and holds_message(r, f"pose.blazepose.{stage}"):
+            for pid in children:
                 os.kill(pid, signal.SIGKILL)
-            killed += 1
+            kills += 1
+            while (set(victim.children()) & set(children) or not victim.children()) and (
+                time.monotonic() < deadline
+            ):
+                time.sleep(0.05)  # until the pool has replaced the process
         time.sleep(0.002)
-    assert killed == 2, "the job ended before the pool process could be killed twice"
     deadline = time.monotonic() + 120
     while (job := status(job_id, isolated))["status"] not in ("done", "failed"):
         assert time.monotonic() < deadline, job
         time.sleep(0.2)
     assert job["status"] == "done", job.get("error")
-    assert "WorkerLostError" in victim.log.read_text()  # the kill really hit a running task
+    assert kills >= 1 and "WorkerLostError" in victim.log.read_text()  # a kill hit a running task
     out = posequeue("results", job_id, env=isolated)
     frames = json.loads(out.stdout)["frames"]
     assert [f["index"] for f in frames] == list(range(900))

@@ -1,5 +1,6 @@
-"""``posequeue plan`` and ``posequeue flower``. ``add_commands(subparsers)`` adds both to the
-``posequeue`` command; ``python -m posequeue.fleet.cli`` runs them on their own."""
+"""``posequeue plan`` and ``posequeue flower`` (``metrics`` and ``up`` live in their own modules).
+``add_commands(subparsers)`` adds all four to the ``posequeue`` command; ``python -m
+posequeue.fleet.cli`` runs them on their own."""
 
 from __future__ import annotations
 
@@ -53,6 +54,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     p.add_argument("--port", type=int, help=f"default: FLOWER_PORT or {DEFAULT_FLOWER_PORT}")
     p.add_argument("--address", help=f"default: FLOWER_ADDRESS or {DEFAULT_FLOWER_ADDRESS}")
     p.set_defaults(run=cmd_flower)
+    from posequeue.fleet import metrics, up
+
+    metrics.add_command(subparsers)
+    up.add_command(subparsers)
 
 
 # -- plan -----------------------------------------------------------------------------------

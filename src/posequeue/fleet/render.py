@@ -23,6 +23,7 @@ CPU_IMAGE = "${POSEQUEUE_CPU_IMAGE:-posequeue/worker-cpu}"
 PRODUCER_IMAGE = "${POSEQUEUE_PRODUCER_IMAGE:-posequeue/producer}"
 COMPOSE_BROKER = "${POSEQUEUE_BROKER_URL:-redis://redis:6379/0}"
 POSEQUEUE_BIN = "/usr/local/bin/posequeue"
+ENTRYPOINT = "/usr/bin/env"
 
 
 def _money(value: float | None, digits: int = 3) -> str:
@@ -93,6 +94,10 @@ def compose_services(plan: Plan) -> dict[str, Any]:
     for w in plan.workers:
         service: dict[str, Any] = {
             "image": _image(plan, w),
+            # The images' ENTRYPOINT is `posequeue` (docker/); the command names its program
+            # itself, so env (which execs it: the worker gets SIGTERM) replaces that entrypoint
+            # and the service runs the same with an image whose entrypoint differs.
+            "entrypoint": [ENTRYPOINT],
             "command": w.command(plan.model),
             "environment": {"POSEQUEUE_BROKER_URL": COMPOSE_BROKER, **w.env},
         }

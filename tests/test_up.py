@@ -1,0 +1,344 @@
+"""``posequeue up``: the Supervisor restarts crashed processes with backoff and stops them in order
+(tested with small Python programs, no Celery), plans become worker command lines, and one
+integration test runs a CPU plan's real workers through a job, a SIGKILL and a SIGTERM."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, SAMPLE, posequeue
+
+from posequeue.fleet.plan import plan
+from posequeue.fleet.up import Backoff, Program, Supervisor, UpError, worker_programs
+
+
+class Out:
+    """A thread-safe text sink the Supervisor writes its merged log to."""
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self._parts.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    @property
+    def text(self) -> str:
+        with self._lock:
+            return "".join(self._parts)
+
+
+def py(code: str) -> tuple[str, ...]:
+    return (sys.executable, "-c", code)
+
+
+def wait_for(check: Callable[[], object], timeout: float = 10, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purpose
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+class Running:
+    """A Supervisor run in a thread (no signal handlers: those need the main thread)."""
+
+    def __init__(self, sup: Supervisor) -> None:
+        self.sup = sup
+        self.code: int | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.code = self.sup.run(install_signals=False)
+
+    def stop(self, timeout: float = 20) -> int | None:
+        self.sup.stop()
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the supervisor did not return"
+        return self.code
+
+
+@pytest.fixture
+def supervise() -> Iterator[Callable[..., tuple[Running, Out]]]:
+    started: list[Running] = []
+
+    def start(*programs: Program, **kwargs: object) -> tuple[Running, Out]:
+        out = Out()
+        kwargs.setdefault("stop_timeout", 5)
+        running = Running(Supervisor(programs, out=out, poll=0.02, **kwargs))  # type: ignore[arg-type]
+        started.append(running)
+        return running, out
+
+    yield start
+    for running in started:
+        if running.thread.is_alive():
+            running.sup.stop()
+            running.sup.stop()
+            running.thread.join(10)
+
+
+# -- backoff ---------------------------------------------------------------------------------
+def test_backoff_doubles_up_to_the_cap() -> None:
+    """Each crash in a row doubles the delay until the cap."""
+    b = Backoff(initial=1, factor=2, cap=5)
+    assert [b.delay(n) for n in range(1, 6)] == [1, 2, 4, 5, 5]
+
+
+def test_crashing_program_restarts_with_growing_delays(supervise) -> None:
+    """A program that keeps crashing is restarted after 0.1, 0.2, 0.4, 0.4 s (capped), and its
+    output reaches the merged log prefixed with its name."""
+    # Given a program that prints a line and exits 3 at once
+    running, out = supervise(Program("crash", py("print('hello'); raise SystemExit(3)")),
+                             backoff=Backoff(initial=0.1, factor=2, cap=0.4, stable=30))  # fmt: skip
+    # When it has crashed four times
+    wait_for(lambda: out.text.count("restarting in") >= 4, what="four restarts")
+    running.stop()
+    # Then the delays grew and stopped at the cap, and each run's output was prefixed
+    delays = re.findall(r"crash exited \(exit code 3\) after [\d.]+ s; restarting in ([\d.]+) s", out.text)
+    assert delays[:4] == ["0.1", "0.2", "0.4", "0.4"]
+    assert "crash | hello\n" in out.text
+    assert re.search(r"started crash \(pid \d+, restart 3\)", out.text)
+
+
+def test_backoff_resets_after_a_stable_run(supervise) -> None:
+    """A crash after a run longer than ``stable`` restarts after the initial delay again."""
+    running, out = supervise(Program("flaky", py("import time; time.sleep(0.3); raise SystemExit(1)")),
+                             backoff=Backoff(initial=0.05, factor=10, cap=5, stable=0.2))  # fmt: skip
+    wait_for(lambda: out.text.count("restarting in") >= 3, what="three restarts")
+    running.stop()
+    delays = re.findall(r"restarting in ([\d.]+) s", out.text)
+    assert delays[:3] == ["0.05", "0.05", "0.05"]
+
+
+def test_a_killed_process_is_restarted(supervise) -> None:
+    """SIGKILL of a supervised process is reported by signal name and the process comes back."""
+    running, out = supervise(Program("sleeper", py("import time; time.sleep(60)")),
+                             backoff=Backoff(initial=0.05))  # fmt: skip
+    wait_for(lambda: running.sup.pids()["sleeper"], what="start")
+    first = running.sup.pids()["sleeper"]
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: running.sup.pids()["sleeper"] not in (None, first), what="restart")
+    assert "sleeper exited (killed by SIGKILL)" in out.text
+    assert running.stop() == 0
+
+
+# -- shutdown --------------------------------------------------------------------------------
+GRACEFUL = """
+import signal, sys, time
+def bye(*_):
+    print("finishing the batch in hand", flush=True)
+    time.sleep(0.3)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, bye)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+STUBBORN = """
+import signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+print("grandchild", child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_stop_forwards_sigterm_and_waits(supervise) -> None:
+    """On stop every process gets SIGTERM and may finish its work; the run returns 0."""
+    running, out = supervise(Program("a", py(GRACEFUL)), Program("b", py(GRACEFUL)))
+    wait_for(lambda: out.text.count("| ready") == 2, what="both ready")
+    pids = running.sup.pids()
+    assert running.stop() == 0
+    assert out.text.count("finishing the batch in hand") == 2
+    assert "a stopped (exit code 0)" in out.text and "b stopped (exit code 0)" in out.text
+    assert not any(alive(pid) for pid in pids.values() if pid)
+
+
+def test_stop_kills_what_outlives_the_timeout(supervise) -> None:
+    """A process that ignores SIGTERM is killed after the timeout, with the processes it started;
+    the run returns 1."""
+    running, out = supervise(Program("stubborn", py(STUBBORN)), stop_timeout=0.5)
+    wait_for(lambda: "grandchild" in out.text, what="the grandchild")
+    grandchild = int(re.search(r"grandchild (\d+)", out.text)[1])  # type: ignore[index]
+    pid = running.sup.pids()["stubborn"]
+    began = time.monotonic()
+    assert running.stop() == 1
+    assert time.monotonic() - began < 5
+    assert "stubborn did not stop in time: SIGKILL" in out.text
+    assert "stubborn stopped (killed by SIGKILL)" in out.text
+    assert pid and not alive(pid)
+    wait_for(lambda: not alive(grandchild), timeout=5, what="the grandchild to die")
+
+
+def test_a_crash_takes_its_orphans_with_it(supervise) -> None:
+    """When a process dies, what it started (a Celery worker's pool) is killed before the restart,
+    so the new process finds its cores free."""
+    running, out = supervise(Program("stubborn", py(STUBBORN)), backoff=Backoff(initial=5))
+    wait_for(lambda: "grandchild" in out.text, what="the grandchild")
+    grandchild = int(re.search(r"grandchild (\d+)", out.text)[1])  # type: ignore[index]
+    os.kill(running.sup.pids()["stubborn"] or 0, signal.SIGKILL)
+    wait_for(lambda: not alive(grandchild), timeout=5, what="the orphan to be killed")
+    running.stop()
+
+
+def test_sigterm_to_the_supervisor_stops_everything(tmp_path: Path) -> None:
+    """SIGTERM to a process running a Supervisor (the real signal path) stops its programs and
+    exits 0."""
+    script = tmp_path / "sup.py"
+    script.write_text(
+        "import sys\n"
+        "from posequeue.fleet.up import Program, Supervisor\n"
+        f"p = Program('w', ({sys.executable!r}, '-c', {GRACEFUL!r}))\n"
+        "sys.exit(Supervisor([p], stop_timeout=10, poll=0.02).run())\n"
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "| ready" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.stdout.read()
+    assert proc.wait(timeout=10) == 0
+    assert "SIGTERM received" in rest and "finishing the batch in hand" in rest
+    assert "w stopped (exit code 0)" in rest
+
+
+# -- plans -----------------------------------------------------------------------------------
+def test_cpu_plan_becomes_pinned_worker_commands() -> None:
+    """Each worker of a cpu plan runs `posequeue worker` with its stage and CPU cores."""
+    host = plan("cpu", {"ingest": 0, "landmarks": 1}).to_dict()
+    ingest, landmarks = worker_programs(host)
+    assert ingest.argv[1:] == ("-m", "posequeue.cli", "worker", "--model", "blazepose",
+                               "--stage", "ingest")  # fmt: skip
+    assert landmarks.argv[-4:] == ("--stage", "landmarks", "--cores", str(host["workers"][1]["cores"][0]))
+    assert landmarks.env == {}
+
+
+def test_neuron_plan_carries_its_pinning_env(tmp_path: Path) -> None:
+    """A Neuron plan's workers get NEURON_RT_VISIBLE_CORES and NEURON_PROCESS_TAG; a plan whose
+    devices this host lacks is refused, naming the device and the plan's instance."""
+    data = plan("inf1.xlarge", {"detector": 2, "landmarks": 2}).to_dict()
+    with pytest.raises(UpError, match=r"/dev/neuron0.*inf1\.xlarge"):
+        worker_programs(data)
+    for w in data["workers"]:
+        w["devices"] = [str(tmp_path)]  # a path that exists stands in for /dev/neuron0
+    detector, landmarks = worker_programs(data)
+    assert landmarks.env == {"NEURON_RT_VISIBLE_CORES": "2-3",
+                             "NEURON_PROCESS_TAG": "blazepose-landmarks-c2-3"}  # fmt: skip
+    assert landmarks.argv[-2:] == ("--cores", "2-3")
+
+
+def test_plan_file_model_and_stage_checks() -> None:
+    """The model comes from the plan's queues; a stage the model lacks or a queue of another
+    model is refused before anything starts."""
+    data = plan("cpu", {"landmarks": 1}, model="blazepose").to_dict()
+    assert "--model" in worker_programs(data)[0].argv
+    with pytest.raises(UpError, match="has no stage 'pose'"):
+        worker_programs({"workers": [{**data["workers"][0], "stage": "pose",
+                                      "queue": "pose.blazepose.pose"}]})  # fmt: skip
+    with pytest.raises(UpError, match="unknown model"):
+        worker_programs(data, model="nope")
+    with pytest.raises(UpError, match="no workers"):
+        worker_programs({"instance": "cpu", "workers": []})
+
+
+def test_up_refuses_without_a_plan(tmp_path: Path) -> None:
+    """`posequeue up` needs a plan file or an instance and a layout; errors exit 2."""
+    assert posequeue("up").returncode == 2
+    bad = posequeue("up", "cpu", "--per-chip", "detector=99")
+    assert bad.returncode == 2 and "needs 99 cores per chip" in bad.stderr
+    path = tmp_path / "plan.json"
+    path.write_text("[]")
+    assert "is not a plan" in posequeue("up", "--plan", str(path)).stderr
+
+
+# -- integration -----------------------------------------------------------------------------
+@pytest.mark.integration
+def test_up_runs_a_cpu_plan(isolated, model_dir, tmp_path: Path) -> None:
+    """`posequeue up cpu --per-chip ingest=0,detector=1,landmarks=1` runs a job to the end,
+    restarts a worker killed with SIGKILL, and on SIGTERM stops every worker within the timeout
+    with none left behind."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("the layout needs 2 CPU cores")
+    env = {**isolated, "POSEQUEUE_LOG_FORMAT": "json", "POSEQUEUE_LOCK_DIR": str(tmp_path / "locks")}
+    log = tmp_path / "up.log"
+    stop_timeout = 30
+    with log.open("w") as fh:
+        up = subprocess.Popen([sys.executable, "-m", "posequeue.cli", "up", "cpu", "--per-chip",
+                               "ingest=0,detector=1,landmarks=1", "--stop-timeout", str(stop_timeout),
+                               "--backoff-cap", "2"],
+                              env=env, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)  # fmt: skip
+
+    def text() -> str:
+        return log.read_text()
+
+    def ready(name: str) -> int:
+        return len(re.findall(rf"^{re.escape(name)} +\| .* ready\.$", text(), re.M))
+
+    names = ("blazepose-ingest", "blazepose-detector-c0", "blazepose-landmarks-c1")
+    pids: set[int] = set()
+    try:
+        # Given the plan's three workers, ready
+        wait_for(lambda: all(ready(n) for n in names), timeout=90, what=f"3 workers ready:\n{text()}")
+        # When a video is submitted, the job is done
+        result = posequeue("submit", str(SAMPLE), "--wait", "--json", "--timeout", "120", env=env)
+        assert result.returncode == 0, f"{result.stdout}{result.stderr}\n{text()}"
+        assert json.loads(result.stdout.splitlines()[-1])["status"] == "done"
+        # When the detector worker's main process is killed, it is restarted and ready again
+        victim = int(re.search(r"started blazepose-detector-c0 \(pid (\d+)\)", text())[1])  # type: ignore[index]
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: "blazepose-detector-c0 exited (killed by SIGKILL)" in text(), what="the exit")
+        wait_for(lambda: re.search(r"started blazepose-detector-c0 \(pid \d+, restart 1\)", text()),
+                 what="the restart")  # fmt: skip
+        wait_for(lambda: ready("blazepose-detector-c0") == 2, timeout=60, what=f"ready again:\n{text()}")
+        # When `up` gets SIGTERM, it exits cleanly within the timeout
+        pids = {int(p) for p in re.findall(r"started \S+ \(pid (\d+)", text())}
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=stop_timeout + 10) == 0, text()
+        groups = subprocess.run(["ps", "-e", "-o", "pgid="], capture_output=True, text=True).stdout
+        left = pids & {int(g) for g in groups.split()}
+    finally:
+        if up.poll() is None:  # the test failed: stop `up`, then whatever it left behind
+            up.send_signal(signal.SIGTERM)
+            try:
+                up.wait(timeout=stop_timeout + 10)
+            except subprocess.TimeoutExpired:
+                up.kill()
+                for pid in {int(p) for p in re.findall(r"started \S+ \(pid (\d+)", text())}:
+                    with contextlib.suppress(ProcessLookupError):  # each worker leads its group
+                        os.killpg(pid, signal.SIGKILL)
+    # Then every worker stopped by warm shutdown, and no process of any worker group is left
+    out = text()
+    assert "all workers stopped\n" in out
+    assert all(f"{n} stopped (exit code 0)" in out for n in names), out
+    assert not left, f"processes of worker groups {left} outlived `up`"
