@@ -10,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from typing import Any
 
 import pytest
 import redis
+from helpers import serving
 
 from posequeue.fleet.cli import exposure_problem, is_loopback
 
@@ -72,32 +72,9 @@ def flower(broker_url: str, tmp_path: Path) -> Iterator[str]:
     env = {**os.environ, "POSEQUEUE_BROKER_URL": broker_url,
            "FLOWER_BASIC_AUTH": f"{AUTH[0]}:{AUTH[1]}"}  # fmt: skip
     env.pop("FLOWER_UNAUTHENTICATED_API", None)
-    log = tmp_path / "flower.log"
-    with log.open("w") as fh:
-        proc = subprocess.Popen(flower_cmd("--port", str(port)), env=env, stdout=fh,
-                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"flower exited {proc.returncode}:\n{log.read_text()}")
-            try:
-                if get(f"{base}/healthcheck")[0] == 200:
-                    break
-            except OSError:  # not listening yet
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"flower not answering in 30 s:\n{log.read_text()}")
-            time.sleep(0.2)
+    with serving(flower_cmd("--port", str(port)), env, f"{base}/healthcheck", tmp_path / "flower.log"):
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
         redis.Redis.from_url(broker_url).flushdb()
 
 

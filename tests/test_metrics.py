@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import socket
-import subprocess
 import sys
 import time
 import urllib.error
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import SAMPLE, posequeue
+from helpers import serving
 
 from posequeue.config.models import CATALOGUE
 from posequeue.fleet.metrics import (
@@ -121,28 +121,10 @@ def get(url: str) -> tuple[int, str]:
 def metrics_server(isolated: dict[str, str], tmp_path: Path) -> Iterator[str]:
     """``posequeue metrics`` on a free loopback port of the isolated fleet; stopped at the end."""
     port = free_port()
-    log = tmp_path / "metrics.log"
-    with log.open("w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "posequeue.cli", "metrics", "--port", str(port)],
-                                env=isolated, stdout=fh, stderr=subprocess.STDOUT)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"metrics exited {proc.returncode}:\n{log.read_text()}")
-            try:
-                if get(f"{base}/healthz")[0] == 200:
-                    break
-            except OSError:  # not listening yet
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"metrics not answering in 30 s:\n{log.read_text()}")
-            time.sleep(0.1)
+    cmd = [sys.executable, "-m", "posequeue.cli", "metrics", "--port", str(port)]
+    with serving(cmd, isolated, f"{base}/healthz", tmp_path / "metrics.log"):
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def queue_batches(broker_url: str, queue: str, count: int) -> None:
