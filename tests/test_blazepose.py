@@ -271,14 +271,13 @@ def test_sigmoid() -> None:
 
 def test_real_models_find_the_astronauts_nose(model_dir: Path) -> None:
     """The real detector and landmark models put the astronaut's nose on her face, in display pixels."""
-    import cv2
-    from skimage import data
+    import av
 
     from posequeue.worker.runtimes import make_runtime
 
-    photo = cv2.resize(data.astronaut(), (360, 360), interpolation=cv2.INTER_AREA)
-    frame = np.zeros((360, 640, 3), np.uint8)
-    frame[:, 140:500] = photo  # the working frame, 640x360
+    # The sample's first frame: the 512 px photo scaled to 264 px, its top-left at (20, 72).
+    with av.open(str(Path(__file__).resolve().parents[1] / "samples" / "astronaut.mp4")) as src:
+        frame = next(src.decode(video=0)).to_ndarray(format="rgb24")  # the working frame, 640x360
     display = (1280, 720)  # the displayed picture is twice the working size
     det = make_runtime("tflite", model_dir / "pose_detection.tflite", 2,
                        (detector.BOXES, detector.SCORES))  # fmt: skip
@@ -293,9 +292,9 @@ def test_real_models_find_the_astronauts_nose(model_dir: Path) -> None:
     found = people(outputs, rois, display)
     assert len(found) == 1 and len(found[0]) == 1
     nose = found[0][0]["keypoints"][0]
-    # The face in the 512 px photo spans about x 170-280, y 70-190; in display pixels on the canvas:
-    scale = 360 / 512 * 2
-    x, y = nose[0] / scale - 140 * 512 / 360, nose[1] / scale
+    # The face in the 512 px photo spans about x 170-280, y 70-190; back to photo pixels:
+    scale = 264 / 512
+    x, y = (nose[0] / 2 - 20) / scale, (nose[1] / 2 - 72) / scale
     assert 170 <= x <= 280 and 70 <= y <= 190, f"nose at photo ({x:.0f}, {y:.0f})"
     assert nose[3] > 0.5 and nose[4] > 0.5  # visible and present
     assert blazepose.NUM_KEYPOINTS == len(found[0][0]["keypoints"]) == 33
