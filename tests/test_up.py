@@ -342,3 +342,20 @@ def test_up_runs_a_cpu_plan(isolated, model_dir, tmp_path: Path) -> None:
     assert "all workers stopped\n" in out
     assert all(f"{n} stopped (exit code 0)" in out for n in names), out
     assert not left, f"processes of worker groups {left} outlived `up`"
+
+
+def test_refused_configuration_is_not_restarted() -> None:
+    """A program exiting 2 (a worker refusing its configuration) is not restarted: the
+    supervisor stops the others and returns 2."""
+    import io
+    import sys as _sys
+
+    from posequeue.fleet.up import Backoff, Program, Supervisor
+
+    out = io.StringIO()
+    programs = [Program("bad", (_sys.executable, "-c", "raise SystemExit(2)")),
+                Program("good", (_sys.executable, "-c", "import time; time.sleep(60)"))]  # fmt: skip
+    sup = Supervisor(programs, backoff=Backoff(initial=0.05), stop_timeout=5, out=out)
+    assert sup.run(install_signals=False) == 2
+    assert "bad refused its configuration" in out.getvalue()
+    assert "started bad (pid" in out.getvalue() and "restart 1" not in out.getvalue()

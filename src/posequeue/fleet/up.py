@@ -33,6 +33,7 @@ from posequeue.fleet.render import STOP_GRACE_SECONDS
 
 EXIT_REFUSED = 2
 SELF = "up"  # the prefix of the supervisor's own log lines
+REFUSED = 2  # `posequeue worker` refusing its configuration (claimed cores, bad settings)
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class Supervisor:
         if not programs or len(set(names)) != len(names):
             raise ValueError(f"programs need unique names, got {names}")
         self.children = [_Child(p) for p in programs]
+        self.refused: list[str] = []  # programs that exited with REFUSED (bad configuration)
         self.backoff = backoff or Backoff()
         self.stop_timeout = stop_timeout
         self.out = out or sys.stdout
@@ -100,7 +102,8 @@ class Supervisor:
     # -- public -----------------------------------------------------------------------------
     def run(self, install_signals: bool = True) -> int:
         """Start everything, supervise until :meth:`stop`, then shut down. Returns 0 when every
-        process exited within the timeout, 1 when some had to be killed."""
+        process exited within the timeout, 1 when some had to be killed, 2 when a worker refused
+        its configuration (it is not restarted: a retry cannot help)."""
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, self._on_signal)
@@ -111,7 +114,7 @@ class Supervisor:
                 self.step()
         finally:  # also on an error of our own: no worker outlives the supervisor
             code = self._shutdown()
-        return code
+        return REFUSED if self.refused else code
 
     def stop(self) -> None:
         """Ask :meth:`run` to shut down (a second call stops waiting and kills)."""
@@ -133,6 +136,8 @@ class Supervisor:
             if child.restart_at is not None and now >= child.restart_at:
                 child.restarts += 1
                 self._start(child)
+        if self.refused:  # a worker refused its configuration: restarting cannot help
+            self.stop()
 
     # -- internals --------------------------------------------------------------------------
     def log(self, name: str, line: str) -> None:
@@ -171,6 +176,11 @@ class Supervisor:
         code, ran = child.proc.returncode, now - child.started
         _kill_group(child.proc.pid)  # pool processes orphaned by a killed main process
         child.proc = None
+        if code == REFUSED and not self._stop.is_set():
+            self.refused.append(child.program.name)
+            self.log(SELF, f"{child.program.name} refused its configuration (exit {code}; see its "
+                     "log above): not restarting it, stopping the others")  # fmt: skip
+            return
         child.failures = 1 if ran >= self.backoff.stable else child.failures + 1
         delay = self.backoff.delay(child.failures)
         child.restart_at = now + delay

@@ -42,9 +42,14 @@ def infer(self: Task, job_id: str, index: int, stage: str) -> None:
             fail_job(app, jobs, job_id, f"batch {index} expired in Redis before a worker ran it; "
                      "start more workers or raise POSEQUEUE_PAYLOAD_TTL")  # fmt: skip
         return
-    meta = BatchMeta.from_dict(fields["meta"])
-    spec = get_model(meta.model)
-    nxt = spec.next_stage(stage)
+    try:
+        meta = BatchMeta.from_dict(fields["meta"])
+        spec = get_model(meta.model)
+        nxt = spec.next_stage(stage)
+    except (KeyError, TypeError, ValueError) as exc:  # e.g. written by another posequeue version
+        fail_job(app, jobs, job_id, f"batch {index} cannot be read by this worker ({exc!r}); are "
+                 "producers and workers running the same posequeue version?")  # fmt: skip
+        return
     structlog.contextvars.bind_contextvars(model=meta.model, stage=stage)
     if nxt is not None and nxt.payload in fields:  # a redelivery after this stage's work was kept
         _send(job_id, index, meta.model, nxt.name)
