@@ -119,6 +119,7 @@ def _ingest_segment(jobs: Jobs, job: dict, cur: Cursor) -> bool:
     totals["corrupt_packets"] = totals.get("corrupt_packets", 0) + stats.corrupt_packets
     log.info("ingest.segment", job_id=cur.job_id, segment=cur.segment, frames=batcher.frames,
              batches=batcher.batches, corrupt_packets=stats.corrupt_packets,
+             corrupt_frames=stats.corrupt_frames, seek_fallbacks=stats.seek_fallbacks,
              seconds=round(time.perf_counter() - started, 3))  # fmt: skip
     next_frame = cur.first_frame + batcher.frames
     next_batch = cur.first_batch + batcher.batches

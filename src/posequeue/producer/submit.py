@@ -5,7 +5,6 @@ Returns at once with a job id; the client may go away and the job goes on.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -76,7 +75,3 @@ def wait(job_id: str, jobs: Jobs, on_progress: Callable[[dict[str, Any]], None] 
         if deadline is not None and time.monotonic() > deadline:
             return job
         time.sleep(poll)
-
-
-def is_terminal() -> bool:
-    return os.isatty(2)

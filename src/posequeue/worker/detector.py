@@ -17,7 +17,7 @@ from posequeue.worker.roi import Roi, roi_from_points
 
 INPUT_SIZE = 224
 NUM_LAYERS = 5
-MIN_SCALE, MAX_SCALE = 0.1484375, 0.75
+# min_scale 0.1484375 and max_scale 0.75 do not matter: fixed_anchor_size makes every anchor 1x1.
 STRIDES = (8, 16, 32, 32, 32)
 SCORE_CLIP = 100.0
 MIN_SCORE = 0.5  # MediaPipe Pose's min_detection_confidence default (the graph's own floor is 0.2)
