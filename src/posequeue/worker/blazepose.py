@@ -73,22 +73,28 @@ def crops(images: np.ndarray, rois: list[Roi | None]) -> np.ndarray:
 
 def refine(points: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
     """MediaPipe's RefineLandmarksFromHeatmapCalculator: x, y (normalised to the crop) become
-    the confidence-weighted mean position in a 7x7 heatmap window, where it is confident."""
-    rows, cols, _ = heatmap.shape
-    out = points.copy()
+    the confidence-weighted mean position in a 7x7 heatmap window, where it is confident.
+    Vectorised over landmarks: windows are cut from a heatmap padded with zero confidence, so
+    cells outside the heatmap count for nothing, as the calculator's clamped loops do."""
+    rows, cols, channels = heatmap.shape
+    n = len(points)
     half = HEATMAP_KERNEL // 2
-    for i in range(len(points)):
-        c, r = int(points[i, 0] * cols), int(points[i, 1] * rows)
-        if not (0 <= c < cols and 0 <= r < rows):
-            continue
-        r0, r1, c0, c1 = max(0, r - half), min(rows, r + half + 1), max(0, c - half), min(cols, c + half + 1)
-        conf = sigmoid(heatmap[r0:r1, c0:c1, i])
-        total = conf.sum()
-        if conf.max() < HEATMAP_MIN_CONFIDENCE or total <= 0:
-            continue
-        grid_r, grid_c = np.mgrid[r0:r1, c0:c1]
-        out[i, 0] = (grid_c * conf).sum() / total / cols
-        out[i, 1] = (grid_r * conf).sum() / total / rows
+    c = (points[:, 0] * cols).astype(np.int64)  # int() truncation, as the calculator does
+    r = (points[:, 1] * rows).astype(np.int64)
+    inside = (c >= 0) & (r >= 0) & (c < cols) & (r < rows)
+    logits = np.full((rows + 2 * half, cols + 2 * half, channels), -np.inf)  # sigmoid(-inf) = 0
+    logits[half:-half, half:-half] = heatmap
+    offsets = np.arange(-half, half + 1)
+    win_r = np.clip(r, 0, rows - 1)[:, None] + offsets  # (n, 7) in heatmap rows
+    win_c = np.clip(c, 0, cols - 1)[:, None] + offsets
+    windows = sigmoid(logits[(win_r + half)[:, :, None], (win_c + half)[:, None, :],
+                             np.arange(n)[:, None, None]])  # fmt: skip
+    total = windows.sum(axis=(1, 2))
+    confident = inside & (windows.max(axis=(1, 2)) >= HEATMAP_MIN_CONFIDENCE) & (total > 0)
+    out = points.copy()
+    safe = np.where(total > 0, total, 1.0)
+    out[confident, 0] = ((windows.sum(axis=1) * win_c).sum(axis=1) / safe / cols)[confident]
+    out[confident, 1] = ((windows.sum(axis=2) * win_r).sum(axis=1) / safe / rows)[confident]
     return out
 
 
