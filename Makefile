@@ -35,7 +35,10 @@ unit: $(VENV)/.test-installed
 integration: $(VENV)/.test-installed
 	$(BIN)/pytest -m integration
 
+# Figures as JSON (perf.py: efficiency, batch sweep, producer, latency, layouts, ~9 min;
+# spine.py: raw loops, end to end, Redis peak, accuracy, ~2 min).
 bench: $(VENV)/.test-installed
+	$(BIN)/python benchmarks/perf.py
 	$(BIN)/python benchmarks/spine.py
 
 # The accuracy references: MediaPipe's own Pose solution in a venv of its own (it pins protobuf 4).

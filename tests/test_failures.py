@@ -109,13 +109,13 @@ def test_unwritable_result_store_fails_job(isolated, start_worker, jobs) -> None
 
 
 
-@pytest.mark.parametrize("window", ["2", "32"], ids=["window-full", "all-frames-queued"])
+@pytest.mark.parametrize("window", ["16", "256"], ids=["window-full", "all-frames-queued"])
 def test_no_worker_for_the_model_fails_the_job(window, isolated, start_worker, tmp_path) -> None:
     """With producers but no worker on the model's queue, the job fails once no batch has
     finished for a payload's lifetime, naming the queue and the command to start: whether the
     producer waits on a full window or has queued every frame."""
     env = {**isolated, "POSEQUEUE_VISIBILITY_TIMEOUT": "5", "POSEQUEUE_TASK_TIME_LIMIT": "2",
-           "POSEQUEUE_PAYLOAD_TTL": "8", "POSEQUEUE_MAX_INFLIGHT_BATCHES": window}  # fmt: skip
+           "POSEQUEUE_PAYLOAD_TTL": "8", "POSEQUEUE_MAX_INFLIGHT_FRAMES": window}  # fmt: skip
     start_worker("--stage", "ingest", **{k: v for k, v in env.items() if k.startswith("POSEQUEUE_")})
     video = videos.make_long(tmp_path / "long.mp4", seconds=4, width=160, height=120)
     out = posequeue("submit", str(video), "--wait", "--json", "--timeout", "60", env=env)

@@ -69,17 +69,17 @@ def test_backpressure_bounds_batches_in_redis(isolated, start_worker, tmp_path) 
     """With producers running and no inference worker, a long video stops at the in-flight
     window instead of filling Redis."""
     video = videos.make_long(tmp_path / "long.mp4", seconds=40, width=320, height=240)
-    window = 6
-    env = {**isolated, "POSEQUEUE_MAX_INFLIGHT_BATCHES": str(window)}
+    window = 20  # batches of 8 frames; larger than two segments, so the window is what binds
+    env = {**isolated, "POSEQUEUE_MAX_INFLIGHT_FRAMES": str(window * 8)}
     start_worker("--stage", "ingest", **{k: env[k] for k in (
-        "POSEQUEUE_BROKER_URL", "POSEQUEUE_STORE", "POSEQUEUE_MAX_INFLIGHT_BATCHES")})  # fmt: skip
+        "POSEQUEUE_BROKER_URL", "POSEQUEUE_STORE", "POSEQUEUE_MAX_INFLIGHT_FRAMES")})  # fmt: skip
     job_id = json.loads(posequeue("submit", str(video), "--json", env=env).stdout)["job_id"]
     r = redis.Redis.from_url(env["POSEQUEUE_BROKER_URL"])
     time.sleep(6)  # ample time to decode all 1200 frames were there no window
     batches = len(r.keys(f"pq:batch:{job_id}:*"))
     queue = json.loads(posequeue("queues", "--json", env=env).stdout)
-    # A segment (2 s = 60 frames = 8 batches) is decoded once the window has room.
-    assert 0 < batches <= window + 8
+    # A segment (2 s = 60 frames = 8 batches) is decoded only when it fits in the window.
+    assert window - 8 < batches <= window
     assert queue["queues"]["pose.blazepose.detector"] == batches
     [job] = [j for j in queue["jobs"] if j["job_id"] == job_id]
     assert job["inflight"] == batches and job["status"] == "running"

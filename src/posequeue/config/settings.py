@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     default_model: str = "blazepose"
     batch_size: int = Field(8, ge=1, le=256, description="frames per inference batch")
     segment_seconds: float = Field(2.0, gt=0, description="video seconds per ingest task")
-    max_inflight_batches: int = Field(32, ge=1, description="per-job window of queued batches")
+    max_inflight_frames: int = Field(256, ge=1, description="per-job window of frames in flight")
     max_inflight_mb: int = Field(128, ge=1, description="per-job window of frame bytes in Redis")
     work_long_side: int = Field(1280, ge=64, description="frames travel scaled to this long side")
     payload_ttl: int = Field(3600, ge=5, description="seconds a batch payload lives in Redis")

@@ -48,8 +48,10 @@ def ingest(self: Task, cursor: dict, store_failures: int = 0) -> None:
         if cur.watching:  # all frames are queued: watch that workers take them, until done
             _check_stalled(jobs, job)
             raise self.retry(args=[cur.to_dict()], countdown=WATCH_SECONDS)
-        inflight = jobs.inflight(cur.job_id)
-        if inflight and inflight + _segment_batches(job) > _window(job):
+        inflight, segment = jobs.inflight(cur.job_id), _segment_batches(job)
+        # The next segment must fit in the window; a window smaller than two segments still
+        # lets one segment be decoded while the previous one is worked on (no bubbles).
+        if inflight and inflight + segment > max(_window(job), 2 * segment):
             _check_stalled(jobs, job)
             # Backpressure: bounded Redis memory whatever the video's length.
             raise self.retry(countdown=min(4.0, 0.25 * 2 ** min(self.request.retries, 4)))
@@ -92,13 +94,13 @@ def _segment_batches(job: dict) -> int:
 
 
 def _window(job: dict) -> int:
-    """Batches a job may keep in flight: the count limit, or fewer when frames are large."""
+    """Batches a job may keep in flight: the frame limit, or fewer when frames are large."""
     settings = get_settings()
     info = job.get("video_info") or {}
     w, h = work_size(info.get("width", 1), info.get("height", 1), settings.work_long_side)
     batch_bytes = w * h * 3 * job["batch_size"]
     by_bytes = settings.max_inflight_mb * 2**20 // max(1, batch_bytes)
-    return max(1, min(settings.max_inflight_batches, by_bytes))
+    return max(1, min(settings.max_inflight_frames // job["batch_size"], by_bytes))
 
 
 def _ingest_segment(jobs: Jobs, job: dict, cur: Cursor) -> bool:

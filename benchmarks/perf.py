@@ -1,0 +1,378 @@
+"""Performance figures for issue 6, measured side by side in one run and printed as one JSON object.
+
+- raw model loops (spine.raw_loops: each stage's interpreter alone, worker threads and one core);
+- worker efficiency per stage: one worker draining a pre-filled queue, frames/s divided by the
+  raw loop, and its duty cycle (time in the model / wall time) from the `infer.batch` log lines;
+- client batch-size sweep (1, 2, 4, 8, 16): submit to done with one all-stage worker;
+- producer alone: decode + working frame frames/s in-process (640x360 and 1280x720), and the
+  ingest stage as a worker runs it (decode + working frame + Redis writes) from the pre-fill;
+- latency from submit to the first batch result (first landmark `infer.batch` line), idle worker;
+- worker layouts for the long video: one all-stage worker, two all-stage workers (pinned to one
+  core each, and unpinned), and one process per stage.
+
+Usage: python benchmarks/perf.py [--seconds 60] [--prefill-seconds 30] [--out perf-results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from spine import ROOT, fleet, raw_loops  # also puts tests/ on sys.path
+
+DETECTOR_Q, LANDMARKS_Q = "pose.blazepose.detector", "pose.blazepose.landmarks"
+BATCH_SIZES = (1, 2, 4, 8, 16)
+
+
+# -- helpers --------------------------------------------------------------------------------
+@contextlib.contextmanager
+def patched_env(**values: str) -> Iterator[None]:
+    """Set environment variables for the processes fleet() starts (it copies os.environ)."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def worker(env: dict[str, str], log_path: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """One more ``posequeue worker`` against the fleet's Redis, ready when yielded."""
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "posequeue.cli", "worker", *args],
+                                env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        try:
+            while " ready." not in log_path.read_text():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"worker {args} exited: {log_path.read_text()[-2000:]}")
+                time.sleep(0.1)
+            yield proc
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def submit(video: Path, env: dict[str, str], *extra: str, wait: bool = True) -> dict[str, Any]:
+    """Submit through the CLI; the job summary (submitted_at/finished_at are the job record's,
+    so CLI start-up and the client's 0.5 s polling are not in elapsed_s)."""
+    out = subprocess.run([sys.executable, "-m", "posequeue.cli", "submit", str(video), "--json",
+                          *(["--wait"] if wait else []), *extra],
+                         env=env, capture_output=True, text=True, check=True)  # fmt: skip
+    job: dict[str, Any] = json.loads(out.stdout.splitlines()[-1])
+    if wait:
+        assert job["status"] == "done", job
+    return job
+
+
+def batch_lines(*logs: Path) -> list[dict[str, Any]]:
+    """The `infer.batch` lines of worker logs (JSON), with `t` as epoch seconds, by time."""
+    lines = []
+    for path in logs:
+        for raw in path.read_text().splitlines():
+            if '"infer.batch"' not in raw:
+                continue
+            with contextlib.suppress(ValueError):
+                line = json.loads(raw[raw.index("{"):])
+                line["t"] = datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00")).timestamp()
+                lines.append(line)
+    return sorted(lines, key=lambda x: x["t"])
+
+
+def first_result_s(job: dict[str, Any], *logs: Path) -> float:
+    """Seconds from the job's submission to the end of its first landmark batch."""
+    ends = [x["t"] for x in batch_lines(*logs)
+            if x.get("job_id") == job["job_id"] and x.get("stage") == "landmarks"]  # fmt: skip
+    return round(min(ends) - job["submitted_at"], 3)
+
+
+def drain_figures(lines: list[dict[str, Any]]) -> dict[str, float]:
+    """Steady-state frames/s and duty cycle of one worker over its batches: the wall time runs
+    from the end of the first batch to the end of the last, so the frames and model time of the
+    batches after the first are counted (worker start-up and the first batch are left out)."""
+    wall = lines[-1]["t"] - lines[0]["t"]
+    frames = sum(x["frames"] for x in lines[1:])
+    model = sum(x["model_s"] for x in lines[1:])
+    return {"batches": len(lines), "frames_timed": frames, "seconds": round(wall, 3),
+            "frames_per_s": round(frames / wall, 1), "model_s": round(model, 3),
+            "duty_cycle": round(model / wall, 3),
+            "per_batch_overhead_ms": round(1000 * (wall - model) / (len(lines) - 1), 2)}  # fmt: skip
+
+
+def depth(client: Any, queue: str) -> int:
+    from posequeue.monitor import PRIORITY_SUFFIXES
+
+    return sum(int(client.llen(queue + s)) for s in PRIORITY_SUFFIXES)
+
+
+def wait_for(predicate: Any, timeout: float = 600, poll: float = 0.05) -> float:
+    """Poll until ``predicate()`` is true; the time.time() when it was first seen true."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(predicate)
+        time.sleep(poll)
+    return time.time()
+
+
+# -- 1. worker efficiency per stage ---------------------------------------------------------
+def efficiency(tmp: Path, video: Path, raw: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Pre-fill each stage's queue with a whole job's batches, then let one worker drain it."""
+    import redis
+
+    from posequeue.jobs import Jobs
+
+    big = {"POSEQUEUE_MAX_INFLIGHT_FRAMES": "1000000", "POSEQUEUE_MAX_INFLIGHT_MB": "100000",
+           "POSEQUEUE_LOCK_DIR": str(tmp / "locks")}  # fmt: skip
+    with patched_env(**big), fleet(tmp, "--stage", "ingest") as env:
+        client = redis.Redis.from_url(env["POSEQUEUE_BROKER_URL"])
+        jobs = Jobs(client)
+        job = submit(video, env, wait=False)
+        job_id = job["job_id"]
+        ingest_end = wait_for(lambda: "batches_total" in jobs.get(job_id))
+        total = jobs.get(job_id)["batches_total"]
+        frames_total = jobs.get(job_id)["frames_total"]
+        wait_for(lambda: depth(client, DETECTOR_Q) == total)
+        submitted = jobs.get(job_id)["submitted_at"]
+        peak_mb = round(int(client.info("memory")["used_memory"]) / 2**20, 1)
+        out: dict[str, Any] = {
+            "video": {"seconds": round(frames_total / 30), "size": "640x360", "frames": frames_total,
+                      "batches": total, "batch_size": jobs.get(job_id)["batch_size"]},
+            "ingest_worker_alone": {"seconds": round(ingest_end - submitted, 3),
+                                    "frames_per_s": round(frames_total / (ingest_end - submitted), 1),
+                                    "redis_used_memory_mb_when_full": peak_mb},
+        }  # fmt: skip
+        with worker(env, tmp / "detector.log", "--stage", "detector"):
+            wait_for(lambda: len(batch_lines(tmp / "detector.log")) >= total, poll=0.2)
+        assert depth(client, LANDMARKS_Q) == total, "every batch should reach the landmark queue"
+        with worker(env, tmp / "landmarks.log", "--stage", "landmarks"):
+            wait_for(lambda: jobs.get(job_id)["status"] == "done", poll=0.2)
+        for stage, log in (("detector", "detector.log"), ("landmarks", "landmarks.log")):
+            fig = drain_figures(batch_lines(tmp / log))
+            fig["raw_loop_frames_per_s"] = raw[stage]["frames_per_s_worker_threads"]
+            fig["efficiency"] = round(fig["frames_per_s"] / fig["raw_loop_frames_per_s"], 3)
+            out[stage] = fig
+    return out
+
+
+# -- 2, 4, 5. end to end: batch sizes, latency, layouts -------------------------------------
+def sweep(tmp: Path, video: Path, sizes: tuple[int, ...] = BATCH_SIZES, **env_vars: str) -> dict[str, Any]:
+    """One all-stage worker, one job per client batch size, submit to done."""
+    out = {}
+    with patched_env(**env_vars), fleet(tmp) as env:
+        for size in sizes:
+            job = submit(video, env, "--batch-size", str(size))
+            lines = [x for x in batch_lines(tmp / "worker.log") if x.get("job_id") == job["job_id"]]
+            model = sum(x["model_s"] for x in lines)
+            out[str(size)] = {"frames": job["frames_total"], "seconds": job["elapsed_s"],
+                              "frames_per_s": round(job["frames_total"] / job["elapsed_s"], 1),
+                              "first_result_s": first_result_s(job, tmp / "worker.log"),
+                              "model_share_of_wall": round(model / job["elapsed_s"], 3)}  # fmt: skip
+    return out
+
+
+def latency(tmp: Path, video: Path, repeats: int = 3) -> dict[str, Any]:
+    """Submit to the first landmark batch's end with an idle all-stage worker (batch 8)."""
+    with fleet(tmp) as env:
+        runs = []
+        for _ in range(repeats):
+            job = submit(video, env)
+            runs.append(first_result_s(job, tmp / "worker.log"))
+            time.sleep(1.0)  # idle again
+    return {"video": video.name, "runs_s": runs, "median_s": statistics.median(runs)}
+
+
+LAYOUTS: dict[str, list[tuple[str, ...]]] = {
+    "one_all_stage_worker": [()],
+    "two_all_stage_workers_pinned_one_core_each": [("--cores", "0"), ("--cores", "1")],
+    "two_all_stage_workers_unpinned": [(), ()],
+    "three_processes_ingest_detector_landmarks": [("--stage", "ingest"), ("--stage", "detector"),
+                                                  ("--stage", "landmarks")],  # fmt: skip
+}
+
+
+def layouts(tmp: Path, video: Path) -> dict[str, Any]:
+    out = {}
+    for name, workers in LAYOUTS.items():
+        folder = tmp / name
+        folder.mkdir()
+        with patched_env(POSEQUEUE_LOCK_DIR=str(folder / "locks")), \
+                fleet(folder, *workers[0]) as env, contextlib.ExitStack() as more:  # fmt: skip
+            for n, args in enumerate(workers[1:], 1):
+                more.enter_context(worker(env, folder / f"worker{n}.log", *args))
+            job = submit(video, env)
+            logs = sorted(folder.glob("worker*.log"))
+            out[name] = {"processes": [" ".join(("posequeue worker", *a)) for a in workers],
+                         "frames": job["frames_total"], "seconds": job["elapsed_s"],
+                         "frames_per_s": round(job["frames_total"] / job["elapsed_s"], 1),
+                         "first_result_s": first_result_s(job, *logs)}  # fmt: skip
+    return out
+
+
+# -- 3. producer alone ----------------------------------------------------------------------
+def producer(video: Path) -> dict[str, Any]:
+    """Decode only, and decode + working frame (what the ingest task does before Redis),
+    in this process on one video."""
+    from posequeue.config.settings import get_settings
+    from posequeue.producer.preprocess import work_frame
+    from posequeue.producer.video import DecodeStats, read_segment, rotation_of
+
+    long_side = get_settings().work_long_side
+    out: dict[str, Any] = {}
+    for label, convert in (("decode_only", False), ("decode_and_work_frame", True)):
+        started, n = time.perf_counter(), 0
+        for item in read_segment(str(video), None, 1e9, DecodeStats()):
+            if convert:
+                work_frame(item.frame, rotation_of(item.frame), long_side)
+            n += 1
+        out[f"{label}_frames_per_s"] = round(n / (time.perf_counter() - started), 1)
+    out["frames"] = n
+    return out
+
+
+def breakdown(tmp: Path, video: Path, batch_size: int = 8, repeats: int = 30) -> dict[str, Any]:
+    """Where a batch's time goes: each step of the two stages in this process (worker threads),
+    with the Redis payload I/O against an embedded Redis; milliseconds per batch of 8 frames."""
+    import redis
+
+    from posequeue.config.settings import get_settings
+    from posequeue.embedded import EmbeddedRedis
+    from posequeue.producer.preprocess import work_frame
+    from posequeue.producer.video import DecodeStats, read_segment, rotation_of
+    from posequeue.results import dumps
+    from posequeue.worker import blazepose
+    from posequeue.worker import model as models
+
+    long_side = get_settings().work_long_side
+    frames_list = []
+    for item in read_segment(str(video), None, 1e9, DecodeStats()):
+        frames_list.append(work_frame(item.frame, rotation_of(item.frame), long_side))
+        if len(frames_list) == batch_size:
+            break
+    import numpy as np
+
+    frames = np.stack(frames_list)
+    h, w = frames.shape[1:3]
+    det, lm = models.load("blazepose", "detector"), models.load("blazepose", "landmarks")
+    steps: dict[str, list[float]] = {}
+
+    @contextlib.contextmanager
+    def clock(name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        steps.setdefault(name, []).append(time.perf_counter() - started)
+
+    with EmbeddedRedis(tmp / "redis") as server:
+        r = redis.Redis.from_url(server.url)
+        meta = json.dumps({"frames": list(range(batch_size)), "display": [w, h], "work": [w, h]})
+        for _ in range(repeats + 1):
+            with clock("ingest_redis_write_frames"):
+                r.hset("b", mapping={"meta": meta, "frames": frames.tobytes()})
+            with clock("detector_redis_read_frames"):
+                raw = r.hgetall("b")
+            got = np.frombuffer(raw[b"frames"], np.uint8).reshape(batch_size, h, w, 3)
+            with clock("detector_letterbox_to_float"):
+                batch, pads = blazepose.detector_input(got)
+            with clock("detector_model"):
+                out = det.runtime.run(batch)
+            with clock("detector_decode_nms_roi"):
+                rois = blazepose.regions(out, pads, (w, h))
+            with clock("detector_crops"):
+                crops = blazepose.crops(got, rois)
+            with clock("detector_redis_write_crops"):
+                r.hset("b", mapping={"crops": crops.tobytes(), "rois": json.dumps(
+                    [x.to_list() if x else None for x in rois]).encode()})  # fmt: skip
+                r.hdel("b", "frames")
+            with clock("landmarks_redis_read_crops"):
+                raw = r.hgetall("b")
+            c = np.frombuffer(raw[b"crops"], np.uint8).reshape(-1, 256, 256, 3)
+            with clock("landmarks_to_float"):
+                x = c.astype(np.float32) * (1.0 / 255.0)
+            with clock("landmarks_model"):
+                out = lm.runtime.run(x)
+            with clock("landmarks_refine_project"):
+                people = blazepose.people(out, rois, (w, h))
+            with clock("landmarks_result_json"):
+                dumps({"frames": [{"index": i, "t": 0.0, "people": p} for i, p in enumerate(people)]})
+    ms = {k: round(1000 * statistics.median(v[1:]), 2) for k, v in steps.items()}
+    host = {k: v for k, v in ms.items() if not k.endswith("_model")}
+    return {"batch_size": batch_size, "frame": f"{w}x{h}", "ms_per_batch_median": ms,
+            "model_ms_per_batch": round(ms["detector_model"] + ms["landmarks_model"], 2),
+            "host_ms_per_batch": round(sum(host.values()), 2),
+            "host_ms_per_frame": round(sum(host.values()) / batch_size, 2)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=60, help="long video (layouts, sweep)")
+    parser.add_argument("--prefill-seconds", type=int, default=30, help="video for the drain test")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "perf-results.json"))
+    parser.add_argument("--skip", default="", help="comma-separated sections to leave out")
+    args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+
+    import videos
+
+    figures: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "processor": platform.processor() or platform.machine(),
+                    "runtime": "ai-edge-litert (tflite) on CPU"},  # fmt: skip
+    }
+    timings: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        long_video = videos.make_person_video(tmp / "long.mp4", seconds=args.seconds, width=640, height=360)
+        prefill_video = videos.make_person_video(tmp / "prefill.mp4", seconds=args.prefill_seconds,
+                                                 width=640, height=360)  # fmt: skip
+        hd_video = videos.make_person_video(tmp / "hd.mp4", seconds=10, width=1280, height=720)
+
+        def section(name: str, fn: Any, *fn_args: Any, **fn_kwargs: Any) -> None:
+            if name in skip:
+                return
+            started = time.perf_counter()
+            figures[name] = fn(*fn_args, **fn_kwargs)
+            timings[name] = round(time.perf_counter() - started, 1)
+            print(f"# {name} done in {timings[name]} s", file=sys.stderr)
+
+        def sub(name: str) -> Path:
+            folder = tmp / name
+            folder.mkdir()
+            return folder
+
+        section("raw_model_loops", raw_loops)
+        section("producer_in_process", lambda: {"640x360": producer(long_video),
+                                                "1280x720": producer(hd_video)})  # fmt: skip
+        section("host_side_breakdown_in_process", breakdown, sub("breakdown"), long_video)
+        section("worker_efficiency", efficiency, sub("efficiency"), prefill_video,
+                figures.get("raw_model_loops") or raw_loops())
+        section("latency_first_result", latency, sub("latency"), ROOT / "samples" / "astronaut.mp4")
+        section(f"batch_size_sweep_{args.seconds}s_640x360", sweep, sub("sweep"), long_video)
+        # Batches 1 and 2 again with a window larger than one 2 s segment's batches (60 and 30):
+        # with the default 32 the ingest waits for the queue to drain before each segment.
+        section(f"batch_size_sweep_{args.seconds}s_640x360_window_256_batches", sweep, sub("sweep256"),
+                long_video, (1, 2), POSEQUEUE_MAX_INFLIGHT_FRAMES="2048")  # fmt: skip
+        section(f"layouts_{args.seconds}s_640x360", layouts, sub("layouts"), long_video)
+    figures["section_seconds"] = timings
+    text = json.dumps(figures, indent=2)
+    Path(args.out).write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
