@@ -23,7 +23,7 @@ def render(video: str, result: dict[str, Any], edges: tuple[tuple[int, int], ...
     wanted = {frames[int(i)]["index"]: frames[int(i)]
               for i in np.linspace(0, len(frames) - 1, min(count, len(frames)))}  # fmt: skip
     tiles: list[Image.Image] = []
-    with av.open(open_video(video)) as container:
+    with av.open(open_video(video), mode="r") as container:
         for n, item in enumerate(iter_frames(container, container.streams.video[0], DecodeStats())):
             if n in wanted:
                 img = Image.fromarray(display_rgb(item.frame, rotation_of(item.frame)))
