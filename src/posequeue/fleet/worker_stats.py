@@ -5,11 +5,11 @@ A Celery signal handler pair times every inference task in the pool process that
 when the task returns, adds the batch's frames and the task's wall time to a 10-second bucket of
 that worker process. ``posequeue metrics`` reads the buckets of the last minute.
 
-What it measures: the frames of batches whose ``posequeue.infer`` task returned (a retried task
-is not counted until it succeeds). The frame count is read from the batch's claim-check meta when
-the task starts, so a short last batch counts its real frames. Rare returns that did no model
-work (the batch of an already failed job, a redelivery whose stage was already done) are counted
-too. The busy time is the task's wall time, Redis and store round trips included.
+What it measures: the frames of batches whose ``posequeue.infer`` task ran its stage's model and
+returned (a retried task is not counted until it succeeds). The task's return value carries the
+model and the batch's real frame count, so a short last batch counts its real frames and returns
+that did no model work (a failed job's batch, a redelivery whose stage was already done) are not
+counted. The busy time is the task's wall time, Redis and store round trips included.
 
 Keys (all under ``pq:``):
     pq:workers                    sorted set of series ``node|model|stage|process`` by last report
@@ -18,7 +18,6 @@ Keys (all under ``pq:``):
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +35,7 @@ WINDOW_S = 60  # rates are taken over the last minute (and the current, partial 
 RETENTION_S = 3600  # a series silent this long leaves the registry
 _SEP = "|"
 
-_running: dict[str, tuple[float, int, str, str]] = {}  # task id -> (start, frames, model, stage)
+_started: dict[str, float] = {}  # task id -> monotonic start time
 
 
 def series_name(node: str, model: str, stage: str, process: int) -> str:
@@ -100,44 +99,25 @@ def read_rates(r: Any, now: float, window: int = WINDOW_S) -> list[WorkerRate]:
             for (node, model, stage), (f, cap) in sorted(totals.items())]  # fmt: skip
 
 
-def _batch_frames(r: Any, job_id: str, index: int) -> tuple[int, str]:
-    from posequeue.jobs import batch_key
-
-    raw = r.hget(batch_key(job_id, index), "meta")
-    if not raw:
-        return 0, ""
-    meta = json.loads(raw)
-    return len(meta.get("frames", ())), str(meta.get("model", ""))
-
-
 @signals.task_prerun.connect
-def _infer_started(task_id: str, task: Task, args: tuple | None = None, **_: object) -> None:  # type: ignore[type-arg]
-    if task.name != INFER_TASK or not args or len(args) < 3:
-        return
-    try:
-        from posequeue.jobs import get_jobs
-
-        frames, model = _batch_frames(get_jobs().r, str(args[0]), int(args[1]))
-        if frames:
-            _running[task_id] = (time.monotonic(), frames, model, str(args[2]))
-    except Exception:  # a failing hook is logged and never breaks the job
-        log.exception("worker_stats.start_failed")
+def _infer_started(task_id: str, task: Task, **_: object) -> None:
+    if task.name == INFER_TASK:
+        _started[task_id] = time.monotonic()
 
 
 @signals.task_postrun.connect
-def _infer_finished(task_id: str, task: Task, state: str | None = None, **_: object) -> None:
-    started = _running.pop(task_id, None)
-    if started is None or state != "SUCCESS":
+def _infer_finished(task_id: str, task: Task, args: tuple | None = None, retval: Any = None,  # type: ignore[type-arg]
+                    state: str | None = None, **_: object) -> None:  # fmt: skip
+    start = _started.pop(task_id, None)
+    if start is None or state != "SUCCESS" or not isinstance(retval, dict) or not args:
         return
-    start, frames, model, stage = started
     try:
         from celery.utils.log import current_process_index
 
         from posequeue.jobs import get_jobs
 
         node = task.request.hostname or "unknown"
-        series = series_name(node, model, stage, current_process_index() or 0)
-        record(get_jobs().r, series, frames, time.monotonic() - start, time.time())
-    except Exception:
+        series = series_name(node, str(retval["model"]), str(args[2]), current_process_index() or 0)
+        record(get_jobs().r, series, int(retval["frames"]), time.monotonic() - start, time.time())
+    except Exception:  # a failing hook is logged and never breaks the job
         log.exception("worker_stats.record_failed")
-

@@ -29,19 +29,22 @@ MAX_DELIVERIES = 4  # a batch whose stage was started this often without finishi
 
 
 @app.task(name=INFER_TASK, bind=True, max_retries=STORE_RETRIES)
-def infer(self: Task, job_id: str, index: int, stage: str) -> None:
+def infer(self: Task, job_id: str, index: int, stage: str) -> dict[str, object] | None:
+    """Run one stage on one batch. Returns what it processed ({"model", "frames"}) for the
+    worker's throughput statistics, None when it ran no model (results are not stored: the
+    app ignores task results)."""
     jobs = get_jobs()
     status = jobs.status(job_id)
     if status is None or status.finished:  # stale work of a failed or finished job is not run
         jobs.drop_batch(job_id, index)
         log.info("infer.stale", status=status.value if status else "gone")
-        return
+        return None
     fields = jobs.get_batch(job_id, index)
     if fields is None:
         if not jobs.is_batch_done(job_id, index):
             fail_job(app, jobs, job_id, f"batch {index} expired in Redis before a worker ran it; "
                      "start more workers or raise POSEQUEUE_PAYLOAD_TTL")  # fmt: skip
-        return
+        return None
     try:
         meta = BatchMeta.from_dict(fields["meta"])
         spec = get_model(meta.model)
@@ -49,16 +52,16 @@ def infer(self: Task, job_id: str, index: int, stage: str) -> None:
     except (KeyError, TypeError, ValueError) as exc:  # e.g. written by another posequeue version
         fail_job(app, jobs, job_id, f"batch {index} cannot be read by this worker ({exc!r}); are "
                  "producers and workers running the same posequeue version?")  # fmt: skip
-        return
+        return None
     structlog.contextvars.bind_contextvars(model=meta.model, stage=stage)
     if nxt is not None and nxt.payload in fields:  # a redelivery after this stage's work was kept
         _send(job_id, index, meta.model, nxt.name)
-        return
+        return None
     if jobs.count_delivery(job_id, index, stage, get_settings().payload_ttl) > MAX_DELIVERIES:
         fail_job(app, jobs, job_id, f"batch {index} (frames {meta.frames[0]}-{meta.frames[-1]}) "
                  f"was started {MAX_DELIVERIES} times in stage {stage} without finishing: its "
                  "worker process died each time (out of memory? see the worker logs)")  # fmt: skip
-        return
+        return None
     try:
         result = models.load(meta.model, stage).run(fields, meta)
         if result.people is None and nxt is not None:
@@ -70,17 +73,18 @@ def infer(self: Task, job_id: str, index: int, stage: str) -> None:
         if self.request.retries < STORE_RETRIES:
             raise self.retry(countdown=2.0) from None
         fail_job(app, jobs, job_id, f"cannot store batch results: {exc}")
-        return
+        return None
     except (MissingModel, ValueError) as exc:
         fail_job(app, jobs, job_id, str(exc))
-        return
+        return None
     except Retry:
         raise
     except Exception as exc:  # a bug or a runtime error must fail its job, not leave it running
         log.exception("infer.error")
         fail_job(app, jobs, job_id, f"internal error in stage {stage} on batch {index}: {exc!r}")
-        return
+        return None
     log.info("infer.batch", frames=len(meta.frames), model_s=round(result.model_seconds, 4))
+    return {"model": meta.model, "frames": len(meta.frames)}
 
 
 def _send(job_id: str, index: int, model: str, stage: str) -> None:
