@@ -215,6 +215,9 @@ class Jobs:
         """One finaliser at a time; the lock expires if its holder dies."""
         return bool(self.r.set(f"{job_key(job_id)}:finalizing", 1, nx=True, ex=seconds))
 
+    def unlock_finalize(self, job_id: str) -> None:
+        self.r.delete(f"{job_key(job_id)}:finalizing")
+
     def count_delivery(self, job_id: str, index: int, stage: str, ttl: int) -> int:
         """How many times this batch's stage has been started (a batch that kills its worker
         process comes back again and again)."""

@@ -6,15 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from posequeue.config import queues
-from posequeue.config.models import CATALOGUE
 from posequeue.jobs import Jobs, summary
 
 # Celery's Redis transport keeps priority levels in sibling lists: name, name\x06\x163, ...
 PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
-
-
-def queue_names() -> list[str]:
-    return [queues.INGEST] + [q for spec in CATALOGUE.values() for q in queues.model_queues(spec)]
 
 
 def queue_depth(jobs: Jobs, name: str) -> int:
@@ -36,7 +31,7 @@ def queue_report(jobs: Jobs, recent: int = 20) -> dict[str, Any]:
             job["inflight"] = jobs.inflight(job_id)
             active.append(job)
     return {
-        "queues": {name: queue_depth(jobs, name) for name in queue_names()},
+        "queues": {name: queue_depth(jobs, name) for name in queues.all_queues()},
         "unacked": int(jobs.r.hlen("unacked")),
         "jobs": active,
     }

@@ -259,12 +259,8 @@ def read_uri(uri: str) -> bytes:
     root of this process points."""
     if uri.startswith("s3://"):
         bucket, key = split_s3(uri)
-        try:
-            return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()  # type: ignore[no-any-return]
-        except Exception as exc:
-            raise StoreError(f"cannot read {uri}: {describe_aws_error(exc)}") from None
-    path = unquote_file_uri(uri)
+        return S3Store(f"s3://{bucket}").get_bytes(key)
     try:
-        return Path(path).read_bytes()
+        return Path(unquote_file_uri(uri)).read_bytes()
     except OSError as exc:
         raise StoreError(f"cannot read {uri}: {exc.strerror}") from None

@@ -14,7 +14,6 @@ from celery import Celery
 from kombu import Queue
 
 from posequeue.config import queues
-from posequeue.config.models import CATALOGUE
 from posequeue.config.settings import Settings, get_settings
 
 INGEST_TASK = "posequeue.ingest"
@@ -36,7 +35,6 @@ def _redis_options(settings: Settings) -> dict[str, int]:
 def make_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     app = Celery("posequeue", broker=settings.broker_url, backend=settings.backend_url)
-    declared = [queues.INGEST] + [q for spec in CATALOGUE.values() for q in queues.model_queues(spec)]
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
@@ -51,7 +49,7 @@ def make_app(settings: Settings | None = None) -> Celery:
         result_backend_transport_options={"visibility_timeout": settings.visibility_timeout},
         broker_connection_retry_on_startup=True,
         task_default_queue=queues.INGEST,
-        task_queues=[Queue(name) for name in declared],
+        task_queues=[Queue(name) for name in queues.all_queues()],
         task_routes={INGEST_TASK: {"queue": queues.INGEST}, FINALIZE_TASK: {"queue": queues.INGEST}},
         task_ignore_result=True,  # job summaries are stored explicitly under the job id
         result_expires=7 * 24 * 3600,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from posequeue.config.models import ModelSpec
+from posequeue.config.models import CATALOGUE, ModelSpec
 
 INGEST = "ingest"  # producers: probe, decode, preprocess, batch; and job finalisation
 
@@ -13,3 +13,8 @@ def stage_queue(model: str, stage: str) -> str:
 
 def model_queues(spec: ModelSpec) -> list[str]:
     return [stage_queue(spec.name, stage.name) for stage in spec.stages]
+
+
+def all_queues() -> list[str]:
+    """Every queue the fleet uses: ingest, then each catalogue model's stages."""
+    return [INGEST] + [q for spec in CATALOGUE.values() for q in model_queues(spec)]

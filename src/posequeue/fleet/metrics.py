@@ -124,11 +124,12 @@ def scan_jobs(jobs: Jobs, recent: int) -> JobScan:
 def collect(jobs: Jobs, default_batch_size: int, recent: int = DEFAULT_RECENT_JOBS,
             now: float | None = None) -> Snapshot:  # fmt: skip
     """Read the fleet's state from Redis."""
+    from posequeue.config.queues import all_queues
     from posequeue.fleet.worker_stats import read_rates
-    from posequeue.monitor import queue_depth, queue_names
+    from posequeue.monitor import queue_depth
 
     now = time.time() if now is None else now
-    depths = {name: queue_depth(jobs, name) for name in queue_names()}
+    depths = {name: queue_depth(jobs, name) for name in all_queues()}
     scan = scan_jobs(jobs, recent)
     workers = read_rates(jobs.r, now)
     batch_size = (sum(scan.batch_sizes) / len(scan.batch_sizes)) if scan.batch_sizes else default_batch_size

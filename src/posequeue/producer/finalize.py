@@ -51,7 +51,7 @@ def finalize(self, job_id: str) -> None:  # type: ignore[no-untyped-def]
         store.delete([part_key(job_id, b) for b in range(job["batches_total"])])
         log.info("job.done", frames=job["frames_total"], **uris)
     except StoreError as exc:
-        jobs.r.delete(f"pq:job:{job_id}:finalizing")
+        jobs.unlock_finalize(job_id)
         if self.request.retries < STORE_RETRIES:
             raise self.retry(countdown=2.0) from None
         fail_job(app, jobs, job_id, f"cannot write results: {exc}")
