@@ -30,7 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from spine import ROOT, fleet, raw_loops  # also puts tests/ on sys.path
+from spine import ROOT, fleet, raw_loops, report  # also puts tests/ on sys.path
 
 DETECTOR_Q, LANDMARKS_Q = "pose.blazepose.detector", "pose.blazepose.landmarks"
 BATCH_SIZES = (1, 2, 4, 8, 16)
@@ -369,9 +369,7 @@ def main() -> None:
                 long_video, (1, 2), POSEQUEUE_MAX_INFLIGHT_FRAMES="2048")  # fmt: skip
         section(f"layouts_{args.seconds}s_640x360", layouts, sub("layouts"), long_video)
     figures["section_seconds"] = timings
-    text = json.dumps(figures, indent=2)
-    Path(args.out).write_text(text + "\n")
-    print(text)
+    report(figures, args.out)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import numpy as np
 
@@ -120,6 +119,8 @@ def main() -> None:
     from accuracy import compare, reference
     from accuracy import videos as accuracy_videos
 
+    from posequeue.store import read_uri
+
     figures: dict[str, object] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "processor": platform.processor() or platform.machine()},  # fmt: skip
@@ -150,11 +151,16 @@ def main() -> None:
         accuracy = {}
         for video in accuracy_videos():
             job, _ = submit_wait(video, env)
-            result = json.loads(Path(unquote(urlparse(job["results"]["json"]).path)).read_text())
+            result = json.loads(read_uri(job["results"]["json"]))
             accuracy[video.stem] = compare(result["frames"], reference(video))
         figures["accuracy_vs_mediapipe"] = accuracy
+    report(figures, args.out)
+
+
+def report(figures: dict[str, Any], out: str) -> None:
+    """Print the figures as one JSON object and write it to ``out``."""
     text = json.dumps(figures, indent=2)
-    Path(args.out).write_text(text + "\n")
+    Path(out).write_text(text + "\n")
     print(text)
 
 
