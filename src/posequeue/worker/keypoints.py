@@ -22,15 +22,16 @@ def model_input(frames: np.ndarray, stage: StageSpec) -> tuple[np.ndarray, tuple
     h, w = frames.shape[1:3]
     if stage.preprocess.resize == "letterbox":
         k = min(width / w, height / h)
-        box = ((width - w * k) / 2, (height - h * k) / 2, w * k, h * k)
-        # Corner-to-corner sampling, as the BlazePose stages warp (see blazepose.letterbox).
-        matrix = np.array([[k, 0.0, box[0]], [0.0, k, box[1]]])
-        resized = [cv2.warpAffine(f, matrix, (width, height), flags=cv2.INTER_LINEAR,
-                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0) for f in frames]  # fmt: skip
+        size = (max(1, round(w * k)), max(1, round(h * k)))
+        left, top = (width - size[0]) // 2, (height - size[1]) // 2
     else:
-        box = (0.0, 0.0, float(width), float(height))
-        resized = [cv2.resize(f, (width, height), interpolation=cv2.INTER_LINEAR) for f in frames]
-    batch = np.stack(resized) if resized else np.empty((0, height, width, 3), np.uint8)
+        k, size, left, top = min(width / w, height / h), (width, height), 0, 0
+    # Area averaging when shrinking: a thin limb must not vanish between samples.
+    method = cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR
+    batch = np.zeros((len(frames), height, width, 3), np.uint8)
+    for out, frame in zip(batch, frames, strict=True):
+        out[top : top + size[1], left : left + size[0]] = cv2.resize(frame, size, interpolation=method)
+    box = (float(left), float(top), float(size[0]), float(size[1]))
     if stage.preprocess.channels == "bgr":
         batch = batch[..., ::-1]
     if stage.dtype == "uint8":
