@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,22 @@ def test_spec_folders_and_name_clashes(tmp_path: Path) -> None:
         user_models(str(write(tmp_path, BASIC.replace('"anymotion"', '"blazepose"'), "bp.toml")))
     with pytest.raises(SpecError, match="does not exist"):
         spec_files(str(tmp_path / "nowhere.toml"))
+
+
+def test_models_command_lists_and_checks_spec_files(tmp_path: Path) -> None:
+    """`posequeue models` shows built-in and spec-file models with their queues; a broken spec
+    file is refused (exit 2) naming the file and the field."""
+    import os
+
+    from conftest import posequeue
+
+    write(tmp_path, BASIC)
+    env = {**os.environ, "POSEQUEUE_MODEL_SPECS": str(tmp_path)}
+    listed = {m["name"]: m for m in json.loads(posequeue("models", "--json", env=env).stdout)}
+    assert listed["blazepose"]["source"] == "built in"
+    assert listed["anymotion"]["runtime"] == "neuron"
+    assert listed["anymotion"]["source"] == str(tmp_path / "model.toml")
+    assert listed["anymotion"]["stages"][0]["queue"] == "pose.anymotion.pose"
+    write(tmp_path, BASIC.replace('resize = "letterbox"', 'resize = "crop"'))
+    broken = posequeue("models", env=env)
+    assert broken.returncode == 2 and "model.toml: stage 'pose' preprocess resize: 'crop'" in broken.stderr
