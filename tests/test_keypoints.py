@@ -76,3 +76,20 @@ def test_flat_coordinates_and_no_scores() -> None:
     coords = np.array([[0.5, 0.5, 1.0, 1.0]])
     (person,) = people({"coords": coords}, STAGE, (0.0, 0.0, 192.0, 256.0), (192, 256))[0]
     assert person["keypoints"] == [[96.0, 128.0, 0.0, 1.0, 1.0], [192.0, 256.0, 0.0, 1.0, 1.0]]
+
+
+def test_frames_travel_no_larger_than_the_model_input_uses() -> None:
+    """A whole-frame model gets frames just big enough for its input (bytes through Redis);
+    BlazePose, which crops people out of the frame, keeps the configured long side."""
+    from posequeue.config.models import CATALOGUE, ModelSpec
+
+    def spec(resize: str) -> ModelSpec:
+        return ModelSpec("m", "tensorflow", (replace(STAGE, preprocess=Preprocess(resize=resize)),), ("a",))
+
+    # 1920x1080 into 192 wide x 256 high: stretch needs 256 rows (455 columns), letterbox 192 columns.
+    assert spec("stretch").work_long_side(1920, 1080, 1280) == 456
+    assert spec("letterbox").work_long_side(1920, 1080, 1280) == 192
+    assert spec("letterbox").work_long_side(1080, 1920, 1280) == 256
+    assert spec("stretch").work_long_side(320, 240, 1280) == 342  # upscaling is the model's job
+    assert spec("stretch").work_long_side(4000, 3000, 100) == 100  # never above the setting
+    assert CATALOGUE["blazepose"].work_long_side(1920, 1080, 1280) == 1280

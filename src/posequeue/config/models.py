@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +98,17 @@ class ModelSpec:
     @property
     def first_stage(self) -> StageSpec:
         return self.stages[0]
+
+    def work_long_side(self, width: int, height: int, limit: int) -> int:
+        """The long side a ``width`` x ``height`` displayed video's frames travel at: at most
+        ``limit``, and for a model that takes the whole frame no more than its input uses (a
+        1080p frame for a 256x192 input would carry ~8x the bytes through Redis for nothing).
+        BlazePose crops people out of the frame, so its frames keep their detail."""
+        stage = self.first_stage
+        if stage.kind != "keypoints":
+            return limit
+        (in_h, in_w), fit = stage.input_size, max if stage.preprocess.resize == "stretch" else min
+        return max(16, min(limit, math.ceil(max(width, height) * fit(in_w / width, in_h / height))))
 
     def next_stage(self, name: str) -> StageSpec | None:
         names = [s.name for s in self.stages]
