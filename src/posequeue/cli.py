@@ -301,11 +301,13 @@ def cmd_models(args: argparse.Namespace) -> int:
     from posequeue.config.models import all_models
     from posequeue.config.queues import stage_queue
 
-    models = [{"name": m.name, "runtime": m.runtime, "keypoints": len(m.keypoints), "source": m.source,
-               "stages": [{"name": s.name, "kind": s.kind, "path": s.file, "input": [*s.input_size, 3],
-                           "compiled_batch": s.compiled_batch, "queue": stage_queue(m.name, s.name)}
-                          for s in m.stages]}
-              for m in all_models().values()]  # fmt: skip
+    models: list[dict[str, Any]] = [
+        {"name": m.name, "runtime": m.runtime, "keypoints": len(m.keypoints), "source": m.source,
+         "stages": [{"name": s.name, "kind": s.kind, "path": s.file, "input": [*s.input_size, 3],
+                     "compiled_batch": s.compiled_batch, "queue": stage_queue(m.name, s.name)}
+                    for s in m.stages]}
+        for m in all_models().values()
+    ]  # fmt: skip
     if args.json:
         print(json.dumps(models))
         return 0
