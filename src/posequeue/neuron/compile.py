@@ -1,0 +1,456 @@
+"""``posequeue compile``: SavedModels compiled for Inferentia (inf1) by tensorflow-neuron.
+
+:func:`prepare` does every check that needs no tensorflow-neuron (the SavedModels, their serving
+signatures, the example input shapes, the operations kept on the CPU); :func:`run` then compiles
+each stage into ``OUT/<stage>`` and writes ``OUT/<name>.toml`` (a model spec with runtime
+``neuron``) and ``OUT/compile-report.json``.
+
+Two tensorflow-neuron APIs, chosen by the TensorFlow major version (the only one each release
+has that takes these options):
+
+- TensorFlow 2 (tensorflow-neuron 2.x, the last inf1 build being 2.10.1): ``tfn.trace(func,
+  example_inputs, subgraph_builder_function=...)``; the traced model is saved here with an
+  explicit ``serving_default`` signature, the original input and output names, because the
+  runtime feeds and reads them by name. Dynamic batching is the tracer's
+  ``--dynamic-batch-size`` flag in ``NEURON_CC_FLAGS``.
+- TensorFlow 1.15 (tensorflow-neuron 1.15, Python 3.7): ``tfn.saved_model.compile(model_dir,
+  new_model_dir, batch_size=, dynamic_batch_size=, no_fuse_ops=, model_feed_dict=)``, which keeps
+  the SavedModel's own signatures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from posequeue.config.models import KEYPOINT_SETS, ModelSpec, StageSpec
+from posequeue.config.specs import dump_spec, load_spec
+from posequeue.neuron.savedmodel import SERVING, Signature, is_savedmodel, read_signature
+
+DEFAULT_NO_FUSE = ("coords",)  # the production team's heatmap-to-coordinates scope: kept on the CPU
+TRACE, SAVED_MODEL_COMPILE = "tfn.trace", "tfn.saved_model.compile"
+REPORT = "compile-report.json"
+LOW_RATIO = 0.3  # tensorflow-neuron warns at or below this share of ops on the NeuronCores
+CONVERT_FIRST = ("its runtime is tflite; tensorflow-neuron compiles SavedModels: convert it first "
+                 "(`posequeue convert blazepose DIR` writes SavedModels and a spec with runtime "
+                 "\"tensorflow\"), then compile that spec")  # fmt: skip
+
+
+class CompileError(ValueError):
+    """A compile refused before tensorflow-neuron runs; the message names the thing and the fix."""
+
+
+class NeuronMissing(RuntimeError):
+    """tensorflow-neuron is not importable; everything up to the compile call was checked."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """The arguments of ``posequeue compile`` (see its --help)."""
+
+    batch_size: int
+    dynamic_batch: bool = False
+    no_fuse: tuple[str, ...] = DEFAULT_NO_FUSE
+    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    name: str = ""  # the compiled model's name ("": the source's name + "-neuron")
+    keypoints: str = "coco"  # for a bare SavedModel, which has no spec to take them from
+
+
+@dataclass(frozen=True)
+class StageJob:
+    """One SavedModel to compile: its stage, signature, example input shapes (batch first, the
+    compiled batch size) and the operations the patterns keep on the CPU."""
+
+    stage: StageSpec
+    source: Path
+    signature: Signature
+    input: str  # the input the worker feeds
+    shapes: dict[str, tuple[int, ...]]
+    fill: bool  # some input had unknown non-batch dimensions (filled from shapes)
+    no_fuse_ops: tuple[str, ...]
+    ops: tuple[str, ...]  # every op the compiler will see
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything checked: what to compile, how, and the spec to write for the result."""
+
+    source: Path
+    out: Path
+    options: Options
+    api: str
+    jobs: tuple[StageJob, ...]
+    spec: ModelSpec | None  # the compiled model's spec (stage files relative to OUT)
+    notes: tuple[str, ...] = ()
+
+
+# -- checks ---------------------------------------------------------------------------------
+def prepare(source: Path, out: Path, options: Options, tf: Any, api: str | None = None) -> Plan:
+    """Check everything short of compiling: raises CompileError naming what is wrong."""
+    if out.exists():
+        raise CompileError(f"{out} exists; tensorflow-neuron writes a new folder: remove it or "
+                           "give another -o")  # fmt: skip
+    if options.batch_size < 1:
+        raise CompileError(f"--batch-size {options.batch_size}: give a positive number of frames")
+    matches = scope_matcher(options.no_fuse)
+    api = api or (SAVED_MODEL_COMPILE if tf.__version__.startswith("1.") else TRACE)
+    model, stages = _source_model(source, options)
+    jobs = tuple(_job(tf, api, model, stage, options, matches) for stage in stages)
+    _check_names(jobs, options)
+    spec, notes = _compiled_spec(model, jobs, options, source)
+    return Plan(source, out, options, api, jobs, spec, notes)
+
+
+def scope_matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
+    """True for an op name one of whose ``/``-separated scopes matches one of ``patterns``
+    entirely (a regular expression each): ``coords`` matches ``coords/Shape`` and
+    ``StatefulPartitionedCall/coords/Sum``, not ``coords_head/Conv2D``."""
+    regexes = []
+    for pattern in patterns:
+        try:
+            regexes.append(re.compile(rf"(?:^|/)(?:{pattern})(?:/|$)"))
+        except re.error as exc:
+            raise CompileError(f"--no-fuse {pattern!r} is not a regular expression ({exc})") from None
+    return lambda name: any(r.search(name) for r in regexes)
+
+
+def _source_model(source: Path, options: Options) -> tuple[ModelSpec | None, list[tuple[StageSpec, Path]]]:
+    if source.is_dir():
+        if not is_savedmodel(source):
+            raise CompileError(f"{source} is a folder without saved_model.pb: give a SavedModel folder "
+                               "or a model spec file")  # fmt: skip
+        stage = StageSpec("pose", str(source), (0, 0))  # input size comes from the model
+        return None, [(stage, source)]
+    if not source.is_file():
+        raise CompileError(f"{source} does not exist; give a SavedModel folder or a model spec file")
+    spec = load_spec(source)
+    if spec.runtime == "tflite":
+        raise CompileError(f"model spec {source}: {CONVERT_FIRST}")
+    if spec.runtime == "neuron":
+        raise CompileError(f"model spec {source}: its runtime is already neuron; compile the spec of "
+                           "the uncompiled model (runtime \"tensorflow\")")  # fmt: skip
+    stages = []
+    for stage in spec.stages:
+        if "://" in stage.file:
+            raise CompileError(f"model spec {source}: stage {stage.name!r} is at {stage.file}; copy it "
+                               "to a local folder and point the spec's path there")  # fmt: skip
+        path = (spec.folder or source.parent) / stage.file
+        if not is_savedmodel(path):
+            raise CompileError(f"model spec {source}: stage {stage.name!r}: {path} is not a SavedModel "
+                               "folder (no saved_model.pb)")  # fmt: skip
+        stages.append((stage, path))
+    return spec, stages
+
+
+def _job(tf: Any, api: str, model: ModelSpec | None, entry: tuple[StageSpec, Path], options: Options,
+         matches: Callable[[str], bool]) -> StageJob:  # fmt: skip
+    stage, path = entry
+    signature = read_signature(path, tf)
+    names = signature.input_names
+    if stage.input and stage.input not in names:
+        raise CompileError(f"stage {stage.name!r}: {path} has no input {stage.input!r}; its inputs: "
+                           f"{', '.join(names)}")  # fmt: skip
+    if not stage.input and model is not None and len(names) != 1:
+        raise CompileError(f"stage {stage.name!r}: {path} has inputs {', '.join(names)}; name the one "
+                           "the worker feeds with `input` in the spec")  # fmt: skip
+    fed = stage.input or names[0]
+    spec_size = stage.input_size if model is not None else None
+    shapes, fill = {}, False
+    for tensor in signature.inputs:
+        known = tensor.shape
+        fill = fill or known is None or None in known[1:]
+        shapes[tensor.name] = example_shape(stage.name, tensor.name, known, options,
+                                            spec_size if tensor.name == fed else None)  # fmt: skip
+    ops = tuple(_op_names(tf, api, signature, shapes))
+    return StageJob(stage, path, signature, fed, shapes, fill, tuple(op for op in ops if matches(op)), ops)
+
+
+def example_shape(stage: str, name: str, known: tuple[int | None, ...] | None, options: Options,
+                  spec_size: tuple[int, int] | None = None) -> tuple[int, ...]:  # fmt: skip
+    """The shape of input ``name``'s example batch: the model's own, the compiled batch size first,
+    unknown dimensions from --input-shape, else from the spec's ``shape`` (an NHWC input)."""
+    batch = options.batch_size
+    where = f"stage {stage!r} input {name!r}"
+    given = options.input_shapes.get(name)
+    if known is not None and known and known[0] is not None and known[0] != batch:
+        raise CompileError(f"{where} has a fixed batch of {known[0]}: compile with --batch-size "
+                           f"{known[0]}, or re-export the model with batch dimension -1")  # fmt: skip
+    if given is not None:
+        if given[0] not in (-1, batch):
+            raise CompileError(f"--input-shape {name}: the first dimension is the batch: -1 or the "
+                               f"--batch-size {batch}, not {given[0]}")  # fmt: skip
+        if known is not None and len(known) != len(given):
+            raise CompileError(f"--input-shape {name}: {len(given)} dimensions, but {where} has "
+                               f"{len(known)}: {_show(known)}")  # fmt: skip
+        for i, (k, g) in enumerate(zip(known or given, given, strict=True)):
+            if i and k is not None and k != g:
+                raise CompileError(f"--input-shape {name}: dimension {i} is {g}, but {where} has "
+                                   f"{_show(known)}")  # fmt: skip
+        return (batch, *given[1:])
+    if known is not None and spec_size is not None and len(known) == 4 and known[3] in (3, None):
+        for i, size in ((1, spec_size[0]), (2, spec_size[1])):
+            if known[i] is not None and known[i] != size:
+                raise CompileError(f"{where} is {_show(known)} but the spec's shape says "
+                                   f"{spec_size[0]}x{spec_size[1]}: correct the spec's shape")  # fmt: skip
+        known = (known[0], spec_size[0], spec_size[1], 3)
+    if known is None or None in known[1:]:
+        example = f"{name}={batch},256,192,3" if known is None or len(known) == 4 else f"{name}={batch},..."
+        raise CompileError(f"{where} has shape {_show(known)}: give its dimensions with --input-shape "
+                           f"(e.g. --input-shape {example}, the batch first)")  # fmt: skip
+    return (batch, *(int(d) for d in known[1:] if d is not None))
+
+
+def _show(shape: tuple[int | None, ...] | None) -> str:
+    if shape is None:
+        return "unknown (not even the number of dimensions)"
+    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
+
+
+def _check_names(jobs: tuple[StageJob, ...], options: Options) -> None:
+    inputs = {t.name for job in jobs for t in job.signature.inputs}
+    unknown = sorted(set(options.input_shapes) - inputs)
+    if unknown:
+        raise CompileError(f"--input-shape names {', '.join(unknown)}, which no model input is; the "
+                           f"inputs: {', '.join(sorted(inputs))}")  # fmt: skip
+    if options.no_fuse != DEFAULT_NO_FUSE:  # a pattern of the user's that matches nothing is a typo
+        for pattern in options.no_fuse:
+            matches = scope_matcher((pattern,))
+            if not any(matches(op) for job in jobs for op in job.no_fuse_ops):
+                raise CompileError(f"--no-fuse {pattern!r} matches no operation; scopes of the model: "
+                                   f"{', '.join(_scopes(jobs))}")  # fmt: skip
+
+
+def _scopes(jobs: tuple[StageJob, ...]) -> list[str]:
+    """The outermost name scopes of the ops, past the call ops tfn.trace inlines."""
+    calls = {"StatefulPartitionedCall", "PartitionedCall"}
+    names = set()
+    for job in jobs:
+        for op in job.ops:
+            scopes = [s for s in op.split("/")[:-1] if s not in calls]
+            names.update(scopes[:1])
+    return sorted(names)[:20] or ["(none found)"]
+
+
+def _op_names(tf: Any, api: str, signature: Signature, shapes: dict[str, tuple[int, ...]]) -> list[str]:
+    """The op names the compiler will see: tfn.saved_model.compile works on the SavedModel's own
+    (TensorFlow 1) graph; tfn.trace on the function it traces, with variables frozen and
+    function calls inlined, as it does itself."""
+    if api == SAVED_MODEL_COMPILE:
+        return list(signature.graph_ops)
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    call = traceable(tf, signature)
+    specs = [tf.TensorSpec(shapes[t.name], tf.dtypes.as_dtype(t.dtype)) for t in signature.inputs]
+    concrete = tf.function(call, input_signature=specs).get_concrete_function()
+    frozen = convert_variables_to_constants_v2(concrete, aggressive_inlining=True)
+    return [node.name for node in frozen.graph.as_graph_def().node]
+
+
+def traceable(tf: Any, signature: Signature) -> Callable[..., Any]:
+    """The serving signature as a function of positional tensors (in the order of
+    ``signature.input_names``), the form tfn.trace calls with a tuple of example inputs."""
+    loaded = tf.saved_model.load(str(signature.path))
+    names = signature.input_names
+
+    def call(*tensors: Any) -> Any:  # holds `loaded`: its variables live as long as the function
+        return loaded.signatures[SERVING](**dict(zip(names, tensors, strict=True)))
+
+    return call
+
+
+def _compiled_spec(model: ModelSpec | None, jobs: tuple[StageJob, ...], options: Options,
+                   source: Path) -> tuple[ModelSpec | None, tuple[str, ...]]:  # fmt: skip
+    stages = []
+    for job in jobs:
+        shape = job.shapes[job.input]
+        if len(shape) != 4 or shape[3] != 3:
+            return None, (f"no model spec written: input {job.input!r} is {shape}, not a batch of "
+                          "RGB pictures (N, height, width, 3), which is what the worker feeds",)  # fmt: skip
+        stages.append(replace(job.stage, file=job.stage.name, input_size=(shape[1], shape[2]),
+                              input=job.input, compiled_batch=options.batch_size,
+                              dynamic_batch=options.dynamic_batch))  # fmt: skip
+    if model is not None:
+        return replace(model, name=options.name or f"{model.name}-neuron", runtime="neuron",
+                       stages=tuple(stages), folder=None), ()  # fmt: skip
+    if options.keypoints not in KEYPOINT_SETS:
+        raise CompileError(f"--keypoints {options.keypoints!r}: one of {', '.join(KEYPOINT_SETS)}")
+    keypoints, edges = KEYPOINT_SETS[options.keypoints]
+    spec = ModelSpec(name=options.name or f"{source.resolve().name}-neuron", runtime="neuron",
+                     stages=tuple(stages), keypoints=keypoints, edges=edges)  # fmt: skip
+    note = (f"the spec has the default preprocessing (pixels / 255, RGB, stretched) and {options.keypoints} "
+            "keypoints from output 'coords' (x, y in 0..1): edit it if the model differs")  # fmt: skip
+    return spec, (note,)
+
+
+# -- compiling ------------------------------------------------------------------------------
+def import_neuron() -> Any:
+    """tensorflow-neuron's module, or NeuronMissing."""
+    try:
+        import tensorflow.neuron as tfn
+    except ImportError:
+        raise NeuronMissing from None
+    return tfn
+
+
+def run(plan: Plan, tf: Any, tfn: Any) -> dict[str, Any]:
+    """Compile every stage of ``plan``; write the spec and the report; return the report.
+    The work happens in a sibling folder renamed to OUT at the end, so a failed compile leaves
+    no OUT behind (and can be run again)."""
+    started = time.monotonic()
+    work = plan.out.parent / f".{plan.out.name}.partial-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        stages = [_compile_stage(plan, job, tf, tfn, work / job.stage.name) for job in plan.jobs]
+        spec_file = None
+        if plan.spec is not None:
+            spec_file = f"{plan.spec.name}.toml"
+            (work / spec_file).write_text(dump_spec(plan.spec))
+        report = _report(plan, tf, tfn, stages, spec_file, time.monotonic() - started)
+        (work / REPORT).write_text(json.dumps(report, indent=2) + "\n")
+        work.rename(plan.out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return report
+
+
+def _compile_stage(plan: Plan, job: StageJob, tf: Any, tfn: Any, dest: Path) -> dict[str, Any]:
+    started = time.monotonic()
+    if plan.api == TRACE:
+        ratio = _trace(plan, job, tf, tfn, dest)
+    else:
+        ratio = _saved_model_compile(plan, job, tfn, dest)
+    _check_compiled(job, read_signature(dest, tf))
+    return {"name": job.stage.name, "source": str(job.source), "output": job.stage.name,
+            "inputs": {n: list(s) for n, s in job.shapes.items()}, "outputs": job.signature.output_names,
+            "no_fuse_ops": list(job.no_fuse_ops), "on_neuron_ratio": ratio,
+            "seconds": round(time.monotonic() - started, 3)}  # fmt: skip
+
+
+def _trace(plan: Plan, job: StageJob, tf: Any, tfn: Any, dest: Path) -> float | None:
+    call = traceable(tf, job.signature)
+    names = job.signature.input_names
+    examples = tuple(tf.constant(example_batch(job.shapes[n], job.signature.input(n).dtype)) for n in names)
+    matches = scope_matcher(plan.options.no_fuse)
+    # A subgraph_builder_function replaces the tracer's own placement (it then fuses exactly
+    # the ops it is told to): pass one only when some ops must stay on the CPU.
+    builder = (lambda node: not matches(node.name)) if job.no_fuse_ops else None
+    with _neuron_cc_flags("--dynamic-batch-size" if plan.options.dynamic_batch else ""):
+        traced = tfn.trace(call, examples, subgraph_builder_function=builder)
+    batch = None if plan.options.dynamic_batch else plan.options.batch_size
+    specs = [tf.TensorSpec((batch, *job.shapes[n][1:]), tf.dtypes.as_dtype(job.signature.input(n).dtype),
+                           name=n) for n in names]  # fmt: skip
+    outputs = job.signature.output_names
+
+    def serve(*tensors: Any) -> dict[str, Any]:  # the original names: the runtime reads them
+        result = traced(*tensors)
+        return {name: result[name] for name in outputs}
+
+    signature = tf.function(serve, input_signature=specs).get_concrete_function()
+    tf.saved_model.save(traced, str(dest), signatures={SERVING: signature})
+    ratio = getattr(traced, "on_neuron_ratio", None)
+    return None if ratio is None else float(ratio)
+
+
+def _saved_model_compile(plan: Plan, job: StageJob, tfn: Any, dest: Path) -> float | None:
+    kwargs: dict[str, Any] = {"batch_size": plan.options.batch_size,
+                              "dynamic_batch_size": plan.options.dynamic_batch}  # fmt: skip
+    if job.no_fuse_ops:
+        kwargs["no_fuse_ops"] = list(job.no_fuse_ops)
+    if job.fill:  # shapes the compiler cannot infer: it runs the model on these to find them
+        kwargs["model_feed_dict"] = {t.name: example_batch(job.shapes[t.name], t.dtype)
+                                     for t in job.signature.inputs}  # fmt: skip
+    result = tfn.saved_model.compile(str(job.source), str(dest), **kwargs)
+    ratio = (result or {}).get("OnNeuronRatio")
+    return None if ratio is None else float(ratio)
+
+
+def example_batch(shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    """Example input: pictures in 0..1 (float) or 0..255 (uint8); fixed seed, so reproducible."""
+    rng = np.random.default_rng(0)
+    if dtype == "uint8":
+        return rng.integers(0, 256, shape, dtype=np.uint8)
+    if dtype.startswith("float"):
+        return rng.random(shape).astype(dtype)
+    return np.zeros(shape, dtype=dtype)
+
+
+@contextmanager
+def _neuron_cc_flags(extra: str) -> Iterator[None]:
+    before = os.environ.get("NEURON_CC_FLAGS")
+    if extra:
+        os.environ["NEURON_CC_FLAGS"] = f"{before} {extra}".strip() if before else extra
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("NEURON_CC_FLAGS", None)
+        else:
+            os.environ["NEURON_CC_FLAGS"] = before
+
+
+def _check_compiled(job: StageJob, compiled: Signature) -> None:
+    for kind, old, new in (("inputs", job.signature.input_names, compiled.input_names),
+                           ("outputs", job.signature.output_names, compiled.output_names)):  # fmt: skip
+        if sorted(old) != sorted(new):
+            raise RuntimeError(f"stage {job.stage.name!r}: the compiled model's {SERVING} {kind} "
+                               f"are {', '.join(new)}, not {', '.join(old)}; the worker could not "
+                               "use it")  # fmt: skip
+
+
+def _report(plan: Plan, tf: Any, tfn: Any, stages: list[dict[str, Any]], spec_file: str | None,
+            seconds: float) -> dict[str, Any]:  # fmt: skip
+    from posequeue import __version__
+
+    options = plan.options
+    return {
+        "source": str(plan.source), "output": str(plan.out), "spec": spec_file, "api": plan.api,
+        "arguments": {"batch_size": options.batch_size, "dynamic_batch": options.dynamic_batch,
+                      "no_fuse": list(options.no_fuse),
+                      "input_shapes": {n: list(s) for n, s in options.input_shapes.items()},
+                      "name": options.name or None},
+        "versions": {"tensorflow": tf.__version__, "tensorflow-neuron": neuron_version(tfn),
+                     "python": platform.python_version(), "posequeue": __version__},
+        "stages": stages, "seconds": round(seconds, 3), "notes": list(plan.notes),
+        "neuron_cc_flags": os.environ.get("NEURON_CC_FLAGS", ""),
+    }  # fmt: skip
+
+
+def neuron_version(tfn: Any) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("tensorflow-neuron")
+    except metadata.PackageNotFoundError:
+        return str(getattr(tfn, "__version__", "unknown"))
+
+
+def low_ratio(report: dict[str, Any]) -> list[str]:
+    """Stages with few ops on the NeuronCores, as warnings (the rest run on the host's CPU)."""
+    return [f"stage {s['name']!r}: only {s['on_neuron_ratio']:.0%} of its ops run on the NeuronCores "
+            "(NEURON_CC_FLAGS=--must-compile makes a failed subgraph an error instead of a CPU fallback)"
+            for s in report["stages"]
+            if s["on_neuron_ratio"] is not None and s["on_neuron_ratio"] <= LOW_RATIO]  # fmt: skip
+
+
+def tensorflow_or_refuse() -> Any:
+    """TensorFlow, or CompileError with how to install it."""
+    from posequeue.worker.runtimes import ModelLoadError, import_tensorflow
+
+    try:
+        return import_tensorflow()
+    except ModelLoadError as exc:
+        raise CompileError(f"{exc}; compiling needs it too (tensorflow-neuron pins its own "
+                           "version)") from None
+
