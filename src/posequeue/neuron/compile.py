@@ -106,8 +106,11 @@ def prepare(source: Path, out: Path, options: Options, tf: Any, api: str | None 
     matches = scope_matcher(options.no_fuse)
     api = api or (SAVED_MODEL_COMPILE if tf.__version__.startswith("1.") else TRACE)
     model, stages = _source_model(source, options)
-    jobs = tuple(_job(tf, api, model, stage, options, matches) for stage in stages)
-    _check_names(jobs, options)
+    signatures = [read_signature(path, tf) for _, path in stages]
+    _check_input_names(signatures, options)
+    jobs = tuple(_job(tf, api, model, stage, signature, options, matches)
+                 for (stage, _), signature in zip(stages, signatures, strict=True))  # fmt: skip
+    _check_patterns(jobs, options)
     spec, notes = _compiled_spec(model, jobs, options, source)
     return Plan(source, out, options, api, jobs, spec, notes)
 
@@ -153,10 +156,9 @@ def _source_model(source: Path, options: Options) -> tuple[ModelSpec | None, lis
     return spec, stages
 
 
-def _job(tf: Any, api: str, model: ModelSpec | None, entry: tuple[StageSpec, Path], options: Options,
-         matches: Callable[[str], bool]) -> StageJob:  # fmt: skip
-    stage, path = entry
-    signature = read_signature(path, tf)
+def _job(tf: Any, api: str, model: ModelSpec | None, stage: StageSpec, signature: Signature,
+         options: Options, matches: Callable[[str], bool]) -> StageJob:  # fmt: skip
+    path = signature.path
     names = signature.input_names
     if stage.input and stage.input not in names:
         raise CompileError(f"stage {stage.name!r}: {path} has no input {stage.input!r}; its inputs: "
@@ -217,12 +219,15 @@ def _show(shape: tuple[int | None, ...] | None) -> str:
     return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
 
 
-def _check_names(jobs: tuple[StageJob, ...], options: Options) -> None:
-    inputs = {t.name for job in jobs for t in job.signature.inputs}
+def _check_input_names(signatures: list[Signature], options: Options) -> None:
+    inputs = {t.name for signature in signatures for t in signature.inputs}
     unknown = sorted(set(options.input_shapes) - inputs)
     if unknown:
         raise CompileError(f"--input-shape names {', '.join(unknown)}, which no model input is; the "
                            f"inputs: {', '.join(sorted(inputs))}")  # fmt: skip
+
+
+def _check_patterns(jobs: tuple[StageJob, ...], options: Options) -> None:
     if options.no_fuse != DEFAULT_NO_FUSE:  # a pattern of the user's that matches nothing is a typo
         for pattern in options.no_fuse:
             matches = scope_matcher((pattern,))
@@ -264,7 +269,7 @@ def traceable(tf: Any, signature: Signature) -> Callable[..., Any]:
     names = signature.input_names
 
     def call(*tensors: Any) -> Any:  # holds `loaded`: its variables live as long as the function
-        return loaded.signatures[SERVING](**dict(zip(names, tensors, strict=True)))
+        return loaded.signatures[SERVING](**{name: tensors[i] for i, name in enumerate(names)})
 
     return call
 
