@@ -275,6 +275,42 @@ def test_saved_model_compile_without_open_dimensions_gets_no_feed(tfn: Any, tmp_
     assert call["model_feed_dict"] is None and call["batch_size"] == 1 and call["no_fuse_ops"]
 
 
+def test_compiler_failure_leaves_no_output(
+    tfn: Any, monkeypatch: pytest.MonkeyPatch, pose_model: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """tensorflow-neuron raising: exit 1 naming the model, no OUT and no work folder left, so the
+    same command can run again."""
+
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("neuron-cc exited with 70")
+
+    monkeypatch.setattr(tfn, "trace", fail)
+    out = tmp_path / "out"
+    code, _, err = compile_cli(capsys, str(pose_model), "-o", str(out), "--batch-size", "1")
+    assert code == 1 and f"compiling {pose_model} failed (RuntimeError: neuron-cc exited with 70)" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_compiled_model_with_other_names_fails(
+    tfn: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A compiled model whose serving_default lost the original output names fails the compile:
+    the worker reads its outputs by name."""
+    model = savedmodels.build_v1(tmp_path / "v1")
+
+    def rename_outputs(model_dir: str, new_model_dir: str, **kwargs: Any) -> dict[str, float]:
+        monkeypatch.setattr(savedmodels, "OUTPUT", "heatmaps")
+        savedmodels.build(Path(new_model_dir))
+        return {"OnNeuronRatio": 1.0}
+
+    monkeypatch.setattr(tfn.saved_model, "compile", rename_outputs)
+    plan = prepare(model, tmp_path / "out", Options(batch_size=1), tf, api=SAVED_MODEL_COMPILE)
+    with pytest.raises(RuntimeError, match="serving_default outputs are heatmaps, not coords"):
+        run(plan, tf, tfn)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v1"]
+
+
 # -- a model spec ---------------------------------------------------------------------------
 SPEC = """name = "twostage"
 runtime = "tensorflow"

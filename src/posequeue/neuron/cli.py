@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from pathlib import Path
 
 from posequeue.cli import EXIT_FAILED, EXIT_REFUSED
@@ -96,8 +97,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
         return EXIT_REFUSED
     try:
         report = run(plan, tf, tfn)
-    except Exception as exc:  # the compiler's own failure: say which model, keep the traceback short
-        print(f"error: compiling {args.source} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+    except Exception as exc:  # the compiler's own failure: its traceback, then which model failed
+        traceback.print_exc()
+        print(f"error: compiling {args.source} failed ({type(exc).__name__}: {exc}); nothing was "
+              f"written to {args.output}", file=sys.stderr)  # fmt: skip
         return EXIT_FAILED
     for warning in (*plan.notes, *low_ratio(report)):
         print(f"note: {warning}", file=sys.stderr)

@@ -428,7 +428,8 @@ def _report(plan: Plan, tf: Any, tfn: Any, stages: list[dict[str, Any]], spec_fi
         "versions": {"tensorflow": tf.__version__, "tensorflow-neuron": neuron_version(tfn),
                      "python": platform.python_version(), "posequeue": __version__},
         "stages": stages, "seconds": round(seconds, 3), "notes": list(plan.notes),
-        "neuron_cc_flags": os.environ.get("NEURON_CC_FLAGS", ""),
+        "neuron_cc_flags": os.environ.get("NEURON_CC_FLAGS", ""),  # the user's own compiler flags
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }  # fmt: skip
 
 
