@@ -365,6 +365,16 @@ def test_spec_plumbing_with_stand_in(tfn: Any, tmp_path: Path, capsys: pytest.Ca
     assert [s["name"] for s in report["stages"]] == ["coarse", "fine"]
 
 
+def test_spec_shape_disagreeing_with_the_model_refused(tfn: Any, pose_model: Path, tmp_path: Path) -> None:
+    """A spec whose shape is not the model's fixed size: refused before compiling (the worker would
+    feed pictures of the wrong size)."""
+    spec = tmp_path / "wrong.toml"
+    spec.write_text(savedmodels.spec_text("wrong", str(pose_model)).replace("256, 192", "128, 96"))
+    with pytest.raises(CompileError, match=r"is \(\?, 256, 192, 3\) but the spec's shape says 128x96"):
+        prepare(spec, tmp_path / "out", Options(batch_size=1), tf)
+    assert not tfn.CALLS
+
+
 def test_tflite_spec_refused_saying_convert_first(tfn: Any, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     """A spec on the tflite runtime: refused, pointing at `posequeue convert blazepose`."""

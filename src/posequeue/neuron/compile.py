@@ -105,7 +105,7 @@ def prepare(source: Path, out: Path, options: Options, tf: Any, api: str | None 
         raise CompileError(f"--batch-size {options.batch_size}: give a positive number of frames")
     matches = scope_matcher(options.no_fuse)
     api = api or (SAVED_MODEL_COMPILE if tf.__version__.startswith("1.") else TRACE)
-    model, stages = _source_model(source, options)
+    model, stages = _source_model(source)
     signatures = [read_signature(path, tf) for _, path in stages]
     _check_input_names(signatures, options)
     jobs = tuple(_job(tf, api, model, stage, signature, options, matches)
@@ -128,7 +128,7 @@ def scope_matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
     return lambda name: any(r.search(name) for r in regexes)
 
 
-def _source_model(source: Path, options: Options) -> tuple[ModelSpec | None, list[tuple[StageSpec, Path]]]:
+def _source_model(source: Path) -> tuple[ModelSpec | None, list[tuple[StageSpec, Path]]]:
     if source.is_dir():
         if not is_savedmodel(source):
             raise CompileError(f"{source} is a folder without saved_model.pb: give a SavedModel folder "
@@ -184,33 +184,44 @@ def example_shape(stage: str, name: str, known: tuple[int | None, ...] | None, o
     unknown dimensions from --input-shape, else from the spec's ``shape`` (an NHWC input)."""
     batch = options.batch_size
     where = f"stage {stage!r} input {name!r}"
-    given = options.input_shapes.get(name)
-    if known is not None and known and known[0] is not None and known[0] != batch:
+    if known and known[0] is not None and known[0] != batch:
         raise CompileError(f"{where} has a fixed batch of {known[0]}: compile with --batch-size "
                            f"{known[0]}, or re-export the model with batch dimension -1")  # fmt: skip
+    given = options.input_shapes.get(name)
     if given is not None:
-        if given[0] not in (-1, batch):
-            raise CompileError(f"--input-shape {name}: the first dimension is the batch: -1 or the "
-                               f"--batch-size {batch}, not {given[0]}")  # fmt: skip
-        if known is not None and len(known) != len(given):
-            raise CompileError(f"--input-shape {name}: {len(given)} dimensions, but {where} has "
-                               f"{len(known)}: {_show(known)}")  # fmt: skip
-        for i, (k, g) in enumerate(zip(known or given, given, strict=True)):
-            if i and k is not None and k != g:
-                raise CompileError(f"--input-shape {name}: dimension {i} is {g}, but {where} has "
-                                   f"{_show(known)}")  # fmt: skip
-        return (batch, *given[1:])
+        return _given_shape(name, where, known, given, batch)
     if known is not None and spec_size is not None and len(known) == 4 and known[3] in (3, None):
-        for i, size in ((1, spec_size[0]), (2, spec_size[1])):
-            if known[i] is not None and known[i] != size:
-                raise CompileError(f"{where} is {_show(known)} but the spec's shape says "
-                                   f"{spec_size[0]}x{spec_size[1]}: correct the spec's shape")  # fmt: skip
-        known = (known[0], spec_size[0], spec_size[1], 3)
+        known = _spec_sized(where, known, spec_size)
     if known is None or None in known[1:]:
         example = f"{name}={batch},256,192,3" if known is None or len(known) == 4 else f"{name}={batch},..."
         raise CompileError(f"{where} has shape {_show(known)}: give its dimensions with --input-shape "
                            f"(e.g. --input-shape {example}, the batch first)")  # fmt: skip
     return (batch, *(int(d) for d in known[1:] if d is not None))
+
+
+def _given_shape(name: str, where: str, known: tuple[int | None, ...] | None, given: tuple[int, ...],
+                 batch: int) -> tuple[int, ...]:  # fmt: skip
+    """--input-shape's shape, checked against the model's known dimensions."""
+    if given[0] not in (-1, batch):
+        raise CompileError(f"--input-shape {name}: the first dimension is the batch: -1 or the "
+                           f"--batch-size {batch}, not {given[0]}")  # fmt: skip
+    if known is not None and len(known) != len(given):
+        raise CompileError(f"--input-shape {name}: {len(given)} dimensions, but {where} has "
+                           f"{len(known)}: {_show(known)}")  # fmt: skip
+    for i, (k, g) in enumerate(zip(known or given, given, strict=True)):
+        if i and k is not None and k != g:
+            raise CompileError(f"--input-shape {name}: dimension {i} is {g}, but {where} has "
+                               f"{_show(known)}")  # fmt: skip
+    return (batch, *given[1:])
+
+
+def _spec_sized(where: str, known: tuple[int | None, ...], size: tuple[int, int]) -> tuple[int | None, ...]:
+    """An NHWC input's height and width from the spec's ``shape``, which must agree with the model."""
+    for i, dim in ((1, size[0]), (2, size[1])):
+        if known[i] is not None and known[i] != dim:
+            raise CompileError(f"{where} is {_show(known)} but the spec's shape says {size[0]}x{size[1]}: "
+                               "correct the spec's shape")  # fmt: skip
+    return (known[0], size[0], size[1], 3)
 
 
 def _show(shape: tuple[int | None, ...] | None) -> str:
