@@ -21,6 +21,7 @@ compile call is checked, then it stops (exit 2) saying how to install it."""
 
 def add_command(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``compile`` to a parser's subcommands (it sets ``run``)."""
+    from posequeue.config.models import KEYPOINT_SETS
     from posequeue.neuron.compile import DEFAULT_NO_FUSE
 
     p = subparsers.add_parser("compile", help="compile a SavedModel or a model spec for Inferentia "
@@ -42,8 +43,9 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
                    "input has unknown dimensions")  # fmt: skip
     p.add_argument("--name", default="", help="the compiled model's name (default: the source's "
                    "name + '-neuron')")  # fmt: skip
-    p.add_argument("--keypoints", default="coco", help="for a SavedModel (no spec to take them "
-                   "from): the keypoint set of its output 'coords' (default coco)")  # fmt: skip
+    p.add_argument("--keypoints", default="coco", choices=sorted(KEYPOINT_SETS),
+                   help="for a SavedModel (no spec to take them from): the keypoint set of its "
+                   "output 'coords' (default coco)")  # fmt: skip
     p.set_defaults(run=cmd_compile)
 
 

@@ -73,6 +73,7 @@ def read_signature(path: Path, tf: Any) -> Signature:
 
 def _serving_meta_graph(path: Path, tf: Any) -> Any:
     from google.protobuf import text_format
+    from google.protobuf.message import DecodeError
     from tensorflow.core.protobuf import saved_model_pb2
 
     proto = saved_model_pb2.SavedModel()
@@ -86,8 +87,8 @@ def _serving_meta_graph(path: Path, tf: Any) -> Any:
             raise SavedModelError(f"{path} is not a SavedModel folder (no saved_model.pb in it)")
     except OSError as exc:
         raise SavedModelError(f"cannot read the SavedModel at {path}: {exc.strerror}") from None
-    except text_format.ParseError as exc:  # a binary file that fails to parse raises DecodeError
-        raise SavedModelError(f"{path}/saved_model.pbtxt is not valid: {exc}") from None
+    except (DecodeError, text_format.ParseError) as exc:
+        raise SavedModelError(f"{path}: its saved_model file is not a SavedModel ({exc})") from None
     for meta in proto.meta_graphs:
         if "serve" in meta.meta_info_def.tags:
             return meta
