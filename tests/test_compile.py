@@ -216,6 +216,40 @@ def test_missing_input_shape_refused_naming_the_input(
     assert not tfn.CALLS and not out.exists()
 
 
+def plain_model(path: Path, signature: str = "serving_default") -> Path:
+    """A model without a coords scope: coords straight from the picture's first pixels."""
+    module = tf.Module()
+    spec = tf.TensorSpec((None, 8, 8, 3), tf.float32, name="images")
+    module.serve = tf.function(lambda images: {"coords": images[:, :4, 0, :2]}, input_signature=[spec])
+    tf.saved_model.save(module, str(path), signatures={signature: module.serve})
+    return path
+
+
+def test_default_no_fuse_matching_nothing_leaves_placement_to_tfn(tfn: Any, tmp_path: Path) -> None:
+    """A model without a coords scope: no subgraph_builder_function, so tfn.trace places the ops
+    itself (a builder function would replace its placement), and the report lists no op."""
+    plan = prepare(plain_model(tmp_path / "plain"), tmp_path / "out", Options(batch_size=2), tf)
+    report = run(plan, tf, tfn)
+    (call,) = tfn.CALLS
+    assert call["subgraph_builder_function"] is False and call["example_shapes"] == [[2, 8, 8, 3]]
+    assert report["stages"][0]["no_fuse_ops"] == []
+
+
+def test_not_a_servable_savedmodel_refused(
+    tfn: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder without saved_model.pb, and a SavedModel without serving_default (the signature
+    the worker calls), are refused, naming the folder and what it has."""
+    (tmp_path / "empty").mkdir()
+    out = str(tmp_path / "o")
+    code, _, err = compile_cli(capsys, str(tmp_path / "empty"), "-o", out, "--batch-size", "1")
+    assert code == 2 and "is a folder without saved_model.pb" in err
+    model = plain_model(tmp_path / "predict", signature="predict")
+    code, _, err = compile_cli(capsys, str(model), "-o", out, "--batch-size", "1")
+    assert code == 2 and "has no serving_default signature (its signatures: predict)" in err
+    assert not tfn.CALLS
+
+
 def test_fixed_batch_of_another_size_refused(tfn: Any, tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     """A model exported with batch 1 cannot be compiled for batch 4: refused, saying both fixes."""

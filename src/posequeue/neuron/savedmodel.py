@@ -59,7 +59,7 @@ def read_signature(path: Path, tf: Any) -> Signature:
     meta = _serving_meta_graph(path, tf)
     signature = meta.signature_def.get(SERVING)
     if signature is None:
-        known = ", ".join(meta.signature_def) or "none"
+        known = ", ".join(k for k in meta.signature_def if not k.startswith("__")) or "none"
         raise SavedModelError(f"{path} has no {SERVING} signature (its signatures: {known}); posequeue "
                               f"feeds a model by that signature: re-export it with "
                               f"signatures={{'{SERVING}': ...}}")  # fmt: skip
