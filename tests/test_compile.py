@@ -28,14 +28,8 @@ import tfn_standin  # noqa: E402
 from posequeue.cli import main  # noqa: E402
 from posequeue.config.specs import load_spec  # noqa: E402
 from posequeue.neuron.cli import parse_input_shape  # noqa: E402
-from posequeue.neuron.compile import (  # noqa: E402
-    SAVED_MODEL_COMPILE,
-    CompileError,
-    Options,
-    prepare,
-    run,
-    scope_matcher,
-)
+from posequeue.neuron.compile import run  # noqa: E402
+from posequeue.neuron.plan import SAVED_MODEL_COMPILE, CompileError, Options, prepare, scope_matcher  # noqa: E402
 from posequeue.worker.runtimes import NEURON_INSTALL, make_runtime  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
