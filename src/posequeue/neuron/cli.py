@@ -58,7 +58,8 @@ def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
         shape = tuple(int(d) for d in dims.split(","))
     except ValueError:
         shape = ()
-    if not sep or not name or not shape or any(d < 1 for d in shape[1:]) or shape[0] in (0,) or shape[0] < -1:
+    batch_ok = bool(shape) and (shape[0] == -1 or shape[0] >= 1)
+    if not (sep and name and batch_ok) or any(d < 1 for d in shape[1:]):
         raise CompileError(f"--input-shape {text!r}: give NAME=D0,D1,... with whole positive "
                            "dimensions, the batch first (-1 for the compiled batch size)")  # fmt: skip
     return name, shape
