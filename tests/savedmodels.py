@@ -21,8 +21,9 @@ SHAPE = (256, 192)
 
 
 def build(path: Path, kind: str = "random", keypoints: int = 17, batch: int | None = None,
-          shape: tuple[int, int] = SHAPE) -> Path:  # fmt: skip
-    """Save a pose SavedModel at ``path``; ``batch`` fixes the batch dimension (else -1)."""
+          shape: tuple[int | None, int | None] = SHAPE) -> Path:  # fmt: skip
+    """Save a pose SavedModel at ``path``; ``batch`` fixes the batch dimension (else -1);
+    ``shape`` (None, None) leaves height and width open (any size runs)."""
     import tensorflow as tf
 
     height, width = shape
@@ -30,6 +31,23 @@ def build(path: Path, kind: str = "random", keypoints: int = 17, batch: int | No
     spec = tf.TensorSpec((batch, height, width, 3), tf.float32, name=INPUT)
     serve = tf.function(lambda images: {OUTPUT: module(images)}, input_signature=[spec])
     tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+    return path
+
+
+def build_v1(path: Path, keypoints: int = 17, shape: tuple[int | None, int | None] = SHAPE) -> Path:
+    """The ``brightest`` model exported the TensorFlow 1 way (a graph, a session and
+    ``simple_save``): its ops, ``coords/...`` among them, sit in the SavedModel's main graph, the
+    graph tensorflow-neuron 1.15's ``saved_model.compile`` works on."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        images = v1.placeholder(tf.float32, (None, *shape, 3), name=INPUT)
+        brightness = tf.reduce_mean(images, axis=-1, keepdims=True)
+        coords = soft_argmax(tf, tf.tile(brightness * 200.0, [1, 1, 1, keypoints]))
+        with v1.Session(graph=graph) as session:
+            v1.saved_model.simple_save(session, str(path), {INPUT: images}, {OUTPUT: coords})
     return path
 
 

@@ -105,8 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_demo)
 
     from posequeue.fleet.cli import add_commands  # plan, flower
+    from posequeue.neuron.cli import add_command as add_compile
 
     add_commands(sub)
+    add_compile(sub)
     return parser
 
 
