@@ -85,6 +85,8 @@ def test_the_worked_example_in_the_docs_loads() -> None:
         (("shape = [-1, 256, 192, 3]", "shape = [-1, -1, -1, 3]"), "height and width fixed"),
         (("keypoints = \"coco\"", "keypoints = \"mpii\""), "unknown set 'mpii'"),
         (("compiled_batch = 2", "compiled_batch = 0"), "compiled_batch: 0 is not a positive integer"),
+        (("compiled_batch = 2", "compiled_batch = true"), "compiled_batch: True is not a positive integer"),
+        (("dynamic_batch = false", 'dynamic_batch = "false"'), "dynamic_batch: 'false' is not true or false"),
         (("channels = \"bgr\"", "channels = \"rgba\""), "channels: 'rgba' is not one of rgb, bgr"),
         (("order = \"yx\"", "ordr = \"yx\""), "unknown field(s) ordr"),
         (("outputs = [\"coords\"]", "output = [\"coords\"]"), "unknown field(s) output"),
@@ -102,6 +104,15 @@ def test_a_wrong_spec_is_refused_naming_the_file_and_field(tmp_path: Path, chang
     with pytest.raises(SpecError) as err:
         load_spec(path)
     assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_dynamic_batching_is_off_by_default_only_for_neuron(tmp_path: Path) -> None:
+    """A neuron model takes only its compiled batch unless compiled with dynamic batching
+    (tensorflow-neuron's default); a CPU runtime's model takes any batch."""
+    text = BASIC.replace("dynamic_batch = false\n", "")
+    assert load_spec(write(tmp_path, text)).first_stage.dynamic_batch is False
+    cpu = load_spec(write(tmp_path, text.replace('runtime = "neuron"', 'runtime = "tensorflow"')))
+    assert cpu.first_stage.dynamic_batch is True
 
 
 def test_a_list_of_keypoint_names_with_edges(tmp_path: Path) -> None:

@@ -90,7 +90,7 @@ def dump_spec(spec: ModelSpec) -> str:
                   f"path = {_toml(stage.file)}", f"shape = {_toml([-1, *stage.input_size, 3])}"]  # fmt: skip
         for key in ("input", "outputs", "dtype", "compiled_batch", "dynamic_batch", "payload"):
             value = getattr(stage, key)
-            if value != getattr(_DEFAULT_STAGE, key):
+            if value != getattr(_DEFAULT_STAGE, key) or key == "dynamic_batch" and spec.runtime == "neuron":
                 lines.append(f"{key} = {_toml(list(value) if isinstance(value, tuple) else value)}")
         if stage.kind == "keypoints":
             for table, obj in (("preprocess", stage.preprocess), ("coords", stage.coords)):
@@ -133,7 +133,7 @@ class _Reader:
         raw = data.get("stages")
         if not isinstance(raw, list) or not raw:
             raise self.fail("stages", "at least one [[stages]] table is needed")
-        stages = tuple(self.stage(s, i) for i, s in enumerate(raw))
+        stages = tuple(self.stage(s, i, runtime) for i, s in enumerate(raw))
         if len({s.name for s in stages}) != len(stages):
             raise self.fail("stages", "stage names must differ")
         return ModelSpec(name=name, runtime=runtime, stages=stages, keypoints=keypoints, edges=edges,
@@ -159,7 +159,7 @@ class _Reader:
             raise self.fail("edges", f"indices must be in 0..{len(names) - 1}")
         return names, pairs
 
-    def stage(self, data: Any, i: int) -> StageSpec:
+    def stage(self, data: Any, i: int, runtime: str) -> StageSpec:
         where = f"stages[{i}]"
         if not isinstance(data, dict):
             raise self.fail(where, "must be a table")
@@ -177,13 +177,18 @@ class _Reader:
         if not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs):
             raise self.fail(f"{where} outputs", "a list of output names")
         batch = data.get("compiled_batch", 1)
-        if not isinstance(batch, int) or batch < 1:
+        if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
             raise self.fail(f"{where} compiled_batch", f"{batch!r} is not a positive integer")
+        # A neuron model takes its compiled batch only, unless compiled with dynamic batching
+        # (tensorflow-neuron's default is off); a CPU runtime's model takes any batch.
+        dynamic = data.get("dynamic_batch", runtime != "neuron")
+        if not isinstance(dynamic, bool):
+            raise self.fail(f"{where} dynamic_batch", f"{dynamic!r} is not true or false")
         return StageSpec(
             name=name, file=path, input_size=(shape[1], shape[2]), kind=kind,
             input=str(data.get("input", "")), outputs=tuple(outputs),
             dtype=self.choice(data.get("dtype", "float32"), ("float32", "uint8"), f"{where} dtype"),
-            compiled_batch=batch, dynamic_batch=bool(data.get("dynamic_batch", True)),
+            compiled_batch=batch, dynamic_batch=dynamic,
             payload=self.choice(data.get("payload", "frames"), ("frames", "crops"), f"{where} payload"),
             preprocess=self.table(data.get("preprocess", {}), Preprocess, f"{where} preprocess"),
             coords=self.table(data.get("coords", {}), Coords, f"{where} coords"),
