@@ -432,7 +432,17 @@ def test_table_for_two_models(anymotion: str) -> None:
     cost = f"${0.114 / (206 * 3600) * 1e6:.3f}"
     assert (f"expected frames/s of anymotion: 206.0 (limited by pose); {cost} per million frames "
             "at $0.114/h (2 of the 4 cores in use)") in text  # fmt: skip
-    assert "expected frames/s of blazepose: 300.0 (limited by landmarks)" in text
+    assert "expected frames/s of blazepose: 300.0 (limited by landmarks; detector not on this host)" in text
+
+
+def test_table_names_stages_a_model_lacks_on_the_host(anymotion: str) -> None:
+    """A model whose stages are not all on the host is named with the stages missing; a model
+    with all its stages here is not."""
+    text = render_table(plan("inf1.xlarge", {"anymotion:pose": 2, "blazepose:landmarks": 2}))
+    assert "blazepose: no core of this host serves detector; run those workers on other hosts" in text
+    assert "anymotion: no core" not in text
+    whole = plan("inf1.xlarge", {"anymotion:pose": 2, "detector": 1, "landmarks": 1})
+    assert whole.absent_stages() == {} and "no core of this host" not in render_table(whole)
 
 
 def test_table_with_and_without_throughput() -> None:
@@ -503,7 +513,7 @@ def test_plan_command_with_a_user_model(tmp_path) -> None:  # type: ignore[no-un
     assert all(SYSTEMD_UNIT.match(u) for u in units)
     table = posequeue("plan", *layout, "--throughput", "blazepose-tf:pose=50,landmarks=150", env=env)
     assert "expected frames/s of blazepose-tf: 100.0 (limited by pose)" in table.stdout
-    assert "expected frames/s of blazepose: 300.0 (limited by landmarks)" in table.stdout
+    assert "expected frames/s of blazepose: 300.0 (limited by landmarks;" in table.stdout
 
 
 @pytest.mark.parametrize(("model", "per_chip", "message"), [

@@ -113,6 +113,13 @@ class Plan:
         """The models whose stages have cores, in layout order."""
         return tuple(dict.fromkeys(key.model for key in self.layout))
 
+    def absent_stages(self) -> dict[str, tuple[str, ...]]:
+        """Per model of the layout, its stages that no core of this host serves (their workers
+        must run elsewhere, or its frames stop there)."""
+        absent = {m: tuple(s.name for s in get_model(m).stages if StageKey(m, s.name) not in self.layout)
+                  for m in self.models}  # fmt: skip
+        return {m: stages for m, stages in absent.items() if stages}
+
     def label(self, key: StageKey) -> str:
         """``landmarks`` in a plan of the model alone, else ``model:stage``."""
         return key.stage if self.models == (self.model,) else str(key)

@@ -68,17 +68,21 @@ def render_table(plan: Plan) -> str:
 
 
 def _summary(plan: Plan) -> list[str]:
+    absent = plan.absent_stages()
+    lines = [f"{model}: no core of this host serves {', '.join(stages)}; run those workers on "
+             "other hosts, or its frames go no further" for model, stages in absent.items()]  # fmt: skip
     stage_rates, model_rates = plan.stage_rates(), plan.model_rates()
     if not stage_rates or not model_rates:
-        return ["expected frames/s and $ per million frames: give --throughput "
+        return [*lines, "expected frames/s and $ per million frames: give --throughput "
                 "[MODEL:]STAGE=FPS,... (frames/s per core, per stage)"]  # fmt: skip
     per_stage = "; ".join(f"{plan.label(k)} {r:,.1f}" for k, r in stage_rates.items())
-    lines = [f"stage frames/s (per-core figures given x cores): {per_stage}"]
+    lines.append(f"stage frames/s (per-core figures given x cores): {per_stage}")
     used = sum(r.cores for r in model_rates.values())
     for rate in model_rates.values():
         # Each model is a pipeline of its own: the slowest of its stages sets its frames/s.
+        elsewhere = f"; {', '.join(absent[rate.model])} not on this host" if rate.model in absent else ""
         lines.append(f"expected frames/s of {rate.model}: {rate.frames_per_second:,.1f} (limited "
-                     f"by {rate.bottleneck}); {_cost_text(plan, rate, used)}")  # fmt: skip
+                     f"by {rate.bottleneck}{elsewhere}); {_cost_text(plan, rate, used)}")  # fmt: skip
     return lines
 
 
