@@ -220,6 +220,26 @@ def isolated(redis_url: str, tmp_path: Path) -> dict[str, str]:
             "POSEQUEUE_STORE": (tmp_path / "store").as_uri()}  # fmt: skip
 
 
+@pytest.fixture
+def anymotion(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The worked example spec (docs/examples/anymotion.toml: one stage, ``pose``) known to this
+    process for one test, as a built-in model is: get_settings() is cached per process, so
+    POSEQUEUE_MODEL_SPECS is for subprocesses (see ``user_spec``)."""
+    from posequeue.config.models import CATALOGUE
+    from posequeue.config.specs import load_spec
+
+    monkeypatch.setitem(CATALOGUE, "anymotion", load_spec(ROOT / "docs" / "examples" / "anymotion.toml"))
+    return "anymotion"
+
+
+def user_spec(folder: Path, name: str, stage: str = "pose") -> dict[str, str]:
+    """Environment naming a one-stage spec file for model ``name``, written in ``folder``."""
+    path = folder / f"{name}.toml"
+    path.write_text(f'name = "{name}"\nruntime = "tensorflow"\nkeypoints = "coco"\n\n'
+                    f'[[stages]]\nname = "{stage}"\npath = "model"\nshape = [-1, 256, 192, 3]\n')  # fmt: skip
+    return {**os.environ, "POSEQUEUE_MODEL_SPECS": str(path)}
+
+
 def posequeue(*args: str, env: dict[str, str] | None = None,
               timeout: float = 120) -> subprocess.CompletedProcess[str]:  # fmt: skip
     """Run the ``posequeue`` command as a user would."""

@@ -6,13 +6,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 
 import pytest
+from conftest import posequeue, user_spec
 
 from posequeue.fleet.cli import add_commands
 from posequeue.fleet.instances import CATALOGUE, UnknownInstanceError, get_instance
-from posequeue.fleet.plan import PlanError, parse_layout, parse_throughput, plan
+from posequeue.fleet.plan import PlanError, StageKey, check_name, parse_layout, parse_throughput, plan
 from posequeue.fleet.render import render_compose, render_json, render_systemd, render_table
+
+# Valid names: compose-spec's service key pattern; systemd's unit name characters (no "@": that
+# makes a template).
+COMPOSE_SERVICE = re.compile(r"^[a-zA-Z0-9._-]+$")
+SYSTEMD_UNIT = re.compile(r"^[A-Za-z0-9:_.\\-]+\.service$")
 
 
 def run_cli(*argv: str) -> int:
@@ -92,12 +99,13 @@ def test_layout_larger_than_a_chip_is_refused() -> None:
 
 
 def test_one_plus_one_plus_one_plus_one() -> None:
-    """Four single-core groups per chip, as one stage's groups or as four stages."""
+    """Four single-core groups per chip, as one stage's groups or split between stages."""
     p = plan("inf1.xlarge", {"landmarks": [1, 1, 1, 1]})
     assert [list(w.cores) for w in p.workers] == [[0], [1], [2], [3]]
     assert [w.env["NEURON_RT_VISIBLE_CORES"] for w in p.workers] == ["0", "1", "2", "3"]
-    p = plan("inf1.6xlarge", {"a": 1, "b": 1, "c": 1, "d": 1})
-    assert [w.stage for w in p.workers[:5]] == ["a", "b", "c", "d", "a"]
+    p = plan("inf1.6xlarge", {"detector": 1, "landmarks": [1, 1, 1]})
+    assert [w.stage for w in p.workers[:5]] == ["detector", "landmarks", "landmarks", "landmarks",
+                                                "detector"]  # fmt: skip
     assert p.workers[4].devices == ("/dev/neuron1",) and p.workers[4].cores == (4,)
 
 
@@ -132,11 +140,101 @@ def test_bad_layouts_are_refused(layout: dict) -> None:  # type: ignore[type-arg
         plan("inf1.xlarge", layout)
 
 
-def test_model_names_the_queues() -> None:
-    """--model picks the stage queues and the worker names."""
-    p = plan("inf1.xlarge", {"landmarks": 4}, model="movenet")
-    assert p.workers[0].queue == "pose.movenet.landmarks"
-    assert p.workers[0].command("movenet")[:4] == ["posequeue", "worker", "--model", "movenet"]
+def test_model_names_the_queues(anymotion: str) -> None:
+    """--model picks the stage queues, worker names and commands of bare stages."""
+    p = plan("inf1.xlarge", {"pose": 4}, model=anymotion)
+    (w,) = p.workers
+    assert (w.name, w.model, w.queue) == ("anymotion-pose-c0-3", "anymotion", "pose.anymotion.pose")
+    assert w.command()[:6] == ["posequeue", "worker", "--model", "anymotion", "--stage", "pose"]
+    assert p.layout_text == "pose=4"
+
+
+# -- two models on one chip -------------------------------------------------------------------
+def test_two_models_two_plus_two_on_xlarge(anymotion: str) -> None:
+    """anymotion:pose=2,blazepose:landmarks=2: cores 0-1 serve one model and 2-3 the other, each
+    worker with its own model's name, queue, process tag and command."""
+    p = plan("inf1.xlarge", {"anymotion:pose": 2, "blazepose:landmarks": 2})
+    pose, landmarks = p.workers
+    assert (pose.name, pose.model, pose.stage, pose.queue, pose.cores) == (
+        "anymotion-pose-c0-1", "anymotion", "pose", "pose.anymotion.pose", (0, 1))  # fmt: skip
+    assert (landmarks.name, landmarks.model, landmarks.queue, landmarks.cores) == (
+        "blazepose-landmarks-c2-3", "blazepose", "pose.blazepose.landmarks", (2, 3))  # fmt: skip
+    assert pose.env == {"NEURON_RT_VISIBLE_CORES": "0-1", "NEURON_PROCESS_TAG": "anymotion-pose-c0-1"}
+    assert landmarks.env == {"NEURON_RT_VISIBLE_CORES": "2-3",
+                             "NEURON_PROCESS_TAG": "blazepose-landmarks-c2-3"}  # fmt: skip
+    assert pose.devices == landmarks.devices == ("/dev/neuron0",)
+    assert pose.command() == ["posequeue", "worker", "--model", "anymotion", "--stage", "pose",
+                              "--cores", "0-1"]  # fmt: skip
+    assert landmarks.command() == ["posequeue", "worker", "--model", "blazepose", "--stage",
+                                   "landmarks", "--cores", "2-3"]  # fmt: skip
+    assert p.models == ("anymotion", "blazepose") and p.idle_cores_per_chip == 0
+    assert p.layout_text == "anymotion:pose=2,blazepose:landmarks=2"
+
+
+def test_bare_stages_are_the_plans_model(anymotion: str) -> None:
+    """A bare STAGE is one of --model; the same split written either way is the same plan."""
+    qualified = plan("inf1.xlarge", {"anymotion:pose": 2, "blazepose:landmarks": 2})
+    assert plan("inf1.xlarge", {"anymotion:pose": 2, "landmarks": 2}).workers == qualified.workers
+    assert plan("inf1.xlarge", {"pose": 2, "blazepose:landmarks": 2},
+                model=anymotion).workers == qualified.workers  # fmt: skip
+
+
+def test_two_models_replicated_on_6xlarge(anymotion: str) -> None:
+    """The 2+2 split on inf1.6xlarge: 4 chips, 8 workers, each chip's first two cores anymotion
+    and last two blazepose, each on its chip's device."""
+    p = plan("inf1.6xlarge", {"anymotion:pose": 2, "blazepose:landmarks": 2})
+    assert len(p.workers) == 8
+    for chip in range(4):
+        pose, landmarks = p.workers[2 * chip : 2 * chip + 2]
+        base = 4 * chip
+        assert (pose.model, pose.cores) == ("anymotion", (base, base + 1))
+        assert (landmarks.model, landmarks.cores) == ("blazepose", (base + 2, base + 3))
+        assert pose.devices == landmarks.devices == (f"/dev/neuron{chip}",)
+        assert landmarks.env["NEURON_RT_VISIBLE_CORES"] == f"{base + 2}-{base + 3}"
+    assert {d for w in p.workers for d in w.devices} == {f"/dev/neuron{i}" for i in range(4)}
+    assert p.workers[-1].name == "blazepose-landmarks-c14-15"
+    assert len({w.name for w in p.workers}) == 8
+
+
+@pytest.mark.parametrize(("layout", "model", "message"), [
+    ({"movenet:pose": 2}, "blazepose", "unknown model 'movenet'; known models: .*anymotion, blazepose"),
+    ({"blazepose:pose": 2}, "blazepose", "'blazepose' has no stage 'pose'; its stages: detector, landmarks"),
+    ({"pose": 2}, "blazepose", "has no stage 'pose'"),
+    ({"landmarks": 2}, "movenet", "unknown model 'movenet'"),
+    ({"anymotion:landmarks": 2}, "blazepose", "model 'anymotion' has no stage 'landmarks'; its stages: pose"),
+    ({"anymotion:ingest": 0, "landmarks": 2}, "blazepose", "serve every model; write ingest=0"),
+    ({"a:b:c": 2}, "blazepose", "not STAGE or MODEL:STAGE"),
+    ({":pose": 2}, "blazepose", "not STAGE or MODEL:STAGE"),
+    ({"pose": 2, "anymotion:pose": 2}, "anymotion", "anymotion:pose is given twice"),
+])  # fmt: skip
+def test_unknown_models_and_stages_are_refused(anymotion: str, layout: dict, model: str,  # type: ignore[type-arg]
+                                               message: str) -> None:  # fmt: skip
+    """A layout naming a model or stage the catalogue lacks is refused with the known names."""
+    with pytest.raises(PlanError, match=message):
+        plan("inf1.xlarge", layout, model=model)
+
+
+@pytest.mark.parametrize("name", ["blazepose", "blazepose-tf", "pose_v2", "a1-b2-c3"])
+def test_usable_names(name: str) -> None:
+    """Lower-case letters, digits, _ and inner - fit queue, service and unit names."""
+    check_name("model", name)
+
+
+@pytest.mark.parametrize("name", ["BlazePose", "pose.v2", "a:b", "-pose", "pose-", "a--b", "2pose",
+                                  "a b", "pose@1", ""])  # fmt: skip
+def test_unusable_names(name: str) -> None:
+    """Upper case, dots (queue separators), colons, stray - and others are refused with the fix."""
+    with pytest.raises(PlanError, match="rename it .*e.g. blazepose-tf"):
+        check_name("model", name)
+
+
+def test_a_known_model_with_an_unusable_name_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A spec may name a model anything; a plan refuses a name that breaks queue or unit names."""
+    from posequeue.config.models import CATALOGUE as MODELS
+
+    monkeypatch.setitem(MODELS, "Pose.v2", MODELS["blazepose"])
+    with pytest.raises(PlanError, match="model name 'Pose.v2' cannot be part of queue"):
+        plan("inf1.xlarge", {"Pose.v2:landmarks": 2})
 
 
 def test_cpu_plan_has_no_neuron_env_or_devices() -> None:
@@ -150,15 +248,42 @@ def test_cpu_plan_has_no_neuron_env_or_devices() -> None:
 
 
 def test_throughput_gives_host_rate_and_cost() -> None:
-    """Host frames/s is the slowest stage's cores x per-core rate; cost follows the price."""
+    """A model's frames/s is its slowest stage's cores x per-core rate; cost follows the price."""
     p = plan("inf1.xlarge", {"detector": 1, "landmarks": 3}, {"detector": 400, "landmarks": 100})
-    assert p.stage_rates() == {"detector": 400.0, "landmarks": 300.0}
-    assert p.frames_per_second() == 300.0 and p.bottleneck() == "landmarks"
-    assert p.cost_per_million_frames() == pytest.approx(0.228 / (300 * 3600) * 1e6)
+    assert p.stage_rates() == {StageKey("blazepose", "detector"): 400.0,
+                               StageKey("blazepose", "landmarks"): 300.0}  # fmt: skip
+    rate = (p.model_rates() or {})["blazepose"]
+    assert (rate.frames_per_second, rate.bottleneck, rate.share) == (300.0, "landmarks", 1.0)
+    assert rate.cost_per_million_frames == pytest.approx(0.228 / (300 * 3600) * 1e6)
+
+
+def test_throughput_per_model(anymotion: str) -> None:
+    """Two models are two pipelines: each has its own frames/s (no min across models) and pays
+    for the cores it uses."""
+    p = plan("inf1.xlarge", {"anymotion:pose": 2, "detector": 1, "landmarks": 1},
+             {"anymotion:pose": 103, "blazepose:detector": 400, "landmarks": 150})  # fmt: skip
+    rates = p.model_rates() or {}
+    assert list(rates) == ["anymotion", "blazepose"]
+    assert (rates["anymotion"].frames_per_second, rates["anymotion"].bottleneck) == (206.0, "pose")
+    assert (rates["blazepose"].frames_per_second, rates["blazepose"].bottleneck) == (150.0, "landmarks")
+    assert rates["anymotion"].share == rates["blazepose"].share == 0.5
+    assert rates["anymotion"].cost_per_million_frames == pytest.approx(0.114 / (206 * 3600) * 1e6)
+    assert rates["blazepose"].cost_per_million_frames == pytest.approx(0.114 / (150 * 3600) * 1e6)
 
 
 @pytest.mark.parametrize(("figures", "message"), [
-    ({"landmarks": 100}, "no throughput figure for detector"),
+    ({"anymotion:pose": 100}, "no throughput figure for landmarks; .* anymotion:pose=100,landmarks=100"),
+    ({"pose": 100, "landmarks": 100}, "throughput given for pose, .* its stages: anymotion:pose, landmarks"),
+    ({"anymotion:pose": 1, "landmarks": 1, "blazepose:landmarks": 2}, "blazepose:landmarks is given twice"),
+])  # fmt: skip
+def test_throughput_keys_are_model_stages(anymotion: str, figures: dict[str, float], message: str) -> None:
+    """Throughput keys resolve like layout keys: a bare stage is one of --model."""
+    with pytest.raises(PlanError, match=message):
+        plan("inf1.xlarge", {"anymotion:pose": 2, "landmarks": 2}, figures)
+
+
+@pytest.mark.parametrize(("figures", "message"), [
+    ({"landmarks": 100}, "no throughput figure for detector; .* --throughput detector=100,landmarks=100"),
     ({"detector": 1, "landmarks": 1, "ingest": 5}, "throughput given for ingest"),
     ({"detector": 0, "landmarks": 1}, "above 0"),
 ])  # fmt: skip
@@ -173,6 +298,8 @@ def test_throughput_must_match_the_layout(figures: dict[str, float], message: st
     ("landmarks=1+1+1+1", {"landmarks": [1, 1, 1, 1]}),
     ("landmarks=4x1", {"landmarks": [1, 1, 1, 1]}),
     (" ingest=0 , landmarks=2x2 ", {"ingest": 0, "landmarks": [2, 2]}),
+    ("anymotion:pose=2,blazepose:landmarks=1+1", {"anymotion:pose": 2, "blazepose:landmarks": [1, 1]}),
+    ("blazepose-tf:pose=2x1", {"blazepose-tf:pose": [1, 1]}),
 ])  # fmt: skip
 def test_parse_layout(text: str, layout: dict) -> None:  # type: ignore[type-arg]
     """N, A+B and GxN forms parse to group sizes."""
@@ -182,16 +309,18 @@ def test_parse_layout(text: str, layout: dict) -> None:  # type: ignore[type-arg
 @pytest.mark.parametrize("text", ["", "landmarks", "landmarks=", "=2", "a=x", "a=0x2", "a=1,a=1"])
 def test_parse_layout_errors(text: str) -> None:
     """Malformed --per-chip values are PlanErrors that show the expected form."""
-    with pytest.raises(PlanError, match="STAGE=CORES|given twice"):
+    with pytest.raises(PlanError, match=r"\[MODEL:\]STAGE=CORES|given twice"):
         parse_layout(text)
 
 
 def test_parse_throughput() -> None:
-    """STAGE=FPS pairs parse to floats; malformed ones are refused."""
-    assert parse_throughput("detector=400,landmarks=150.5") == {"detector": 400.0,
-                                                                 "landmarks": 150.5}  # fmt: skip
+    """[MODEL:]STAGE=FPS pairs parse to floats; malformed or repeated ones are refused."""
+    assert parse_throughput("detector=400,anymotion:pose=150.5") == {"detector": 400.0,
+                                                                      "anymotion:pose": 150.5}  # fmt: skip
     with pytest.raises(PlanError, match="STAGE=FPS"):
         parse_throughput("landmarks=fast")
+    with pytest.raises(PlanError, match="given twice"):
+        parse_throughput("landmarks=1,landmarks=2")
 
 
 # -- renderings -----------------------------------------------------------------------------
@@ -200,7 +329,7 @@ def test_json_shape() -> None:
     doc = json.loads(render_json(plan("inf1.xlarge", {"detector": 2, "landmarks": 2})))
     assert set(doc) == {"instance", "workers"} and doc["instance"] == "inf1.xlarge"
     assert doc["workers"][1] == {
-        "name": "blazepose-landmarks-c2-3", "stage": "landmarks",
+        "name": "blazepose-landmarks-c2-3", "model": "blazepose", "stage": "landmarks",
         "queue": "pose.blazepose.landmarks", "cores": [2, 3],
         "env": {"NEURON_RT_VISIBLE_CORES": "2-3", "NEURON_PROCESS_TAG": "blazepose-landmarks-c2-3"},
         "devices": ["/dev/neuron0"],
@@ -256,6 +385,66 @@ def test_systemd_units() -> None:
     assert "# file: posequeue.target" in text and "WantedBy=posequeue.target" in text
 
 
+def test_compose_for_two_models(anymotion: str) -> None:
+    """The 2+2 split across two models: one service per worker, each running its own model on
+    its own cores, with valid service names."""
+    yaml = pytest.importorskip("yaml")
+    text = render_compose(plan("inf1.xlarge", {"anymotion:pose": 2, "blazepose:landmarks": 2}))
+    assert text.startswith("# posequeue plan inf1.xlarge --per-chip "
+                           "anymotion:pose=2,blazepose:landmarks=2 --model blazepose\n")  # fmt: skip
+    services = yaml.safe_load(text)["services"]
+    assert list(services) == ["anymotion-pose-c0-1", "blazepose-landmarks-c2-3"]
+    assert all(COMPOSE_SERVICE.match(name) for name in services)
+    pose, landmarks = services.values()
+    assert pose["command"] == ["posequeue", "worker", "--model", "anymotion", "--stage", "pose",
+                               "--cores", "0-1"]  # fmt: skip
+    assert landmarks["command"] == ["posequeue", "worker", "--model", "blazepose", "--stage",
+                                    "landmarks", "--cores", "2-3"]  # fmt: skip
+    assert pose["environment"]["NEURON_RT_VISIBLE_CORES"] == "0-1"
+    assert pose["environment"]["NEURON_PROCESS_TAG"] == "anymotion-pose-c0-1"
+    assert landmarks["environment"]["NEURON_RT_VISIBLE_CORES"] == "2-3"
+    assert pose["devices"] == landmarks["devices"] == ["/dev/neuron0"]
+
+
+def test_systemd_for_two_models(anymotion: str) -> None:
+    """Each unit runs its worker's own model; unit names are valid and the target wants both."""
+    text = render_systemd(plan("inf1.xlarge", {"anymotion:pose": 2, "blazepose:landmarks": 2}))
+    units = re.findall(r"^# file: (\S+)$", text, re.M)
+    assert units == ["posequeue-anymotion-pose-c0-1.service",
+                     "posequeue-blazepose-landmarks-c2-3.service", "posequeue.target"]  # fmt: skip
+    assert all(SYSTEMD_UNIT.match(u) for u in units[:2])
+    assert ("ExecStart=/usr/local/bin/posequeue worker --model anymotion --stage pose "
+            "--cores 0-1") in text  # fmt: skip
+    assert ("ExecStart=/usr/local/bin/posequeue worker --model blazepose --stage landmarks "
+            "--cores 2-3") in text  # fmt: skip
+    assert 'Environment="NEURON_PROCESS_TAG=anymotion-pose-c0-1"' in text
+    assert 'Environment="NEURON_RT_VISIBLE_CORES=2-3"' in text
+    assert f"Wants={units[0]} {units[1]}" in text
+
+
+def test_table_for_two_models(anymotion: str) -> None:
+    """The table names both models and gives frames/s and cost per model, each at its share of
+    the host's price."""
+    text = render_table(plan("inf1.xlarge", {"anymotion:pose": 2, "blazepose:landmarks": 2},
+                             {"anymotion:pose": 103, "blazepose:landmarks": 150}))  # fmt: skip
+    assert "models anymotion, blazepose, per chip anymotion:pose=2,blazepose:landmarks=2" in text
+    assert re.search(r"^anymotion-pose-c0-1 +anymotion +pose +pose\.anymotion\.pose +0-1 ", text, re.M)
+    cost = f"${0.114 / (206 * 3600) * 1e6:.3f}"
+    assert (f"expected frames/s of anymotion: 206.0 (limited by pose); {cost} per million frames "
+            "at $0.114/h (2 of the 4 cores in use)") in text  # fmt: skip
+    assert "expected frames/s of blazepose: 300.0 (limited by landmarks; detector not on this host)" in text
+
+
+def test_table_names_stages_a_model_lacks_on_the_host(anymotion: str) -> None:
+    """A model whose stages are not all on the host is named with the stages missing; a model
+    with all its stages here is not."""
+    text = render_table(plan("inf1.xlarge", {"anymotion:pose": 2, "blazepose:landmarks": 2}))
+    assert "blazepose: no core of this host serves detector; run those workers on other hosts" in text
+    assert "anymotion: no core" not in text
+    whole = plan("inf1.xlarge", {"anymotion:pose": 2, "detector": 1, "landmarks": 1})
+    assert whole.absent_stages() == {} and "no core of this host" not in render_table(whole)
+
+
 def test_table_with_and_without_throughput() -> None:
     """The table lists workers; with throughput it shows host frames/s and $ per million frames."""
     layout = {"detector": 2, "landmarks": 2}
@@ -263,7 +452,7 @@ def test_table_with_and_without_throughput() -> None:
     assert "blazepose-landmarks-c2-3" in bare and "/dev/neuron0" in bare
     assert "give --throughput" in bare
     text = render_table(plan("inf1.xlarge", layout, {"detector": 400, "landmarks": 150}))
-    assert "expected host frames/s: 300.0 (limited by landmarks)" in text
+    assert "expected frames/s of blazepose: 300.0 (limited by landmarks)" in text
     assert f"${0.228 / (300 * 3600) * 1e6:.3f} per million frames" in text
     assert "FRAMES/S" in text
 
@@ -271,7 +460,7 @@ def test_table_with_and_without_throughput() -> None:
 def test_table_for_a_host_without_price() -> None:
     """No catalogue price (cpu, trn1.2xlarge): frames/s shown, cost asks for --price."""
     text = render_table(plan("trn1.2xlarge", {"landmarks": 2}, {"landmarks": 100}))
-    assert "expected host frames/s: 200.0" in text and "give --price" in text
+    assert "expected frames/s of blazepose: 200.0" in text and "give --price" in text
     text = render_table(plan("trn1.2xlarge", {"landmarks": 2}, {"landmarks": 100}, price_per_hour=1))
     assert "$1.389 per million frames" in text
 
@@ -289,9 +478,53 @@ def test_plan_command_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
     ["plan", "inf9.huge", "--per-chip", "landmarks=1"],
     ["plan", "inf1.xlarge", "--per-chip", "landmarks"],
     ["plan", "inf1.xlarge", "--per-chip", "landmarks=4", "--throughput", "detector=3"],
+    ["plan", "inf1.xlarge", "--per-chip", "pose=4"],
+    ["plan", "inf1.xlarge", "--per-chip", "movenet:pose=4"],
 ])  # fmt: skip
 def test_plan_command_refuses_with_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     """A bad layout, instance or figure: exit 2 and one `error:` line on stderr, nothing on stdout."""
     assert run_cli(*argv) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.startswith("error: ") and err.count("\n") == 1
+
+
+# -- users' models, through the command ----------------------------------------------------------
+def test_plan_command_with_a_user_model(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A spec file's model (a name with -) shares a chip with blazepose: the JSON names each
+    worker's model and queue, compose and systemd names are valid, --throughput is per model."""
+    yaml = pytest.importorskip("yaml")
+    env = user_spec(tmp_path, "blazepose-tf")
+    layout = ["inf1.xlarge", "--per-chip", "blazepose-tf:pose=2,landmarks=2"]
+    result = posequeue("plan", *layout, "--format", "json", env=env)
+    assert result.returncode == 0, result.stderr
+    pose, landmarks = json.loads(result.stdout)["workers"]
+    assert (pose["name"], pose["model"], pose["queue"], pose["cores"]) == (
+        "blazepose-tf-pose-c0-1", "blazepose-tf", "pose.blazepose-tf.pose", [0, 1])  # fmt: skip
+    assert (landmarks["model"], landmarks["queue"], landmarks["cores"]) == (
+        "blazepose", "pose.blazepose.landmarks", [2, 3])  # fmt: skip
+    compose = posequeue("plan", *layout, "--format", "compose", env=env)
+    services = yaml.safe_load(compose.stdout)["services"]
+    assert all(COMPOSE_SERVICE.match(name) for name in services)
+    assert services["blazepose-tf-pose-c0-1"]["command"][2:4] == ["--model", "blazepose-tf"]
+    units = re.findall(r"^# file: (\S+\.service)$",
+                       posequeue("plan", *layout, "--format", "systemd", env=env).stdout, re.M)  # fmt: skip
+    assert units == ["posequeue-blazepose-tf-pose-c0-1.service",
+                     "posequeue-blazepose-landmarks-c2-3.service"]  # fmt: skip
+    assert all(SYSTEMD_UNIT.match(u) for u in units)
+    table = posequeue("plan", *layout, "--throughput", "blazepose-tf:pose=50,landmarks=150", env=env)
+    assert "expected frames/s of blazepose-tf: 100.0 (limited by pose)" in table.stdout
+    assert "expected frames/s of blazepose: 300.0 (limited by landmarks;" in table.stdout
+
+
+@pytest.mark.parametrize(("model", "per_chip", "message"), [
+    ("blazepose-tf", "blazepose-tf:landmarks=2", "'blazepose-tf' has no stage 'landmarks'; its stages: pose"),
+    ("blazepose-tf", "movenet:pose=2", "unknown model 'movenet'; known models: blazepose, blazepose-tf"),
+    ("Pose.V2", "Pose.V2:pose=2", "model name 'Pose.V2' cannot be part of queue"),
+])  # fmt: skip
+def test_plan_command_refuses_unknown_or_unusable_models(tmp_path, model: str, per_chip: str,  # type: ignore[no-untyped-def]
+                                                         message: str) -> None:  # fmt: skip
+    """An unknown model or stage, or a spec name unusable in queue and unit names: exit 2 and
+    the reason."""
+    result = posequeue("plan", "inf1.xlarge", "--per-chip", per_chip, env=user_spec(tmp_path, model))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: ") and message in result.stderr

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SAMPLE, posequeue
+from conftest import ROOT, SAMPLE, posequeue, user_spec
 
 from posequeue.fleet.plan import plan
 from posequeue.fleet.up import Backoff, Program, Supervisor, UpError, worker_programs
@@ -259,17 +259,62 @@ def test_neuron_plan_carries_its_pinning_env(tmp_path: Path) -> None:
 
 
 def test_plan_file_model_and_stage_checks() -> None:
-    """The model comes from the plan's queues; a stage the model lacks or a queue of another
-    model is refused before anything starts."""
+    """Each worker's model comes from the plan; an unknown model, a stage the model lacks, a
+    queue of another model or a contradicting --model is refused before anything starts."""
     data = plan("cpu", {"landmarks": 1}, model="blazepose").to_dict()
-    assert "--model" in worker_programs(data)[0].argv
+    (w,) = data["workers"]
+    assert worker_programs(data)[0].argv[-6:-2] == ("--model", "blazepose", "--stage", "landmarks")
+    assert len(worker_programs(data, model="blazepose")) == 1
     with pytest.raises(UpError, match="has no stage 'pose'"):
-        worker_programs({"workers": [{**data["workers"][0], "stage": "pose",
-                                      "queue": "pose.blazepose.pose"}]})  # fmt: skip
-    with pytest.raises(UpError, match="unknown model"):
+        worker_programs({"workers": [{**w, "stage": "pose", "queue": "pose.blazepose.pose"}]})
+    with pytest.raises(UpError, match=f"worker {w['name']}: unknown model 'nope'"):
+        worker_programs({"workers": [{**w, "model": "nope", "queue": "pose.nope.landmarks"}]})
+    with pytest.raises(UpError, match="serves queue pose.other.landmarks, not pose.blazepose"):
+        worker_programs({"workers": [{**w, "queue": "pose.other.landmarks"}]})
+    with pytest.raises(UpError, match="serves model blazepose, not --model nope; .* leave --model out"):
         worker_programs(data, model="nope")
     with pytest.raises(UpError, match="no workers"):
         worker_programs({"instance": "cpu", "workers": []})
+
+
+def _on_this_host(data: dict, stand_in: Path) -> dict:  # type: ignore[type-arg]
+    """The plan with an existing path standing in for each worker's /dev/neuronN."""
+    workers = [{**w, "devices": [str(stand_in)] * len(w["devices"])} for w in data["workers"]]
+    return {**data, "workers": workers}
+
+
+def test_two_model_plan_runs_each_worker_with_its_model(anymotion: str, tmp_path: Path) -> None:
+    """The 2+2 split across two models on inf1.xlarge: cores 0-1 run anymotion, 2-3 blazepose,
+    each with its own pinning environment."""
+    data = plan("inf1.xlarge", {"ingest": 0, "anymotion:pose": 2, "blazepose:landmarks": 2}).to_dict()
+    producer, pose, landmarks = worker_programs(_on_this_host(data, tmp_path))
+    assert producer.argv[-4:] == ("--model", "blazepose", "--stage", "ingest") and producer.env == {}
+    assert (pose.name, pose.argv[3:]) == ("anymotion-pose-c0-1", ("worker", "--model", "anymotion",
+                                          "--stage", "pose", "--cores", "0-1"))  # fmt: skip
+    assert pose.env == {"NEURON_RT_VISIBLE_CORES": "0-1", "NEURON_PROCESS_TAG": "anymotion-pose-c0-1"}
+    assert landmarks.argv[3:] == ("worker", "--model", "blazepose", "--stage", "landmarks",
+                                  "--cores", "2-3")  # fmt: skip
+    assert landmarks.env["NEURON_RT_VISIBLE_CORES"] == "2-3"
+
+
+def test_two_model_plan_on_6xlarge(anymotion: str, tmp_path: Path) -> None:
+    """Replicated on inf1.6xlarge: 8 workers, two per chip, alternating models on cores 0-15."""
+    data = plan("inf1.6xlarge", {"anymotion:pose": 2, "blazepose:landmarks": 2}).to_dict()
+    assert [w["devices"] for w in data["workers"]] == [[f"/dev/neuron{i // 2}"] for i in range(8)]
+    programs = worker_programs(_on_this_host(data, tmp_path))
+    assert [p.argv[p.argv.index("--model") + 1] for p in programs] == ["anymotion", "blazepose"] * 4
+    assert [p.env["NEURON_RT_VISIBLE_CORES"] for p in programs] == [
+        f"{c}-{c + 1}" for c in range(0, 16, 2)]  # fmt: skip
+
+
+def test_plans_written_before_workers_named_their_model_still_load(anymotion: str) -> None:
+    """A plan file without per-worker models: each worker's model is read from its queue, the
+    producer's from the plan's first queue (as up did before)."""
+    data = plan("cpu", {"ingest": 0, "pose": 1}, model=anymotion).to_dict()
+    old = {**data, "workers": [{k: v for k, v in w.items() if k != "model"} for w in data["workers"]]}
+    assert "model" not in old["workers"][1]
+    assert worker_programs(old) == worker_programs(data)
+    assert [p.argv[p.argv.index("--model") + 1] for p in worker_programs(old)] == ["anymotion"] * 2
 
 
 def test_up_refuses_without_a_plan(tmp_path: Path) -> None:
@@ -280,6 +325,21 @@ def test_up_refuses_without_a_plan(tmp_path: Path) -> None:
     path = tmp_path / "plan.json"
     path.write_text("[]")
     assert "is not a plan" in posequeue("up", "--plan", str(path)).stderr
+
+
+def test_up_checks_models_and_stages(tmp_path: Path) -> None:
+    """`posequeue up` with a user's model: an unknown model or stage exits 2 with the reason; a
+    two-model Neuron plan on this CPU machine is refused for its missing device."""
+    env = user_spec(tmp_path, "blazepose-tf")
+    unknown = posequeue("up", "cpu", "--per-chip", "movenet:pose=1", env=env)
+    assert unknown.returncode == 2 and "unknown model 'movenet'" in unknown.stderr
+    stage = posequeue("up", "cpu", "--per-chip", "blazepose-tf:landmarks=1", env=env)
+    assert stage.returncode == 2 and "has no stage 'landmarks'; its stages: pose" in stage.stderr
+    if Path("/dev/neuron0").exists():
+        pytest.skip("this host has /dev/neuron0")
+    split = posequeue("up", "inf1.xlarge", "--per-chip", "blazepose-tf:pose=2,landmarks=2", env=env)
+    assert split.returncode == 2
+    assert "worker blazepose-tf-pose-c0-1 needs /dev/neuron0" in split.stderr
 
 
 # -- integration -----------------------------------------------------------------------------

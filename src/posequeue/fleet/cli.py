@@ -24,18 +24,20 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     p = subparsers.add_parser(
         "plan", help="lay one host's workers out on its cores (replicating a per-chip layout)",
         description="Replicate a per-chip layout on every chip of an instance: one worker per "
-        "core group, pinned by NEURON_RT_VISIBLE_CORES to cores of its own chip.",
+        "core group, pinned by NEURON_RT_VISIBLE_CORES to cores of its own chip. A chip may "
+        "serve several models (anymotion:pose=2,blazepose:landmarks=2); models and stages are "
+        "checked against the built-in models and the spec files in POSEQUEUE_MODEL_SPECS.",
     )  # fmt: skip
     p.add_argument("instance", metavar="INSTANCE", help=f"one of: {', '.join(names())}")
-    p.add_argument("--per-chip", required=True, metavar="STAGE=CORES[,STAGE=CORES...]",
+    p.add_argument("--per-chip", required=True, metavar="[MODEL:]STAGE=CORES[,...]",
                    help="cores of one chip per stage: N (one group), A+B (groups of A and B "
-                   "cores) or GxN (G groups of N); ingest=0 adds one producer per host. "
-                   "Stage names are not checked against the model yet")  # fmt: skip
-    p.add_argument("--model", default="blazepose", help="model whose queues to serve (default "
-                   "blazepose)")  # fmt: skip
-    p.add_argument("--throughput", metavar="STAGE=FPS[,STAGE=FPS...]",
-                   help="frames/s per core of each stage (measured, or given) for expected "
-                   "frames/s and $ per million frames")  # fmt: skip
+                   "cores) or GxN (G groups of N); a bare STAGE is one of --model, MODEL:STAGE "
+                   "one of another model; ingest=0 adds one producer per host")  # fmt: skip
+    p.add_argument("--model", default="blazepose", help="model of the bare STAGE keys and of "
+                   "the producer (default blazepose)")  # fmt: skip
+    p.add_argument("--throughput", metavar="[MODEL:]STAGE=FPS[,...]",
+                   help="frames/s per core of each stage (measured, or given), keyed as in "
+                   "--per-chip, for expected frames/s and $ per million frames per model")  # fmt: skip
     p.add_argument(
         "--price",
         type=float,

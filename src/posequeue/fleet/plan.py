@@ -7,14 +7,17 @@ core groups on a chip: ``{"landmarks": [1, 1, 1, 1]}`` is four single-core worke
 group never straddles two chips (a Neuron process sees the cores of the devices it was given), and
 a layout that needs more cores than a chip has is refused.
 
+A key is ``STAGE`` (a stage of the plan's model) or ``MODEL:STAGE``, so one chip may serve two
+models: ``{"anymotion:pose": 2, "blazepose:landmarks": 2}`` gives cores 0-1 of every chip to one
+model and 2-3 to the other. Each model is a pipeline of its own: its frames pass its stages only,
+so frames/s are worked out per model. Models and stages are looked up in the catalogue (built in,
+and the spec files in POSEQUEUE_MODEL_SPECS); an unknown one is refused with the known names.
+
 Each worker gets the cores it owns as global indices, the environment that pins it
 (``NEURON_RT_VISIBLE_CORES``: the Neuron runtime 2.x reserves every core of the host unless told
-otherwise) and the device file of its chip. The stage ``ingest`` is the producers' queue: it takes
-no accelerator cores, so ``ingest=0`` means one unpinned producer worker per host.
-
-Stage names are not checked against the model catalogue: a plan may be drawn for a stage that is
-being added (such as ``detector``). ``posequeue worker`` refuses a stage the model lacks when the
-worker starts.
+otherwise) and the device file of its chip. The stage ``ingest`` is the producers' queue, shared
+by every model: it takes no accelerator cores, so ``ingest=0`` means one unpinned producer worker
+per host.
 """
 
 from __future__ import annotations
@@ -22,14 +25,19 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from posequeue.config import queues
+from posequeue.config.models import UnknownModelError, get_model
+from posequeue.config.specs import SpecError
 from posequeue.fleet.instances import Instance, get_instance
 
 INGEST = "ingest"
 DEFAULT_MODEL = "blazepose"
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")  # a queue, service, unit and process-tag name part
+# A model or stage name as a part of queue (pose.M.S), compose service, systemd unit and process
+# tag names: no "." (up reads the model back from the queue), no ":" (MODEL:STAGE), and "-" only
+# between other characters. Lower case only: compose derives image and container names from it.
+_NAME = re.compile(r"^[a-z][a-z0-9_]*(?:-[a-z0-9_]+)*$")
 
 Layout = Mapping[str, int | Sequence[int]]
 
@@ -38,11 +46,22 @@ class PlanError(ValueError):
     """A layout or throughput figure that cannot be planned on the instance."""
 
 
+class StageKey(NamedTuple):
+    """A model's stage: what a layout or throughput key names."""
+
+    model: str
+    stage: str
+
+    def __str__(self) -> str:
+        return f"{self.model}:{self.stage}"
+
+
 @dataclass(frozen=True)
 class WorkerPlan:
-    """One worker process: its stage and queue, the cores it owns and how it is pinned."""
+    """One worker process: its model, stage and queue, the cores it owns and how it is pinned."""
 
     name: str
+    model: str
     stage: str
     queue: str
     cores: tuple[int, ...]  # global core indices (CPU ids on the cpu host); () for producers
@@ -55,14 +74,26 @@ class WorkerPlan:
         """``"0-1"`` for a group, ``"3"`` for one core, ``""`` for an unpinned worker."""
         return _span(self.cores)
 
-    def command(self, model: str) -> list[str]:
-        args = ["posequeue", "worker", "--model", model, "--stage", self.stage]
+    def command(self) -> list[str]:
+        args = ["posequeue", "worker", "--model", self.model, "--stage", self.stage]
         return args + (["--cores", self.cores_spec] if self.cores else [])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "stage": self.stage, "queue": self.queue,
+        return {"name": self.name, "model": self.model, "stage": self.stage, "queue": self.queue,
                 "cores": list(self.cores), "env": dict(self.env),
                 "devices": list(self.devices)}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ModelRate:
+    """What one model's pipeline is expected to deliver on the host."""
+
+    model: str
+    frames_per_second: float  # its slowest stage's: every frame of the model passes each stage
+    bottleneck: str  # that stage
+    cores: int  # cores of the host its workers own
+    share: float  # its part of the host's price: its cores / the cores all models use
+    cost_per_million_frames: float | None  # None without a price
 
 
 @dataclass(frozen=True)
@@ -70,18 +101,36 @@ class Plan:
     """Every worker of one host, and what the host is expected to deliver."""
 
     instance: Instance
-    model: str
-    layout: dict[str, tuple[int, ...]]  # per chip: stage -> core-group sizes
+    model: str  # the model of bare STAGE keys and of the producer
+    layout: dict[StageKey, tuple[int, ...]]  # per chip: stage -> core-group sizes
     workers: tuple[WorkerPlan, ...]
-    throughput: dict[str, float] | None = None  # frames/s per core, per stage
+    throughput: dict[StageKey, float] | None = None  # frames/s per core, per stage
     price_per_hour: float | None = None
     producers: bool = False  # the layout asked for one ingest worker per host (ingest=0)
 
     @property
+    def models(self) -> tuple[str, ...]:
+        """The models whose stages have cores, in layout order."""
+        return tuple(dict.fromkeys(key.model for key in self.layout))
+
+    def absent_stages(self) -> dict[str, tuple[str, ...]]:
+        """Per model of the layout, its stages that no core of this host serves (their workers
+        must run elsewhere, or its frames stop there)."""
+        absent = {m: tuple(s.name for s in get_model(m).stages if StageKey(m, s.name) not in self.layout)
+                  for m in self.models}  # fmt: skip
+        return {m: stages for m, stages in absent.items() if stages}
+
+    def label(self, key: StageKey) -> str:
+        """``landmarks`` in a plan of the model alone, else ``model:stage``."""
+        return key.stage if self.models == (self.model,) else str(key)
+
+    @property
     def layout_text(self) -> str:
-        """The per-chip layout as ``--per-chip`` takes it, e.g. ``ingest=0,landmarks=2+2``."""
-        parts = ([f"{INGEST}=0"] if self.producers else []) + [format_layout(self.layout)]
-        return ",".join(p for p in parts if p)
+        """The per-chip layout as ``--per-chip`` takes it (with ``--model`` set to the plan's),
+        e.g. ``ingest=0,landmarks=2+2`` or ``anymotion:pose=2,blazepose:landmarks=2``."""
+        parts = [f"{INGEST}=0"] if self.producers else []
+        parts += [f"{self.label(key)}={format_groups(groups)}" for key, groups in self.layout.items()]
+        return ",".join(parts)
 
     @property
     def cores_per_chip_used(self) -> int:
@@ -91,30 +140,33 @@ class Plan:
     def idle_cores_per_chip(self) -> int:
         return self.instance.cores_per_chip - self.cores_per_chip_used
 
-    def stage_rates(self) -> dict[str, float] | None:
+    def stage_rates(self) -> dict[StageKey, float] | None:
         """Frames/s each stage can take on this host: cores x frames/s per core, summed."""
         if self.throughput is None:
             return None
         rates = dict.fromkeys(self.throughput, 0.0)
         for worker in self.workers:
-            if worker.stage in rates:
-                rates[worker.stage] += len(worker.cores) * self.throughput[worker.stage]
+            key = StageKey(worker.model, worker.stage)
+            if key in rates:
+                rates[key] += len(worker.cores) * self.throughput[key]
         return rates
 
-    def bottleneck(self) -> str | None:
+    def model_rates(self) -> dict[str, ModelRate] | None:
+        """Frames/s and cost of each model. Two models on a host are two pipelines, so each is
+        limited by its own slowest stage; the host's price is split by the cores each uses."""
         rates = self.stage_rates()
-        return min(rates, key=rates.__getitem__) if rates else None
-
-    def frames_per_second(self) -> float | None:
-        """The host's frames/s: every frame passes every stage, so the slowest stage sets it."""
-        rates = self.stage_rates()
-        return min(rates.values()) if rates else None
-
-    def cost_per_million_frames(self) -> float | None:
-        fps = self.frames_per_second()
-        if not fps or self.price_per_hour is None:
+        if rates is None:
             return None
-        return self.price_per_hour / (fps * 3600) * 1_000_000
+        cores = {m: sum(len(w.cores) for w in self.workers if w.model == m) for m in self.models}
+        used = sum(cores.values())
+        result = {}
+        for model in self.models:
+            slowest = min((k for k in rates if k.model == model), key=rates.__getitem__)
+            fps, share = rates[slowest], cores[model] / used
+            cost = (None if self.price_per_hour is None
+                    else self.price_per_hour * share / (fps * 3600) * 1_000_000)  # fmt: skip
+            result[model] = ModelRate(model, fps, slowest.stage, cores[model], share, cost)
+        return result
 
     def to_dict(self) -> dict[str, Any]:
         return {"instance": self.instance.name, "workers": [w.to_dict() for w in self.workers]}
@@ -132,20 +184,22 @@ def plan(
 
     Parameters:
         instance: an :class:`Instance` or a catalogue name (``"inf1.xlarge"``, ``"cpu"``).
-        per_chip: stage -> cores of one chip: an int (one core group of that size) or a list of
-            group sizes (``[1, 1]``: two single-core workers). ``ingest`` must be 0.
-        throughput: optional frames/s per core for every stage that has cores (measured, or
-            figures given by the production team); enables :meth:`Plan.frames_per_second`.
-        model: the model whose stage queues the workers serve.
+        per_chip: ``STAGE`` or ``MODEL:STAGE`` -> cores of one chip: an int (one core group of
+            that size) or a list of group sizes (``[1, 1]``: two single-core workers).
+            ``ingest`` must be 0.
+        throughput: optional frames/s per core for every stage that has cores, keyed as in
+            ``per_chip`` (measured, or figures given by the production team); enables
+            :meth:`Plan.model_rates`.
+        model: the model of bare ``STAGE`` keys, and the producer's.
         price_per_hour: overrides the catalogue's on-demand price (spot, another region).
 
     Raises:
-        PlanError: an unknown name, an empty or oversized layout, or throughput figures that do
-            not match the layout's stages.
+        PlanError: an unknown instance, model or stage, an empty or oversized layout, or
+            throughput figures that do not match the layout's stages.
     """
     host = get_instance(instance) if isinstance(instance, str) else instance
-    _check_name("model", model)
-    layout, producers = _normalise(per_chip)
+    _check_model(model)
+    layout, producers = _normalise(per_chip, model)
     needed = sum(sum(groups) for groups in layout.values())
     if needed > host.cores_per_chip:
         raise PlanError(
@@ -155,87 +209,132 @@ def plan(
         )
     workers: list[WorkerPlan] = []
     if producers:
-        workers.append(WorkerPlan(f"{model}-{INGEST}", INGEST, queues.INGEST, ()))
+        workers.append(WorkerPlan(f"{model}-{INGEST}", model, INGEST, queues.INGEST, ()))
     for chip in range(host.chips):
         offset = chip * host.cores_per_chip
-        for stage, groups in layout.items():
+        for key, groups in layout.items():
             for size in groups:
                 ids = tuple(host.core_id(i) for i in range(offset, offset + size))
-                workers.append(_worker(host, model, stage, ids, chip))
+                workers.append(_worker(host, key, ids, chip))
                 offset += size
-    rates = _check_throughput(throughput, layout)
+    rates = _check_throughput(throughput, layout, model)
     price = price_per_hour if price_per_hour is not None else host.price_per_hour
     return Plan(host, model, layout, tuple(workers), rates, price, producers)
 
 
-def _worker(host: Instance, model: str, stage: str, cores: tuple[int, ...], chip: int) -> WorkerPlan:
-    name = f"{model}-{stage}-c{_span(cores)}"
-    queue = queues.stage_queue(model, stage)
+def _worker(host: Instance, key: StageKey, cores: tuple[int, ...], chip: int) -> WorkerPlan:
+    name = f"{key.model}-{key.stage}-c{_span(cores)}"
+    queue = queues.stage_queue(key.model, key.stage)
     if not host.is_neuron:
-        return WorkerPlan(name, stage, queue, cores)
+        return WorkerPlan(name, key.model, key.stage, queue, cores)
     env = {"NEURON_RT_VISIBLE_CORES": _span(cores), "NEURON_PROCESS_TAG": name}
     device = host.device(chip)
-    return WorkerPlan(name, stage, queue, cores, env, (device,) if device else (), chip)
+    return WorkerPlan(name, key.model, key.stage, queue, cores, env,
+                      (device,) if device else (), chip)  # fmt: skip
 
 
-def _normalise(per_chip: Layout) -> tuple[dict[str, tuple[int, ...]], bool]:
+def stage_key(text: str, model: str) -> StageKey:
+    """``"landmarks"`` -> (model, "landmarks"); ``"anymotion:pose"`` -> ("anymotion", "pose")."""
+    parts = text.split(":")
+    if len(parts) > 2 or not all(parts):
+        raise PlanError(f"{text!r} is not STAGE or MODEL:STAGE; write e.g. landmarks or "
+                        "anymotion:pose")  # fmt: skip
+    return StageKey(*parts) if len(parts) == 2 else StageKey(model, text)
+
+
+def _normalise(per_chip: Layout, model: str) -> tuple[dict[StageKey, tuple[int, ...]], bool]:
     """-> (stage -> group sizes for the stages with cores, whether a producer is wanted)."""
     if not per_chip:
         raise PlanError("the layout is empty; give at least one stage, e.g. landmarks=4")
-    layout: dict[str, tuple[int, ...]] = {}
+    layout: dict[StageKey, tuple[int, ...]] = {}
     producers = False
-    for stage, value in per_chip.items():
-        _check_name("stage", stage)
+    for text, value in per_chip.items():
+        key = stage_key(text, model)
         groups = (value,) if isinstance(value, int) else tuple(value)
         if not groups or not all(isinstance(g, int) and not isinstance(g, bool) for g in groups):
-            raise PlanError(f"stage {stage}: cores must be a whole number or a list of them")
-        if stage == INGEST:
-            if groups != (0,):
+            raise PlanError(f"stage {text}: cores must be a whole number or a list of them")
+        if key.stage == INGEST:
+            if text != INGEST or groups != (0,):
                 raise PlanError(
-                    f"ingest={format_groups(groups)}: producers take no accelerator cores; "
-                    "write ingest=0 for one producer worker per host"
+                    f"{text}={format_groups(groups)}: producers take no accelerator cores and "
+                    "serve every model; write ingest=0 for one producer worker per host"
                 )
             producers = True
             continue
         if min(groups) < 1:
             raise PlanError(
-                f"stage {stage}={format_groups(groups)}: every core group needs at least 1 core "
+                f"stage {text}={format_groups(groups)}: every core group needs at least 1 core "
                 "(only ingest may be 0)"
             )
-        layout[stage] = groups
+        _check_stage(key)
+        if key in layout:
+            raise PlanError(f"{key} is given twice (a bare stage is one of --model {model}); "
+                            f"give its groups once, e.g. {key}=1+1")  # fmt: skip
+        layout[key] = groups
     if not layout and not producers:  # pragma: no cover - an empty mapping is refused above
         raise PlanError("the layout has no stage")
     return layout, producers
 
 
 def _check_throughput(
-    throughput: Mapping[str, float] | None, layout: dict[str, tuple[int, ...]]
-) -> dict[str, float] | None:
+    throughput: Mapping[str, float] | None, layout: dict[StageKey, tuple[int, ...]], model: str
+) -> dict[StageKey, float] | None:
     if throughput is None:
         return None
-    unknown = sorted(set(throughput) - set(layout))
+    def text(key: StageKey) -> str:  # as --throughput takes it with this --model
+        return key.stage if key.model == model else str(key)
+
+    figures: dict[StageKey, float] = {}
+    for written, value in throughput.items():
+        key = stage_key(written, model)
+        if key in figures:
+            raise PlanError(f"throughput for {key} is given twice (a bare stage is one of "
+                            f"--model {model})")  # fmt: skip
+        figures[key] = value
+    unknown = [text(k) for k in figures if k not in layout]
     if unknown:
         raise PlanError(
             f"throughput given for {', '.join(unknown)}, which the layout does not run on cores; "
-            f"its stages: {', '.join(layout) or '(none)'}"
+            f"its stages: {', '.join(map(text, layout)) or '(none)'}"
         )
-    missing = [stage for stage in layout if stage not in throughput]
+    missing = [text(key) for key in layout if key not in figures]
     if missing:
         raise PlanError(
             f"no throughput figure for {', '.join(missing)}; give frames/s per core for every "
-            f"stage, e.g. --throughput {','.join(f'{s}=100' for s in layout)}"
+            f"stage, e.g. --throughput {','.join(f'{text(k)}=100' for k in layout)}"
         )
-    bad = [f"{s}={v}" for s, v in throughput.items() if not v > 0]
+    bad = [f"{text(k)}={v}" for k, v in figures.items() if not v > 0]
     if bad:
         raise PlanError(f"throughput must be frames/s per core above 0: {', '.join(bad)}")
-    return {stage: float(throughput[stage]) for stage in layout}
+    return {key: float(figures[key]) for key in layout}
 
 
-def _check_name(kind: str, name: str) -> None:
+def _check_model(model: str) -> None:
+    """A model the catalogue knows, whose name fits queue, service and unit names."""
+    try:
+        get_model(model)
+    except (UnknownModelError, SpecError) as exc:
+        raise PlanError(str(exc)) from None
+    check_name("model", model)
+
+
+def _check_stage(key: StageKey) -> None:
+    _check_model(key.model)
+    try:
+        get_model(key.model).stage(key.stage)
+    except UnknownModelError as exc:
+        raise PlanError(str(exc)) from None
+    check_name("stage", key.stage)
+
+
+def check_name(kind: str, name: str) -> None:
+    """Refuse a model or stage name that cannot be part of queue, compose service, systemd unit
+    and process tag names."""
     if not _NAME.match(name):
         raise PlanError(
-            f"{kind} name {name!r} is not usable in queue, service and unit names; use lower-case "
-            "letters, digits and _ (starting with a letter)"
+            f"{kind} name {name!r} cannot be part of queue, compose service and systemd unit "
+            "names; rename it (in its spec file) to lower-case letters, digits, _ and single "
+            "- between them, starting with a letter (e.g. blazepose-tf)"
         )
 
 
@@ -265,7 +364,8 @@ def format_layout(per_chip: Layout) -> str:
 def parse_layout(text: str) -> dict[str, int | list[int]]:
     """``"detector=2,landmarks=1+1"`` -> {"detector": 2, "landmarks": [1, 1]}.
 
-    A stage's cores are ``N`` (one group of N cores), ``A+B+...`` (groups of A, B, ... cores) or
+    A key is ``STAGE`` or ``MODEL:STAGE`` (kept as written; :func:`plan` resolves it). A stage's
+    cores are ``N`` (one group of N cores), ``A+B+...`` (groups of A, B, ... cores) or
     ``GxN`` (G groups of N cores, as in the Neuron runtime 1.x's NEURONCORE_GROUP_SIZES).
     """
     layout: dict[str, int | list[int]] = {}
@@ -284,8 +384,8 @@ def parse_layout(text: str) -> dict[str, int | list[int]]:
                 groups = [int(v) for v in value.split("+")]
         except ValueError:
             raise PlanError(
-                f"--per-chip {text!r}: {part!r} is not STAGE=CORES; write e.g. "
-                "detector=2,landmarks=2 or landmarks=4x1 or landmarks=1+1+2"
+                f"--per-chip {text!r}: {part!r} is not [MODEL:]STAGE=CORES; write e.g. "
+                "detector=2,landmarks=2 or landmarks=4x1 or anymotion:pose=2,landmarks=1+1"
             ) from None
         if stage in layout:
             raise PlanError(f"--per-chip {text!r}: stage {stage} is given twice; use {stage}=1+1")
@@ -294,17 +394,20 @@ def parse_layout(text: str) -> dict[str, int | list[int]]:
 
 
 def parse_throughput(text: str) -> dict[str, float]:
-    """``"detector=400,landmarks=150"`` -> frames/s per core, per stage."""
+    """``"detector=400,anymotion:pose=150"`` -> frames/s per core, per ``[MODEL:]STAGE``."""
     figures: dict[str, float] = {}
     for part in (p.strip() for p in text.split(",")):
         stage, sep, value = part.partition("=")
         try:
             if not sep or not stage.strip():
                 raise ValueError
-            figures[stage.strip()] = float(value)
+            fps = float(value)
         except ValueError:
             raise PlanError(
-                f"--throughput {text!r}: {part!r} is not STAGE=FPS; write e.g. landmarks=150 "
-                "(frames/s per core)"
+                f"--throughput {text!r}: {part!r} is not [MODEL:]STAGE=FPS; write e.g. "
+                "landmarks=150 or anymotion:pose=103 (frames/s per core)"
             ) from None
+        if stage.strip() in figures:
+            raise PlanError(f"--throughput {text!r}: {stage.strip()} is given twice")
+        figures[stage.strip()] = fps
     return figures

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from posequeue.fleet.plan import Plan, WorkerPlan
+from posequeue.fleet.plan import ModelRate, Plan, StageKey, WorkerPlan
 
 # Celery's warm shutdown (SIGTERM) lets the running batch finish; give it longer than the default
 # task_time_limit (300 s) before the container or unit is killed.
@@ -41,19 +41,21 @@ def render_table(plan: Plan) -> str:
     if host.network:
         facts.append(host.network)
     price = "no price" if plan.price_per_hour is None else f"{_money(plan.price_per_hour)}/h"
+    models = plan.models or (plan.model,)
     lines = [
         f"{host.name}: {', '.join(facts)}; {price}",
-        f"model {plan.model}, per chip {plan.layout_text}: "
+        f"model{'s' if len(models) > 1 else ''} {', '.join(models)}, per chip {plan.layout_text}: "
         f"{len(plan.workers)} workers, {plan.idle_cores_per_chip} idle cores per chip",
         "",
     ]
     rates = plan.throughput
-    header = ["WORKER", "STAGE", "QUEUE", "CORES", "DEVICE"] + (["FRAMES/S"] if rates else [])
+    header = ["WORKER", "MODEL", "STAGE", "QUEUE", "CORES", "DEVICE"] + (["FRAMES/S"] if rates else [])
     rows = [header]
     for w in plan.workers:
-        row = [w.name, w.stage, w.queue, w.cores_spec or "-", ",".join(w.devices) or "-"]
+        row = [w.name, w.model, w.stage, w.queue, w.cores_spec or "-", ",".join(w.devices) or "-"]
         if rates:
-            row.append(f"{len(w.cores) * rates[w.stage]:.1f}" if w.stage in rates else "-")
+            key = StageKey(w.model, w.stage)
+            row.append(f"{len(w.cores) * rates[key]:.1f}" if key in rates else "-")
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for row in rows:
@@ -66,20 +68,31 @@ def render_table(plan: Plan) -> str:
 
 
 def _summary(plan: Plan) -> list[str]:
-    stage_rates = plan.stage_rates()
-    fps = plan.frames_per_second()
-    if stage_rates is None or fps is None:
-        return ["expected frames/s and $ per million frames: give --throughput STAGE=FPS,... "
-                "(frames/s per core, per stage)"]  # fmt: skip
-    per_stage = "; ".join(f"{s} {r:,.1f}" for s, r in stage_rates.items())
-    cost = plan.cost_per_million_frames()
-    cost_text = (f"{_money(cost)} per million frames at {_money(plan.price_per_hour)}/h"
-                 if cost is not None else "$ per million frames: no price for this host "
-                 "(give --price USD_PER_HOUR)")  # fmt: skip
-    return [
-        f"stage frames/s (per-core figures given x cores): {per_stage}",
-        f"expected host frames/s: {fps:,.1f} (limited by {plan.bottleneck()}); {cost_text}",
-    ]
+    absent = plan.absent_stages()
+    lines = [f"{model}: no core of this host serves {', '.join(stages)}; run those workers on "
+             "other hosts, or its frames go no further" for model, stages in absent.items()]  # fmt: skip
+    stage_rates, model_rates = plan.stage_rates(), plan.model_rates()
+    if not stage_rates or not model_rates:
+        return [*lines, "expected frames/s and $ per million frames: give --throughput "
+                "[MODEL:]STAGE=FPS,... (frames/s per core, per stage)"]  # fmt: skip
+    per_stage = "; ".join(f"{plan.label(k)} {r:,.1f}" for k, r in stage_rates.items())
+    lines.append(f"stage frames/s (per-core figures given x cores): {per_stage}")
+    used = sum(r.cores for r in model_rates.values())
+    for rate in model_rates.values():
+        # Each model is a pipeline of its own: the slowest of its stages sets its frames/s.
+        elsewhere = f"; {', '.join(absent[rate.model])} not on this host" if rate.model in absent else ""
+        lines.append(f"expected frames/s of {rate.model}: {rate.frames_per_second:,.1f} (limited "
+                     f"by {rate.bottleneck}{elsewhere}); {_cost_text(plan, rate, used)}")  # fmt: skip
+    return lines
+
+
+def _cost_text(plan: Plan, rate: ModelRate, used: int) -> str:
+    if rate.cost_per_million_frames is None or plan.price_per_hour is None:
+        return "$ per million frames: no price for this host (give --price USD_PER_HOUR)"
+    price = f"{_money(plan.price_per_hour * rate.share)}/h"
+    if rate.share < 1:  # several models: each pays for the cores it uses
+        price += f" ({rate.cores} of the {used} cores in use)"
+    return f"{_money(rate.cost_per_million_frames)} per million frames at {price}"
 
 
 # -- json -----------------------------------------------------------------------------------
@@ -98,7 +111,7 @@ def compose_services(plan: Plan) -> dict[str, Any]:
             # itself, so env (which execs it: the worker gets SIGTERM) replaces that entrypoint
             # and the service runs the same with an image whose entrypoint differs.
             "entrypoint": [ENTRYPOINT],
-            "command": w.command(plan.model),
+            "command": w.command(),
             "environment": {"POSEQUEUE_BROKER_URL": COMPOSE_BROKER, **w.env},
         }
         if w.devices:
@@ -196,11 +209,11 @@ def _unit(plan: Plan, w: WorkerPlan, executable: str) -> str:
     if w.devices:
         where += f" on {', '.join(w.devices)}"
     env = "".join(f'Environment="{k}={v}"\n' for k, v in w.env.items())
-    command = " ".join([executable, *w.command(plan.model)[1:]])
+    command = " ".join([executable, *w.command()[1:]])
     return (
         f"# file: {unit_name(w)}\n"
         "[Unit]\n"
-        f"Description=posequeue worker {w.name} (stage {w.stage}, {where})\n"
+        f"Description=posequeue worker {w.name} (model {w.model}, stage {w.stage}, {where})\n"
         "Wants=network-online.target\n"
         "After=network-online.target\n"
         "PartOf=posequeue.target\n"

@@ -247,44 +247,55 @@ class UpError(ValueError):
 def worker_programs(plan: dict[str, Any], model: str | None = None) -> list[Program]:
     """Programs for the workers of a plan in its JSON form (``posequeue plan --format json``).
 
-    The model is ``model`` or, when None, the one the plan's stage queues name
-    (``pose.<model>.<stage>``). Raises :class:`UpError` for a plan this host cannot run.
+    Each worker serves its own ``model``. Plans written before workers carried one name it in
+    their queues (``pose.<model>.<stage>``); a worker that says neither (a producer of such a
+    plan) gets ``model`` or, when None, the first model the plan's queues name, else blazepose.
+    Raises :class:`UpError` for a plan this host cannot run, or one whose workers name a model
+    other than ``model``.
     """
     from posequeue.config import queues
     from posequeue.config.models import UnknownModelError, get_model
+    from posequeue.config.specs import SpecError
     from posequeue.fleet.plan import DEFAULT_MODEL, INGEST
     from posequeue.worker.pinning import format_cores
 
     workers = plan.get("workers")
     if not isinstance(workers, list) or not workers:
         raise UpError("the plan has no workers; write one with posequeue plan ... --format json")
-    if model is None:
-        named = [w["queue"].split(".")[1] for w in workers
-                 if w.get("stage") != INGEST and str(w.get("queue", "")).count(".") == 2]  # fmt: skip
-        model = named[0] if named else DEFAULT_MODEL
-    try:
-        spec = get_model(model)
-        for w in workers:
-            if w["stage"] != INGEST:
-                spec.stage(w["stage"])
-    except UnknownModelError as exc:
-        raise UpError(str(exc)) from None
+    named = [m for m in (w.get("model") or _queue_model(w.get("queue")) for w in workers) if m]
+    fallback = model or (named[0] if named else DEFAULT_MODEL)
     programs = []
     for w in workers:
         stage = w["stage"]
-        queue = queues.INGEST if stage == INGEST else queues.stage_queue(model, stage)
+        own = w.get("model") or _queue_model(w.get("queue")) or fallback
+        if model is not None and own != model:
+            raise UpError(f"worker {w['name']} serves model {own}, not --model {model}; the plan "
+                          "names each worker's model, so leave --model out")  # fmt: skip
+        try:
+            spec = get_model(own)
+            if stage != INGEST:
+                spec.stage(stage)
+        except (UnknownModelError, SpecError) as exc:
+            raise UpError(f"worker {w['name']}: {exc}") from None
+        queue = queues.INGEST if stage == INGEST else queues.stage_queue(own, stage)
         if w.get("queue", queue) != queue:
-            raise UpError(f"worker {w['name']} serves queue {w['queue']}, not {queue} of model "
-                          f"{model}; run it with --model {w['queue'].split('.')[1]}")  # fmt: skip
+            raise UpError(f"worker {w['name']} of model {own} serves queue {w['queue']}, not "
+                          f"{queue}; write the plan again with posequeue plan")  # fmt: skip
         missing = [d for d in w.get("devices", []) if not Path(d).exists()]
         if missing:
             raise UpError(f"worker {w['name']} needs {', '.join(missing)}, which this host does "
                           f"not have: the plan is for {plan.get('instance', 'another host')}")  # fmt: skip
-        argv = [sys.executable, "-m", "posequeue.cli", "worker", "--model", model, "--stage", stage]
+        argv = [sys.executable, "-m", "posequeue.cli", "worker", "--model", own, "--stage", stage]
         if w.get("cores"):
             argv += ["--cores", format_cores(list(w["cores"]))]
         programs.append(Program(w["name"], tuple(argv), dict(w.get("env", {}))))
     return programs
+
+
+def _queue_model(queue: Any) -> str | None:
+    """The model a stage queue ``pose.<model>.<stage>`` names (model names hold no dot)."""
+    parts = str(queue or "").split(".")
+    return parts[1] if len(parts) == 3 and parts[0] == "pose" else None
 
 
 # -- the command ------------------------------------------------------------------------------
@@ -298,10 +309,12 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
         "SIGINT stop them with Celery's warm shutdown.",
     )  # fmt: skip
     p.add_argument("instance", nargs="?", metavar="INSTANCE", help="e.g. cpu or inf1.xlarge")
-    p.add_argument("--per-chip", metavar="STAGE=CORES[,STAGE=CORES...]",
+    p.add_argument("--per-chip", metavar="[MODEL:]STAGE=CORES[,...]",
                    help="with INSTANCE: the layout of one chip, as for `posequeue plan`")  # fmt: skip
     p.add_argument("--plan", metavar="FILE.json", help="a plan from `posequeue plan --format json`")
-    p.add_argument("--model", help="model to serve (default: the plan file's, else blazepose)")
+    p.add_argument("--model", help="with --per-chip: the model of bare STAGE keys (default "
+                   "blazepose); with --plan: the model of workers the file names none for "
+                   "(default: the first its queues name)")  # fmt: skip
     p.add_argument("--stop-timeout", type=float, default=STOP_GRACE_SECONDS, metavar="SECONDS",
                    help="time the workers get to finish after SIGTERM before SIGKILL "
                    f"(default {STOP_GRACE_SECONDS})")  # fmt: skip
@@ -338,7 +351,8 @@ def load_plan(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_up(args: argparse.Namespace) -> int:
     try:
-        programs = worker_programs(load_plan(args), args.model)
+        # With INSTANCE --per-chip, --model has named the bare stages' model in the plan.
+        programs = worker_programs(load_plan(args), args.model if args.plan else None)
     except UpError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_REFUSED
