@@ -519,7 +519,7 @@ def test_plan_command_with_a_user_model(tmp_path) -> None:  # type: ignore[no-un
 @pytest.mark.parametrize(("model", "per_chip", "message"), [
     ("blazepose-tf", "blazepose-tf:landmarks=2", "'blazepose-tf' has no stage 'landmarks'; its stages: pose"),
     ("blazepose-tf", "movenet:pose=2", "unknown model 'movenet'; known models: blazepose, blazepose-tf"),
-    ("Pose.V2", "Pose.V2:pose=2", "model name 'Pose.V2' cannot be part of queue"),
+    ("Pose.V2", "Pose.V2:pose=2", "name: 'Pose.V2' cannot name queues and workers"),
 ])  # fmt: skip
 def test_plan_command_refuses_unknown_or_unusable_models(tmp_path, model: str, per_chip: str,  # type: ignore[no-untyped-def]
                                                          message: str) -> None:  # fmt: skip

@@ -95,6 +95,8 @@ def test_the_worked_example_in_the_docs_loads() -> None:
         (("name = \"anymotion\"\n", ""), "'name' is required"),
         (("[[stages]]", "[[stage]]"), "unknown field(s) stage"),
         (("name = \"anymotion\"", "name = anymotion"), "not valid TOML"),
+        (("name = \"anymotion\"", "name = \"Pose.V2\""), "'Pose.V2' cannot name queues and workers"),
+        (("name = \"pose\"", "name = \"ingest\""), "ingest is the producers' queue"),
     ],
 )
 def test_a_wrong_spec_is_refused_naming_the_file_and_field(tmp_path: Path, change: tuple[str, str],

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 from posequeue.config.models import ModelSpec, all_models
+
+# Model and stage names go into queue, service, unit and process-tag names: lower-case letters,
+# digits and _, with single hyphens between ('.' separates a queue name's parts).
+NAME = re.compile(r"^[a-z][a-z0-9_]*(?:-[a-z0-9_]+)*$")
+NAME_RULE = "lower-case letters, digits and _ (starting with a letter), with single hyphens between"
 
 INGEST = "ingest"  # producers: probe, decode, preprocess, batch; and job finalisation
 

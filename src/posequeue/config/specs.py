@@ -24,6 +24,7 @@ from posequeue.config.models import (
     Preprocess,
     StageSpec,
 )
+from posequeue.config.queues import INGEST, NAME, NAME_RULE
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -127,7 +128,7 @@ class _Reader:
 
     def model(self, data: dict[str, Any]) -> ModelSpec:
         self.unknown(data, MODEL_KEYS, "the file")
-        name = self.required(data, "name", str, "the file")
+        name = self.name(self.required(data, "name", str, "the file"), "name")
         runtime = self.choice(data.get("runtime", "tflite"), RUNTIMES, "runtime")
         keypoints, edges = self.keypoints(data.get("keypoints"), data.get("edges"))
         raw = data.get("stages")
@@ -164,7 +165,7 @@ class _Reader:
         if not isinstance(data, dict):
             raise self.fail(where, "must be a table")
         self.unknown(data, STAGE_KEYS, where)
-        name = self.required(data, "name", str, where)
+        name = self.name(self.required(data, "name", str, where), f"{where} name")
         where = f"stage {name!r}"
         kind = self.choice(data.get("kind", "keypoints"), STAGE_KINDS, f"{where} kind")
         path = self.required(data, "path", str, where)
@@ -209,6 +210,12 @@ class _Reader:
             if key in values:
                 self.choice(values[key], allowed, f"{where} {key}")
         return cls(**values)
+
+    def name(self, value: str, where: str) -> str:
+        if not NAME.match(value) or value == INGEST:
+            raise self.fail(where, f"{value!r} cannot name queues and workers: use {NAME_RULE}"
+                            + (" (ingest is the producers' queue)" if value == INGEST else ""))  # fmt: skip
+        return value
 
     def unknown(self, data: dict[str, Any], known: set[str], where: str) -> None:
         extra = sorted(set(data) - known)

@@ -22,7 +22,6 @@ per host.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -37,7 +36,7 @@ DEFAULT_MODEL = "blazepose"
 # A model or stage name as a part of queue (pose.M.S), compose service, systemd unit and process
 # tag names: no "." (up reads the model back from the queue), no ":" (MODEL:STAGE), and "-" only
 # between other characters. Lower case only: compose derives image and container names from it.
-_NAME = re.compile(r"^[a-z][a-z0-9_]*(?:-[a-z0-9_]+)*$")
+_NAME = queues.NAME
 
 Layout = Mapping[str, int | Sequence[int]]
 
