@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     from posequeue.fleet.cli import add_commands  # plan, flower
 
     add_commands(sub)
+    from posequeue.convert.cli import add_command as add_convert  # TensorFlow loads when it runs
+
+    add_convert(sub)
     return parser
 
 
