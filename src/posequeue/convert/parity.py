@@ -90,7 +90,8 @@ def figures(model_dir: Path, out: Path, video: Path, count: int = FRAMES) -> dic
             "all_values_max_abs": _max_abs(lm_ref[blazepose.LANDMARKS], lm_tf[blazepose.LANDMARKS]),
             "pose_flag_max_abs": _max_abs(lm_ref[blazepose.POSE_FLAG], lm_tf[blazepose.POSE_FLAG]),
             "heatmap_max_abs": _max_abs(lm_ref[blazepose.HEATMAP], lm_tf[blazepose.HEATMAP]),
-            "mask_logit_max_abs": _max_abs(lm_ref[MASK], lm_tf[MASK]),
+            # The mask's logits reach -1500: compare the probabilities the logits stand for.
+            "mask_max_abs": _max_abs(blazepose.sigmoid(lm_ref[MASK]), blazepose.sigmoid(lm_tf[MASK])),
             "world_max_abs": _max_abs(lm_ref[WORLD], lm_tf[WORLD]),
         },
         "xy_bound_px": XY_BOUND_PX,

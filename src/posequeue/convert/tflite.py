@@ -17,8 +17,10 @@ import numpy as np
 from posequeue.convert import ConvertError, UnsupportedOp
 
 # TensorType -> numpy dtype, for the types a float model's tensors use.
-DTYPES = {"FLOAT32": np.float32, "FLOAT16": np.float16, "INT32": np.int32, "INT64": np.int64,
-          "UINT8": np.uint8, "INT8": np.int8, "INT16": np.int16, "BOOL": np.bool_}  # fmt: skip
+DTYPES: dict[str, type[np.generic]] = {
+    "FLOAT32": np.float32, "FLOAT16": np.float16, "INT32": np.int32, "INT64": np.int64,
+    "UINT8": np.uint8, "INT8": np.int8, "INT16": np.int16, "BOOL": np.bool_,
+}  # fmt: skip
 SPARSE_CSR = 1  # DimensionType
 
 
@@ -48,6 +50,7 @@ class Graph:
     outputs: list[int]
     operators: list[Operator] = field(default_factory=list)
     constants: dict[int, np.ndarray] = field(default_factory=dict)
+    folded: dict[str, int] = field(default_factory=dict)  # opcode -> operators run at read time
 
     def name(self, index: int) -> str:
         return self.tensors[index].name
@@ -122,7 +125,7 @@ def _constant(graph: Graph, index: int, sparsity: Any, raw: np.ndarray) -> np.nd
     if dtype is None:
         raise UnsupportedOp(f"{graph.model}: constant {tensor.name!r} has type {tensor.dtype}, "
                             "which the converter does not read")  # fmt: skip
-    values = raw.view(dtype)
+    values: np.ndarray = raw.view(dtype)
     if sparsity is not None:
         return densify(values, tensor.shape, sparsity, f"{graph.model}: {tensor.name!r}")
     return values.reshape(tensor.shape)
@@ -175,4 +178,5 @@ def _fold(graph: Graph, op: Operator) -> bool:
                                 f"({value.dtype}); only float16 weights dequantize here")  # fmt: skip
         value = value.astype(np.float32)
     graph.constants[op.outputs[0]] = value
+    graph.folded[op.opcode] = graph.folded.get(op.opcode, 0) + 1
     return True
