@@ -49,6 +49,8 @@ class Converted:
 def convert(model_dir: Path, out: Path) -> list[Converted]:
     """Convert both stages from ``model_dir`` into ``out``; then write the spec next to them."""
     import_tensorflow()  # fail before any work, and keep its import out of the timings
+    if out.exists() and not out.is_dir():
+        raise ConvertError(f"{out} is a file; -o takes a folder (created if missing)")
     out.mkdir(parents=True, exist_ok=True)
     done = [_convert(stage, model_dir / stage.file, out / stage.name) for stage in STAGES]
     (out / SPEC_FILE).write_text(spec_text(done))
