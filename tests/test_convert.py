@@ -122,7 +122,7 @@ def test_blazepose_parity_on_real_frames(model_dir: Path, converted: tuple[Path,
 
 def test_blazepose_signatures(converted: tuple[Path, list[Any]], model_dir: Path) -> None:
     """Each SavedModel has one input keyed by the TFLite input name, with a free batch, and every
-    TFLite output under its TFLite name; a batch of 3 gives 3 rows."""
+    TFLite output under its TFLite name; a batch of 3 gives 3 rows, an empty batch none."""
     out, stages = converted
     for c in stages:
         graph = tflite.read(model_dir / c.stage.file)
@@ -131,8 +131,13 @@ def test_blazepose_signatures(converted: tuple[Path, list[Any]], model_dir: Path
         assert list(inputs) == [c.input] == [graph.name(graph.inputs[0])] == ["input_1"]
         assert inputs[c.input].shape.as_list() == [None, *c.shape[1:]]
         assert set(signature.structured_outputs) == {graph.name(i) for i in graph.outputs}
-        got = savedmodel.load(c.folder)(np.zeros((3, *c.shape[1:]), np.float32))
+        run = savedmodel.load(c.folder)
+        got = run(np.zeros((3, *c.shape[1:]), np.float32))
         assert all(len(value) == 3 for value in got.values())
+        empty = run(np.zeros((0, *c.shape[1:]), np.float32))
+        assert {name: value.shape[1:] for name, value in empty.items()} == {
+            name: value.shape[1:] for name, value in got.items()}  # fmt: skip
+        assert all(len(value) == 0 for value in empty.values())
 
 
 def test_blazepose_spec_file(converted: tuple[Path, list[Any]]) -> None:

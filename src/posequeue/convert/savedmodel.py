@@ -46,8 +46,14 @@ def load(folder: Path) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
     tf = import_tensorflow()
     signature = tf.saved_model.load(str(folder)).signatures[SIGNATURE]
     (key,) = signature.structured_input_signature[1]
+    # An empty batch (no person in any frame) is not run: TF 2.10's oneDNN kernels, on by
+    # default on x86, fail on it ("input depth must be evenly divisible by filter depth").
+    empty = {name: np.zeros((0, *spec.shape[1:]), spec.dtype.as_numpy_dtype)
+             for name, spec in signature.structured_outputs.items()}  # fmt: skip
 
     def call(batch: np.ndarray) -> dict[str, np.ndarray]:
+        if len(batch) == 0:
+            return {name: value.copy() for name, value in empty.items()}
         outputs = signature(**{key: tf.constant(batch, tf.float32)})
         return {name: value.numpy() for name, value in outputs.items()}
 

@@ -95,7 +95,7 @@ def read(path: Path) -> Graph:
         data = model.buffers[t.buffer].data if t.buffer < len(model.buffers) else None
         if data is not None and len(data):
             graph.constants[i] = _constant(graph, i, t.sparsity, np.asarray(data, np.uint8))
-        elif t.quantization is not None and t.quantization.scale is not None:
+        elif t.quantization is not None and t.quantization.scale is not None and len(t.quantization.scale):
             raise UnsupportedOp(f"{path.name}: tensor {tensors[i].name!r} is quantized; only float "
                                 "models convert (use the float16 or float32 model)")  # fmt: skip
     for op in sub.operators:
