@@ -99,7 +99,7 @@ def test_blazepose_files_read(model_dir: Path) -> None:
 
 def test_unknown_operators_are_named_with_the_model() -> None:
     """check() names every operator without a translation and the model that uses it."""
-    tensors = [Tensor(0, "x", (1, 4), "FLOAT32"), Tensor(1, "y", (1, 4), "FLOAT32")]
+    tensors = [Tensor("x", (1, 4), "FLOAT32"), Tensor("y", (1, 4), "FLOAT32")]
     graph = Graph("odd.tflite", tensors, [0], [1], operators=[
         Operator("SQUARE", (0,), (1,), {}), Operator("CUSTOM:Landmarks2TransformMatrix", (1,), (1,), {}),
         Operator("ADD", (0, 0), (1,), {})])  # fmt: skip

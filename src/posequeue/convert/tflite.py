@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from posequeue.convert import ConvertError, UnsupportedOp
+from posequeue.convert import INSTALL_TENSORFLOW, ConvertError, UnsupportedOp
 
 # TensorType -> numpy dtype, for the types a float model's tensors use.
 DTYPES: dict[str, type[np.generic]] = {
@@ -26,7 +26,6 @@ SPARSE_CSR = 1  # DimensionType
 
 @dataclass(frozen=True)
 class Tensor:
-    index: int
     name: str
     shape: tuple[int, ...]  # as stored; the batch dimension is 1 in these models
     dtype: str  # TensorType name, e.g. "FLOAT32"
@@ -68,8 +67,6 @@ def schema() -> ModuleType:
         try:
             from ai_edge_litert import schema_py_generated
         except ImportError as exc:
-            from posequeue.convert import INSTALL_TENSORFLOW
-
             raise ConvertError(f"reading a .tflite file needs TensorFlow's schema bindings: "
                                f"{INSTALL_TENSORFLOW}") from exc  # fmt: skip
     return schema_py_generated
@@ -85,30 +82,39 @@ def read(path: Path) -> Graph:
         # Control flow (WHILE, IF) lives in further subgraphs; BlazePose has none.
         raise UnsupportedOp(f"{path.name} has {len(model.subgraphs)} subgraphs; only single-graph "
                             "models convert")  # fmt: skip
-    opnames = _names(fb.BuiltinOperator)
-    typenames = _names(fb.TensorType)
     sub = model.subgraphs[0]
-    tensors = [Tensor(i, _text(t.name), tuple(int(d) for d in t.shape), typenames[t.type])
-               for i, t in enumerate(sub.tensors)]  # fmt: skip
+    typenames = _names(fb.TensorType)
+    tensors = [Tensor(_text(t.name), tuple(int(d) for d in t.shape), typenames[t.type])
+               for t in sub.tensors]  # fmt: skip
     graph = Graph(path.name, tensors, [int(i) for i in sub.inputs], [int(i) for i in sub.outputs])
     for i, t in enumerate(sub.tensors):
-        data = model.buffers[t.buffer].data if t.buffer < len(model.buffers) else None
-        if data is not None and len(data):
-            graph.constants[i] = _constant(graph, i, t.sparsity, np.asarray(data, np.uint8))
-        elif t.quantization is not None and t.quantization.scale is not None and len(t.quantization.scale):
-            raise UnsupportedOp(f"{path.name}: tensor {tensors[i].name!r} is quantized; only float "
-                                "models convert (use the float16 or float32 model)")  # fmt: skip
+        _read_tensor(graph, i, t, model.buffers)
+    opnames = _names(fb.BuiltinOperator)
     for op in sub.operators:
-        code = model.operatorCodes[op.opcodeIndex]
-        # Codes past 127 live in builtinCode; older files only fill deprecatedBuiltinCode.
-        number = max(code.builtinCode, code.deprecatedBuiltinCode)
-        opcode = f"CUSTOM:{_text(code.customCode)}" if code.customCode else opnames.get(number, str(number))
-        options = dict(vars(op.builtinOptions)) if op.builtinOptions is not None else {}
-        operator = Operator(opcode, tuple(int(i) for i in op.inputs), tuple(int(i) for i in op.outputs),
-                            options)  # fmt: skip
+        operator = _operator(op, model.operatorCodes[op.opcodeIndex], opnames)
         if not _fold(graph, operator):
             graph.operators.append(operator)
     return graph
+
+
+def _read_tensor(graph: Graph, index: int, tensor: Any, buffers: list[Any]) -> None:
+    """Keep the tensor's data if it is a constant; refuse quantized activations."""
+    data = buffers[tensor.buffer].data if tensor.buffer < len(buffers) else None
+    if data is not None and len(data):
+        graph.constants[index] = _constant(graph, index, tensor.sparsity, np.asarray(data, np.uint8))
+        return
+    scale = tensor.quantization.scale if tensor.quantization is not None else None
+    if scale is not None and len(scale):
+        raise UnsupportedOp(f"{graph.model}: tensor {graph.name(index)!r} is quantized; only float "
+                            "models convert (use the float16 or float32 model)")  # fmt: skip
+
+
+def _operator(op: Any, code: Any, opnames: dict[int, str]) -> Operator:
+    # Codes past 127 live in builtinCode; older files only fill deprecatedBuiltinCode.
+    number = max(code.builtinCode, code.deprecatedBuiltinCode)
+    opcode = f"CUSTOM:{_text(code.customCode)}" if code.customCode else opnames.get(number, str(number))
+    options = dict(vars(op.builtinOptions)) if op.builtinOptions is not None else {}
+    return Operator(opcode, tuple(int(i) for i in op.inputs), tuple(int(i) for i in op.outputs), options)
 
 
 def _names(enum: type) -> dict[int, str]:
