@@ -27,6 +27,8 @@ def frames(video: Path, count: int = FRAMES) -> np.ndarray:
     """``count`` frames spread evenly over ``video``, RGB uint8."""
     import av
 
+    if not video.is_file():
+        raise ConvertError(f"no video at {video}; give --video a file with a person in it")
     with av.open(str(video)) as container:
         decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     if not decoded:
@@ -74,6 +76,8 @@ def figures(model_dir: Path, out: Path, video: Path, count: int = FRAMES) -> dic
         return outputs[blazepose.LANDMARKS].reshape(len(crops), -1, 5)
 
     xy = _max_abs(landmarks(lm_ref)[:, pose, :2], landmarks(lm_tf)[:, pose, :2])
+    with np.errstate(over="ignore"):  # mask logits reach -1500: exp overflows, the sigmoid is 0
+        mask = _max_abs(blazepose.sigmoid(lm_ref[MASK]), blazepose.sigmoid(lm_tf[MASK]))
     return {
         "video": str(video),
         "frames": len(images),
@@ -90,8 +94,7 @@ def figures(model_dir: Path, out: Path, video: Path, count: int = FRAMES) -> dic
             "all_values_max_abs": _max_abs(lm_ref[blazepose.LANDMARKS], lm_tf[blazepose.LANDMARKS]),
             "pose_flag_max_abs": _max_abs(lm_ref[blazepose.POSE_FLAG], lm_tf[blazepose.POSE_FLAG]),
             "heatmap_max_abs": _max_abs(lm_ref[blazepose.HEATMAP], lm_tf[blazepose.HEATMAP]),
-            # The mask's logits reach -1500: compare the probabilities the logits stand for.
-            "mask_max_abs": _max_abs(blazepose.sigmoid(lm_ref[MASK]), blazepose.sigmoid(lm_tf[MASK])),
+            "mask_max_abs": mask,  # probabilities: a logit of -1500 or -1499 means the same
             "world_max_abs": _max_abs(lm_ref[WORLD], lm_tf[WORLD]),
         },
         "xy_bound_px": XY_BOUND_PX,
