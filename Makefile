@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint unit integration bench accuracy clean
+.PHONY: demo test lint unit integration compat bench accuracy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,29 @@ lint: $(VENV)/.test-installed
 
 test: lint
 	$(BIN)/pytest
+	$(MAKE) compat
+
+# The inf1 worker environment: Python 3.10, TensorFlow 2.10.1 (what the last tensorflow-neuron
+# for inf1 is built on) and numpy 1.x. The whole suite runs again there, with the TensorFlow
+# tests (runtimes, users' models, convert, compile) that skip where TensorFlow is missing.
+COMPAT_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10) \
+                 $(shell python3.10 -c 'import sys; print(sys.executable)' 2>/dev/null))
+COMPAT_VENV ?= .venv-compat
+
+$(COMPAT_VENV)/.installed: pyproject.toml
+	$(COMPAT_PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(COMPAT_VENV)/bin/python -m pip install --quiet -e ".[test]" "tensorflow-cpu==2.10.1" "numpy<2"
+	touch $@
+
+compat:
+	@if [ -z "$(COMPAT_PYTHON)" ]; then \
+	  echo "compat: no Python 3.10 found (set COMPAT_PYTHON=/path/to/python3.10): the worker's" \
+	       "inf1 environment (TensorFlow 2.10.1, numpy 1.x) and the TensorFlow tests were NOT run"; \
+	  test "$(CI)" != true; \
+	else \
+	  $(MAKE) $(COMPAT_VENV)/.installed && $(COMPAT_VENV)/bin/pytest; \
+	fi
 
 unit: $(VENV)/.test-installed
 	$(BIN)/pytest -m "not integration"

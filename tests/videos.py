@@ -406,3 +406,37 @@ def make_person_video(path, seconds: float, width: int = 320, height: int = 180,
                 out.mux(packet)
         _flush(out, stream)
     return path
+
+
+def dot_picture(i: int, width: int, height: int, radius: int = 6) -> np.ndarray:
+    """Black, with one white disk that travels a diagonal: for models that find the brightest
+    spot (tests/savedmodels.py), so each keypoint's true place is known."""
+    cx = radius + (width - 2 * radius) * ((i * 7) % 31) / 30
+    cy = radius + (height - 2 * radius) * ((i * 11) % 29) / 28
+    yy, xx = np.mgrid[:height, :width]
+    img = np.zeros((height, width, 3), np.uint8)
+    img[(xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= radius**2] = 255
+    return img
+
+
+def make_dot_video(path, frames: int = 24, width: int = 320, height: int = 240, rotation: int = 0) -> Path:
+    """``frames`` dot_picture frames as h264 .mp4, shown rotated by ``rotation`` (see make_video)."""
+    path = Path(path)
+    with av.open(str(path), "w", format="mp4", options=_BITEXACT) as out:
+        stream = _add_video(out, _encoder("h264"), width, height, 30, options={"qp": "0"} if
+                            _encoder("h264") == "libx264" else None)  # fmt: skip
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(dot_picture(i, width, height), "rgb24")
+            frame = frame.reformat(format=stream.pix_fmt)
+            frame.pts, frame.time_base = i, Fraction(1, 30)
+            out.mux(stream.encode(frame))
+        _flush(out, stream)
+    if rotation:
+        _set_mp4_rotation(path, rotation, width, height)
+    return path
+
+
+def dot_centre(picture: np.ndarray) -> tuple[float, float]:
+    """The white disk's centre in a picture, pixel-edge coordinates (a pixel's centre is +0.5)."""
+    ys, xs = np.nonzero(picture.mean(axis=-1) > 127)
+    return float(xs.mean() + 0.5), float(ys.mean() + 0.5)

@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from posequeue.config.models import UnknownModelError
     from posequeue.config.settings import get_settings
+    from posequeue.config.specs import SpecError
     from posequeue.logs import configure
     from posequeue.worker.model_files import MissingModel
     from posequeue.worker.pinning import CoreSpecError
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         configure(get_settings().log_format)
         return int(args.run(args) or 0)
-    except (UnknownModelError, CoreSpecError, MissingModel) as exc:  # refused, with the reason
+    except (UnknownModelError, SpecError, CoreSpecError, MissingModel) as exc:  # refused, with the reason
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     except ValidationError as exc:  # a POSEQUEUE_* variable out of range
@@ -90,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_queues)
 
+    p = sub.add_parser("models", help="the models this host knows: built in, and those of the "
+                       "spec files in POSEQUEUE_MODEL_SPECS (checked)")  # fmt: skip
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_models)
+
     p = sub.add_parser("fetch-model", help="fetch and verify the bundled model files")
     p.set_defaults(run=cmd_fetch_model)
 
@@ -98,11 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out", help="folder for the store, preview and logs")
     p.set_defaults(run=cmd_demo)
 
+    from posequeue.convert.cli import add_command as add_convert  # TensorFlow loads when it runs
     from posequeue.fleet.cli import add_commands  # plan, flower
+    from posequeue.neuron.cli import add_command as add_compile
 
     add_commands(sub)
-    from posequeue.convert.cli import add_command as add_convert  # TensorFlow loads when it runs
-
+    add_compile(sub)
     add_convert(sub)
     return parser
 
@@ -291,6 +298,28 @@ def cmd_queues(args: argparse.Namespace) -> int:
     for job in report["jobs"]:
         print(f"job {job['job_id']}: {job['status']}, {job['inflight']} batches in flight, "
               f"{job['frames_done']}/{job.get('frames_total', '?')} frames")  # fmt: skip
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from posequeue.config.models import all_models
+    from posequeue.config.queues import stage_queue
+
+    models: list[dict[str, Any]] = [
+        {"name": m.name, "runtime": m.runtime, "keypoints": len(m.keypoints), "source": m.source,
+         "stages": [{"name": s.name, "kind": s.kind, "path": s.file, "input": [*s.input_size, 3],
+                     "compiled_batch": s.compiled_batch, "queue": stage_queue(m.name, s.name)}
+                    for s in m.stages]}
+        for m in all_models().values()
+    ]  # fmt: skip
+    if args.json:
+        print(json.dumps(models))
+        return 0
+    for m in models:
+        print(f"{m['name']}: {m['runtime']}, {m['keypoints']} keypoints ({m['source']})")
+        for s in m["stages"]:
+            print(f"  {s['name']:12} {s['kind']:20} input {'x'.join(map(str, s['input']))}, "
+                  f"compiled batch {s['compiled_batch']}: {s['path']}")
     return 0
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from pathlib import Path
 
 BLAZEPOSE_KEYPOINTS = (
     "nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye",
@@ -22,15 +24,63 @@ BLAZEPOSE_EDGES = (
 )  # fmt: skip
 
 
+# COCO's 17 keypoints, the layout of most top-down pose models (input 256x192 is its usual size).
+COCO_KEYPOINTS = (
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip",
+    "left_knee", "right_knee", "left_ankle", "right_ankle",
+)  # fmt: skip
+COCO_EDGES = (
+    (0, 1), (0, 2), (1, 3), (2, 4), (5, 6), (5, 7), (7, 9), (6, 8), (8, 10), (5, 11), (6, 12),
+    (11, 12), (11, 13), (13, 15), (12, 14), (14, 16),
+)  # fmt: skip
+KEYPOINT_SETS = {"blazepose": (BLAZEPOSE_KEYPOINTS, BLAZEPOSE_EDGES), "coco": (COCO_KEYPOINTS, COCO_EDGES)}
+
+RUNTIMES = ("tflite", "tensorflow", "neuron")
+STAGE_KINDS = ("blazepose-detector", "blazepose-landmarks", "keypoints")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a ``keypoints`` stage turns an RGB uint8 frame into its input:
+    resize, then ``(pixel * scale - mean) / std`` per channel, in ``channels`` order."""
+
+    resize: str = "stretch"  # "stretch" (aspect not kept) or "letterbox" (black bars, centred)
+    scale: float = 1.0 / 255.0
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    channels: str = "rgb"  # or "bgr"
+
+
+@dataclass(frozen=True)
+class Coords:
+    """Where a ``keypoints`` stage's output keeps the keypoints: (batch, keypoints, 2 or 3)
+    with x, y (or y, x) and an optional score, in 0..1 of the input or in its pixels."""
+
+    output: str = "coords"
+    convention: str = "normalized"  # "normalized" (0..1 of the input) or "pixels" (of the input)
+    order: str = "xy"  # or "yx"
+    min_score: float = 0.0  # a frame whose mean keypoint score is below this has nobody in it
+
+
 @dataclass(frozen=True)
 class StageSpec:
     """One model stage: its own queue, its own workers and core groups."""
 
     name: str
-    file: str  # model file name inside the model's folder
+    file: str  # model file or SavedModel folder, relative to the model's folder (or an s3:// URI)
     input_size: tuple[int, int]  # (height, width) of the model input
-    compiled_batch: int = 1  # batches are split into / padded up to multiples of this
+    kind: str = "keypoints"  # which stage code runs it (STAGE_KINDS)
+    input: str = ""  # the input's name in the model's signature ("": its only input)
+    outputs: tuple[str, ...] = ()  # outputs to read ("": the stage code's own)
+    dtype: str = "float32"  # the input's type: float32, or uint8 (no scaling then)
+    # Batches are split into (or, with dynamic batching, padded up to a multiple of) this size:
+    # a model compiled for Inferentia runs only the batch size it was compiled for.
+    compiled_batch: int = 1
+    dynamic_batch: bool = True
     payload: str = "frames"  # what the stage reads from the batch: "frames" or "crops"
+    preprocess: Preprocess = Preprocess()
+    coords: Coords = Coords()
 
 
 @dataclass(frozen=True)
@@ -42,10 +92,23 @@ class ModelSpec:
     stages: tuple[StageSpec, ...]
     keypoints: tuple[str, ...]
     edges: tuple[tuple[int, int], ...] = ()
+    folder: Path | None = None  # where its files are; None: the bundled BlazePose files
+    source: str = "built in"  # the spec file it came from, for messages
 
     @property
     def first_stage(self) -> StageSpec:
         return self.stages[0]
+
+    def work_long_side(self, width: int, height: int, limit: int) -> int:
+        """The long side a ``width`` x ``height`` displayed video's frames travel at: at most
+        ``limit``, and for a model that takes the whole frame no more than its input uses (a
+        1080p frame for a 256x192 input would carry ~8x the bytes through Redis for nothing).
+        BlazePose crops people out of the frame, so its frames keep their detail."""
+        stage = self.first_stage
+        if stage.kind != "keypoints":
+            return limit
+        (in_h, in_w), fit = stage.input_size, max if stage.preprocess.resize == "stretch" else min
+        return max(16, min(limit, math.ceil(max(width, height) * fit(in_w / width, in_h / height))))
 
     def next_stage(self, name: str) -> StageSpec | None:
         names = [s.name for s in self.stages]
@@ -71,8 +134,9 @@ CATALOGUE: dict[str, ModelSpec] = {
         # MediaPipe's layout: a person detector finds the body's region, the landmark model runs
         # on that region's upright square crop. Each stage has its own queue and core groups.
         stages=(
-            StageSpec("detector", "pose_detection.tflite", (224, 224)),
-            StageSpec("landmarks", "pose_landmark_full.tflite", (256, 256), payload="crops"),
+            StageSpec("detector", "pose_detection.tflite", (224, 224), kind="blazepose-detector"),
+            StageSpec("landmarks", "pose_landmark_full.tflite", (256, 256), kind="blazepose-landmarks",
+                      payload="crops"),
         ),
         keypoints=BLAZEPOSE_KEYPOINTS,
         edges=BLAZEPOSE_EDGES,
@@ -80,10 +144,22 @@ CATALOGUE: dict[str, ModelSpec] = {
 }
 
 
+def all_models() -> dict[str, ModelSpec]:
+    """The built-in models and those of the spec files in POSEQUEUE_MODEL_SPECS."""
+    from posequeue.config.settings import get_settings
+    from posequeue.config.specs import user_models
+
+    return {**CATALOGUE, **user_models(get_settings().model_specs)}
+
+
 def get_model(name: str) -> ModelSpec:
     """Look a model up by name; the error lists the known ones."""
-    try:
+    if name in CATALOGUE:  # no spec files read for the built-in models
         return CATALOGUE[name]
+    models = all_models()
+    try:
+        return models[name]
     except KeyError:
-        known = ", ".join(sorted(CATALOGUE))
-        raise UnknownModelError(f"unknown model {name!r}; known models: {known}") from None
+        known = ", ".join(sorted(models))
+        raise UnknownModelError(f"unknown model {name!r}; known models: {known} (a model of your "
+                                "own needs a spec file in POSEQUEUE_MODEL_SPECS)") from None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from posequeue.config.models import CATALOGUE, ModelSpec
+from posequeue.config.models import ModelSpec, all_models
 
 INGEST = "ingest"  # producers: probe, decode, preprocess, batch; and job finalisation
 
@@ -16,5 +16,5 @@ def model_queues(spec: ModelSpec) -> list[str]:
 
 
 def all_queues() -> list[str]:
-    """Every queue the fleet uses: ingest, then each catalogue model's stages."""
-    return [INGEST] + [q for spec in CATALOGUE.values() for q in model_queues(spec)]
+    """Every queue the fleet uses: ingest, then each known model's stages."""
+    return [INGEST] + [q for spec in all_models().values() for q in model_queues(spec)]

@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     result_backend: str | None = Field(None, description="Celery result backend (default: broker)")
     store: str = Field(default_factory=default_store, description="s3://bucket/prefix or file:///abs")
     default_model: str = "blazepose"
+    model_specs: str = Field("", description="model spec files (TOML) or folders of them, ':'-separated")
     batch_size: int = Field(8, ge=1, le=256, description="frames per inference batch")
     segment_seconds: float = Field(2.0, gt=0, description="video seconds per ingest task")
     max_inflight_frames: int = Field(256, ge=1, description="per-job window of frames in flight")

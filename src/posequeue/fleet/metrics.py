@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-from posequeue.config.models import CATALOGUE, ModelSpec
+from posequeue.config.models import ModelSpec, all_models
 from posequeue.config.queues import stage_queue
 from posequeue.config.schemas import JobStatus
 
@@ -136,7 +136,7 @@ def collect(jobs: Jobs, default_batch_size: int, recent: int = DEFAULT_RECENT_JO
     capacity: dict[tuple[str, str], float] = {}
     for w in workers:
         capacity[(w.model, w.stage)] = capacity.get((w.model, w.stage), 0.0) + w.capacity
-    stages = [b for spec in CATALOGUE.values() for b in stage_backlogs(spec, depths, batch_size, capacity)]
+    stages = [b for spec in all_models().values() for b in stage_backlogs(spec, depths, batch_size, capacity)]
     return Snapshot(queues=depths, unacked=int(jobs.r.hlen("unacked")), jobs=scan.counts,
                     batches_in_flight=scan.batches_in_flight, frames_done=scan.frames_done,
                     batch_size=batch_size, workers=workers, stages=stages)  # fmt: skip

@@ -97,10 +97,16 @@ def _window(job: dict) -> int:
     """Batches a job may keep in flight: the frame limit, or fewer when frames are large."""
     settings = get_settings()
     info = job.get("video_info") or {}
-    w, h = work_size(info.get("width", 1), info.get("height", 1), settings.work_long_side)
+    w, h = work_size(info.get("width", 1), info.get("height", 1), _long_side(job))
     batch_bytes = w * h * 3 * job["batch_size"]
     by_bytes = settings.max_inflight_mb * 2**20 // max(1, batch_bytes)
     return max(1, min(settings.max_inflight_frames // job["batch_size"], by_bytes))
+
+
+def _long_side(job: dict) -> int:
+    info = job.get("video_info") or {}
+    return get_model(job["model"]).work_long_side(info.get("width", 1), info.get("height", 1),
+                                                  get_settings().work_long_side)  # fmt: skip
 
 
 def _ingest_segment(jobs: Jobs, job: dict, cur: Cursor) -> bool:
@@ -111,9 +117,10 @@ def _ingest_segment(jobs: Jobs, job: dict, cur: Cursor) -> bool:
     stats = DecodeStats()
     started = time.perf_counter()
     last_pts = cur.after_pts
+    long_side = _long_side(job)
     for item in read_segment(job["video"], cur.after_pts, settings.segment_seconds, stats):
         rotation = rotation_of(item.frame)
-        pixels = work_frame(item.frame, rotation, settings.work_long_side)
+        pixels = work_frame(item.frame, rotation, long_side)
         batcher.add(pixels, item.t, display_size(item.frame, rotation))
         last_pts = item.pts
     batcher.flush()

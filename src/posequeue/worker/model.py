@@ -13,8 +13,8 @@ import numpy as np
 from posequeue.config.models import ModelSpec, StageSpec, get_model
 from posequeue.config.schemas import BatchMeta
 from posequeue.config.settings import get_settings
-from posequeue.worker import blazepose, detector
-from posequeue.worker.model_files import blazepose_dir
+from posequeue.worker import blazepose, detector, keypoints
+from posequeue.worker.model_files import stage_path
 from posequeue.worker.pinning import cpu_threads
 from posequeue.worker.roi import Roi
 from posequeue.worker.runtimes import Runtime, make_runtime
@@ -37,9 +37,10 @@ class Stage:
     def __init__(self, spec: ModelSpec, stage: StageSpec) -> None:
         settings = get_settings()
         self.spec, self.stage = spec, stage
-        folder = blazepose_dir(settings.cache_dir, settings.model_dir)
-        self.runtime: Runtime = make_runtime(spec.runtime, folder / stage.file, cpu_threads(),
-                                             self.outputs)  # fmt: skip
+        path = stage_path(spec, stage, settings.cache_dir, settings.model_dir)
+        self.runtime: Runtime = make_runtime(
+            spec.runtime, path, cpu_threads(), self.outputs or stage.outputs, stage.input,
+            stage.compiled_batch, stage.dynamic_batch)  # fmt: skip
 
     def run(self, fields: dict[str, Any], meta: BatchMeta) -> StageResult:
         raise NotImplementedError
@@ -90,11 +91,39 @@ class LandmarkStage(Stage):
         return StageResult(people=blazepose.people(outputs, rois, meta.display), model_seconds=elapsed)
 
 
-STAGES: dict[str, type[Stage]] = {"detector": DetectorStage, "landmarks": LandmarkStage}
+class KeypointStage(Stage):
+    """A user's model: frames in, one person's keypoints per frame out."""
+
+    def __init__(self, spec: ModelSpec, stage: StageSpec) -> None:
+        outputs = stage.outputs or (stage.coords.output,)
+        if stage.coords.output not in outputs:
+            raise ValueError(f"model {spec.name!r} stage {stage.name!r}: coords output "
+                             f"{stage.coords.output!r} is not among its outputs {outputs}")  # fmt: skip
+        self.outputs = (stage.coords.output,)
+        super().__init__(spec, stage)
+
+    def run(self, fields: dict[str, Any], meta: BatchMeta) -> StageResult:
+        import time
+
+        batch, box = keypoints.model_input(_frames(fields, meta), self.stage)
+        started = time.perf_counter()
+        outputs = self.runtime.run(batch)
+        elapsed = time.perf_counter() - started
+        return StageResult(people=keypoints.people(outputs, self.stage, box, meta.display),
+                           model_seconds=elapsed)  # fmt: skip
+
+
+# Stage code by the spec's ``kind``.
+STAGES: dict[str, type[Stage]] = {
+    "blazepose-detector": DetectorStage,
+    "blazepose-landmarks": LandmarkStage,
+    "keypoints": KeypointStage,
+}
 
 
 @lru_cache(maxsize=4)
 def load(model: str, stage: str) -> Stage:
     """The process's stage: created on first use, then reused for every batch."""
     spec = get_model(model)
-    return STAGES[stage](spec, spec.stage(stage))
+    step = spec.stage(stage)
+    return STAGES[step.kind](spec, step)

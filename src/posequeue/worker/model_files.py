@@ -13,6 +13,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from posequeue.config.models import ModelSpec, StageSpec
+
 WHEEL = "mediapipe==0.10.14"
 RELEASE = "mediapipe-0.10.14"
 # Any platform's wheel holds the same model files; a fixed one makes the fetch the same anywhere.
@@ -84,3 +86,43 @@ def _by_hand(folder: Path) -> str:
     return (f"download the {WHEEL} wheel on a connected machine (pip download --no-deps "
             f"{WHEEL}), unzip {', '.join(m for m, _ in FILES.values())} into {folder} (or any "
             "folder named by POSEQUEUE_MODEL_DIR)")  # fmt: skip
+
+
+def stage_path(spec: ModelSpec, stage: StageSpec, cache_dir: Path, model_dir: Path | None = None) -> Path:
+    """The local file or SavedModel folder of a model stage: the bundled BlazePose files, a path
+    relative to the spec file, or an ``s3://`` URI copied once into the cache."""
+    if spec.folder is None:
+        return blazepose_dir(cache_dir, model_dir) / stage.file
+    if stage.file.startswith("s3://"):
+        return _s3_copy(stage.file, cache_dir / "models" / spec.name / stage.name)
+    path = spec.folder / stage.file
+    if not path.exists():
+        raise MissingModel(f"model {spec.name!r} stage {stage.name!r}: {path} does not exist "
+                           f"(path {stage.file!r} in {spec.source}, relative to that file)")  # fmt: skip
+    return path
+
+
+def _s3_copy(uri: str, folder: Path) -> Path:
+    """A model file or SavedModel folder under ``uri``, copied into ``folder`` (kept: models are
+    immutable by name; a new model version gets a new URI)."""
+    from posequeue.store import S3Store, StoreError
+
+    done = folder / ".complete"
+    name = uri.rstrip("/").rsplit("/", 1)[-1]
+    if done.exists():
+        return folder / name
+    parent, _, _ = uri.rstrip("/").rpartition("/")
+    try:
+        store = S3Store(parent)
+        keys = store.keys(name)
+        keys = [k for k in keys if k == name or k.startswith(name + "/")]
+        if not keys:
+            raise MissingModel(f"no model at {uri}: nothing under that S3 prefix")
+        for key in keys:
+            target = folder / key
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(store.get_bytes(key))
+    except StoreError as exc:
+        raise MissingModel(f"cannot fetch the model at {uri}: {exc}") from None
+    done.touch()
+    return folder / name

@@ -21,6 +21,7 @@ from posequeue.results import dumps, part_key
 from posequeue.store import StoreError, open_store
 from posequeue.worker import model as models
 from posequeue.worker.model_files import MissingModel
+from posequeue.worker.runtimes import ModelLoadError
 
 log = get_logger(__name__)
 PRELOAD_ENV = "POSEQUEUE_PRELOAD"  # "model:stage,..." the CLI sets for the stages a worker serves
@@ -74,7 +75,7 @@ def infer(self: Task, job_id: str, index: int, stage: str) -> dict[str, object] 
             raise self.retry(countdown=2.0) from None
         fail_job(app, jobs, job_id, f"cannot store batch results: {exc}")
         return None
-    except (MissingModel, ValueError) as exc:
+    except (MissingModel, ModelLoadError, ValueError) as exc:  # the model, not the batch
         fail_job(app, jobs, job_id, str(exc))
         return None
     except Retry:
