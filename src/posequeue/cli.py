@@ -104,11 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out", help="folder for the store, preview and logs")
     p.set_defaults(run=cmd_demo)
 
+    from posequeue.convert.cli import add_command as add_convert  # TensorFlow loads when it runs
     from posequeue.fleet.cli import add_commands  # plan, flower
     from posequeue.neuron.cli import add_command as add_compile
 
     add_commands(sub)
     add_compile(sub)
+    add_convert(sub)
     return parser
 
 
