@@ -16,6 +16,7 @@ tf = pytest.importorskip("tensorflow")
 pytest.importorskip("ai_edge_litert")
 
 from posequeue.convert import UnsupportedOp, blazepose, parity, savedmodel, tflite  # noqa: E402
+from posequeue.worker.runtimes import TensorFlowRuntime  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "astronaut.mp4"
 SIZE = (1, 17, 18, 3)  # odd height, even width: SAME padding at stride 2 splits unevenly on one
@@ -82,7 +83,7 @@ def test_every_operator_matches_the_interpreter(tmp_path: Path) -> None:
     savedmodel.save(graph, tmp_path / "ops")
     batch = np.random.default_rng(1).uniform(-1, 1, (3, *SIZE[1:])).astype(np.float32)
     expected = interpreter_outputs(path, batch)
-    got = savedmodel.load(tmp_path / "ops")(batch)
+    got = TensorFlowRuntime(tmp_path / "ops", threads=2).run(batch)
     assert set(got) == set(expected)
     for name, value in expected.items():
         assert got[name].shape == value.shape, name
@@ -131,7 +132,7 @@ def test_blazepose_signatures(converted: tuple[Path, list[Any]], model_dir: Path
         assert list(inputs) == [c.input] == [graph.name(graph.inputs[0])] == ["input_1"]
         assert inputs[c.input].shape.as_list() == [None, *c.shape[1:]]
         assert set(signature.structured_outputs) == {graph.name(i) for i in graph.outputs}
-        run = savedmodel.load(c.folder)
+        run = TensorFlowRuntime(c.folder, threads=2).run
         got = run(np.zeros((3, *c.shape[1:]), np.float32))
         assert all(len(value) == 3 for value in got.values())
         empty = run(np.zeros((0, *c.shape[1:]), np.float32))

@@ -125,3 +125,11 @@ def test_neuron_runtime_plumbing_with_stand_in(models: dict[str, Path],
     points = [(5, 6), (7, 8), (9, 10)]
     coords = runtime.run(frames_with_dots(points))["coords"]
     assert np.abs(coords[:, 0] * [192, 256] - np.add(points, 0.5)).max() < 0.01
+
+
+def test_an_empty_batch_gives_empty_outputs_of_the_right_shape(models: dict[str, Path]) -> None:
+    """No frame to run (nobody found upstream): empty outputs, without calling TensorFlow (its
+    oneDNN kernels fail on an empty batch)."""
+    runtime = make_runtime("tensorflow", models["random"], 2)
+    assert {k: v.shape for k, v in runtime.run(np.zeros((0, 256, 192, 3), np.float32)).items()} == {
+        "coords": (0, 17, 2)}  # fmt: skip

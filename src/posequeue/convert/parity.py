@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from posequeue.convert import ConvertError, savedmodel
+from posequeue.convert import ConvertError
 from posequeue.convert.blazepose import STAGES
 from posequeue.worker import blazepose, detector
 
@@ -55,7 +55,7 @@ def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
 def figures(model_dir: Path, out: Path, video: Path, count: int = FRAMES) -> dict[str, Any]:
     """Parity figures (max absolute differences) of the SavedModels in ``out`` against the
     TFLite files in ``model_dir``; ``ok`` says whether landmark x, y are within XY_BOUND_PX."""
-    from posequeue.worker.runtimes import TFLiteRuntime
+    from posequeue.worker.runtimes import TensorFlowRuntime, TFLiteRuntime
 
     _require()
     det_stage, lm_stage = STAGES
@@ -63,13 +63,13 @@ def figures(model_dir: Path, out: Path, video: Path, count: int = FRAMES) -> dic
     height, width = images.shape[1:3]
     det_input, pads = blazepose.detector_input(images)
     det_ref = TFLiteRuntime(model_dir / det_stage.file, threads=2).run(det_input)
-    det_tf = savedmodel.load(out / det_stage.name)(det_input)
+    det_tf = TensorFlowRuntime(out / det_stage.name, threads=2).run(det_input)
     rois = blazepose.regions(det_ref, pads, (width, height))
     crops = blazepose.crops(images, rois).astype(np.float32) * (1.0 / 255.0)
     if not len(crops):
         raise ConvertError(f"nobody was found in {video}; parity needs frames with a person")
     lm_ref = TFLiteRuntime(model_dir / lm_stage.file, threads=2).run(crops)
-    lm_tf = savedmodel.load(out / lm_stage.name)(crops)
+    lm_tf = TensorFlowRuntime(out / lm_stage.name, threads=2).run(crops)
     pose = slice(0, blazepose.NUM_KEYPOINTS)
 
     def landmarks(outputs: dict[str, np.ndarray]) -> np.ndarray:

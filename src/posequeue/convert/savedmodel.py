@@ -8,11 +8,8 @@ freezes a graph anyway, and a constant cannot drift from the file it came from.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from posequeue.convert import ConvertError, import_tensorflow, ops
 from posequeue.convert.tflite import Graph
@@ -39,25 +36,6 @@ def save(graph: Graph, folder: Path) -> None:
     # The function only as a signature: also kept as a module attribute, its constants (the
     # weights) would be stored twice.
     tf.saved_model.save(tf.Module(), str(folder), signatures={SIGNATURE: serving_function(graph)})
-
-
-def load(folder: Path) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
-    """The SavedModel's serving signature as a numpy function: batch in, outputs by name out."""
-    tf = import_tensorflow()
-    signature = tf.saved_model.load(str(folder)).signatures[SIGNATURE]
-    (key,) = signature.structured_input_signature[1]
-    # An empty batch (no person in any frame) is not run: TF 2.10's oneDNN kernels, on by
-    # default on x86, fail on it ("input depth must be evenly divisible by filter depth").
-    empty = {name: np.zeros((0, *spec.shape[1:]), spec.dtype.as_numpy_dtype)
-             for name, spec in signature.structured_outputs.items()}  # fmt: skip
-
-    def call(batch: np.ndarray) -> dict[str, np.ndarray]:
-        if len(batch) == 0:
-            return {name: value.copy() for name, value in empty.items()}
-        outputs = signature(**{key: tf.constant(batch, tf.float32)})
-        return {name: value.numpy() for name, value in outputs.items()}
-
-    return call
 
 
 def size(folder: Path) -> int:

@@ -113,6 +113,11 @@ class TensorFlowRuntime:
                                  f"its outputs: {', '.join(known)}")  # fmt: skip
         self.outputs = tuple(outputs) or tuple(known)
         self.compiled, self.dynamic = compiled_batch, dynamic_batch
+        # An empty batch is not run: TF 2.10's oneDNN kernels (on by default on x86) fail on it
+        # ("input depth must be evenly divisible by filter depth").
+        specs = self.function.structured_outputs
+        self.empty = {name: np.zeros((0, *specs[name].shape[1:]), specs[name].dtype.as_numpy_dtype)
+                      for name in self.outputs}  # fmt: skip
 
     def load(self, path: Path) -> Any:
         try:
@@ -121,6 +126,8 @@ class TensorFlowRuntime:
             raise ModelLoadError(f"cannot load the SavedModel at {path}: {exc}") from None
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        if len(batch) == 0:
+            return {name: value.copy() for name, value in self.empty.items()}
         return run_in_compiled_batches(self._call, batch, self.compiled, self.dynamic)
 
     def _call(self, batch: np.ndarray) -> dict[str, np.ndarray]:
