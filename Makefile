@@ -31,16 +31,17 @@ test: lint
 	$(MAKE) compat
 
 # The inf1 worker environment: Python 3.10, TensorFlow 2.10.1 (what the last tensorflow-neuron
-# for inf1 is built on) and numpy 1.x. The whole suite runs again there, with the TensorFlow
+# for inf1 is built on) and numpy 1.23 (TensorFlow 2.10 predates numpy 1.24's removals; the Neuron
+# image pins the same). The whole suite runs again there, with the TensorFlow
 # tests (runtimes, users' models, convert, compile) that skip where TensorFlow is missing.
 COMPAT_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10) \
                  $(shell python3.10 -c 'import sys; print(sys.executable)' 2>/dev/null))
 COMPAT_VENV ?= .venv-compat
 
-$(COMPAT_VENV)/.installed: pyproject.toml
+$(COMPAT_VENV)/.installed: pyproject.toml Makefile
 	$(COMPAT_PYTHON) -m venv $(COMPAT_VENV)
 	$(COMPAT_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(COMPAT_VENV)/bin/python -m pip install --quiet -e ".[test]" "tensorflow-cpu==2.10.1" "numpy<2"
+	$(COMPAT_VENV)/bin/python -m pip install --quiet -e ".[test]" "tensorflow-cpu==2.10.1" "numpy<1.24"
 	touch $@
 
 compat:
