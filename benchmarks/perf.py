@@ -207,9 +207,12 @@ LAYOUTS: dict[str, list[tuple[str, ...]]] = {
 }
 
 
-def layouts(tmp: Path, video: Path) -> dict[str, Any]:
+def layouts(tmp: Path, video: Path, names: tuple[str, ...] = tuple(LAYOUTS)) -> dict[str, Any]:
+    """Submit to done for each layout's processes, in folders named after them (whose stores
+    keep the results until ``tmp`` goes)."""
     out = {}
-    for name, workers in LAYOUTS.items():
+    for name in names:
+        workers = LAYOUTS[name]
         folder = tmp / name
         folder.mkdir()
         with patched_env(POSEQUEUE_LOCK_DIR=str(folder / "locks")), \
