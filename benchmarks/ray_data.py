@@ -43,6 +43,7 @@ from spine import ROOT, report  # also puts tests/ on sys.path
 BATCH = 8
 SEGMENT_FRAMES = 60  # 2 s at 30 fps: posequeue's POSEQUEUE_SEGMENT_SECONDS
 POSEQUEUE_LAYOUTS = {1: "one_all_stage_worker", 2: "two_all_stage_workers_pinned_one_core_each"}
+RAY_NICENESS = "RAY_worker_niceness"  # Ray's config override for its workers' nice value
 RAY_KEYS = {1: "1_actor", 2: "2_actors_pinned_one_core_each"}  # the Ray run matching each layout
 
 
@@ -111,7 +112,9 @@ class BlazePose:
                 keypoints[i] = people[0]["keypoints"]
         n = len(frames)
         return {"index": batch["index"], "keypoints": keypoints, "done_at": np.full(n, time.time()),
-                "ready_at": np.full(n, self.ready_at), "pid": np.full(n, os.getpid())}  # fmt: skip
+                "ready_at": np.full(n, self.ready_at), "pid": np.full(n, os.getpid()),
+                "cores": np.full(n, sum(1 << c for c in os.sched_getaffinity(0))),
+                "nice": np.full(n, os.getpriority(os.PRIO_PROCESS, 0))}  # fmt: skip
 
 
 def ray_run(video: Path, actors: int, lock_dir: Path) -> tuple[dict[str, Any], np.ndarray]:
@@ -137,7 +140,10 @@ def ray_run(video: Path, actors: int, lock_dir: Path) -> tuple[dict[str, Any], n
     last = float(got["done_at"].max())
     figures = {
         "actors": actors, "pinned_one_core_each": actors > 1, "frames": frames,
-        "actor_pids": sorted({int(p) for p in got["pid"]}),
+        "actor_cpu_affinity": {str(pid): [c for c in range(64) if mask >> c & 1]
+                               for pid, mask in sorted(set(zip(got["pid"].tolist(), got["cores"].tolist(),
+                                                               strict=True)))},
+        "actor_niceness": sorted(set(got["nice"].tolist())),
         "seconds_wall": round(ended - started, 2),
         "frames_per_s_wall": round(frames / (ended - started), 1),
         "startup_s": round(ready - started, 2),
@@ -149,6 +155,9 @@ def ray_run(video: Path, actors: int, lock_dir: Path) -> tuple[dict[str, Any], n
 def ray_data(video: Path, tmp: Path) -> tuple[dict[str, Any], dict[int, np.ndarray]]:
     import ray
 
+    # Ray starts its workers at nice 15 by default; posequeue's workers run at 0. Same priority,
+    # or any other load on the machine slows Ray's actors first.
+    os.environ.setdefault(RAY_NICENESS, "0")
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
              configure_logging=False)  # fmt: skip
     ray.data.DataContext.get_current().enable_progress_bars = False
