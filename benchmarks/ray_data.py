@@ -139,7 +139,8 @@ def ray_run(video: Path, actors: int, lock_dir: Path) -> tuple[dict[str, Any], n
     after = got["done_at"] > ready
     last = float(got["done_at"].max())
     figures = {
-        "actors": actors, "pinned_one_core_each": actors > 1, "frames": frames,
+        "actors": actors, "actors_used": len(set(got["pid"].tolist())),  # a short video may not
+        "pinned_one_core_each": actors > 1, "frames": frames,  # reach the second actor
         "actor_cpu_affinity": {str(pid): [c for c in range(64) if mask >> c & 1]
                                for pid, mask in sorted(set(zip(got["pid"].tolist(), got["cores"].tolist(),
                                                                strict=True)))},
