@@ -380,8 +380,8 @@ def main() -> None:
         section("producer_in_process", lambda: {"640x360": producer(long_video),
                                                 "1280x720": producer(hd_video)})  # fmt: skip
         section("host_side_breakdown_in_process", breakdown, sub("breakdown"), long_video)
-        section("worker_efficiency", efficiency, sub("efficiency"), prefill_video,
-                figures.get("raw_model_loops") or raw_loops())
+        section("worker_efficiency", lambda: efficiency(sub("efficiency"), prefill_video,
+                                                        figures.get("raw_model_loops") or raw_loops()))
         section("latency_first_result", latency, sub("latency"), ROOT / "samples" / "astronaut.mp4")
         section(f"batch_size_sweep_{args.seconds}s_640x360", sweep, sub("sweep"), long_video)
         # Batches 1 and 2 again with a window larger than one 2 s segment's batches (60 and 30):
