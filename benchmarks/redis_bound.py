@@ -92,7 +92,7 @@ def redis_bound(tmp: Path, video_seconds: int = 7200, sample_seconds: float = 18
                 if not timeline or elapsed - timeline[-1]["t"] >= 30:
                     job = jobs.get(job_id)
                     timeline.append({"t": round(elapsed), "used_memory_mb": round(used / 2**20, 1),
-                                     "producer_rss_mb": total, "producer_pool_child_rss_mb": largest,
+                                     "producer_rss_mb": total, "producer_largest_process_rss_mb": largest,
                                      "frames_done": job["frames_done"],
                                      "batches_enqueued": job["batches_enqueued"]})  # fmt: skip
                 time.sleep(every)
