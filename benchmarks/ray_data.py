@@ -49,7 +49,7 @@ RAY_KEYS = {1: "1_actor", 2: "2_actors_pinned_one_core_each"}  # the Ray run mat
 
 # -- the Ray side ---------------------------------------------------------------------------
 def segments(video: Path, frames: int = SEGMENT_FRAMES) -> list[dict[str, Any]]:
-    """Where each segment starts: the pts of the frame before it (None for the first), found by
+    """Where each segment starts: the pts of the frame before it (-1 for the first), found by
     demuxing without decoding, so segments can be decoded independently."""
     import av
 
@@ -123,6 +123,9 @@ def ray_run(video: Path, actors: int, lock_dir: Path) -> tuple[dict[str, Any], n
 
     items = [{**s, "video": str(video)} for s in segments(video)]
     started = time.time()
+    # One block per segment; decoding reserves no logical CPU (num_cpus=0) so that it is never
+    # held back by the actors, which reserve one each, and runs one segment at a time as
+    # posequeue's ingest chain does.
     ds = (ray.data.from_items(items, override_num_blocks=len(items))
           .map_batches(decode_segment, batch_size=1, num_cpus=0,
                        compute=ray.data.TaskPoolStrategy(size=1))
