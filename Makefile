@@ -55,7 +55,7 @@ $(BENCH_VENV)/.installed: pyproject.toml
 
 # Figures as JSON (perf.py: efficiency, batch sweep, producer, latency, layouts, MediaPipe
 # sequential, Redis during a 2-hour job, ~15 min; spine.py: raw loops, end to end, Redis peak,
-# accuracy, ~2 min; ray_data.py: posequeue against Ray Data, ~3 min).
+# accuracy, ~2 min; ray_data.py: posequeue against Ray Data, 3-5 min).
 bench: $(VENV)/.test-installed $(MP_VENV)/.installed $(BENCH_VENV)/.installed
 	$(BIN)/python benchmarks/perf.py --mediapipe-python $(MP_VENV)/bin/python
 	$(BIN)/python benchmarks/spine.py
