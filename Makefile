@@ -59,18 +59,35 @@ unit: $(VENV)/.test-installed
 integration: $(VENV)/.test-installed
 	$(BIN)/pytest -m integration
 
-# Figures as JSON (perf.py: efficiency, batch sweep, producer, latency, layouts, ~9 min;
-# spine.py: raw loops, end to end, Redis peak, accuracy, ~2 min).
-bench: $(VENV)/.test-installed
-	$(BIN)/python benchmarks/perf.py
-	$(BIN)/python benchmarks/spine.py
-
-# The accuracy references: MediaPipe's own Pose solution in a venv of its own (it pins protobuf 4).
-# Regenerates the test videos and their reference outputs in tests/fixtures/accuracy (committed).
+# MediaPipe's own Pose solution in a venv of its own (it pins protobuf 4): the accuracy
+# references and perf.py's mediapipe_sequential section.
 MP_VENV ?= .venv-mediapipe
-accuracy:
+$(MP_VENV)/.installed:
 	test -x $(MP_VENV)/bin/python || $(PYTHON) -m venv $(MP_VENV)
 	$(MP_VENV)/bin/python -m pip install --quiet mediapipe==0.10.14 av scikit-image pillow
+	touch $@
+
+# Ray for benchmarks/ray_data.py only, never a posequeue dependency (tested: ray 2.60.0, Python 3.11).
+BENCH_VENV ?= .venv-bench
+BENCH_PYTHON ?= python3.11
+RAY_VERSION ?= 2.60.0
+$(BENCH_VENV)/.installed: pyproject.toml
+	test -x $(BENCH_VENV)/bin/python || $(BENCH_PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e ".[all]" "ray[data]==$(RAY_VERSION)"
+	touch $@
+
+# Figures as JSON (perf.py: efficiency, batch sweep, producer, latency, layouts, MediaPipe
+# sequential, Redis during a 2-hour job, ~15 min; spine.py: raw loops, end to end, Redis peak,
+# accuracy, ~2 min; ray_data.py: posequeue against Ray Data, 3-5 min).
+bench: $(VENV)/.test-installed $(MP_VENV)/.installed $(BENCH_VENV)/.installed
+	$(BIN)/python benchmarks/perf.py --mediapipe-python $(MP_VENV)/bin/python
+	$(BIN)/python benchmarks/spine.py
+	$(BENCH_VENV)/bin/python benchmarks/ray_data.py
+
+# The accuracy references: regenerates the test videos and MediaPipe's outputs for them in
+# tests/fixtures/accuracy (committed).
+accuracy: $(MP_VENV)/.installed
 	$(MP_VENV)/bin/python scripts/make_accuracy_videos.py
 	$(MP_VENV)/bin/python scripts/accuracy_reference.py
 

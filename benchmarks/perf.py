@@ -8,9 +8,17 @@
   ingest stage as a worker runs it (decode + working frame + Redis writes) from the pre-fill;
 - latency from submit to the first batch result (first landmark `infer.batch` line), idle worker;
 - worker layouts for the long video: one all-stage worker, two all-stage workers (pinned to one
-  core each, and unpinned), and one process per stage.
+  core each, and unpinned), and one process per stage;
+- MediaPipe's own Pose solution run sequentially on the long video's frames, in its own venv,
+  against posequeue's stages in one process (mediapipe_pose.py);
+- Redis memory and the producer's RSS during a 2-hour job against slow workers, a few minutes
+  sampled, then the job cancelled (redis_bound.py).
 
-Usage: python benchmarks/perf.py [--seconds 60] [--prefill-seconds 30] [--out perf-results.json]
+Ray Data is compared in benchmarks/ray_data.py (it needs the bench venv).
+
+Usage: python benchmarks/perf.py [--seconds 60] [--prefill-seconds 30] [--skip a,b]
+       [--mediapipe-python .venv-mediapipe/bin/python] [--redis-sample-seconds 180]
+       [--out perf-results.json]
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from mediapipe_pose import MP_PYTHON, mediapipe_sequential
 from spine import ROOT, fleet, raw_loops, report  # also puts tests/ on sys.path
 
 DETECTOR_Q, LANDMARKS_Q = "pose.blazepose.detector", "pose.blazepose.landmarks"
@@ -207,9 +216,12 @@ LAYOUTS: dict[str, list[tuple[str, ...]]] = {
 }
 
 
-def layouts(tmp: Path, video: Path) -> dict[str, Any]:
+def layouts(tmp: Path, video: Path, names: tuple[str, ...] = tuple(LAYOUTS)) -> dict[str, Any]:
+    """Submit to done for each layout's processes, in folders named after them (whose stores
+    keep the results until ``tmp`` goes)."""
     out = {}
-    for name, workers in LAYOUTS.items():
+    for name in names:
+        workers = LAYOUTS[name]
         folder = tmp / name
         folder.mkdir()
         with patched_env(POSEQUEUE_LOCK_DIR=str(folder / "locks")), \
@@ -324,10 +336,19 @@ def main() -> None:
     parser.add_argument("--prefill-seconds", type=int, default=30, help="video for the drain test")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "perf-results.json"))
     parser.add_argument("--skip", default="", help="comma-separated sections to leave out")
+    parser.add_argument("--mediapipe-python", type=Path, default=MP_PYTHON,
+                        help="python of a venv with mediapipe==0.10.14 (make .venv-mediapipe/.installed)")
+    parser.add_argument("--redis-video-seconds", type=int, default=7200, help="the long job's video")
+    parser.add_argument("--redis-sample-seconds", type=float, default=180,
+                        help="how long the long job runs before it is cancelled")  # fmt: skip
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
+    if "mediapipe_sequential" not in skip and not args.mediapipe_python.exists():
+        parser.error(f"--mediapipe-python {args.mediapipe_python} does not exist: build MediaPipe's venv "
+                     "with `make .venv-mediapipe/.installed`, or --skip mediapipe_sequential")  # fmt: skip
 
     import videos
+    from redis_bound import redis_bound  # it imports this module's helpers
 
     figures: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
@@ -359,8 +380,8 @@ def main() -> None:
         section("producer_in_process", lambda: {"640x360": producer(long_video),
                                                 "1280x720": producer(hd_video)})  # fmt: skip
         section("host_side_breakdown_in_process", breakdown, sub("breakdown"), long_video)
-        section("worker_efficiency", efficiency, sub("efficiency"), prefill_video,
-                figures.get("raw_model_loops") or raw_loops())
+        section("worker_efficiency", lambda: efficiency(sub("efficiency"), prefill_video,
+                                                        figures.get("raw_model_loops") or raw_loops()))
         section("latency_first_result", latency, sub("latency"), ROOT / "samples" / "astronaut.mp4")
         section(f"batch_size_sweep_{args.seconds}s_640x360", sweep, sub("sweep"), long_video)
         # Batches 1 and 2 again with a window larger than one 2 s segment's batches (60 and 30):
@@ -368,6 +389,10 @@ def main() -> None:
         section(f"batch_size_sweep_{args.seconds}s_640x360_window_256_batches", sweep, sub("sweep256"),
                 long_video, (1, 2), POSEQUEUE_MAX_INFLIGHT_FRAMES="2048")  # fmt: skip
         section(f"layouts_{args.seconds}s_640x360", layouts, sub("layouts"), long_video)
+        section("mediapipe_sequential", mediapipe_sequential, long_video, sub("mediapipe"),
+                args.mediapipe_python)  # fmt: skip
+        section("redis_bound_2h", redis_bound, sub("redis_bound"), args.redis_video_seconds,
+                args.redis_sample_seconds)  # fmt: skip
     figures["section_seconds"] = timings
     report(figures, args.out)
 
