@@ -93,3 +93,9 @@ def test_frames_travel_no_larger_than_the_model_input_uses() -> None:
     assert spec("stretch").work_long_side(320, 240, 1280) == 342  # upscaling is the model's job
     assert spec("stretch").work_long_side(4000, 3000, 100) == 100  # never above the setting
     assert CATALOGUE["blazepose"].work_long_side(1920, 1080, 1280) == 1280
+
+
+def test_a_keypoint_count_unlike_the_spec_is_an_error_naming_both() -> None:
+    """17 points from a model whose spec names 33: an error the job reports, not wrong names."""
+    with pytest.raises(ValueError, match="holds 17 keypoints of 2 values, but the model spec names 33"):
+        people({"coords": np.zeros((1, 17, 2))}, STAGE, (0.0, 0.0, 192.0, 256.0), (192, 256), 33)

@@ -43,13 +43,17 @@ def model_input(frames: np.ndarray, stage: StageSpec) -> tuple[np.ndarray, tuple
 
 
 def people(outputs: dict[str, np.ndarray], stage: StageSpec, box: tuple[float, float, float, float],
-           display: tuple[int, int]) -> list[list[dict[str, Any]]]:  # fmt: skip
+           display: tuple[int, int], keypoints: int | None = None) -> list[list[dict[str, Any]]]:  # fmt: skip
     """Per frame, the one person in displayed-frame pixels: keypoints [x, y, z, visibility,
     presence] as in BlazePose's output (z is 0; visibility and presence are the model's score,
-    or 1 when it gives none)."""
+    or 1 when it gives none). ``keypoints``: how many the spec names (checked)."""
     spec = stage.coords
     coords = np.asarray(outputs[spec.output], np.float64)
     coords = coords.reshape(len(coords), -1, coords.shape[-1] if coords.ndim == 3 else 2)
+    if keypoints is not None and coords.shape[1] != keypoints:
+        raise ValueError(f"output {spec.output!r} holds {coords.shape[1]} keypoints of "
+                         f"{coords.shape[2]} values, but the model spec names {keypoints}: fix "
+                         "`keypoints` (or [stages.coords]) in the spec")  # fmt: skip
     xy = coords[..., :2][..., ::-1] if spec.order == "yx" else coords[..., :2]
     if spec.convention == "normalized":
         xy = xy * [stage.input_size[1], stage.input_size[0]]
@@ -62,7 +66,7 @@ def people(outputs: dict[str, np.ndarray], stage: StageSpec, box: tuple[float, f
         if mean < spec.min_score:
             frames.append([])
             continue
-        keypoints = [[round(float(x), 2), round(float(y), 2), 0.0, round(float(s), 4), round(float(s), 4)]
-                     for (x, y), s in zip(points, score, strict=True)]  # fmt: skip
-        frames.append([{"score": round(mean, 4), "keypoints": keypoints}])
+        rows = [[round(float(x), 2), round(float(y), 2), 0.0, round(float(s), 4), round(float(s), 4)]
+                for (x, y), s in zip(points, score, strict=True)]  # fmt: skip
+        frames.append([{"score": round(mean, 4), "keypoints": rows}])
     return frames

@@ -109,8 +109,8 @@ class KeypointStage(Stage):
         started = time.perf_counter()
         outputs = self.runtime.run(batch)
         elapsed = time.perf_counter() - started
-        return StageResult(people=keypoints.people(outputs, self.stage, box, meta.display),
-                           model_seconds=elapsed)  # fmt: skip
+        people = keypoints.people(outputs, self.stage, box, meta.display, len(self.spec.keypoints))
+        return StageResult(people=people, model_seconds=elapsed)
 
 
 # Stage code by the spec's ``kind``.
