@@ -101,9 +101,14 @@ def _finish_batch(jobs: Jobs, meta: BatchMeta, people: list) -> None:  # type: i
 
 
 @signals.worker_process_init.connect
-def _preload(**_: object) -> None:
-    """Load the served stages' models in the pool child (never in the parent: not fork-safe),
-    so the first batch does not pay for it and a broken model shows at start-up."""
+def _preload_pool_child(**_: object) -> None:
+    preload()
+
+
+def preload() -> None:
+    """Load the served stages' models in the process that runs the tasks: a prefork pool child,
+    or a threaded worker (never in a parent that forks: not fork-safe), so the first batch does
+    not pay for it and a broken model shows at start-up."""
     for item in filter(None, os.environ.get(PRELOAD_ENV, "").split(",")):
         model, stage = item.split(":")
         try:
