@@ -3,6 +3,7 @@ keeps a bounded number of batches in Redis whatever its length."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -20,10 +21,17 @@ def status(job_id: str, env: dict) -> dict:  # type: ignore[type-arg]
     return json.loads(posequeue("status", job_id, "--json", env=env).stdout)
 
 
-def holds_message(r: redis.Redis, queue: str) -> bool:
-    """A worker has taken a message of ``queue`` and not acknowledged it (it is running it, or
-    has reserved it: a threaded worker holds one per task thread)."""
-    return any(json.loads(v)[2] == queue for v in r.hvals("unacked"))
+def holds_started_batch(r: redis.Redis, stage: str) -> bool:
+    """A worker holds a message of ``stage`` (taken, not acknowledged) whose task has begun: it
+    counted its delivery (a message reserved but not yet started would prove less)."""
+    for raw in r.hvals("unacked"):
+        message, _, queue = json.loads(raw)
+        if queue != f"pose.blazepose.{stage}":
+            continue
+        job_id, index, _ = json.loads(base64.b64decode(message["body"]))[0]
+        if r.get(f"pq:batch:{job_id}:{index}:deliveries:{stage}"):
+            return True
+    return False
 
 
 def restarted_runs(r: redis.Redis, job_id: str, stage: str) -> int:
@@ -55,15 +63,15 @@ def test_sigkill_pool_process_mid_job(stage, threads, isolated, start_worker, tm
                                   **env) for name in ("ingest", "detector", "landmarks")}  # fmt: skip
     victim = workers[stage]
     job_id = json.loads(posequeue("submit", str(video), "--json", env=isolated).stdout)["job_id"]
-    # Kill the task process while it holds a batch, until one kill has hit a held message
-    # (the message may still be unacknowledged for a moment after the task ended).
+    # Kill the task process while it holds a started batch, until one kill has hit a held
+    # message (the message may still be unacknowledged for a moment after the task ended).
     r = redis.Redis.from_url(isolated["POSEQUEUE_BROKER_URL"])
     kills, deadline = 0, time.monotonic() + 60
     while not requeued_at_once(victim.log.read_text(), threads):
         assert time.monotonic() < deadline and r.hget(f"pq:job:{job_id}", "status") != b"done"
         done = int(r.hget(f"pq:job:{job_id}", "frames_done") or 0)
         children = victim.children()
-        if done >= 60 and children and holds_message(r, f"pose.blazepose.{stage}"):
+        if done >= 60 and children and holds_started_batch(r, stage):
             for pid in children:
                 os.kill(pid, signal.SIGKILL)
             kills += 1

@@ -118,11 +118,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = get_settings()
     spec = get_model(args.model or settings.default_model)
     stages = [s.name for s in spec.stages]
-    threads = args.threads or (1 if args.stage == "ingest" else 2)
+    threads = args.threads if args.threads is not None else 1 if args.stage == "ingest" else 2
     if threads < 1 or (threads > 1 and args.concurrency != 1):
         print(f"error: --threads {threads} with --concurrency {args.concurrency}: give --threads N "
-              "(task threads in one process sharing its models) or --threads 1 --concurrency N "
-              "(N prefork processes, a model each), not both", file=sys.stderr)  # fmt: skip
+              "(N >= 1 task threads in one process sharing its models) or --threads 1 "
+              "--concurrency N (N prefork processes, a model each)", file=sys.stderr)  # fmt: skip
         return EXIT_REFUSED
     if args.stage == "all":
         serve, served_stages = [queues.INGEST, *queues.model_queues(spec)], stages

@@ -53,18 +53,34 @@ class Tracker:
         self.running: dict[str, float] = {}  # task id -> monotonic start
 
     def connect(self) -> None:
+        self._hold_on_delivery()
         signals.task_received.connect(self._received, weak=False)
         signals.task_prerun.connect(self._started, weak=False)
         signals.task_postrun.connect(self._finished, weak=False)
         threading.Thread(target=self._watch, name="posequeue-watchdog", daemon=True).start()
 
-    def _received(self, request: Any, **_: object) -> None:
-        tag = request.message.delivery_tag
-        self.tags[request.id] = tag
+    def _hold_on_delivery(self) -> None:
+        """Record a tag right where kombu records the message as unacknowledged, before Celery
+        parses it: a process killed in between (a few ms, found by the kill tests) would
+        otherwise leave that message to the visibility timeout."""
+        from kombu.transport import redis as kombu_redis
+
+        append, tracker = kombu_redis.QoS.append, self
+
+        def append_and_hold(qos: Any, message: Any, delivery_tag: str) -> None:
+            append(qos, message, delivery_tag)
+            tracker.hold(delivery_tag)
+
+        kombu_redis.QoS.append = append_and_hold  # type: ignore[method-assign]
+
+    def hold(self, tag: str) -> None:
         with self.r.pipeline(transaction=False) as pipe:
             pipe.sadd(self.key, tag)
             pipe.expire(self.key, self.ttl)
             pipe.execute()
+
+    def _received(self, request: Any, **_: object) -> None:
+        self.tags[request.id] = request.message.delivery_tag  # to let it go when the task ends
 
     def _started(self, task_id: str, **_: object) -> None:
         self.running[task_id] = time.monotonic()
@@ -126,7 +142,11 @@ def supervise(app: Celery, run: Callable[[], None], restart_delay: float = 1.0) 
         for sig in _FORWARDED:
             signal.signal(sig, forward)
         _, status = os.waitpid(child, 0)
-        requeued = requeue(app, held_key(child))
+        try:
+            requeued = requeue(app, held_key(child))
+        except Exception:  # Redis unreachable: they come back after the visibility timeout
+            log.exception("worker.requeue_failed", pid=child)
+            requeued = -1
         code = os.waitstatus_to_exitcode(status)  # -N: killed by signal N
         if state["stopping"] or (code >= 0 and code != EXIT_RESTART):
             return code if code >= 0 else 128 - code
