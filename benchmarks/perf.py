@@ -121,7 +121,7 @@ def drain_figures(lines: list[dict[str, Any]]) -> dict[str, float]:
     return {"batches": len(lines), "frames_timed": frames, "seconds": round(wall, 3),
             "frames_per_s": round(frames / wall, 1), "model_s": round(model, 3),
             "duty_cycle": round(model / wall, 3),
-            "per_batch_overhead_ms": round(1000 * (wall - model) / (len(lines) - 1), 2)}  # fmt: skip
+            "model_idle_ms_per_batch": round(1000 * (wall - model) / (len(lines) - 1), 2)}  # fmt: skip
 
 
 def depth(client: Any, queue: str) -> int:
@@ -141,8 +141,43 @@ def wait_for(predicate: Any, timeout: float = 600, poll: float = 0.05) -> float:
 
 
 # -- 1. worker efficiency per stage ---------------------------------------------------------
-def efficiency(tmp: Path, video: Path, raw: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """Pre-fill each stage's queue with a whole job's batches, then let one worker drain it."""
+# The worker pools compared: the prefork pool (one task at a time per process), and task threads
+# sharing one model so host work overlaps the model. Run in turns within one run: on a shared VM
+# only ratios taken side by side mean something.
+POOLS: dict[str, tuple[str, ...]] = {"prefork": ("--threads", "1"), "threads_2": ("--threads", "2")}
+
+
+def efficiency(tmp: Path, video: Path, rounds: int = 2) -> dict[str, Any]:
+    """Each pool in turn, ``rounds`` times: pre-fill the detector queue with a whole job, let one
+    worker drain it, then one landmark worker drain the landmark queue; the raw loops are taken
+    right before and after each pool's drains and averaged."""
+    out: dict[str, Any] = {"pools": {k: " ".join(v) for k, v in POOLS.items()}, "runs": []}
+    for n in range(rounds):
+        for pool, args in POOLS.items():
+            folder = tmp / f"{pool}-{n}"
+            folder.mkdir()
+            before = raw_loops()
+            run = drain_both(folder, video, *args)
+            after = raw_loops()
+            for stage in ("detector", "landmarks"):
+                raw = [r[stage]["frames_per_s_worker_threads"] for r in (before, after)]
+                fig = run[stage]
+                fig["raw_loop_frames_per_s"] = round(statistics.mean(raw), 1)
+                fig["raw_loop_before_after"] = raw
+                fig["efficiency"] = round(fig["frames_per_s"] / fig["raw_loop_frames_per_s"], 3)
+            out["runs"].append({"round": n, "pool": pool, **run})
+    def median(pool: str, stage: str, key: str) -> float:
+        return statistics.median(r[stage][key] for r in out["runs"] if r["pool"] == pool)
+
+    keys = ("efficiency", "duty_cycle", "frames_per_s")
+    out["median"] = {pool: {stage: {k: median(pool, stage, k) for k in keys}
+                            for stage in ("detector", "landmarks")} for pool in POOLS}  # fmt: skip
+    return out
+
+
+def drain_both(tmp: Path, video: Path, *worker_args: str) -> dict[str, Any]:
+    """Pre-fill the detector queue with a whole job's batches, then let one worker drain it;
+    then one landmark worker drains the landmark queue it filled."""
     import redis
 
     from posequeue.jobs import Jobs
@@ -167,16 +202,13 @@ def efficiency(tmp: Path, video: Path, raw: dict[str, dict[str, float]]) -> dict
                                     "frames_per_s": round(frames_total / (ingest_end - submitted), 1),
                                     "redis_used_memory_mb_when_full": peak_mb},
         }  # fmt: skip
-        with worker(env, tmp / "detector.log", "--stage", "detector"):
+        with worker(env, tmp / "detector.log", "--stage", "detector", *worker_args):
             wait_for(lambda: len(batch_lines(tmp / "detector.log")) >= total, poll=0.2)
         assert depth(client, LANDMARKS_Q) == total, "every batch should reach the landmark queue"
-        with worker(env, tmp / "landmarks.log", "--stage", "landmarks"):
+        with worker(env, tmp / "landmarks.log", "--stage", "landmarks", *worker_args):
             wait_for(lambda: jobs.get(job_id)["status"] == "done", poll=0.2)
         for stage, log in (("detector", "detector.log"), ("landmarks", "landmarks.log")):
-            fig = drain_figures(batch_lines(tmp / log))
-            fig["raw_loop_frames_per_s"] = raw[stage]["frames_per_s_worker_threads"]
-            fig["efficiency"] = round(fig["frames_per_s"] / fig["raw_loop_frames_per_s"], 3)
-            out[stage] = fig
+            out[stage] = drain_figures(batch_lines(tmp / log))
     return out
 
 
@@ -341,6 +373,7 @@ def main() -> None:
     parser.add_argument("--redis-video-seconds", type=int, default=7200, help="the long job's video")
     parser.add_argument("--redis-sample-seconds", type=float, default=180,
                         help="how long the long job runs before it is cancelled")  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=2, help="worker efficiency: turns per pool")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     if "mediapipe_sequential" not in skip and not args.mediapipe_python.exists():
@@ -380,8 +413,7 @@ def main() -> None:
         section("producer_in_process", lambda: {"640x360": producer(long_video),
                                                 "1280x720": producer(hd_video)})  # fmt: skip
         section("host_side_breakdown_in_process", breakdown, sub("breakdown"), long_video)
-        section("worker_efficiency", lambda: efficiency(sub("efficiency"), prefill_video,
-                                                        figures.get("raw_model_loops") or raw_loops()))
+        section("worker_efficiency", efficiency, sub("efficiency"), prefill_video, args.rounds)
         section("latency_first_result", latency, sub("latency"), ROOT / "samples" / "astronaut.mp4")
         section(f"batch_size_sweep_{args.seconds}s_640x360", sweep, sub("sweep"), long_video)
         # Batches 1 and 2 again with a window larger than one 2 s segment's batches (60 and 30):

@@ -61,8 +61,16 @@ def test_worker_refuses_bad_cores(redis_url) -> None:
     assert out.returncode == 2 and "0-1" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_worker_refuses_threads_with_prefork_concurrency(redis_url) -> None:
+    """Task threads and several prefork processes are two different pools: asking for both is
+    refused, naming each."""
+    out = posequeue("worker", "--threads", "2", "--concurrency", "2")
+    assert out.returncode == 2 and "--threads 1 --concurrency N" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
 def test_worker_pins_its_processes_to_cores(start_worker, isolated) -> None:
-    """--cores pins the worker and its pool processes to those CPU cores."""
+    """--cores pins the worker and the process it runs tasks in to those CPU cores."""
     import os
 
     worker = start_worker("--cores", "0", POSEQUEUE_BROKER_URL=isolated["POSEQUEUE_BROKER_URL"],

@@ -87,3 +87,19 @@ def test_unknown_job(jobs) -> None:
 
     with pytest.raises(JobNotFound, match="nope"):
         jobs.get("nope")
+
+
+def test_begin_batch_reads_status_and_batch_and_counts_the_delivery(jobs, job) -> None:
+    """A stage's task starts with one round trip: the job's status, the batch's fields with the
+    meta decoded, and this delivery counted; a gone batch reads as None and is still counted."""
+    jobs.put_batch({"job_id": job, "index": 0, "frames": [0, 1]}, {"frames": b"\x01\x02"}, ttl=60)
+    first = jobs.begin_batch(job, 0, "detector", ttl=60)
+    assert first.status is not None and first.status.value == "running"
+    assert first.fields == {"meta": {"job_id": job, "index": 0, "frames": [0, 1]}, "frames": b"\x01\x02"}
+    assert first.deliveries == 1
+    assert jobs.begin_batch(job, 0, "detector", ttl=60).deliveries == 2  # a redelivery
+    assert jobs.begin_batch(job, 0, "landmarks", ttl=60).deliveries == 1  # counted per stage
+    jobs.drop_batch(job, 0)
+    gone = jobs.begin_batch(job, 0, "detector", ttl=60)
+    assert gone.fields is None and gone.deliveries == 3
+    assert jobs.begin_batch("nope", 0, "detector", ttl=60).status is None

@@ -3,6 +3,7 @@ keeps a bounded number of batches in Redis whatever its length."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -20,49 +21,85 @@ def status(job_id: str, env: dict) -> dict:  # type: ignore[type-arg]
     return json.loads(posequeue("status", job_id, "--json", env=env).stdout)
 
 
-def holds_message(r: redis.Redis, queue: str) -> bool:
-    """A worker has taken a message of ``queue`` and not acknowledged it (it is running it:
-    with prefetch 1 a worker takes no message before it finishes the one it has)."""
-    return any(json.loads(v)[2] == queue for v in r.hvals("unacked"))
+def holds_started_batch(r: redis.Redis, stage: str) -> bool:
+    """A worker holds a message of ``stage`` (taken, not acknowledged) whose task has begun: it
+    counted its delivery (a message reserved but not yet started would prove less)."""
+    for raw in r.hvals("unacked"):
+        message, _, queue = json.loads(raw)
+        if queue != f"pose.blazepose.{stage}":
+            continue
+        job_id, index, _ = json.loads(base64.b64decode(message["body"]))[0]
+        if r.get(f"pq:batch:{job_id}:{index}:deliveries:{stage}"):
+            return True
+    return False
 
 
+def restarted_runs(r: redis.Redis, job_id: str, stage: str) -> int:
+    """Batches whose ``stage`` was started more than once (a started batch was redelivered)."""
+    keys = r.keys(f"pq:batch:{job_id}:*:deliveries:{stage}")
+    return sum(int(v) >= 2 for v in r.mget(keys)) if keys else 0
+
+
+def requeued_at_once(log: str, threads: str) -> bool:
+    """The worker put a killed process's batches back on the queue itself: prefork's parent sees
+    WorkerLostError and rejects the message; a threaded worker's supervisor requeues the
+    messages the process held (else they would wait for the 10 min visibility timeout)."""
+    if threads == "1":
+        return "WorkerLostError" in log
+    lost = [json.loads(x) for x in log.splitlines() if '"worker.lost"' in x]
+    return any(x["requeued"] >= 1 for x in lost)
+
+
+@pytest.mark.parametrize(("threads", "seconds", "batch"), [
+    ("1", 30, "8"),
+    # Threaded: one batch per stage, so no second message is between kombu's pop and its
+    # unacked record when the kill lands (that window loses a message: a known gap of
+    # --threads, docs/operations.md); what is tested is the supervisor's requeue.
+    ("2", 2, "64"),  # 60 frames: one 2 s segment, one batch
+])  # fmt: skip
 @pytest.mark.parametrize("stage", ["detector", "landmarks"])
-def test_sigkill_pool_process_mid_job(stage, isolated, start_worker, tmp_path) -> None:
-    """SIGKILL of a stage worker's pool process mid-job: its batch is redelivered (acks late,
-    reject on worker lost) and the output still has every frame exactly once, in order. Each
-    stage runs in its own worker, as on a host split into core groups."""
-    video = videos.make_person_video(tmp_path / "long.mp4", seconds=30)
+def test_sigkill_pool_process_mid_job(stage, threads, seconds, batch, isolated, start_worker,
+                                      tmp_path) -> None:  # fmt: skip
+    """SIGKILL of a stage worker's process that runs the tasks, mid-job: its batches are
+    redelivered at once (acks late; reject on worker lost, or the threaded worker's supervisor)
+    and the output still has every frame exactly once, in order. Each stage runs in its own
+    worker, as on a host split into core groups; ``--threads 1`` is the prefork pool."""
+    video = videos.make_person_video(tmp_path / "long.mp4", seconds=seconds)
+    frames_total = round(seconds * 30)
     env = {k: isolated[k] for k in ("POSEQUEUE_BROKER_URL", "POSEQUEUE_STORE")}
-    workers = {name: start_worker("--stage", name, **env) for name in ("ingest", "detector", "landmarks")}
+    workers = {name: start_worker("--stage", name, *(["--threads", threads] if name == stage else []),
+                                  **env) for name in ("ingest", "detector", "landmarks")}  # fmt: skip
     victim = workers[stage]
-    job_id = json.loads(posequeue("submit", str(video), "--json", env=isolated).stdout)["job_id"]
-    # Kill the pool process while it holds a batch, until one kill has hit a running task
-    # (the message may still be unacknowledged for a moment after the task ended).
+    submitted = posequeue("submit", str(video), "--batch-size", batch, "--json", env=isolated)
+    job_id = json.loads(submitted.stdout)["job_id"]
+    # Kill the task process while it holds a started batch, until one kill has hit a held
+    # message (the message may still be unacknowledged for a moment after the task ended).
     r = redis.Redis.from_url(isolated["POSEQUEUE_BROKER_URL"])
     kills, deadline = 0, time.monotonic() + 60
-    while "WorkerLostError" not in victim.log.read_text():
+    while not requeued_at_once(victim.log.read_text(), threads):
         assert time.monotonic() < deadline and r.hget(f"pq:job:{job_id}", "status") != b"done"
         done = int(r.hget(f"pq:job:{job_id}", "frames_done") or 0)
         children = victim.children()
-        if done >= 60 and children and holds_message(r, f"pose.blazepose.{stage}"):
+        if done >= min(60, frames_total - 64) and children and holds_started_batch(r, stage):
             for pid in children:
                 os.kill(pid, signal.SIGKILL)
             kills += 1
             while (set(victim.children()) & set(children) or not victim.children()) and (
                 time.monotonic() < deadline
             ):
-                time.sleep(0.05)  # until the pool has replaced the process
+                time.sleep(0.05)  # until the process has been replaced
         time.sleep(0.002)
     deadline = time.monotonic() + 120
     while (job := status(job_id, isolated))["status"] not in ("done", "failed"):
         assert time.monotonic() < deadline, job
         time.sleep(0.2)
     assert job["status"] == "done", job.get("error")
-    assert kills >= 1 and "WorkerLostError" in victim.log.read_text()  # a kill hit a running task
+    assert kills >= 1 and requeued_at_once(victim.log.read_text(), threads)
+    assert restarted_runs(r, job_id, stage) >= 1  # a kill hit a batch that had started
     out = posequeue("results", job_id, env=isolated)
     frames = json.loads(out.stdout)["frames"]
-    assert [f["index"] for f in frames] == list(range(900))
-    assert job["frames_done"] == 900
+    assert [f["index"] for f in frames] == list(range(frames_total))
+    assert job["frames_done"] == frames_total
 
 
 def test_backpressure_bounds_batches_in_redis(isolated, start_worker, tmp_path) -> None:

@@ -62,8 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--neuron-runtime", type=int, choices=(1, 2), default=2,
                    help="Neuron runtime generation for a neuron model: 2 (libnrt, "
                    "NEURON_RT_VISIBLE_CORES; default) or 1 (neuron-rtd, NEURONCORE_GROUP_SIZES)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="task threads sharing the process's models, so Redis I/O, pre- and "
+                   "post-processing overlap the model, under a supervisor that requeues a killed "
+                   "process's batches (default 1: Celery's prefork pool; 2 is opt-in until a "
+                   "known loss window on SIGKILL is closed, see docs/operations.md)")  # fmt: skip
     p.add_argument("--concurrency", type=int, default=1,
-                   help="pool processes (default 1: one process per core group)")
+                   help="pool processes with --threads 1 (default 1: one process per core group)")
     p.add_argument("--loglevel", default="INFO")
     p.set_defaults(run=cmd_worker)
 
@@ -124,6 +129,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = get_settings()
     spec = get_model(args.model or settings.default_model)
     stages = [s.name for s in spec.stages]
+    threads = args.threads
+    if threads < 1 or (threads > 1 and args.concurrency != 1):
+        print(f"error: --threads {threads} with --concurrency {args.concurrency}: give --threads N "
+              "(N >= 1 task threads in one process sharing its models) or --threads 1 "
+              "--concurrency N (N prefork processes, a model each)", file=sys.stderr)  # fmt: skip
+        return EXIT_REFUSED
     if args.stage == "all":
         serve, served_stages = [queues.INGEST, *queues.model_queues(spec)], stages
     elif args.stage == "ingest":
@@ -158,9 +169,23 @@ def cmd_worker(args: argparse.Namespace) -> int:
         import posequeue.worker.tasks  # noqa: F401
     from posequeue.config.celery_app import app
 
-    app.worker_main(["worker", "-Q", ",".join(serve), "-P", "prefork", "-c",
-                     str(args.concurrency), "-n", f"{name}@%h", "-l", args.loglevel])  # fmt: skip
-    return 0
+    argv = ["worker", "-Q", ",".join(serve), "-n", f"{name}@%h", "-l", args.loglevel]
+    if threads == 1:
+        app.worker_main([*argv, "-P", "prefork", "-c", str(args.concurrency)])
+        return 0
+    from posequeue.worker import threaded
+
+    def run() -> None:  # in the forked worker process: the models load here, never in the parent
+        from posequeue.jobs import get_jobs
+
+        threaded.Tracker(get_jobs().r, settings.task_time_limit, settings.visibility_timeout).connect()
+        if served_stages:
+            from posequeue.worker.tasks import preload
+
+            preload()
+        app.worker_main([*argv, "-P", "threads", "-c", str(threads)])
+
+    return threaded.supervise(app, run)
 
 
 def _ensure_model_files(settings: Any) -> Path:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -54,6 +55,23 @@ def batch_key(job_id: str, index: int) -> str:
 
 class JobNotFound(KeyError):
     """No job with that id (never submitted, or expired)."""
+
+
+@dataclass(frozen=True)
+class BatchStart:
+    """A batch as its stage's task finds it (``Jobs.begin_batch``)."""
+
+    status: JobStatus | None  # None: the job record is gone
+    fields: dict[str, Any] | None  # None: the batch expired or was dropped
+    deliveries: int  # times this stage of this batch has been started, this one included
+
+
+def _batch_fields(raw: dict[bytes, bytes]) -> dict[str, Any] | None:
+    if not raw or b"meta" not in raw:
+        return None
+    fields: dict[str, Any] = {k.decode(): v for k, v in raw.items()}
+    fields["meta"] = json.loads(fields["meta"])
+    return fields
 
 
 class Jobs:
@@ -158,14 +176,18 @@ class Jobs:
             pipe.expire(key, ttl)
             pipe.execute()
 
-    def get_batch(self, job_id: str, index: int) -> dict[str, Any] | None:
-        """The batch's fields (``meta`` decoded, payloads as bytes), or None if it is gone."""
-        raw = self.r.hgetall(batch_key(job_id, index))
-        if not raw or b"meta" not in raw:
-            return None
-        fields: dict[str, Any] = {k.decode(): v for k, v in raw.items()}
-        fields["meta"] = json.loads(fields["meta"])
-        return fields
+    def begin_batch(self, job_id: str, index: int, stage: str, ttl: int) -> BatchStart:
+        """What a stage's task needs before it runs, in one round trip: the job's status, the
+        batch's fields (``meta`` decoded, payloads as bytes), and this delivery counted (a batch
+        that kills its worker process comes back again and again)."""
+        deliveries = f"{batch_key(job_id, index)}:deliveries:{stage}"
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.hget(job_key(job_id), "status")
+            pipe.hgetall(batch_key(job_id, index))
+            pipe.incr(deliveries)
+            pipe.expire(deliveries, ttl)
+            status, raw, count, _ = pipe.execute()
+        return BatchStart(JobStatus(status.decode()) if status else None, _batch_fields(raw), int(count))
 
     def advance_batch(self, job_id: str, index: int, payload: dict[str, bytes], drop: list[str]) -> None:
         """Store what a stage made for the next one and drop what no later stage reads."""
@@ -217,15 +239,6 @@ class Jobs:
 
     def unlock_finalize(self, job_id: str) -> None:
         self.r.delete(f"{job_key(job_id)}:finalizing")
-
-    def count_delivery(self, job_id: str, index: int, stage: str, ttl: int) -> int:
-        """How many times this batch's stage has been started (a batch that kills its worker
-        process comes back again and again)."""
-        key = f"{batch_key(job_id, index)}:deliveries:{stage}"
-        with self.r.pipeline() as pipe:
-            pipe.incr(key)
-            pipe.expire(key, ttl)
-            return int(pipe.execute()[0])
 
     def last_progress(self, job_id: str) -> float:
         """When a batch of the job last finished (or the job started)."""

@@ -1,9 +1,9 @@
 """Per-worker throughput, reported by the workers themselves into Redis (Flower keeps task
 history in its own memory only, so an exporter or an autoscaler cannot read it).
 
-A Celery signal handler pair times every inference task in the pool process that runs it and,
-when the task returns, adds the batch's frames and the task's wall time to a 10-second bucket of
-that worker process. ``posequeue metrics`` reads the buckets of the last minute.
+A Celery signal handler pair times every inference task in the pool process (or task thread)
+that runs it and, when the task returns, adds the batch's frames and the task's wall time to a
+10-second bucket of that process (or thread). ``posequeue metrics`` reads the buckets of the last minute.
 
 What it measures: the frames of batches whose ``posequeue.infer`` task ran its stage's model and
 returned (a retried task is not counted until it succeeds). The task's return value carries the
@@ -18,6 +18,8 @@ Keys (all under ``pq:``):
 
 from __future__ import annotations
 
+import itertools
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -36,9 +38,11 @@ RETENTION_S = 3600  # a series silent this long leaves the registry
 _SEP = "|"
 
 _started: dict[str, float] = {}  # task id -> monotonic start time
+_thread = threading.local()
+_slots = itertools.count()
 
 
-def series_name(node: str, model: str, stage: str, process: int) -> str:
+def series_name(node: str, model: str, stage: str, process: int | str) -> str:
     return _SEP.join((node, model, stage, str(process)))
 
 
@@ -99,6 +103,16 @@ def read_rates(r: Any, now: float, window: int = WINDOW_S) -> list[WorkerRate]:
             for (node, model, stage), (f, cap) in sorted(totals.items())]  # fmt: skip
 
 
+def _slot(process: int | None) -> str:
+    """A prefork pool process's index, or a task thread's number (``t0``, ``t1``, ...): each is a
+    series of its own, so a threaded worker's overlapping tasks do not add up their busy time."""
+    if process is not None:
+        return str(process)
+    if not hasattr(_thread, "slot"):
+        _thread.slot = f"t{next(_slots)}"
+    return str(_thread.slot)
+
+
 @signals.task_prerun.connect
 def _infer_started(task_id: str, task: Task, **_: object) -> None:
     if task.name == INFER_TASK:
@@ -117,7 +131,7 @@ def _infer_finished(task_id: str, task: Task, args: tuple | None = None, retval:
         from posequeue.jobs import get_jobs
 
         node = task.request.hostname or "unknown"
-        series = series_name(node, str(retval["model"]), str(args[2]), current_process_index() or 0)
+        series = series_name(node, str(retval["model"]), str(args[2]), _slot(current_process_index()))
         record(get_jobs().r, series, int(retval["frames"]), time.monotonic() - start, time.time())
     except Exception:  # a failing hook is logged and never breaks the job
         log.exception("worker_stats.record_failed")

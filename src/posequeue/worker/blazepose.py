@@ -51,7 +51,9 @@ def letterbox(image: np.ndarray, size: int = detector.INPUT_SIZE) -> tuple[np.nd
 
 def detector_input(images: np.ndarray) -> tuple[np.ndarray, list[tuple[float, ...]]]:
     boxed = [letterbox(image) for image in images]
-    batch = np.stack([b for b, _ in boxed]).astype(np.float32) * (2.0 / 255.0) - 1.0
+    batch = np.stack([b for b, _ in boxed]).astype(np.float32)
+    batch *= 2.0 / 255.0  # in place: two 4.8 MB temporaries fewer per batch of 8
+    batch -= 1.0
     return batch, [pad for _, pad in boxed]
 
 

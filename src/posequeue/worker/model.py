@@ -4,6 +4,8 @@ payload of the next stage or the frames' people."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -18,6 +20,13 @@ from posequeue.worker.model_files import stage_path
 from posequeue.worker.pinning import cpu_threads
 from posequeue.worker.roi import Roi
 from posequeue.worker.runtimes import Runtime, make_runtime
+
+# One model call at a time per process, whatever the stage: a worker's task threads share its
+# runtimes (the tflite interpreter is not thread-safe), and its cores (or NeuronCore group) run
+# one model at a time anyway. The runtimes release the GIL, so the other thread's Redis I/O,
+# pre- and post-processing run meanwhile.
+_RUN_LOCK = threading.Lock()
+_LOAD_LOCK = threading.Lock()
 
 
 @dataclass
@@ -45,6 +54,13 @@ class Stage:
     def run(self, fields: dict[str, Any], meta: BatchMeta) -> StageResult:
         raise NotImplementedError
 
+    def infer(self, batch: np.ndarray) -> tuple[dict[str, np.ndarray], float]:
+        """The runtime's outputs and its seconds (time spent waiting for the lock not counted)."""
+        with _RUN_LOCK:
+            started = time.perf_counter()
+            outputs = self.runtime.run(batch)
+            return outputs, time.perf_counter() - started
+
 
 def _frames(fields: dict[str, Any], meta: BatchMeta) -> np.ndarray:
     w, h = meta.work
@@ -59,13 +75,9 @@ class DetectorStage(Stage):
     outputs = (detector.BOXES, detector.SCORES)
 
     def run(self, fields: dict[str, Any], meta: BatchMeta) -> StageResult:
-        import time
-
         frames = _frames(fields, meta)
         batch, pads = blazepose.detector_input(frames)
-        started = time.perf_counter()
-        outputs = self.runtime.run(batch)
-        elapsed = time.perf_counter() - started
+        outputs, elapsed = self.infer(batch)
         rois = blazepose.regions(outputs, pads, meta.display)
         if not any(rois):  # nobody in any frame: the batch ends here
             return StageResult(people=[[] for _ in rois], model_seconds=elapsed)
@@ -80,14 +92,12 @@ class LandmarkStage(Stage):
     outputs = (blazepose.LANDMARKS, blazepose.POSE_FLAG, blazepose.HEATMAP)
 
     def run(self, fields: dict[str, Any], meta: BatchMeta) -> StageResult:
-        import time
-
         rois = _rois(fields)
         size = blazepose.CROP_SIZE
         crops = np.frombuffer(fields["crops"], np.uint8).reshape(-1, size, size, 3)
-        started = time.perf_counter()
-        outputs = self.runtime.run(crops.astype(np.float32) * (1.0 / 255.0))
-        elapsed = time.perf_counter() - started
+        batch = crops.astype(np.float32)
+        batch *= 1.0 / 255.0  # in place: one temporary fewer
+        outputs, elapsed = self.infer(batch)
         return StageResult(people=blazepose.people(outputs, rois, meta.display), model_seconds=elapsed)
 
 
@@ -103,12 +113,8 @@ class KeypointStage(Stage):
         super().__init__(spec, stage)
 
     def run(self, fields: dict[str, Any], meta: BatchMeta) -> StageResult:
-        import time
-
         batch, box = keypoints.model_input(_frames(fields, meta), self.stage)
-        started = time.perf_counter()
-        outputs = self.runtime.run(batch)
-        elapsed = time.perf_counter() - started
+        outputs, elapsed = self.infer(batch)
         people = keypoints.people(outputs, self.stage, box, meta.display, len(self.spec.keypoints))
         return StageResult(people=people, model_seconds=elapsed)
 
@@ -121,9 +127,14 @@ STAGES: dict[str, type[Stage]] = {
 }
 
 
-@lru_cache(maxsize=4)
 def load(model: str, stage: str) -> Stage:
-    """The process's stage: created on first use, then reused for every batch."""
+    """The process's stage: created on first use, then reused for every batch and thread."""
+    with _LOAD_LOCK:  # two task threads asking at once still load it once
+        return _load(model, stage)
+
+
+@lru_cache(maxsize=4)
+def _load(model: str, stage: str) -> Stage:
     spec = get_model(model)
     step = spec.stage(stage)
     return STAGES[step.kind](spec, step)

@@ -35,12 +35,12 @@ def infer(self: Task, job_id: str, index: int, stage: str) -> dict[str, object] 
     worker's throughput statistics, None when it ran no model (results are not stored: the
     app ignores task results)."""
     jobs = get_jobs()
-    status = jobs.status(job_id)
+    start = jobs.begin_batch(job_id, index, stage, get_settings().payload_ttl)
+    status, fields = start.status, start.fields
     if status is None or status.finished:  # stale work of a failed or finished job is not run
         jobs.drop_batch(job_id, index)
         log.info("infer.stale", status=status.value if status else "gone")
         return None
-    fields = jobs.get_batch(job_id, index)
     if fields is None:
         if not jobs.is_batch_done(job_id, index):
             fail_job(app, jobs, job_id, f"batch {index} expired in Redis before a worker ran it; "
@@ -58,7 +58,7 @@ def infer(self: Task, job_id: str, index: int, stage: str) -> dict[str, object] 
     if nxt is not None and nxt.payload in fields:  # a redelivery after this stage's work was kept
         _send(job_id, index, meta.model, nxt.name)
         return None
-    if jobs.count_delivery(job_id, index, stage, get_settings().payload_ttl) > MAX_DELIVERIES:
+    if start.deliveries > MAX_DELIVERIES:
         fail_job(app, jobs, job_id, f"batch {index} (frames {meta.frames[0]}-{meta.frames[-1]}) "
                  f"was started {MAX_DELIVERIES} times in stage {stage} without finishing: its "
                  "worker process died each time (out of memory? see the worker logs)")  # fmt: skip
@@ -102,9 +102,14 @@ def _finish_batch(jobs: Jobs, meta: BatchMeta, people: list) -> None:  # type: i
 
 
 @signals.worker_process_init.connect
-def _preload(**_: object) -> None:
-    """Load the served stages' models in the pool child (never in the parent: not fork-safe),
-    so the first batch does not pay for it and a broken model shows at start-up."""
+def _preload_pool_child(**_: object) -> None:
+    preload()
+
+
+def preload() -> None:
+    """Load the served stages' models in the process that runs the tasks: a prefork pool child,
+    or a threaded worker (never in a parent that forks: not fork-safe), so the first batch does
+    not pay for it and a broken model shows at start-up."""
     for item in filter(None, os.environ.get(PRELOAD_ENV, "").split(",")):
         model, stage = item.split(":")
         try:
