@@ -78,8 +78,9 @@ def ingest(self: Task, cursor: dict, store_failures: int = 0) -> None:
 
 def _defer(task: Task, countdown: float, **changes: Any) -> None:
     """Run this task again in ``countdown`` seconds (``changes``: new ``args`` or ``kwargs``)
-    and end this run normally. Celery counts it as a retry (``request.retries`` goes up) but
-    no ``Retry`` is raised, so no traceback, frame or ExceptionInfo outlives the run."""
+    and end this run normally: the next run sees ``request.retries`` one higher (the back-off),
+    this one is reported as a success, and as no ``Retry`` is raised no traceback, frame or
+    ExceptionInfo outlives it."""
     task.retry(countdown=countdown, throw=False, **changes)
     log.info("ingest.deferred", countdown=countdown, retries=task.request.retries + 1)
 
