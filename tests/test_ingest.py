@@ -1,0 +1,79 @@
+"""The ingest task as a worker's pool process runs it: through Celery's tracer, against Redis."""
+
+from __future__ import annotations
+
+import gc
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from types import FrameType, TracebackType
+from typing import Any
+
+import pytest
+
+from posequeue.config.schemas import Cursor, JobStatus
+
+
+@pytest.fixture
+def throttled_job(jobs):  # type: ignore[no-untyped-def]
+    """A running job whose in-flight window is full, so every ingest run defers itself; failed
+    at the end so the deferred messages left on the ingest queue are dropped as stale."""
+    job_id = jobs.create(job_id=jobs.new_id(), model="blazepose", video="/nonexistent.mp4",
+                         batch_size=8, source="test")  # fmt: skip
+    info = {"width": 640, "height": 360, "fps": 30.0}
+    jobs.mark_running(job_id, info)
+    jobs.set_enqueued(job_id, 1000)
+    yield job_id
+    jobs.fail(job_id, "test over")
+
+
+@pytest.fixture
+def ingest_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
+    """The ingest module's log lines, captured (the module's cached logger may still write to a
+    stream an earlier in-process CLI test was given and has since closed)."""
+    import structlog
+
+    from posequeue.producer import ingest
+
+    with structlog.testing.capture_logs() as captured:
+        monkeypatch.setattr(ingest, "log", structlog.get_logger(ingest.__name__))
+        yield captured
+
+
+def _run_in_tracer(job_id: str, retries: int) -> str:
+    """One delivery of the ingest task through the tracer a pool process uses; its state."""
+    from celery.app.trace import build_tracer
+
+    from posequeue.config.celery_app import app
+    from posequeue.producer.ingest import ingest
+
+    tracer = build_tracer(ingest.name, ingest, app=app, hostname="test@host", store_errors=False)
+    task_id = uuid.uuid4().hex
+    request = {"id": task_id, "retries": retries, "hostname": "test@host", "is_eager": False,
+               "delivery_info": {"exchange": "", "routing_key": "ingest", "priority": 0}}  # fmt: skip
+    traced = tracer(task_id, [Cursor(job_id).to_dict()], {}, request)
+    return str(traced.info.state) if traced.info else "SUCCESS"
+
+
+@pytest.mark.integration
+def test_backpressure_pins_no_frames(throttled_job, jobs, ingest_logs) -> None:  # type: ignore[no-untyped-def]
+    """A deferred ingest run leaves no frame or traceback for the cyclic garbage collector: a
+    raised Retry did (Celery's frames and the task's, with their locals, and billiard's copy of
+    them: ~0.37 MB a run), and a producer throttled by the window defers a few times a segment."""
+    # Given a job whose window is full, and a process with no garbage pending
+    assert jobs.status(throttled_job) is JobStatus.RUNNING
+    _run_in_tracer(throttled_job, 0)  # warm-up: imports, connections, caches
+    gc.collect()
+    # When the task defers itself 20 times, as the worker's tracer runs it
+    states = {_run_in_tracer(throttled_job, n) for n in range(1, 21)}
+    # Then no frame waits for a collection, and each run deferred itself without failing
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+        pinned = Counter(type(o).__name__ for o in gc.garbage if isinstance(o, (FrameType, TracebackType)))
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert not pinned, f"20 deferred runs left {dict(pinned)} in reference cycles"
+    assert states == {"SUCCESS"}
+    assert [e["event"] for e in ingest_logs].count("ingest.deferred") == 21
