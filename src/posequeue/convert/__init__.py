@@ -10,9 +10,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-INSTALL_TENSORFLOW = ("pip install tensorflow-cpu==2.10.1 on Python 3.10 (the version "
-                      "tensorflow-neuron builds on), or any TensorFlow 2.x")  # fmt: skip
-
 
 class ConvertError(RuntimeError):
     """A model that cannot be converted here; the message names the model and what to do."""
@@ -23,10 +20,11 @@ class UnsupportedOp(ConvertError):
 
 
 def import_tensorflow() -> ModuleType:
-    """TensorFlow, or a ConvertError that says how to install it."""
+    """TensorFlow, or a ConvertError that says how to install it (the runtimes' own import)."""
+    from posequeue.worker.runtimes import ModelLoadError
+    from posequeue.worker.runtimes import import_tensorflow as load
+
     try:
-        import tensorflow as tf
-    except ImportError as exc:
-        raise ConvertError(f"converting needs TensorFlow, which is not installed here: "
-                           f"{INSTALL_TENSORFLOW}") from exc  # fmt: skip
-    return tf
+        return load()  # type: ignore[no-any-return]
+    except ModelLoadError as exc:
+        raise ConvertError(f"converting needs TensorFlow: {exc}") from None

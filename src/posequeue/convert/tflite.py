@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from posequeue.convert import INSTALL_TENSORFLOW, ConvertError, UnsupportedOp
+from posequeue.convert import ConvertError, UnsupportedOp
+from posequeue.worker.runtimes import TENSORFLOW_INSTALL
 
 # TensorType -> numpy dtype, for the types a float model's tensors use.
 DTYPES: dict[str, type[np.generic]] = {
@@ -68,7 +69,7 @@ def schema() -> ModuleType:
             from ai_edge_litert import schema_py_generated
         except ImportError as exc:
             raise ConvertError(f"reading a .tflite file needs TensorFlow's schema bindings: "
-                               f"{INSTALL_TENSORFLOW}") from exc  # fmt: skip
+                               f"{TENSORFLOW_INSTALL}") from exc  # fmt: skip
     return schema_py_generated
 
 

@@ -21,8 +21,8 @@ NEURON_INSTALL = (
     "runtime for a CPU host"
 )
 TENSORFLOW_INSTALL = (
-    "TensorFlow is not installed; the tensorflow runtime needs it: `pip install tensorflow-cpu` "
-    "(on Python 3.10, `tensorflow-cpu==2.10.1` matches the inf1 Neuron release)"
+    "TensorFlow is not installed: pip install tensorflow-cpu==2.10.1 on Python 3.10 (the version "
+    "tensorflow-neuron builds on), or any TensorFlow 2.x"
 )
 
 
