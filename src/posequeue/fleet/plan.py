@@ -36,7 +36,6 @@ DEFAULT_MODEL = "blazepose"
 # A model or stage name as a part of queue (pose.M.S), compose service, systemd unit and process
 # tag names: no "." (up reads the model back from the queue), no ":" (MODEL:STAGE), and "-" only
 # between other characters. Lower case only: compose derives image and container names from it.
-_NAME = queues.NAME
 
 Layout = Mapping[str, int | Sequence[int]]
 
@@ -329,11 +328,10 @@ def _check_stage(key: StageKey) -> None:
 def check_name(kind: str, name: str) -> None:
     """Refuse a model or stage name that cannot be part of queue, compose service, systemd unit
     and process tag names."""
-    if not _NAME.match(name):
+    if not queues.NAME.match(name):
         raise PlanError(
             f"{kind} name {name!r} cannot be part of queue, compose service and systemd unit "
-            "names; rename it (in its spec file) to lower-case letters, digits, _ and single "
-            "- between them, starting with a letter (e.g. blazepose-tf)"
+            f"names; rename it (in its spec file) to {queues.NAME_RULE} (e.g. blazepose-tf)"
         )
 
 
