@@ -124,9 +124,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from posequeue.config import queues
     from posequeue.config.models import get_model
     from posequeue.config.settings import get_settings
+    from posequeue.malloc import reuse_freed_memory
     from posequeue.worker.pinning import claim_cores, format_cores, neuron_env, parse_cores, pin_cpu
 
     settings = get_settings()
+    reuse_freed_memory()  # before the pool forks: its processes inherit the settings
     spec = get_model(args.model or settings.default_model)
     stages = [s.name for s in spec.stages]
     threads = args.threads
