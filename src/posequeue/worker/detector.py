@@ -58,9 +58,14 @@ class Detection:
 def decode(boxes: np.ndarray, scores: np.ndarray, min_score: float = MIN_SCORE) -> list[Detection]:
     """One image's raw outputs -> detections after weighted NMS, best first."""
     anchor = anchors()
-    logits = np.clip(scores.reshape(-1).astype(np.float64), -SCORE_CLIP, SCORE_CLIP)
+    raw_scores = scores.reshape(-1)
+    # Sigmoid only the anchors that can pass: those whose logit is near or above the threshold's
+    # (a margin keeps the exact test below the one that decides).
+    near = np.flatnonzero(raw_scores >= _logit(min_score) - 1e-3)
+    logits = np.clip(raw_scores[near].astype(np.float64), -SCORE_CLIP, SCORE_CLIP)
     prob = 1.0 / (1.0 + np.exp(-logits))
-    keep = np.flatnonzero(prob >= min_score)
+    passed = prob >= min_score
+    keep, prob = near[passed], prob[passed]
     if keep.size == 0:
         return []
     raw = boxes.reshape(-1, 12)[keep] / INPUT_SIZE
@@ -68,7 +73,11 @@ def decode(boxes: np.ndarray, scores: np.ndarray, min_score: float = MIN_SCORE) 
     half = raw[:, 2:4] / 2
     box = np.concatenate([centre - half, centre + half], axis=1)
     kps = raw[:, 4:].reshape(-1, NUM_KEYPOINTS, 2) + anchor[keep][:, None, :]
-    return _weighted_nms(prob[keep], box, kps)
+    return _weighted_nms(prob, box, kps)
+
+
+def _logit(p: float) -> float:
+    return float(np.log(p / (1 - p))) if 0 < p < 1 else (-np.inf if p <= 0 else np.inf)
 
 
 def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:

@@ -95,8 +95,7 @@ class LandmarkStage(Stage):
         rois = _rois(fields)
         size = blazepose.CROP_SIZE
         crops = np.frombuffer(fields["crops"], np.uint8).reshape(-1, size, size, 3)
-        batch = crops.astype(np.float32)
-        batch *= 1.0 / 255.0  # in place: one temporary fewer
+        batch = np.multiply(crops, np.float32(1.0 / 255.0), dtype=np.float32)  # one pass
         outputs, elapsed = self.infer(batch)
         return StageResult(people=blazepose.people(outputs, rois, meta.display), model_seconds=elapsed)
 

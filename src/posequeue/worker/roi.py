@@ -62,13 +62,14 @@ def crop_matrix(roi: Roi, image_size: tuple[int, int], out_size: int) -> np.ndar
     return np.linalg.inv(np.vstack([to_image, [0.0, 0.0, 1.0]]))[:2]
 
 
-def crop(image: np.ndarray, roi: Roi, out_size: int) -> np.ndarray:
-    """The ROI's square crop, upright, ``out_size`` pixels, edges replicated (as MediaPipe)."""
+def crop(image: np.ndarray, roi: Roi, out_size: int, out: np.ndarray | None = None) -> np.ndarray:
+    """The ROI's square crop, upright, ``out_size`` pixels, edges replicated (as MediaPipe),
+    written into ``out`` when given."""
     import cv2  # worker-side only
 
     h, w = image.shape[:2]
     matrix = crop_matrix(roi, (w, h), out_size)
-    return cv2.warpAffine(image, matrix, (out_size, out_size), flags=cv2.INTER_LINEAR,
+    return cv2.warpAffine(image, matrix, (out_size, out_size), dst=out, flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
 
 
