@@ -128,3 +128,47 @@ def test_corrupt_packets_skipped_and_counted(worker, settings, jobs, store_root,
     result = load_results(store_root, job)
     assert [f["index"] for f in result["frames"]] == list(range(job["frames_total"]))
     assert 0 < job["frames_total"] < 90
+
+
+def infer_lines(log: Path) -> list[dict]:  # type: ignore[type-arg]
+    lines = [json.loads(raw) for raw in log.read_text().splitlines() if '"infer.batch"' in raw]
+    return [x for x in lines if x.get("event") == "infer.batch"]
+
+
+def run_sample(isolated: dict[str, str], start_worker, *layout: tuple[str, ...]) -> tuple[dict, list[dict]]:  # type: ignore[no-untyped-def,type-arg]
+    """The sample video through workers started with each of ``layout``'s arguments; the
+    results and the workers' infer.batch log lines."""
+    from conftest import posequeue
+
+    env = {k: isolated[k] for k in ("POSEQUEUE_BROKER_URL", "POSEQUEUE_STORE")}
+    workers = [start_worker(*args, **env) for args in layout]
+    done = posequeue("submit", str(SAMPLE), "--wait", "--json", "--timeout", "180", env=isolated)
+    assert done.returncode == 0, done.stderr
+    job_id = json.loads(done.stdout.splitlines()[-1])["job_id"]
+    results = json.loads(posequeue("results", job_id, env=isolated).stdout)
+    for w in workers:
+        w.stop()
+    return results, [x for w in workers for x in infer_lines(w.log)]
+
+
+def test_all_stage_worker_runs_both_stages_in_one_task(isolated, start_worker) -> None:  # type: ignore[no-untyped-def]
+    """A worker serving both stages runs the landmarks in the detector's task (no crops through
+    Redis, no second task); workers split by stage hand each batch over through the landmark
+    queue. Both give the same poses."""
+    # Given the sample video through one all-stage worker, then through one worker per stage
+    fused, fused_lines = run_sample(isolated, start_worker, ())
+    split, split_lines = run_sample(isolated, start_worker, ("--stage", "ingest"), ("--stage", "detector"),
+                                    ("--stage", "landmarks"))  # fmt: skip
+    # Then the all-stage worker ran each batch's two stages in one task ...
+    tasks: dict[str, list[str]] = {}
+    for line in fused_lines:
+        tasks.setdefault(line["task_id"], []).append(line["stage"])
+    assert sorted(tasks.values()) == [["detector", "landmarks"]] * len(tasks)
+    # ... the split workers in two
+    stages_per_task = {}
+    for line in split_lines:
+        stages_per_task.setdefault(line["task_id"], set()).add(line["stage"])
+    assert all(len(s) == 1 for s in stages_per_task.values()) and len(stages_per_task) == len(fused_lines)
+    # ... and the poses are the same, frame by frame
+    assert fused["frames"] == split["frames"]
+    assert sum(bool(f["people"]) for f in fused["frames"]) > 0

@@ -7,9 +7,11 @@ that runs it and, when the task returns, adds the batch's frames and the task's 
 
 What it measures: the frames of batches whose ``posequeue.infer`` task ran its stage's model and
 returned (a retried task is not counted until it succeeds). The task's return value carries the
-model and the batch's real frame count, so a short last batch counts its real frames and returns
-that did no model work (a failed job's batch, a redelivery whose stage was already done) are not
-counted. The busy time is the task's wall time, Redis and store round trips included.
+model, the batch's real frame count and the stages it ran with their seconds, so a short last
+batch counts its real frames and returns that did no model work (a failed job's batch, a
+redelivery whose stage was already done) are not counted. The busy time is the task's wall
+time, Redis and store round trips included; a task that ran two stages (an all-stage worker
+runs the next stage in the same task) shares it between them by their own seconds.
 
 Keys (all under ``pq:``):
     pq:workers                    sorted set of series ``node|model|stage|process`` by last report
@@ -130,8 +132,12 @@ def _infer_finished(task_id: str, task: Task, args: tuple | None = None, retval:
 
         from posequeue.jobs import get_jobs
 
-        node = task.request.hostname or "unknown"
-        series = series_name(node, str(retval["model"]), str(args[2]), _slot(current_process_index()))
-        record(get_jobs().r, series, int(retval["frames"]), time.monotonic() - start, time.time())
+        node, slot = task.request.hostname or "unknown", _slot(current_process_index())
+        busy, now = time.monotonic() - start, time.time()
+        stages = retval.get("stages") or {str(args[2]): 1.0}
+        total = sum(stages.values()) or 1.0
+        for stage, seconds in stages.items():  # the task's time shared by the stages' own times
+            series = series_name(node, str(retval["model"]), stage, slot)
+            record(get_jobs().r, series, int(retval["frames"]), busy * seconds / total, now)
     except Exception:  # a failing hook is logged and never breaks the job
         log.exception("worker_stats.record_failed")

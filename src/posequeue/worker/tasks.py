@@ -1,10 +1,13 @@
-"""Inference tasks: fetch a batch (claim-check), run one model stage, then either hand the batch
-to the next stage's queue or store its results idempotently and record it in the job's fan-in
-set; the delivery that completes the set finalises."""
+"""Inference tasks: fetch a batch (claim-check), run one model stage (and the stages after it
+that this process also serves), then either hand the batch to the next stage's queue or store
+its results idempotently and record it in the job's fan-in set; the delivery that completes the
+set finalises."""
 
 from __future__ import annotations
 
 import os
+import time
+from functools import lru_cache
 
 import structlog
 from celery import Task, signals
@@ -31,9 +34,10 @@ MAX_DELIVERIES = 4  # a batch whose stage was started this often without finishi
 
 @app.task(name=INFER_TASK, bind=True, max_retries=STORE_RETRIES)
 def infer(self: Task, job_id: str, index: int, stage: str) -> dict[str, object] | None:
-    """Run one stage on one batch. Returns what it processed ({"model", "frames"}) for the
-    worker's throughput statistics, None when it ran no model (results are not stored: the
-    app ignores task results)."""
+    """Run one stage on one batch (and the next ones this process serves). Returns what it
+    processed ({"model", "frames", "stages": {stage: seconds}}) for the worker's throughput
+    statistics, None when it ran no model (results are not stored: the app ignores task
+    results)."""
     jobs = get_jobs()
     start = jobs.begin_batch(job_id, index, stage, get_settings().payload_ttl)
     status, fields = start.status, start.fields
@@ -64,7 +68,14 @@ def infer(self: Task, job_id: str, index: int, stage: str) -> dict[str, object] 
                  "worker process died each time (out of memory? see the worker logs)")  # fmt: skip
         return None
     try:
-        result = models.load(meta.model, stage).run(fields, meta)
+        ran: dict[str, float] = {}  # seconds per stage run here, for the worker statistics
+        result = _run(stage, fields, meta, ran)
+        # A process that serves the next stage too runs it here on the payload in memory: no
+        # round trip of that payload through Redis and no second task (all-stage workers).
+        while result.people is None and nxt is not None and serves(meta.model, nxt.name):
+            stage, fields = nxt.name, {**fields, **result.payload}
+            nxt = spec.next_stage(stage)
+            result = _run(stage, fields, meta, ran)
         if result.people is None and nxt is not None:
             jobs.advance_batch(job_id, index, result.payload, drop=[spec.stage(stage).payload])
             _send(job_id, index, meta.model, nxt.name)
@@ -84,8 +95,19 @@ def infer(self: Task, job_id: str, index: int, stage: str) -> dict[str, object] 
         log.exception("infer.error")
         fail_job(app, jobs, job_id, f"internal error in stage {stage} on batch {index}: {exc!r}")
         return None
-    log.info("infer.batch", frames=len(meta.frames), model_s=round(result.model_seconds, 4))
-    return {"model": meta.model, "frames": len(meta.frames)}
+    return {"model": meta.model, "frames": len(meta.frames), "stages": ran}
+
+
+def _run(stage: str, fields: dict[str, object], meta: BatchMeta, ran: dict[str, float]) -> models.StageResult:
+    """One stage on one batch, logged with its model time and the stage's whole time (pre- and
+    post-processing included: the difference is host work the model waited for)."""
+    started = time.perf_counter()
+    structlog.contextvars.bind_contextvars(stage=stage)
+    result = models.load(meta.model, stage).run(fields, meta)
+    ran[stage] = time.perf_counter() - started
+    log.info("infer.batch", frames=len(meta.frames), model_s=round(result.model_seconds, 4),
+             stage_s=round(ran[stage], 4))  # fmt: skip
+    return result
 
 
 def _send(job_id: str, index: int, model: str, stage: str) -> None:
@@ -106,12 +128,22 @@ def _preload_pool_child(**_: object) -> None:
     preload()
 
 
+@lru_cache(maxsize=1)
+def served() -> frozenset[tuple[str, str]]:
+    """The (model, stage) pairs this worker process serves, as the CLI set them."""
+    items = filter(None, os.environ.get(PRELOAD_ENV, "").split(","))
+    return frozenset(tuple(item.split(":", 1)) for item in items)  # type: ignore[misc]
+
+
+def serves(model: str, stage: str) -> bool:
+    return (model, stage) in served()
+
+
 def preload() -> None:
     """Load the served stages' models in the process that runs the tasks: a prefork pool child,
     or a threaded worker (never in a parent that forks: not fork-safe), so the first batch does
     not pay for it and a broken model shows at start-up."""
-    for item in filter(None, os.environ.get(PRELOAD_ENV, "").split(",")):
-        model, stage = item.split(":")
+    for model, stage in sorted(served()):
         try:
             models.load(model, stage)
         except Exception:  # the task reports it on the job; a failing hook never kills the pool
