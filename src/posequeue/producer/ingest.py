@@ -30,6 +30,7 @@ from posequeue.jobs import Jobs, fail_job, get_jobs
 from posequeue.logs import get_logger
 from posequeue.monitor import queue_depth
 from posequeue.producer.preprocess import display_size, work_frame, work_size
+from posequeue.producer.recover import resend_lost
 from posequeue.producer.video import DecodeStats, VideoError, probe, read_segment, rotation_of
 from posequeue.store import StoreError
 
@@ -51,6 +52,7 @@ def ingest(self: Task, cursor: dict, store_failures: int = 0) -> None:
         if status is JobStatus.QUEUED:
             jobs.mark_running(cur.job_id, probe(jobs.get(cur.job_id)["video"]).to_dict())
         job = jobs.get(cur.job_id)
+        resend_lost(jobs, job)  # batches whose message a killed worker took with it
         if cur.watching:  # all frames are queued: watch that workers take them, until done
             _check_stalled(jobs, job)
             return defer(self, WATCH_SECONDS, args=[cur.to_dict()])
