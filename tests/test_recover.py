@@ -21,9 +21,15 @@ def queue(jobs, anymotion):  # type: ignore[no-untyped-def]
     jobs.r.delete(name)
 
 
-def test_held_reads_queued_and_unacked_messages(jobs, queue, anymotion) -> None:  # type: ignore[no-untyped-def]
+def test_held_reads_queued_and_unacked_messages(jobs, queue, anymotion, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """A batch is held when its message waits on the model's stage queue or sits in ``unacked``
     (taken by a worker); other jobs' messages and other queues' unacked entries do not count."""
+    import structlog
+
+    from posequeue.producer import recover
+
+    # Its own logger: the module's cached one may write to a stream an in-process CLI test closed.
+    monkeypatch.setattr(recover, "log", structlog.get_logger(recover.__name__))
     spec = get_model(anymotion)
     for job_id, index in (("job-a", 0), ("job-a", 2), ("job-b", 1)):
         app.send_task(INFER_TASK, args=[job_id, index, "pose"], queue=queue)
@@ -35,6 +41,8 @@ def test_held_reads_queued_and_unacked_messages(jobs, queue, anymotion) -> None:
         jobs.r.hdel("unacked", "test-tag")  # the taken message lost
         assert _held(jobs, spec, "job-a", [0, 1, 2, 3]) == {2}
         jobs.r.lpush(queue, b"{not a message")  # a message it cannot read: nothing is re-sent
-        assert _held(jobs, spec, "job-a", [0, 1, 2, 3]) == {0, 1, 2, 3}
+        with structlog.testing.capture_logs() as logs:
+            assert _held(jobs, spec, "job-a", [0, 1, 2, 3]) == {0, 1, 2, 3}
+        assert [e["event"] for e in logs] == ["ingest.resend_skipped"]
     finally:
         jobs.r.hdel("unacked", "test-tag", "other-tag")
