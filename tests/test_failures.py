@@ -87,7 +87,9 @@ def test_video_broken_after_submission_fails_job_and_worker_goes_on(isolated, st
 
 def test_unwritable_result_store_fails_job(isolated, start_worker, jobs) -> None:
     """Workers that cannot write to their S3 store fail the job with a reason a person can act
-    on (after a few retries) instead of leaving it running."""
+    on (after a few retries) instead of leaving it running: the landmark stage cannot store a
+    batch's part, defers itself three times (``retry(throw=False)``, no ``Retry`` raised), then
+    fails the job with the store's reason."""
     pytest.importorskip("moto")
     from moto.server import ThreadedMotoServer
 
@@ -95,14 +97,23 @@ def test_unwritable_result_store_fails_job(isolated, start_worker, jobs) -> None
     server.start()
     try:
         host, port = server.get_host_and_port()
-        start_worker(POSEQUEUE_BROKER_URL=isolated["POSEQUEUE_BROKER_URL"],
-                     POSEQUEUE_STORE="s3://bucket-that-is-missing/results",
-                     AWS_ENDPOINT_URL=f"http://{host}:{port}", AWS_ACCESS_KEY_ID="x",
-                     AWS_SECRET_ACCESS_KEY="x", AWS_DEFAULT_REGION="us-east-1")  # fmt: skip
+        worker = start_worker(POSEQUEUE_BROKER_URL=isolated["POSEQUEUE_BROKER_URL"],
+                              POSEQUEUE_STORE="s3://bucket-that-is-missing/results",
+                              AWS_ENDPOINT_URL=f"http://{host}:{port}", AWS_ACCESS_KEY_ID="x",
+                              AWS_SECRET_ACCESS_KEY="x", AWS_DEFAULT_REGION="us-east-1")  # fmt: skip
         out = posequeue("submit", str(SAMPLE), "--wait", "--json", "--timeout", "60", env=isolated)
         job = json.loads(out.stdout.splitlines()[-1])
         assert job["status"] == "failed"
+        assert job["error"].startswith("cannot store batch results")
         assert "bucket-that-is-missing" in job["error"] and "NoSuchBucket" in job["error"]
+        lines = [json.loads(x) for x in worker.log.read_text().splitlines() if x.startswith("{")]
+        deferred: dict[int, list[int]] = {}
+        for line in lines:
+            if line.get("event") == "infer.deferred":
+                assert line["stage"] == "landmarks" and line["countdown"] == 2.0
+                deferred.setdefault(line["batch"], []).append(line["retries"])
+        assert [1, 2, 3] in deferred.values()  # the batch that failed the job: three retries
+        assert "retry: Retry in" not in worker.log.read_text()  # Celery's line for a raised Retry
     finally:
         server.stop()
 

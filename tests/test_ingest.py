@@ -29,29 +29,34 @@ def throttled_job(jobs):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def ingest_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
-    """The ingest module's log lines, captured (the module's cached logger may still write to a
-    stream an earlier in-process CLI test was given and has since closed)."""
+    """The ingest module's log lines and those of ``defer``, captured (a module's cached logger
+    may still write to a stream an earlier in-process CLI test was given and has since closed)."""
     import structlog
 
+    from posequeue.config import celery_app
     from posequeue.producer import ingest
 
     with structlog.testing.capture_logs() as captured:
-        monkeypatch.setattr(ingest, "log", structlog.get_logger(ingest.__name__))
+        for module in (ingest, celery_app):
+            monkeypatch.setattr(module, "log", structlog.get_logger(module.__name__))
         yield captured
 
 
-def _run_in_tracer(job_id: str, retries: int) -> str:
-    """One delivery of the ingest task through the tracer a pool process uses; its state."""
+def _run_in_tracer(job_id: str, retries: int, task_name: str = "ingest") -> str:
+    """One delivery of the ingest (or finalise) task through the tracer a pool process uses;
+    its state."""
     from celery.app.trace import build_tracer
 
     from posequeue.config.celery_app import app
+    from posequeue.producer.finalize import finalize
     from posequeue.producer.ingest import ingest
 
-    tracer = build_tracer(ingest.name, ingest, app=app, hostname="test@host", store_errors=False)
+    task, args = (ingest, [Cursor(job_id).to_dict()]) if task_name == "ingest" else (finalize, [job_id])
+    tracer = build_tracer(task.name, task, app=app, hostname="test@host", store_errors=False)
     task_id = uuid.uuid4().hex
     request = {"id": task_id, "retries": retries, "hostname": "test@host", "is_eager": False,
                "delivery_info": {"exchange": "", "routing_key": "ingest", "priority": 0}}  # fmt: skip
-    traced = tracer(task_id, [Cursor(job_id).to_dict()], {}, request)
+    traced = tracer(task_id, args, {}, request)
     return str(traced.info.state) if traced.info else "SUCCESS"
 
 
@@ -77,3 +82,14 @@ def test_backpressure_pins_no_frames(throttled_job, jobs, ingest_logs) -> None: 
     assert not pinned, f"20 deferred runs left {dict(pinned)} in reference cycles"
     assert states == {"SUCCESS"}
     assert [e["event"] for e in ingest_logs].count("ingest.deferred") == 21
+
+
+@pytest.mark.integration
+def test_finalize_defers_while_another_holds_the_lock(throttled_job, jobs, ingest_logs) -> None:  # type: ignore[no-untyped-def]
+    """A finalise that finds the job's lock held defers itself the same way (no ``Retry``
+    raised): counted as a success, to run again in 10 s."""
+    assert jobs.lock_finalize(throttled_job, 30)  # another finaliser is at work
+    assert _run_in_tracer(throttled_job, 0, "finalize") == "SUCCESS"
+    [event] = [e for e in ingest_logs if e["event"] == "finalize.deferred"]
+    assert event["countdown"] == 10.0 and event["retries"] == 1
+    assert jobs.status(throttled_job) is JobStatus.RUNNING

@@ -103,3 +103,12 @@ def test_begin_batch_reads_status_and_batch_and_counts_the_delivery(jobs, job) -
     gone = jobs.begin_batch(job, 0, "detector", ttl=60)
     assert gone.fields is None and gone.deliveries == 3
     assert jobs.begin_batch("nope", 0, "detector", ttl=60).status is None
+
+
+def test_unfinished_batches(jobs, job) -> None:
+    """The batches put on a queue and not yet finished, whatever order they finished in."""
+    assert jobs.unfinished(job) == []
+    jobs.set_enqueued(job, 5)
+    jobs.batch_done(job, 3, 8)
+    jobs.batch_done(job, 0, 8)
+    assert jobs.unfinished(job) == [1, 2, 4]

@@ -12,7 +12,7 @@ import time
 import pytest
 import redis
 import videos
-from conftest import posequeue
+from conftest import SAMPLE, posequeue
 
 pytestmark = pytest.mark.integration
 
@@ -152,3 +152,47 @@ def test_whole_worker_killed_batches_redelivered_after_visibility_timeout(isolat
     assert 8 <= waited < 40, waited  # after the visibility timeout, found by a timely sweep
     frames = json.loads(posequeue("results", job_id, env=env).stdout)["frames"]
     assert [f["index"] for f in frames] == list(range(600))
+
+
+@pytest.mark.parametrize("stage", ["detector", "landmarks"])
+def test_lost_message_is_resent(stage, isolated, start_worker) -> None:
+    """A batch whose message was lost (a worker killed between kombu's pop and its unacked
+    record; simulated by popping the message off the queue as BRPOP does) is re-sent by the
+    producer to the stage whose payload it holds, and the job completes with every frame
+    exactly once. Batches merely waiting on the queue, or held by a worker, are not re-sent."""
+    env = {**isolated, "POSEQUEUE_VISIBILITY_TIMEOUT": "8", "POSEQUEUE_TASK_TIME_LIMIT": "6"}
+    wenv = {k: env[k] for k in ("POSEQUEUE_BROKER_URL", "POSEQUEUE_STORE",
+                                "POSEQUEUE_VISIBILITY_TIMEOUT", "POSEQUEUE_TASK_TIME_LIMIT")}  # fmt: skip
+    producer = start_worker("--stage", "ingest", **wenv)
+    if stage == "landmarks":
+        start_worker("--stage", "detector", **wenv)
+    job_id = json.loads(posequeue("submit", str(SAMPLE), "--json", env=env).stdout)["job_id"]
+    r = redis.Redis.from_url(env["POSEQUEUE_BROKER_URL"])
+    queue, batches = f"pose.blazepose.{stage}", 12  # 90 frames in batches of 8
+    deadline = time.monotonic() + 60
+    while r.llen(queue) < batches:  # every batch waits for the stage, nobody serves it yet
+        assert time.monotonic() < deadline, r.llen(queue)
+        time.sleep(0.1)
+    message = json.loads(r.rpop(queue))  # the oldest, as a worker's BRPOP takes it
+    lost = json.loads(base64.b64decode(message["body"]))[0][1]
+
+    def resent() -> list[tuple[int, str]]:
+        lines = [json.loads(x) for x in producer.log.read_text().splitlines() if '"ingest.resent"' in x]
+        return [(x["batch"], x["stage"]) for x in lines]
+
+    deadline = time.monotonic() + 60  # stored more than 8 s ago, looked for every 8 s
+    while not resent():
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert resent() == [(lost, stage)] and r.llen(queue) == batches  # that batch, and only it
+    for name in ("detector", "landmarks")[("detector", "landmarks").index(stage):]:
+        start_worker("--stage", name, **wenv)
+    deadline = time.monotonic() + 120
+    while (job := status(job_id, env))["status"] not in ("done", "failed"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+    assert job["status"] == "done", job.get("error")
+    frames = json.loads(posequeue("results", job_id, env=env).stdout)["frames"]
+    assert [f["index"] for f in frames] == list(range(90))
+    assert resent() == [(lost, stage)]
+    assert restarted_runs(r, job_id, stage) == 0  # no batch ran twice in the stage

@@ -5,6 +5,7 @@ Keys (all under ``pq:``):
     pq:job:{id}:done       set of finished batch indices (the fan-in)
     pq:job:{id}:finalizing lock held by the finalise task while it writes the results
     pq:job:{id}:seg:{k}    marker: segment k has handed over to segment k+1
+    pq:job:{id}:recover    guard: the job's lost batches were looked for (producer/recover.py)
     pq:batch:{id}:{k}      hash: the pixels and meta of batch k (claim-check, with a TTL)
     pq:jobs                sorted set of job ids by submission time
 """
@@ -212,6 +213,16 @@ class Jobs:
             pipe.scard(f"{key}:done")
             enqueued, done = pipe.execute()
         return int(enqueued or 0) - int(done)
+
+    def unfinished(self, job_id: str) -> list[int]:
+        """Indices of the batches put on a queue and not yet finished."""
+        key = job_key(job_id)
+        with self.r.pipeline() as pipe:
+            pipe.hget(key, "batches_enqueued")
+            pipe.smembers(f"{key}:done")
+            enqueued, done = pipe.execute()
+        finished = {int(i) for i in done}
+        return [i for i in range(int(enqueued or 0)) if i not in finished]
 
     def set_enqueued(self, job_id: str, count: int) -> None:
         self.r.hset(job_key(job_id), "batches_enqueued", count)

@@ -16,9 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from celery.exceptions import Retry
-
-from posequeue.config.celery_app import FINALIZE_TASK, app
+from posequeue.config.celery_app import FINALIZE_TASK, app, defer
 from posequeue.config.models import get_model
 from posequeue.config.settings import get_settings
 from posequeue.jobs import fail_job, get_jobs, publish, summary
@@ -38,7 +36,7 @@ def finalize(self, job_id: str) -> None:  # type: ignore[no-untyped-def]
     if job["status"] != "running":
         return
     if not jobs.lock_finalize(job_id, get_settings().task_time_limit):
-        raise self.retry(countdown=10.0)  # another finaliser is at work, or died holding the lock
+        return defer(self, 10.0)  # another finaliser is at work, or died holding the lock
     store = open_store(get_settings().store)
     try:
         with tempfile.TemporaryDirectory(prefix="posequeue-final-") as tmp:
@@ -53,10 +51,8 @@ def finalize(self, job_id: str) -> None:  # type: ignore[no-untyped-def]
     except StoreError as exc:
         jobs.unlock_finalize(job_id)
         if self.request.retries < STORE_RETRIES:
-            raise self.retry(countdown=2.0) from None
+            return defer(self, 2.0)
         fail_job(app, jobs, job_id, f"cannot write results: {exc}")
-    except Retry:
-        raise
     except Exception as exc:  # never leave a complete job running
         log.exception("finalize.error")
         fail_job(app, jobs, job_id, f"internal error while assembling results: {exc!r}")

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
 
 import numpy as np
 from celery import Task
 
-from posequeue.config.celery_app import FINALIZE_TASK, INFER_TASK, INGEST_TASK, app
+from posequeue.config.celery_app import FINALIZE_TASK, INFER_TASK, INGEST_TASK, app, defer
 from posequeue.config.models import get_model
 from posequeue.config.queues import stage_queue
 from posequeue.config.schemas import BatchMeta, Cursor, JobStatus
@@ -31,6 +30,7 @@ from posequeue.jobs import Jobs, fail_job, get_jobs
 from posequeue.logs import get_logger
 from posequeue.monitor import queue_depth
 from posequeue.producer.preprocess import display_size, work_frame, work_size
+from posequeue.producer.recover import resend_lost
 from posequeue.producer.video import DecodeStats, VideoError, probe, read_segment, rotation_of
 from posequeue.store import StoreError
 
@@ -52,37 +52,29 @@ def ingest(self: Task, cursor: dict, store_failures: int = 0) -> None:
         if status is JobStatus.QUEUED:
             jobs.mark_running(cur.job_id, probe(jobs.get(cur.job_id)["video"]).to_dict())
         job = jobs.get(cur.job_id)
+        resend_lost(jobs, job)  # batches whose message a killed worker took with it
         if cur.watching:  # all frames are queued: watch that workers take them, until done
             _check_stalled(jobs, job)
-            return _defer(self, WATCH_SECONDS, args=[cur.to_dict()])
+            return defer(self, WATCH_SECONDS, args=[cur.to_dict()])
         inflight, segment = jobs.inflight(cur.job_id), _segment_batches(job)
         # The next segment must fit in the window; a window smaller than two segments still
         # lets one segment be decoded while the previous one is worked on (no bubbles).
         if inflight and inflight + segment > max(_window(job), 2 * segment):
             _check_stalled(jobs, job)
             # Backpressure: bounded Redis memory whatever the video's length.
-            return _defer(self, min(4.0, 0.25 * 2 ** min(self.request.retries, 4)))
+            return defer(self, min(4.0, 0.25 * 2 ** min(self.request.retries, 4)))
         if _ingest_segment(jobs, job, cur):
             cur.watching = True
-            return _defer(self, WATCH_SECONDS, args=[cur.to_dict()])
+            return defer(self, WATCH_SECONDS, args=[cur.to_dict()])
     except VideoError as exc:
         fail_job(app, jobs, cur.job_id, str(exc))
     except StoreError as exc:  # S3 hiccups are retried a few times before they fail the job
         if store_failures < STORE_RETRIES:
-            return _defer(self, 2.0, kwargs={"store_failures": store_failures + 1})
+            return defer(self, 2.0, kwargs={"store_failures": store_failures + 1})
         fail_job(app, jobs, cur.job_id, str(exc))
     except Exception as exc:  # a bug must fail its job, not leave it running forever
         log.exception("ingest.error", job_id=cur.job_id)
         fail_job(app, jobs, cur.job_id, f"internal error while ingesting: {exc!r}")
-
-
-def _defer(task: Task, countdown: float, **changes: Any) -> None:
-    """Run this task again in ``countdown`` seconds (``changes``: new ``args`` or ``kwargs``)
-    and end this run normally: the next run sees ``request.retries`` one higher (the back-off),
-    this one is reported as a success, and as no ``Retry`` is raised no traceback, frame or
-    ExceptionInfo outlives it."""
-    task.retry(countdown=countdown, throw=False, **changes)
-    log.info("ingest.deferred", countdown=countdown, retries=task.request.retries + 1)
 
 
 def _check_stalled(jobs: Jobs, job: dict) -> None:

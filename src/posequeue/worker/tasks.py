@@ -11,9 +11,8 @@ from functools import lru_cache
 
 import structlog
 from celery import Task, signals
-from celery.exceptions import Retry
 
-from posequeue.config.celery_app import FINALIZE_TASK, INFER_TASK, app
+from posequeue.config.celery_app import FINALIZE_TASK, INFER_TASK, app, defer
 from posequeue.config.models import get_model
 from posequeue.config.queues import stage_queue
 from posequeue.config.schemas import BatchMeta
@@ -83,14 +82,13 @@ def infer(self: Task, job_id: str, index: int, stage: str) -> dict[str, object] 
             _finish_batch(jobs, meta, result.people or [])
     except StoreError as exc:
         if self.request.retries < STORE_RETRIES:
-            raise self.retry(countdown=2.0) from None
+            defer(self, 2.0)
+            return None
         fail_job(app, jobs, job_id, f"cannot store batch results: {exc}")
         return None
     except (MissingModel, ModelLoadError, ValueError) as exc:  # the model, not the batch
         fail_job(app, jobs, job_id, str(exc))
         return None
-    except Retry:
-        raise
     except Exception as exc:  # a bug or a runtime error must fail its job, not leave it running
         log.exception("infer.error")
         fail_job(app, jobs, job_id, f"internal error in stage {stage} on batch {index}: {exc!r}")

@@ -1,0 +1,132 @@
+"""Re-sending batches whose message was lost.
+
+kombu's Redis transport pops a message (BRPOP) before it records it in the ``unacked`` hash; a
+worker killed in between loses the message for good (acks late, reject on worker lost and the
+visibility timeout cover every other moment). The batch's payload is still in Redis, so the
+ingest task, which runs every few seconds while its job is in flight (deciding on a segment,
+waiting on a full window, or watching once every frame is queued), re-sends the stage task of a
+batch that is not done and that no queue and no worker holds:
+
+- at most once per interval per job: ``POSEQUEUE_VISIBILITY_TIMEOUT``, at most 60 s (a Redis
+  key with that lifetime guards it);
+- only batches stored longer ago than the interval (their payload's remaining TTL tells), so a
+  job whose batches move costs a few Redis reads; the queues are read only when such a batch
+  exists;
+- a batch must be missing from two snapshots a second apart of its model's stage queues and
+  the ``unacked`` hash (a live worker's message is in neither for the instant between its pop
+  and its record); a batch merely waiting behind a long queue is on the queue;
+- to the first stage whose payload the batch holds (``frames``: the detector; ``crops``: the
+  landmark stage), as a redelivery would find it.
+
+The lost message never started its task, so the re-sent one is the batch's first counted start
+in that stage (``MAX_DELIVERIES``); a batch already done or past the stage when the re-sent
+task runs is handled as any redelivery is.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+from posequeue.config.celery_app import INFER_TASK, app
+from posequeue.config.models import ModelSpec, get_model
+from posequeue.config.queues import model_queues, stage_queue
+from posequeue.config.settings import get_settings
+from posequeue.jobs import Jobs, batch_key, job_key
+from posequeue.logs import get_logger
+from posequeue.monitor import PRIORITY_SUFFIXES
+
+log = get_logger(__name__)
+MAX_INTERVAL = 60  # seconds: how often a job's lost batches are looked for, at most
+CONFIRM_SECONDS = 1.0  # between the two snapshots that must both miss a batch
+
+
+def interval() -> int:
+    """Seconds between looks for a job's lost batches; also how old a batch must be."""
+    return min(MAX_INTERVAL, get_settings().visibility_timeout)
+
+
+def resend_lost(jobs: Jobs, job: dict[str, Any]) -> list[int]:
+    """Re-send the lost batches of a running job (at most once per ``interval()``); their indices."""
+    job_id, every = job["job_id"], interval()
+    if job.get("batches_enqueued", 0) <= job.get("batches_done", 0):
+        return []
+    if not jobs.r.set(f"{job_key(job_id)}:recover", 1, nx=True, ex=every):
+        return []
+    spec = get_model(job["model"])
+    old = [i for i, (_, age) in _payloads(jobs, spec, job_id, jobs.unfinished(job_id)).items() if age > every]
+    if not old:
+        return []
+    missing = set(old) - _held(jobs, spec, job_id, old)
+    if missing:
+        time.sleep(CONFIRM_SECONDS)
+        missing -= _held(jobs, spec, job_id, old)
+    sent = []
+    for index, (stage, age) in _payloads(jobs, spec, job_id, sorted(missing)).items():
+        if jobs.is_batch_done(job_id, index):
+            continue
+        app.send_task(INFER_TASK, args=[job_id, index, stage], queue=stage_queue(spec.name, stage))
+        log.warning("ingest.resent", job_id=job_id, batch=index, stage=stage, age_s=age)
+        sent.append(index)
+    return sent
+
+
+def _payloads(jobs: Jobs, spec: ModelSpec, job_id: str, indices: list[int]) -> dict[int, tuple[str, int]]:
+    """Of ``indices``, the batches whose payload is in Redis: the first stage that can run on
+    them and the seconds since they were stored."""
+    with jobs.r.pipeline(transaction=False) as pipe:
+        for index in indices:
+            pipe.hkeys(batch_key(job_id, index))
+            pipe.ttl(batch_key(job_id, index))
+        replies = pipe.execute()
+    ttl, out = get_settings().payload_ttl, {}
+    for index, keys, left in zip(indices, replies[::2], replies[1::2], strict=True):
+        fields = {k.decode() for k in keys}
+        stage = next((s.name for s in spec.stages if s.payload in fields), None)
+        if stage is not None and left >= 0:
+            out[index] = (stage, ttl - left)
+    return out
+
+
+def _held(jobs: Jobs, spec: ModelSpec, job_id: str, indices: list[int]) -> set[int]:
+    """Of ``indices``, the batches whose message is on a stage queue of the model or held by a
+    worker (``unacked``), in one snapshot. All of them when a message cannot be read (another
+    version's format): better a job failed by the stall check than batches run twice."""
+    queues = model_queues(spec)
+    with jobs.r.pipeline(transaction=True) as pipe:
+        for queue in queues:
+            for suffix in PRIORITY_SUFFIXES:
+                pipe.lrange(queue + suffix, 0, -1)
+        pipe.hvals("unacked")
+        *lists, unacked = pipe.execute()
+    held = set()
+    try:
+        messages = [m for items in lists for m in items]
+        for raw in unacked:  # [message, exchange, routing key]: the queue it was taken from
+            message, _, routing_key = json.loads(raw)
+            if routing_key in queues:
+                messages.append(message)
+        for message in messages:
+            batch = _batch_of(message)
+            if batch is not None and batch[0] == job_id:
+                held.add(batch[1])
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        log.warning("ingest.resend_skipped", job_id=job_id, reason=f"unreadable message: {exc!r}")
+        return set(indices)
+    return held
+
+
+def _batch_of(message: bytes | dict[str, Any]) -> tuple[str, int] | None:
+    """The job id and batch index of a stage task's message, None for another task's (Celery's
+    protocol 2 on kombu's Redis transport: a JSON envelope, the body ``[args, kwargs, embed]``,
+    base64)."""
+    envelope = json.loads(message) if isinstance(message, bytes) else message
+    if envelope["headers"]["task"] != INFER_TASK:
+        return None
+    body = envelope["body"]
+    if envelope["properties"].get("body_encoding") == "base64":
+        body = base64.b64decode(body)
+    args = json.loads(body)[0]
+    return str(args[0]), int(args[1])
