@@ -3,6 +3,7 @@
 - raw model loops (spine.raw_loops: each stage's interpreter alone, worker threads and one core);
 - worker efficiency per stage: one worker draining a pre-filled queue, frames/s divided by the
   raw loop, and its duty cycle (time in the model / wall time) from the `infer.batch` log lines;
+  per stage (workers split by stage) and for one worker serving both stages (`all_stages`);
 - client batch-size sweep (1, 2, 4, 8, 16): submit to done with one all-stage worker;
 - producer alone: decode + working frame frames/s in-process (640x360 and 1280x720), and the
   ingest stage as a worker runs it (decode + working frame + Redis writes) from the pre-fill;
@@ -149,8 +150,10 @@ POOLS: dict[str, tuple[str, ...]] = {"prefork": ("--threads", "1"), "threads_2":
 
 def efficiency(tmp: Path, video: Path, rounds: int = 2) -> dict[str, Any]:
     """Each pool in turn, ``rounds`` times: pre-fill the detector queue with a whole job, let one
-    worker drain it, then one landmark worker drain the landmark queue; the raw loops are taken
-    right before and after each pool's drains and averaged."""
+    worker drain it, then one landmark worker drain the landmark queue (workers split by stage,
+    as on core groups); then pre-fill again and let one worker serving both stages drain it
+    (``all_stages``: its raw loop is the two models one after the other). The raw loops are
+    taken right before and after each pool's drains and averaged."""
     out: dict[str, Any] = {"pools": {k: " ".join(v) for k, v in POOLS.items()}, "runs": []}
     for n in range(rounds):
         for pool, args in POOLS.items():
@@ -158,9 +161,10 @@ def efficiency(tmp: Path, video: Path, rounds: int = 2) -> dict[str, Any]:
             folder.mkdir()
             before = raw_loops()
             run = drain_both(folder, video, *args)
+            run["all_stages"] = drain_all_stages(folder / "all", video, *args)
             after = raw_loops()
-            for stage in ("detector", "landmarks"):
-                raw = [r[stage]["frames_per_s_worker_threads"] for r in (before, after)]
+            for stage in STAGES:
+                raw = [chained(r, stage) for r in (before, after)]
                 fig = run[stage]
                 fig["raw_loop_frames_per_s"] = round(statistics.mean(raw), 1)
                 fig["raw_loop_before_after"] = raw
@@ -171,8 +175,55 @@ def efficiency(tmp: Path, video: Path, rounds: int = 2) -> dict[str, Any]:
 
     keys = ("efficiency", "duty_cycle", "frames_per_s")
     out["median"] = {pool: {stage: {k: median(pool, stage, k) for k in keys}
-                            for stage in ("detector", "landmarks")} for pool in POOLS}  # fmt: skip
+                            for stage in STAGES} for pool in POOLS}  # fmt: skip
     return out
+
+
+STAGES = ("detector", "landmarks", "all_stages")
+
+
+def chained(loops: dict[str, dict[str, float]], stage: str) -> float:
+    """A stage's raw loop frames/s; for ``all_stages`` the two models one after the other."""
+    if stage != "all_stages":
+        return loops[stage]["frames_per_s_worker_threads"]
+    return 1 / sum(1 / loops[s]["frames_per_s_worker_threads"] for s in ("detector", "landmarks"))
+
+
+def prefill(client: Any, jobs: Any, video: Path, env: dict[str, str]) -> tuple[str, int, float]:
+    """Submit ``video`` to a fleet that runs only the ingest stage and wait until all its
+    batches wait on the detector queue; the job id, the batch count and when ingest ended."""
+    job_id = submit(video, env, wait=False)["job_id"]
+    ingest_end = wait_for(lambda: "batches_total" in jobs.get(job_id))
+    total = jobs.get(job_id)["batches_total"]
+    wait_for(lambda: depth(client, DETECTOR_Q) == total)
+    return job_id, total, ingest_end
+
+
+def drain_all_stages(tmp: Path, video: Path, *worker_args: str) -> dict[str, Any]:
+    """Pre-fill the detector queue, then let one worker serving both stages drain it: it runs
+    each batch's landmarks in the detector's task. Frames/s from its landmark batches' ends;
+    duty cycle from both stages' model time."""
+    import redis
+
+    from posequeue.jobs import Jobs
+
+    tmp.mkdir()
+    big = {"POSEQUEUE_MAX_INFLIGHT_FRAMES": "1000000", "POSEQUEUE_MAX_INFLIGHT_MB": "100000",
+           "POSEQUEUE_LOCK_DIR": str(tmp / "locks")}  # fmt: skip
+    with patched_env(**big), fleet(tmp, "--stage", "ingest") as env:
+        client = redis.Redis.from_url(env["POSEQUEUE_BROKER_URL"])
+        jobs = Jobs(client)
+        job_id, _, _ = prefill(client, jobs, video, env)
+        with worker(env, tmp / "all.log", "--stage", "all", *worker_args):
+            wait_for(lambda: jobs.get(job_id)["status"] == "done", poll=0.2)
+    lines = batch_lines(tmp / "all.log")
+    ends = [x for x in lines if x["stage"] == "landmarks"]
+    fig = drain_figures(ends)
+    model = sum(x["model_s"] for x in lines if x["t"] > ends[0]["t"])  # batches after the first
+    fig["model_s"] = round(model, 3)
+    fig["duty_cycle"] = round(model / fig["seconds"], 3)
+    fig["model_idle_ms_per_batch"] = round(1000 * (fig["seconds"] - model) / (len(ends) - 1), 2)
+    return fig
 
 
 def drain_both(tmp: Path, video: Path, *worker_args: str) -> dict[str, Any]:
@@ -187,12 +238,8 @@ def drain_both(tmp: Path, video: Path, *worker_args: str) -> dict[str, Any]:
     with patched_env(**big), fleet(tmp, "--stage", "ingest") as env:
         client = redis.Redis.from_url(env["POSEQUEUE_BROKER_URL"])
         jobs = Jobs(client)
-        job = submit(video, env, wait=False)
-        job_id = job["job_id"]
-        ingest_end = wait_for(lambda: "batches_total" in jobs.get(job_id))
-        total = jobs.get(job_id)["batches_total"]
+        job_id, total, ingest_end = prefill(client, jobs, video, env)
         frames_total = jobs.get(job_id)["frames_total"]
-        wait_for(lambda: depth(client, DETECTOR_Q) == total)
         submitted = jobs.get(job_id)["submitted_at"]
         peak_mb = round(int(client.info("memory")["used_memory"]) / 2**20, 1)
         out: dict[str, Any] = {
