@@ -4,6 +4,8 @@
 - worker efficiency per stage: one worker draining a pre-filled queue, frames/s divided by the
   raw loop, and its duty cycle (time in the model / wall time) from the `infer.batch` log lines;
   per stage (workers split by stage) and for one worker serving both stages (`all_stages`);
+- the same with the model off the host (offhost/sitecustomize.py: recorded calls replayed as
+  sleeps that use no CPU), as on an accelerator: prefork against task threads;
 - client batch-size sweep (1, 2, 4, 8, 16): submit to done with one all-stage worker;
 - producer alone: decode + working frame frames/s in-process (640x360 and 1280x720), and the
   ingest stage as a worker runs it (decode + working frame + Redis writes) from the pre-fill;
@@ -259,6 +261,47 @@ def drain_both(tmp: Path, video: Path, *worker_args: str) -> dict[str, Any]:
     return out
 
 
+# -- 1b. worker efficiency with the model off the host -------------------------------------
+OFFHOST = ROOT / "benchmarks" / "offhost"
+
+
+def offhost(tmp: Path, video: Path, rounds: int = 1) -> dict[str, Any]:
+    """Worker efficiency as on an accelerator: the model's calls are recorded once with the real
+    runtime (one all-stage worker draining a pre-filled job), then replayed by every pool as
+    sleeps of the recorded length that use no CPU (offhost/sitecustomize.py), so host work and
+    Redis are real and only the model is off the host. The raw loop is the recorded model time
+    per frame of the two stages chained."""
+    import numpy as np
+
+    calls = tmp / "calls"
+    path = os.pathsep.join(filter(None, [str(OFFHOST), os.environ.get("PYTHONPATH")]))
+    with patched_env(PYTHONPATH=path, POSEQUEUE_BENCH_OFFHOST=f"record:{calls}"):
+        recorded = drain_all_stages(tmp / "record", video)
+    per_frame = {}
+    for folder in sorted(p for p in calls.iterdir() if p.is_dir()):
+        seconds = frames = 0.0
+        for file in folder.glob("*.npz"):
+            with np.load(file) as data:
+                seconds += float(data["__seconds__"])
+                frames += len(data[next(k for k in data.files if k != "__seconds__")])
+        per_frame[folder.name] = seconds / frames
+    raw = 1 / sum(per_frame.values())
+    out: dict[str, Any] = {
+        "model_ms_per_frame_recorded": {k: round(1000 * v, 3) for k, v in per_frame.items()},
+        "raw_loop_frames_per_s": round(raw, 1), "record_pass_cpu_model": recorded, "runs": [],
+    }  # fmt: skip
+    with patched_env(PYTHONPATH=path, POSEQUEUE_BENCH_OFFHOST=f"replay:{calls}"):
+        for n in range(rounds):
+            for pool, args in POOLS.items():
+                fig = drain_all_stages(tmp / f"{pool}-{n}", video, *args)
+                fig["efficiency"] = round(fig["frames_per_s"] / raw, 3)
+                out["runs"].append({"round": n, "pool": pool, **fig})
+    keys = ("efficiency", "duty_cycle", "frames_per_s")
+    out["median"] = {pool: {k: statistics.median(r[k] for r in out["runs"] if r["pool"] == pool)
+                            for k in keys} for pool in POOLS}  # fmt: skip
+    return out
+
+
 # -- 2, 4, 5. end to end: batch sizes, latency, layouts -------------------------------------
 def sweep(tmp: Path, video: Path, sizes: tuple[int, ...] = BATCH_SIZES, **env_vars: str) -> dict[str, Any]:
     """One all-stage worker, one job per client batch size, submit to done."""
@@ -461,6 +504,7 @@ def main() -> None:
                                                 "1280x720": producer(hd_video)})  # fmt: skip
         section("host_side_breakdown_in_process", breakdown, sub("breakdown"), long_video)
         section("worker_efficiency", efficiency, sub("efficiency"), prefill_video, args.rounds)
+        section("worker_efficiency_model_off_host", offhost, sub("offhost"), prefill_video, args.rounds)
         section("latency_first_result", latency, sub("latency"), ROOT / "samples" / "astronaut.mp4")
         section(f"batch_size_sweep_{args.seconds}s_640x360", sweep, sub("sweep"), long_video)
         # Batches 1 and 2 again with a window larger than one 2 s segment's batches (60 and 30):
