@@ -89,3 +89,19 @@ def test_second_worker_on_claimed_cores_is_refused(start_worker, isolated) -> No
     out = posequeue("worker", "--stage", "detector", "--cores", "0-1", env=isolated, timeout=60)
     assert out.returncode == 2
     assert "cpu core 1 is already claimed by worker blazepose-landmarks-c1" in out.stderr
+
+
+def test_worker_pool_by_runtime(start_worker, isolated, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A Neuron model's worker runs two task threads by default (its model calls leave the CPU
+    free for the other thread's host work); a CPU model's worker runs the prefork pool."""
+    # Given a one-stage Neuron model (its runtime cannot load here: the worker starts and logs it)
+    spec = tmp_path / "poseneuron.toml"
+    spec.write_text('name = "poseneuron"\nruntime = "neuron"\nkeypoints = "coco"\n\n'
+                    '[[stages]]\nname = "pose"\npath = "model"\nshape = [-1, 256, 192, 3]\n')  # fmt: skip
+    env = {**isolated, "POSEQUEUE_MODEL_SPECS": str(spec), "POSEQUEUE_LOCK_DIR": str(tmp_path / "locks")}
+    # When a worker is started for it and one for BlazePose's landmarks, neither naming --threads
+    neuron = start_worker("--model", "poseneuron", "--cores", "0", **env)
+    cpu = start_worker("--stage", "landmarks", **env)
+    # Then the first runs two task threads under the supervisor, the second the prefork pool
+    assert "concurrency: 2 (thread)" in neuron.log.read_text()
+    assert "concurrency: 1 (prefork)" in cpu.log.read_text()

@@ -62,11 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--neuron-runtime", type=int, choices=(1, 2), default=2,
                    help="Neuron runtime generation for a neuron model: 2 (libnrt, "
                    "NEURON_RT_VISIBLE_CORES; default) or 1 (neuron-rtd, NEURONCORE_GROUP_SIZES)")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--threads", type=int, default=None,
                    help="task threads sharing the process's models, so Redis I/O, pre- and "
                    "post-processing overlap the model, under a supervisor that requeues a killed "
-                   "process's batches (default 1: Celery's prefork pool; 2 is opt-in until a "
-                   "known loss window on SIGKILL is closed, see docs/operations.md)")  # fmt: skip
+                   "process's batches (default: 2 for a Neuron model, whose calls leave the CPU "
+                   "free; 1, Celery's prefork pool, for CPU runtimes, where host work and the "
+                   "model share the cores; see docs/performance.md)")  # fmt: skip
     p.add_argument("--concurrency", type=int, default=1,
                    help="pool processes with --threads 1 (default 1: one process per core group)")
     p.add_argument("--loglevel", default="INFO")
@@ -132,6 +133,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     spec = get_model(args.model or settings.default_model)
     stages = [s.name for s in spec.stages]
     threads = args.threads
+    if threads is None:  # an accelerator's model leaves the CPU free: overlap host work with it
+        threads = 2 if spec.runtime == "neuron" and args.stage != "ingest" and args.concurrency == 1 else 1
     if threads < 1 or (threads > 1 and args.concurrency != 1):
         print(f"error: --threads {threads} with --concurrency {args.concurrency}: give --threads N "
               "(N >= 1 task threads in one process sharing its models) or --threads 1 "
