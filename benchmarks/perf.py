@@ -387,12 +387,14 @@ def breakdown(tmp: Path, video: Path, batch_size: int = 8, repeats: int = 30) ->
 
     from posequeue.config.settings import get_settings
     from posequeue.embedded import EmbeddedRedis
+    from posequeue.malloc import reuse_freed_memory
     from posequeue.producer.preprocess import work_frame
     from posequeue.producer.video import DecodeStats, read_segment, rotation_of
     from posequeue.results import dumps
     from posequeue.worker import blazepose
     from posequeue.worker import model as models
 
+    reuse_freed_memory()  # as `posequeue worker` does
     long_side = get_settings().work_long_side
     frames_list = []
     for item in read_segment(str(video), None, 1e9, DecodeStats()):
@@ -436,8 +438,8 @@ def breakdown(tmp: Path, video: Path, batch_size: int = 8, repeats: int = 30) ->
             with clock("landmarks_redis_read_crops"):
                 raw = r.hgetall("b")
             c = np.frombuffer(raw[b"crops"], np.uint8).reshape(-1, 256, 256, 3)
-            with clock("landmarks_to_float"):
-                x = c.astype(np.float32) * (1.0 / 255.0)
+            with clock("landmarks_to_float"):  # as LandmarkStage does
+                x = np.multiply(c, np.float32(1.0 / 255.0), dtype=np.float32)
             with clock("landmarks_model"):
                 out = lm.runtime.run(x)
             with clock("landmarks_refine_project"):
