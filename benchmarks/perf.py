@@ -191,33 +191,34 @@ def chained(loops: dict[str, dict[str, float]], stage: str) -> float:
     return 1 / sum(1 / loops[s]["frames_per_s_worker_threads"] for s in ("detector", "landmarks"))
 
 
-def prefill(client: Any, jobs: Any, video: Path, env: dict[str, str]) -> tuple[str, int, float]:
-    """Submit ``video`` to a fleet that runs only the ingest stage and wait until all its
-    batches wait on the detector queue; the job id, the batch count and when ingest ended."""
-    job_id = submit(video, env, wait=False)["job_id"]
-    ingest_end = wait_for(lambda: "batches_total" in jobs.get(job_id))
-    total = jobs.get(job_id)["batches_total"]
-    wait_for(lambda: depth(client, DETECTOR_Q) == total)
-    return job_id, total, ingest_end
+@contextlib.contextmanager
+def prefilled(tmp: Path, video: Path) -> Iterator[tuple[dict[str, str], Any, str, int, float]]:
+    """A fleet running only the ingest stage, its window opened up, and ``video`` submitted
+    until all its batches wait on the detector queue: (env, Jobs, job id, batch count, when
+    ingest ended)."""
+    import redis
+
+    from posequeue.jobs import Jobs
+
+    big = {"POSEQUEUE_MAX_INFLIGHT_FRAMES": "1000000", "POSEQUEUE_MAX_INFLIGHT_MB": "100000",
+           "POSEQUEUE_LOCK_DIR": str(tmp / "locks")}  # fmt: skip
+    with patched_env(**big), fleet(tmp, "--stage", "ingest") as env:
+        jobs = Jobs(redis.Redis.from_url(env["POSEQUEUE_BROKER_URL"]))
+        job_id = submit(video, env, wait=False)["job_id"]
+        ingest_end = wait_for(lambda: "batches_total" in jobs.get(job_id))
+        total = jobs.get(job_id)["batches_total"]
+        wait_for(lambda: depth(jobs.r, DETECTOR_Q) == total)
+        yield env, jobs, job_id, total, ingest_end
 
 
 def drain_all_stages(tmp: Path, video: Path, *worker_args: str) -> dict[str, Any]:
     """Pre-fill the detector queue, then let one worker serving both stages drain it: it runs
     each batch's landmarks in the detector's task. Frames/s from its landmark batches' ends;
     duty cycle from both stages' model time."""
-    import redis
-
-    from posequeue.jobs import Jobs
-
     tmp.mkdir()
-    big = {"POSEQUEUE_MAX_INFLIGHT_FRAMES": "1000000", "POSEQUEUE_MAX_INFLIGHT_MB": "100000",
-           "POSEQUEUE_LOCK_DIR": str(tmp / "locks")}  # fmt: skip
-    with patched_env(**big), fleet(tmp, "--stage", "ingest") as env:
-        client = redis.Redis.from_url(env["POSEQUEUE_BROKER_URL"])
-        jobs = Jobs(client)
-        job_id, _, _ = prefill(client, jobs, video, env)
-        with worker(env, tmp / "all.log", "--stage", "all", *worker_args):
-            wait_for(lambda: jobs.get(job_id)["status"] == "done", poll=0.2)
+    with prefilled(tmp, video) as (env, jobs, job_id, _, _), \
+            worker(env, tmp / "all.log", "--stage", "all", *worker_args):  # fmt: skip
+        wait_for(lambda: jobs.get(job_id)["status"] == "done", poll=0.2)
     lines = batch_lines(tmp / "all.log")
     ends = [x for x in lines if x["stage"] == "landmarks"]
     fig = drain_figures(ends)
@@ -231,16 +232,8 @@ def drain_all_stages(tmp: Path, video: Path, *worker_args: str) -> dict[str, Any
 def drain_both(tmp: Path, video: Path, *worker_args: str) -> dict[str, Any]:
     """Pre-fill the detector queue with a whole job's batches, then let one worker drain it;
     then one landmark worker drains the landmark queue it filled."""
-    import redis
-
-    from posequeue.jobs import Jobs
-
-    big = {"POSEQUEUE_MAX_INFLIGHT_FRAMES": "1000000", "POSEQUEUE_MAX_INFLIGHT_MB": "100000",
-           "POSEQUEUE_LOCK_DIR": str(tmp / "locks")}  # fmt: skip
-    with patched_env(**big), fleet(tmp, "--stage", "ingest") as env:
-        client = redis.Redis.from_url(env["POSEQUEUE_BROKER_URL"])
-        jobs = Jobs(client)
-        job_id, total, ingest_end = prefill(client, jobs, video, env)
+    with prefilled(tmp, video) as (env, jobs, job_id, total, ingest_end):
+        client = jobs.r
         frames_total = jobs.get(job_id)["frames_total"]
         submitted = jobs.get(job_id)["submitted_at"]
         peak_mb = round(int(client.info("memory")["used_memory"]) / 2**20, 1)
