@@ -175,3 +175,20 @@ def test_decode_then_roi_in_portrait_frame() -> None:
     assert roi.width * 360 == pytest.approx(2 * 80 * 1.25, abs=1e-3)
     assert roi.height * 640 == pytest.approx(2 * 80 * 1.25, abs=1e-3)
     assert roi.rotation == pytest.approx(math.pi / 2, abs=1e-5)
+
+
+def test_degenerate_box_ends_suppression() -> None:
+    """A confident candidate whose box has no area (the model can output one) overlaps nothing,
+    itself included: it is still a detection of its own, and suppression ends."""
+    boxes, scores = raw_outputs()
+    put(boxes, scores, 0, 4.0, (0.0, 0.0), (0.0, 0.0), np.zeros((4, 2)))
+    put(boxes, scores, 100, 2.0, (1.0, 1.0), (50.0, 50.0), np.zeros((4, 2)))
+    found = decode(boxes, scores)
+    assert [round(d.score, 4) for d in found] == [round(sigmoid(4.0), 4), round(sigmoid(2.0), 4)]
+
+
+def test_min_score_one_keeps_what_rounds_to_one() -> None:
+    """At min_score 1.0 a candidate whose float64 sigmoid rounds to 1.0 still passes."""
+    boxes, scores = raw_outputs()
+    put(boxes, scores, 0, 40.0, (0.0, 0.0), (50.0, 50.0), np.zeros((4, 2)))
+    assert len(decode(boxes, scores, min_score=1.0)) == 1

@@ -16,7 +16,9 @@ import sys
 
 M_TRIM_THRESHOLD = -1  # from malloc.h
 M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD = 64 << 20  # below this, served from the heap (reused), not a fresh mapping
+# Below this, served from the heap (reused), not a fresh mapping. 32 MB is the most glibc
+# accepts on 64-bit (older versions refuse more) and holds a batch of 8 1280x720 frames (22 MB).
+MMAP_THRESHOLD = 32 << 20
 TRIM_THRESHOLD = 256 << 20  # free heap kept at the top before any is returned to the system
 
 
@@ -30,4 +32,5 @@ def reuse_freed_memory() -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError):  # musl and others: no mallopt
         return False
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    results = [mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD), mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)]
+    return all(results)

@@ -60,8 +60,9 @@ def decode(boxes: np.ndarray, scores: np.ndarray, min_score: float = MIN_SCORE) 
     anchor = anchors()
     raw_scores = scores.reshape(-1)
     # Sigmoid only the anchors that can pass: those whose logit is near or above the threshold's
-    # (a margin keeps the exact test below the one that decides).
-    near = np.flatnonzero(raw_scores >= _logit(min_score) - 1e-3)
+    # (a margin keeps the exact test below the one that decides; float64's sigmoid is 1.0 from
+    # a logit of ~36.7 on, so a threshold of 1 starts there).
+    near = np.flatnonzero(raw_scores >= min(_logit(min_score), 36.0) - 1e-3)
     logits = np.clip(raw_scores[near].astype(np.float64), -SCORE_CLIP, SCORE_CLIP)
     prob = 1.0 / (1.0 + np.exp(-logits))
     passed = prob >= min_score
@@ -95,6 +96,7 @@ def _weighted_nms(scores: np.ndarray, boxes: np.ndarray, kps: np.ndarray) -> lis
     while order.size:
         top = order[0]
         overlap = _iou(boxes[top], boxes[order]) > NMS_IOU
+        overlap[0] = True  # a degenerate box (no area) overlaps nothing, not even itself
         group = order[overlap]
         weights = scores[group][:, None]
         total = weights.sum()

@@ -63,8 +63,9 @@ def infer(self: Task, job_id: str, index: int, stage: str) -> dict[str, object] 
         return None
     if start.deliveries > MAX_DELIVERIES:
         fail_job(app, jobs, job_id, f"batch {index} (frames {meta.frames[0]}-{meta.frames[-1]}) "
-                 f"was started {MAX_DELIVERIES} times in stage {stage} without finishing: its "
-                 "worker process died each time (out of memory? see the worker logs)")  # fmt: skip
+                 f"was started {MAX_DELIVERIES} times in stage {stage}{_and_after(meta.model, stage)} "
+                 "without finishing: its worker process died each time (out of memory? see the "
+                 "worker logs)")  # fmt: skip
         return None
     try:
         ran: dict[str, float] = {}  # seconds per stage run here, for the worker statistics
@@ -75,8 +76,8 @@ def infer(self: Task, job_id: str, index: int, stage: str) -> dict[str, object] 
             stage, fields = nxt.name, {**fields, **result.payload}
             nxt = spec.next_stage(stage)
             result = _run(stage, fields, meta, ran)
-        if result.people is None and nxt is not None:
-            jobs.advance_batch(job_id, index, result.payload, drop=[spec.stage(stage).payload])
+        if result.people is None and nxt is not None:  # the stages run here no longer need theirs
+            jobs.advance_batch(job_id, index, result.payload, drop=[spec.stage(s).payload for s in ran])
             _send(job_id, index, meta.model, nxt.name)
         else:
             _finish_batch(jobs, meta, result.people or [])
@@ -135,6 +136,14 @@ def served() -> frozenset[tuple[str, str]]:
 
 def serves(model: str, stage: str) -> bool:
     return (model, stage) in served()
+
+
+def _and_after(model: str, stage: str) -> str:
+    """" (and landmarks, run in the same task)" where this process runs the next stages too."""
+    spec, later = get_model(model), []
+    while (nxt := spec.next_stage(stage)) is not None and serves(model, nxt.name):
+        later.append(stage := nxt.name)
+    return f" (and {', '.join(later)}, run in the same task)" if later else ""
 
 
 def preload() -> None:
