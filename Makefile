@@ -77,9 +77,9 @@ $(BENCH_VENV)/.installed: pyproject.toml
 	$(BENCH_VENV)/bin/python -m pip install --quiet -e ".[all]" "ray[data]==$(RAY_VERSION)"
 	touch $@
 
-# Figures as JSON (perf.py: efficiency, batch sweep, producer, latency, layouts, MediaPipe
-# sequential, Redis during a 2-hour job, ~15 min; spine.py: raw loops, end to end, Redis peak,
-# accuracy, ~2 min; ray_data.py: posequeue against Ray Data, 3-5 min).
+# Figures as JSON (perf.py: efficiency on the CPU and with the model off the host, batch sweep,
+# producer, latency, layouts, MediaPipe sequential, Redis during a 2-hour job, ~20 min;
+# spine.py: raw loops, end to end, Redis peak, accuracy, ~2 min; ray_data.py: posequeue against Ray Data, 3-5 min).
 bench: $(VENV)/.test-installed $(MP_VENV)/.installed $(BENCH_VENV)/.installed
 	$(BIN)/python benchmarks/perf.py --mediapipe-python $(MP_VENV)/bin/python
 	$(BIN)/python benchmarks/spine.py
