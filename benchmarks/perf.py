@@ -44,6 +44,8 @@ from typing import Any
 from mediapipe_pose import MP_PYTHON, mediapipe_sequential
 from spine import ROOT, fleet, raw_loops, report  # also puts tests/ on sys.path
 
+from posequeue.monitor import queue_depth
+
 DETECTOR_Q, LANDMARKS_Q = "pose.blazepose.detector", "pose.blazepose.landmarks"
 BATCH_SIZES = (1, 2, 4, 8, 16)
 
@@ -127,12 +129,6 @@ def drain_figures(lines: list[dict[str, Any]]) -> dict[str, float]:
             "model_idle_ms_per_batch": round(1000 * (wall - model) / (len(lines) - 1), 2)}  # fmt: skip
 
 
-def depth(client: Any, queue: str) -> int:
-    from posequeue.monitor import PRIORITY_SUFFIXES
-
-    return sum(int(client.llen(queue + s)) for s in PRIORITY_SUFFIXES)
-
-
 def wait_for(predicate: Any, timeout: float = 600, poll: float = 0.05) -> float:
     """Poll until ``predicate()`` is true; the time.time() when it was first seen true."""
     deadline = time.monotonic() + timeout
@@ -207,7 +203,7 @@ def prefilled(tmp: Path, video: Path) -> Iterator[tuple[dict[str, str], Any, str
         job_id = submit(video, env, wait=False)["job_id"]
         ingest_end = wait_for(lambda: "batches_total" in jobs.get(job_id))
         total = jobs.get(job_id)["batches_total"]
-        wait_for(lambda: depth(jobs.r, DETECTOR_Q) == total)
+        wait_for(lambda: queue_depth(jobs, DETECTOR_Q) == total)
         yield env, jobs, job_id, total, ingest_end
 
 
@@ -233,10 +229,9 @@ def drain_both(tmp: Path, video: Path, *worker_args: str) -> dict[str, Any]:
     """Pre-fill the detector queue with a whole job's batches, then let one worker drain it;
     then one landmark worker drains the landmark queue it filled."""
     with prefilled(tmp, video) as (env, jobs, job_id, total, ingest_end):
-        client = jobs.r
         frames_total = jobs.get(job_id)["frames_total"]
         submitted = jobs.get(job_id)["submitted_at"]
-        peak_mb = round(int(client.info("memory")["used_memory"]) / 2**20, 1)
+        peak_mb = round(int(jobs.r.info("memory")["used_memory"]) / 2**20, 1)
         out: dict[str, Any] = {
             "video": {"seconds": round(frames_total / 30), "size": "640x360", "frames": frames_total,
                       "batches": total, "batch_size": jobs.get(job_id)["batch_size"]},
@@ -246,7 +241,7 @@ def drain_both(tmp: Path, video: Path, *worker_args: str) -> dict[str, Any]:
         }  # fmt: skip
         with worker(env, tmp / "detector.log", "--stage", "detector", *worker_args):
             wait_for(lambda: len(batch_lines(tmp / "detector.log")) >= total, poll=0.2)
-        assert depth(client, LANDMARKS_Q) == total, "every batch should reach the landmark queue"
+        assert queue_depth(jobs, LANDMARKS_Q) == total, "every batch should reach the landmark queue"
         with worker(env, tmp / "landmarks.log", "--stage", "landmarks", *worker_args):
             wait_for(lambda: jobs.get(job_id)["status"] == "done", poll=0.2)
         for stage, log in (("detector", "detector.log"), ("landmarks", "landmarks.log")):

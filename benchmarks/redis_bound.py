@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from perf import DETECTOR_Q, LANDMARKS_Q, depth, patched_env, submit, worker
+from perf import DETECTOR_Q, LANDMARKS_Q, patched_env, submit, worker
 from spine import fleet
 
 CLIP_SECONDS = 2
@@ -71,6 +71,7 @@ def redis_bound(tmp: Path, video_seconds: int = 7200, sample_seconds: float = 18
 
     from posequeue.config.settings import get_settings
     from posequeue.jobs import Jobs
+    from posequeue.monitor import queue_depth
 
     started = time.perf_counter()
     video = long_video(tmp / "two_hours.mp4", video_seconds)
@@ -104,7 +105,7 @@ def redis_bound(tmp: Path, video_seconds: int = 7200, sample_seconds: float = 18
             jobs.fail(job_id, "cancelled by benchmarks/redis_bound.py")
             queues = (DETECTOR_Q, LANDMARKS_Q)
             deadline = time.monotonic() + 60
-            while any(depth(client, q) for q in queues) and time.monotonic() < deadline:
+            while any(queue_depth(jobs, q) for q in queues) and time.monotonic() < deadline:
                 time.sleep(0.5)
             after = int(client.info("memory")["used_memory"])
             server_peak = int(client.info("memory")["used_memory_peak"])
