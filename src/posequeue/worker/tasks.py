@@ -58,24 +58,27 @@ def infer(self: Task, job_id: str, index: int, stage: str) -> dict[str, object] 
                  "producers and workers running the same posequeue version?")  # fmt: skip
         return None
     structlog.contextvars.bind_contextvars(model=meta.model, stage=stage)
+    # A process that serves the next stages too runs them in this task on the payload in memory:
+    # no round trip of that payload through Redis and no second task (all-stage workers).
+    later = served_after(meta.model, stage)
     if nxt is not None and nxt.payload in fields:  # a redelivery after this stage's work was kept
         _send(job_id, index, meta.model, nxt.name)
         return None
     if start.deliveries > MAX_DELIVERIES:
         fail_job(app, jobs, job_id, f"batch {index} (frames {meta.frames[0]}-{meta.frames[-1]}) "
-                 f"was started {MAX_DELIVERIES} times in stage {stage}{_and_after(meta.model, stage)} "
-                 "without finishing: its worker process died each time (out of memory? see the "
-                 "worker logs)")  # fmt: skip
+                 f"was started {MAX_DELIVERIES} times in stage {stage}{_also(later)} without "
+                 "finishing: its worker process died each time (out of memory? see the worker "
+                 "logs)")  # fmt: skip
         return None
     try:
         ran: dict[str, float] = {}  # seconds per stage run here, for the worker statistics
         result = _run(stage, fields, meta, ran)
-        # A process that serves the next stage too runs it here on the payload in memory: no
-        # round trip of that payload through Redis and no second task (all-stage workers).
-        while result.people is None and nxt is not None and serves(meta.model, nxt.name):
-            stage, fields = nxt.name, {**fields, **result.payload}
-            nxt = spec.next_stage(stage)
+        for after in later:
+            if result.people is not None:  # nobody found: the batch ends here
+                break
+            stage, fields = after, {**fields, **result.payload}
             result = _run(stage, fields, meta, ran)
+        nxt = spec.next_stage(stage)
         if result.people is None and nxt is not None:  # the stages run here no longer need theirs
             jobs.advance_batch(job_id, index, result.payload, drop=[spec.stage(s).payload for s in ran])
             _send(job_id, index, meta.model, nxt.name)
@@ -138,11 +141,16 @@ def serves(model: str, stage: str) -> bool:
     return (model, stage) in served()
 
 
-def _and_after(model: str, stage: str) -> str:
-    """" (and landmarks, run in the same task)" where this process runs the next stages too."""
+def served_after(model: str, stage: str) -> list[str]:
+    """The stages after ``stage``, in order, that this process serves without a gap: a task
+    for ``stage`` runs them too."""
     spec, later = get_model(model), []
     while (nxt := spec.next_stage(stage)) is not None and serves(model, nxt.name):
         later.append(stage := nxt.name)
+    return later
+
+
+def _also(later: list[str]) -> str:
     return f" (and {', '.join(later)}, run in the same task)" if later else ""
 
 
