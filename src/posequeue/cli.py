@@ -134,14 +134,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
               "mapped afresh, ~1 ms per 5 MB", file=sys.stderr)  # fmt: skip
     spec = get_model(args.model or settings.default_model)
     stages = [s.name for s in spec.stages]
-    threads = args.threads
-    if threads is None:  # an accelerator's model leaves the CPU free: overlap host work with it
-        threads = 2 if spec.runtime == "neuron" and args.stage != "ingest" and args.concurrency == 1 else 1
-    if threads < 1 or (threads > 1 and args.concurrency != 1):
-        print(f"error: --threads {threads} with --concurrency {args.concurrency}: give --threads N "
-              "(N >= 1 task threads in one process sharing its models) or --threads 1 "
-              "--concurrency N (N prefork processes, a model each)", file=sys.stderr)  # fmt: skip
-        return EXIT_REFUSED
     if args.stage == "all":
         serve, served_stages = [queues.INGEST, *queues.model_queues(spec)], stages
     elif args.stage == "ingest":
@@ -151,6 +143,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
         serve, served_stages = [queues.stage_queue(spec.name, args.stage)], [args.stage]
     name = f"{spec.name}-{args.stage}"
     neuron = spec.runtime == "neuron" and bool(served_stages)
+    threads = args.threads
+    if threads is None:  # an accelerator's model leaves the CPU free: overlap host work with it
+        threads = 2 if neuron and args.concurrency == 1 else 1
+    if threads < 1 or (threads > 1 and args.concurrency != 1):
+        print(f"error: --threads {threads} with --concurrency {args.concurrency}: give --threads N "
+              "(N >= 1 task threads in one process sharing its models) or --threads 1 "
+              "--concurrency N (N prefork processes, a model each)", file=sys.stderr)  # fmt: skip
+        return EXIT_REFUSED
     if neuron and not args.cores:
         print(f"error: {spec.name} runs on the Neuron runtime, which reserves every NeuronCore "
               "of the host unless told otherwise: give --cores (e.g. --cores 0-1; `posequeue "
