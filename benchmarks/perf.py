@@ -429,8 +429,8 @@ def breakdown(tmp: Path, video: Path, batch_size: int = 8, repeats: int = 30) ->
             with clock("landmarks_redis_read_crops"):
                 raw = r.hgetall("b")
             c = np.frombuffer(raw[b"crops"], np.uint8).reshape(-1, 256, 256, 3)
-            with clock("landmarks_to_float"):  # as LandmarkStage does
-                x = np.multiply(c, np.float32(1.0 / 255.0), dtype=np.float32)
+            with clock("landmarks_to_float"):
+                x = blazepose.landmark_input(c)
             with clock("landmarks_model"):
                 out = lm.runtime.run(x)
             with clock("landmarks_refine_project"):

@@ -65,7 +65,7 @@ def figures(model_dir: Path, out: Path, video: Path, count: int = FRAMES) -> dic
     det_ref = TFLiteRuntime(model_dir / det_stage.file, threads=2).run(det_input)
     det_tf = TensorFlowRuntime(out / det_stage.name, threads=2).run(det_input)
     rois = blazepose.regions(det_ref, pads, (width, height))
-    crops = blazepose.crops(images, rois).astype(np.float32) * (1.0 / 255.0)
+    crops = blazepose.landmark_input(blazepose.crops(images, rois))
     if not len(crops):
         raise ConvertError(f"nobody was found in {video}; parity needs frames with a person")
     lm_ref = TFLiteRuntime(model_dir / lm_stage.file, threads=2).run(crops)

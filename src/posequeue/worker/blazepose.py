@@ -61,6 +61,11 @@ def detector_input(images: np.ndarray) -> tuple[np.ndarray, list[tuple[float, ..
     return batch, pads
 
 
+def landmark_input(crops: np.ndarray) -> np.ndarray:
+    """The landmark model's batch: uint8 crops in [0, 1], converted in one pass."""
+    return np.multiply(crops, np.float32(1.0 / 255.0), dtype=np.float32)
+
+
 def regions(outputs: dict[str, np.ndarray], pads: list[tuple[float, ...]],
             size: tuple[int, int]) -> list[Roi | None]:  # fmt: skip
     """The best detection's region per image, or None where nobody was found."""

@@ -95,8 +95,7 @@ class LandmarkStage(Stage):
         rois = _rois(fields)
         size = blazepose.CROP_SIZE
         crops = np.frombuffer(fields["crops"], np.uint8).reshape(-1, size, size, 3)
-        batch = np.multiply(crops, np.float32(1.0 / 255.0), dtype=np.float32)  # one pass
-        outputs, elapsed = self.infer(batch)
+        outputs, elapsed = self.infer(blazepose.landmark_input(crops))
         return StageResult(people=blazepose.people(outputs, rois, meta.display), model_seconds=elapsed)
 
 
