@@ -50,8 +50,15 @@ def slope(points: list[tuple[float, float]]) -> float:
     return sum((x - mx) * (y - my) for x, y in points) / sxx if sxx else 0.0
 
 
-def run(tmp: Path, broker: str, seconds: float, inflight_frames: int, rate: float,
-        video_seconds: int, extra_env: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+def run(
+    tmp: Path,
+    broker: str,
+    seconds: float,
+    inflight_frames: int,
+    rate: float,
+    video_seconds: int,
+    extra_env: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Submit a long video to one ingest worker and consume its batches at ``rate`` per second."""
     import redis
     from redis_bound import long_video
@@ -66,14 +73,23 @@ def run(tmp: Path, broker: str, seconds: float, inflight_frames: int, rate: floa
     client = redis.Redis.from_url(broker)
     client.flushdb()
     jobs = Jobs(client)
-    env = {**os.environ, "POSEQUEUE_BROKER_URL": broker, "POSEQUEUE_STORE": (tmp / "store").as_uri(),
-           "POSEQUEUE_LOG_FORMAT": "json", "POSEQUEUE_MAX_INFLIGHT_FRAMES": str(inflight_frames),
-           **(extra_env or {})}  # fmt: skip
+    env = {
+        **os.environ,
+        "POSEQUEUE_BROKER_URL": broker,
+        "POSEQUEUE_STORE": (tmp / "store").as_uri(),
+        "POSEQUEUE_LOG_FORMAT": "json",
+        "POSEQUEUE_MAX_INFLIGHT_FRAMES": str(inflight_frames),
+        **(extra_env or {}),
+    }
     log_path = tmp / "ingest.log"
     queue = stage_queue("blazepose", "detector")
     with log_path.open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "posequeue.cli", "worker", "--stage", "ingest"],
-                                env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "posequeue.cli", "worker", "--stage", "ingest"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         while " ready." not in log_path.read_text():
             if proc.poll() is not None:
@@ -82,8 +98,13 @@ def run(tmp: Path, broker: str, seconds: float, inflight_frames: int, rate: floa
         child = pool_child(proc.pid)
         assert child, "no pool child"
         print(f"ingest worker {proc.pid}, pool child {child}", file=sys.stderr, flush=True)
-        out = subprocess.run([sys.executable, "-m", "posequeue.cli", "submit", str(video), "--json"],
-                             env=env, capture_output=True, text=True, check=True)  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-m", "posequeue.cli", "submit", str(video), "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         job_id = json.loads(out.stdout.splitlines()[-1])["job_id"]
         t0 = time.monotonic()
         done, samples, next_sample = 0, [], 0.0
@@ -95,8 +116,14 @@ def run(tmp: Path, broker: str, seconds: float, inflight_frames: int, rate: floa
                 done += 1
             if elapsed >= next_sample:
                 client.delete(*(queue + s for s in PRIORITY_SUFFIXES))  # the messages, not needed
-                samples.append({"t": round(elapsed, 1), "batches": enqueued,
-                                "pool_rss_mb": vm_rss_mb(child), "main_rss_mb": vm_rss_mb(proc.pid)})
+                samples.append(
+                    {
+                        "t": round(elapsed, 1),
+                        "batches": enqueued,
+                        "pool_rss_mb": vm_rss_mb(child),
+                        "main_rss_mb": vm_rss_mb(proc.pid),
+                    }
+                )
                 next_sample += 1.0
             time.sleep(0.01)
         jobs.fail(job_id, "stopped by benchmarks/ingest_rss.py")
@@ -106,16 +133,23 @@ def run(tmp: Path, broker: str, seconds: float, inflight_frames: int, rate: floa
     text = log_path.read_text()
     retries = text.count("retry: Retry in") + text.count('"ingest.deferred"')  # before/after the fix
     tasks = text.count("succeeded in") + text.count("retry: Retry in")
-    half = [(s["batches"], s["pool_rss_mb"]) for s in samples[len(samples) // 3:] if s["pool_rss_mb"]]
+    half = [(s["batches"], s["pool_rss_mb"]) for s in samples[len(samples) // 3 :] if s["pool_rss_mb"]]
     return {
-        "seconds": seconds, "inflight_frames": inflight_frames, "consume_rate": rate,
-        "batches_enqueued": samples[-1]["batches"], "retries": retries, "task_runs": tasks,
-        "pool_rss_mb": {"first": samples[0]["pool_rss_mb"], "last": samples[-1]["pool_rss_mb"],
-                        "max": max(s["pool_rss_mb"] or 0 for s in samples)},
+        "seconds": seconds,
+        "inflight_frames": inflight_frames,
+        "consume_rate": rate,
+        "batches_enqueued": samples[-1]["batches"],
+        "retries": retries,
+        "task_runs": tasks,
+        "pool_rss_mb": {
+            "first": samples[0]["pool_rss_mb"],
+            "last": samples[-1]["pool_rss_mb"],
+            "max": max(s["pool_rss_mb"] or 0 for s in samples),
+        },
         "main_rss_mb": {"first": samples[0]["main_rss_mb"], "last": samples[-1]["main_rss_mb"]},
         "pool_mb_per_batch_after_first_third": round(slope(half), 4),
         "timeline": samples[::10],
-    }  # fmt: skip
+    }
 
 
 def main() -> None:

@@ -44,8 +44,9 @@ def child(video: Path, out: Path) -> dict[str, Any]:
 
     started = time.perf_counter()
     with av.open(str(video)) as src:
-        frames = [upright(f.to_ndarray(format="rgb24"), getattr(f, "rotation", 0))
-                  for f in src.decode(video=0)]  # fmt: skip
+        frames = [
+            upright(f.to_ndarray(format="rgb24"), getattr(f, "rotation", 0)) for f in src.decode(video=0)
+        ]
     decode_s = time.perf_counter() - started
     keypoints = np.full((len(frames), 33, 5), np.nan)
     with mp.solutions.pose.Pose(**MODE) as pose:
@@ -60,11 +61,15 @@ def child(video: Path, out: Path) -> dict[str, Any]:
                 keypoints[i] = [[p.x * w, p.y * h, p.z * w, p.visibility, p.presence] for p in found.landmark]
         model_s, cpu = time.perf_counter() - started, time.process_time() - cpu
     np.save(out, keypoints)
-    return {"mediapipe": mp.__version__, **MODE, "frames": len(frames),
-            "decode_frames_per_s": round(len(frames) / decode_s, 1),
-            "first_call_s": round(first_s, 3),
-            "frames_per_s": round(len(frames) / model_s, 1),
-            "cpu_s_per_wall_s": round(cpu / model_s, 2)}  # fmt: skip
+    return {
+        "mediapipe": mp.__version__,
+        **MODE,
+        "frames": len(frames),
+        "decode_frames_per_s": round(len(frames) / decode_s, 1),
+        "first_call_s": round(first_s, 3),
+        "frames_per_s": round(len(frames) / model_s, 1),
+        "cpu_s_per_wall_s": round(cpu / model_s, 2),
+    }
 
 
 def posequeue_in_process(video: Path, batch_size: int = 8) -> tuple[dict[str, Any], np.ndarray]:
@@ -98,10 +103,14 @@ def posequeue_in_process(video: Path, batch_size: int = 8) -> tuple[dict[str, An
             if p:
                 keypoints[i] = p[0]["keypoints"]
     model_s, cpu = time.perf_counter() - started, time.process_time() - cpu
-    return {"frames": len(frames), "batch_size": batch_size, "runtime_threads": cpu_threads(),
-            "decode_and_work_frame_frames_per_s": round(len(frames) / decode_s, 1),
-            "frames_per_s": round(len(frames) / model_s, 1),
-            "cpu_s_per_wall_s": round(cpu / model_s, 2)}, keypoints  # fmt: skip
+    return {
+        "frames": len(frames),
+        "batch_size": batch_size,
+        "runtime_threads": cpu_threads(),
+        "decode_and_work_frame_frames_per_s": round(len(frames) / decode_s, 1),
+        "frames_per_s": round(len(frames) / model_s, 1),
+        "cpu_s_per_wall_s": round(cpu / model_s, 2),
+    }, keypoints
 
 
 def as_frames(keypoints: np.ndarray) -> list[Any]:
@@ -114,22 +123,31 @@ def mediapipe_sequential(video: Path, tmp: Path, python: Path = MP_PYTHON) -> di
     from accuracy import compare  # tests/ is on sys.path (spine)
 
     out = tmp / "mediapipe.npy"
-    run = subprocess.run([str(python), __file__, "--child", str(video), str(out)],
-                         capture_output=True, text=True)  # fmt: skip
+    run = subprocess.run(
+        [str(python), __file__, "--child", str(video), str(out)], capture_output=True, text=True
+    )
     if run.returncode:
         raise RuntimeError(f"MediaPipe's run failed in {python}:\n{run.stderr[-3000:]}")
     theirs = json.loads(run.stdout.splitlines()[-1])
     ours, keypoints = posequeue_in_process(video)
     frames = [{"people": [] if k is None else [{"keypoints": k}]} for k in as_frames(keypoints)]
-    return {"mediapipe_pose": theirs, "posequeue_stages_in_process": ours,
-            "posequeue_over_mediapipe": round(ours["frames_per_s"] / theirs["frames_per_s"], 3),
-            "posequeue_vs_mediapipe_keypoints": compare(frames, as_frames(np.load(out)))}  # fmt: skip
+    return {
+        "mediapipe_pose": theirs,
+        "posequeue_stages_in_process": ours,
+        "posequeue_over_mediapipe": round(ours["frames_per_s"] / theirs["frames_per_s"], 3),
+        "posequeue_vs_mediapipe_keypoints": compare(frames, as_frames(np.load(out))),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--child", nargs=2, metavar=("VIDEO", "OUT"), required=True,
-                        help="run MediaPipe on VIDEO (in its venv), keypoints to OUT (.npy)")  # fmt: skip
+    parser.add_argument(
+        "--child",
+        nargs=2,
+        metavar=("VIDEO", "OUT"),
+        required=True,
+        help="run MediaPipe on VIDEO (in its venv), keypoints to OUT (.npy)",
+    )
     args = parser.parse_args()
     print(json.dumps(child(Path(args.child[0]), Path(args.child[1]))))
 

@@ -70,8 +70,12 @@ def patched_env(**values: str) -> Iterator[None]:
 def worker(env: dict[str, str], log_path: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
     """One more ``posequeue worker`` against the fleet's Redis, ready when yielded."""
     with log_path.open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "posequeue.cli", "worker", *args],
-                                env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "posequeue.cli", "worker", *args],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             while " ready." not in log_path.read_text():
                 if proc.poll() is not None:
@@ -86,9 +90,22 @@ def worker(env: dict[str, str], log_path: Path, *args: str) -> Iterator[subproce
 def submit(video: Path, env: dict[str, str], *extra: str, wait: bool = True) -> dict[str, Any]:
     """Submit through the CLI; the job summary (submitted_at/finished_at are the job record's,
     so CLI start-up and the client's 0.5 s polling are not in elapsed_s)."""
-    out = subprocess.run([sys.executable, "-m", "posequeue.cli", "submit", str(video), "--json",
-                          *(["--wait"] if wait else []), *extra],
-                         env=env, capture_output=True, text=True, check=True)  # fmt: skip
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "posequeue.cli",
+            "submit",
+            str(video),
+            "--json",
+            *(["--wait"] if wait else []),
+            *extra,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     job: dict[str, Any] = json.loads(out.stdout.splitlines()[-1])
     if wait:
         assert job["status"] == "done", job
@@ -103,7 +120,7 @@ def batch_lines(*logs: Path) -> list[dict[str, Any]]:
             if '"infer.batch"' not in raw:
                 continue
             with contextlib.suppress(ValueError):
-                line = json.loads(raw[raw.index("{"):])
+                line = json.loads(raw[raw.index("{") :])
                 line["t"] = datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00")).timestamp()
                 lines.append(line)
     return sorted(lines, key=lambda x: x["t"])
@@ -111,8 +128,11 @@ def batch_lines(*logs: Path) -> list[dict[str, Any]]:
 
 def first_result_s(job: dict[str, Any], *logs: Path) -> float:
     """Seconds from the job's submission to the end of its first landmark batch."""
-    ends = [x["t"] for x in batch_lines(*logs)
-            if x.get("job_id") == job["job_id"] and x.get("stage") == "landmarks"]  # fmt: skip
+    ends = [
+        x["t"]
+        for x in batch_lines(*logs)
+        if x.get("job_id") == job["job_id"] and x.get("stage") == "landmarks"
+    ]
     return round(min(ends) - job["submitted_at"], 3)
 
 
@@ -123,10 +143,15 @@ def drain_figures(lines: list[dict[str, Any]]) -> dict[str, float]:
     wall = lines[-1]["t"] - lines[0]["t"]
     frames = sum(x["frames"] for x in lines[1:])
     model = sum(x["model_s"] for x in lines[1:])
-    return {"batches": len(lines), "frames_timed": frames, "seconds": round(wall, 3),
-            "frames_per_s": round(frames / wall, 1), "model_s": round(model, 3),
-            "duty_cycle": round(model / wall, 3),
-            "model_idle_ms_per_batch": round(1000 * (wall - model) / (len(lines) - 1), 2)}  # fmt: skip
+    return {
+        "batches": len(lines),
+        "frames_timed": frames,
+        "seconds": round(wall, 3),
+        "frames_per_s": round(frames / wall, 1),
+        "model_s": round(model, 3),
+        "duty_cycle": round(model / wall, 3),
+        "model_idle_ms_per_batch": round(1000 * (wall - model) / (len(lines) - 1), 2),
+    }
 
 
 def wait_for(predicate: Any, timeout: float = 600, poll: float = 0.05) -> float:
@@ -168,12 +193,14 @@ def efficiency(tmp: Path, video: Path, rounds: int = 2) -> dict[str, Any]:
                 fig["raw_loop_before_after"] = raw
                 fig["efficiency"] = round(fig["frames_per_s"] / fig["raw_loop_frames_per_s"], 3)
             out["runs"].append({"round": n, "pool": pool, **run})
+
     def median(pool: str, stage: str, key: str) -> float:
         return statistics.median(r[stage][key] for r in out["runs"] if r["pool"] == pool)
 
     keys = ("efficiency", "duty_cycle", "frames_per_s")
-    out["median"] = {pool: {stage: {k: median(pool, stage, k) for k in keys}
-                            for stage in STAGES} for pool in POOLS}  # fmt: skip
+    out["median"] = {
+        pool: {stage: {k: median(pool, stage, k) for k in keys} for stage in STAGES} for pool in POOLS
+    }
     return out
 
 
@@ -196,8 +223,11 @@ def prefilled(tmp: Path, video: Path) -> Iterator[tuple[dict[str, str], Any, str
 
     from posequeue.jobs import Jobs
 
-    big = {"POSEQUEUE_MAX_INFLIGHT_FRAMES": "1000000", "POSEQUEUE_MAX_INFLIGHT_MB": "100000",
-           "POSEQUEUE_LOCK_DIR": str(tmp / "locks")}  # fmt: skip
+    big = {
+        "POSEQUEUE_MAX_INFLIGHT_FRAMES": "1000000",
+        "POSEQUEUE_MAX_INFLIGHT_MB": "100000",
+        "POSEQUEUE_LOCK_DIR": str(tmp / "locks"),
+    }
     with patched_env(**big), fleet(tmp, "--stage", "ingest") as env:
         jobs = Jobs(redis.Redis.from_url(env["POSEQUEUE_BROKER_URL"]))
         job_id = submit(video, env, wait=False)["job_id"]
@@ -212,8 +242,10 @@ def drain_all_stages(tmp: Path, video: Path, *worker_args: str) -> dict[str, Any
     each batch's landmarks in the detector's task. Frames/s from its landmark batches' ends;
     duty cycle from both stages' model time."""
     tmp.mkdir()
-    with prefilled(tmp, video) as (env, jobs, job_id, _, _), \
-            worker(env, tmp / "all.log", "--stage", "all", *worker_args):  # fmt: skip
+    with (
+        prefilled(tmp, video) as (env, jobs, job_id, _, _),
+        worker(env, tmp / "all.log", "--stage", "all", *worker_args),
+    ):
         wait_for(lambda: jobs.get(job_id)["status"] == "done", poll=0.2)
     lines = batch_lines(tmp / "all.log")
     ends = [x for x in lines if x["stage"] == "landmarks"]
@@ -233,12 +265,19 @@ def drain_both(tmp: Path, video: Path, *worker_args: str) -> dict[str, Any]:
         submitted = jobs.get(job_id)["submitted_at"]
         peak_mb = round(int(jobs.r.info("memory")["used_memory"]) / 2**20, 1)
         out: dict[str, Any] = {
-            "video": {"seconds": round(frames_total / 30), "size": "640x360", "frames": frames_total,
-                      "batches": total, "batch_size": jobs.get(job_id)["batch_size"]},
-            "ingest_worker_alone": {"seconds": round(ingest_end - submitted, 3),
-                                    "frames_per_s": round(frames_total / (ingest_end - submitted), 1),
-                                    "redis_used_memory_mb_when_full": peak_mb},
-        }  # fmt: skip
+            "video": {
+                "seconds": round(frames_total / 30),
+                "size": "640x360",
+                "frames": frames_total,
+                "batches": total,
+                "batch_size": jobs.get(job_id)["batch_size"],
+            },
+            "ingest_worker_alone": {
+                "seconds": round(ingest_end - submitted, 3),
+                "frames_per_s": round(frames_total / (ingest_end - submitted), 1),
+                "redis_used_memory_mb_when_full": peak_mb,
+            },
+        }
         with worker(env, tmp / "detector.log", "--stage", "detector", *worker_args):
             wait_for(lambda: len(batch_lines(tmp / "detector.log")) >= total, poll=0.2)
         assert queue_depth(jobs, LANDMARKS_Q) == total, "every batch should reach the landmark queue"
@@ -279,8 +318,10 @@ def offhost(tmp: Path, video: Path, rounds: int = 1) -> dict[str, Any]:
     raw = 1 / sum(per_frame.values())
     out: dict[str, Any] = {
         "model_ms_per_frame_recorded": {k: round(1000 * v, 3) for k, v in per_frame.items()},
-        "raw_loop_frames_per_s": round(raw, 1), "record_pass_cpu_model": recorded, "runs": [],
-    }  # fmt: skip
+        "raw_loop_frames_per_s": round(raw, 1),
+        "record_pass_cpu_model": recorded,
+        "runs": [],
+    }
     with patched_env(PYTHONPATH=path, POSEQUEUE_BENCH_OFFHOST=f"replay:{calls}"):
         for n in range(rounds):
             for pool, args in POOLS.items():
@@ -288,8 +329,10 @@ def offhost(tmp: Path, video: Path, rounds: int = 1) -> dict[str, Any]:
                 fig["efficiency"] = round(fig["frames_per_s"] / raw, 3)
                 out["runs"].append({"round": n, "pool": pool, **fig})
     keys = ("efficiency", "duty_cycle", "frames_per_s")
-    out["median"] = {pool: {k: statistics.median(r[k] for r in out["runs"] if r["pool"] == pool)
-                            for k in keys} for pool in POOLS}  # fmt: skip
+    out["median"] = {
+        pool: {k: statistics.median(r[k] for r in out["runs"] if r["pool"] == pool) for k in keys}
+        for pool in POOLS
+    }
     return out
 
 
@@ -302,10 +345,13 @@ def sweep(tmp: Path, video: Path, sizes: tuple[int, ...] = BATCH_SIZES, **env_va
             job = submit(video, env, "--batch-size", str(size))
             lines = [x for x in batch_lines(tmp / "worker.log") if x.get("job_id") == job["job_id"]]
             model = sum(x["model_s"] for x in lines)
-            out[str(size)] = {"frames": job["frames_total"], "seconds": job["elapsed_s"],
-                              "frames_per_s": round(job["frames_total"] / job["elapsed_s"], 1),
-                              "first_result_s": first_result_s(job, tmp / "worker.log"),
-                              "model_share_of_wall": round(model / job["elapsed_s"], 3)}  # fmt: skip
+            out[str(size)] = {
+                "frames": job["frames_total"],
+                "seconds": job["elapsed_s"],
+                "frames_per_s": round(job["frames_total"] / job["elapsed_s"], 1),
+                "first_result_s": first_result_s(job, tmp / "worker.log"),
+                "model_share_of_wall": round(model / job["elapsed_s"], 3),
+            }
     return out
 
 
@@ -324,8 +370,11 @@ LAYOUTS: dict[str, list[tuple[str, ...]]] = {
     "one_all_stage_worker": [()],
     "two_all_stage_workers_pinned_one_core_each": [("--cores", "0"), ("--cores", "1")],
     "two_all_stage_workers_unpinned": [(), ()],
-    "three_processes_ingest_detector_landmarks": [("--stage", "ingest"), ("--stage", "detector"),
-                                                  ("--stage", "landmarks")],  # fmt: skip
+    "three_processes_ingest_detector_landmarks": [
+        ("--stage", "ingest"),
+        ("--stage", "detector"),
+        ("--stage", "landmarks"),
+    ],
 }
 
 
@@ -337,16 +386,22 @@ def layouts(tmp: Path, video: Path, names: tuple[str, ...] = tuple(LAYOUTS)) -> 
         workers = LAYOUTS[name]
         folder = tmp / name
         folder.mkdir()
-        with patched_env(POSEQUEUE_LOCK_DIR=str(folder / "locks")), \
-                fleet(folder, *workers[0]) as env, contextlib.ExitStack() as more:  # fmt: skip
+        with (
+            patched_env(POSEQUEUE_LOCK_DIR=str(folder / "locks")),
+            fleet(folder, *workers[0]) as env,
+            contextlib.ExitStack() as more,
+        ):
             for n, args in enumerate(workers[1:], 1):
                 more.enter_context(worker(env, folder / f"worker{n}.log", *args))
             job = submit(video, env)
             logs = sorted(folder.glob("worker*.log"))
-            out[name] = {"processes": [" ".join(("posequeue worker", *a)) for a in workers],
-                         "frames": job["frames_total"], "seconds": job["elapsed_s"],
-                         "frames_per_s": round(job["frames_total"] / job["elapsed_s"], 1),
-                         "first_result_s": first_result_s(job, *logs)}  # fmt: skip
+            out[name] = {
+                "processes": [" ".join(("posequeue worker", *a)) for a in workers],
+                "frames": job["frames_total"],
+                "seconds": job["elapsed_s"],
+                "frames_per_s": round(job["frames_total"] / job["elapsed_s"], 1),
+                "first_result_s": first_result_s(job, *logs),
+            }
     return out
 
 
@@ -423,8 +478,13 @@ def breakdown(tmp: Path, video: Path, batch_size: int = 8, repeats: int = 30) ->
             with clock("detector_crops"):
                 crops = blazepose.crops(got, rois)
             with clock("detector_redis_write_crops"):
-                r.hset("b", mapping={"crops": crops.tobytes(), "rois": json.dumps(
-                    [x.to_list() if x else None for x in rois]).encode()})  # fmt: skip
+                r.hset(
+                    "b",
+                    mapping={
+                        "crops": crops.tobytes(),
+                        "rois": json.dumps([x.to_list() if x else None for x in rois]).encode(),
+                    },
+                )
                 r.hdel("b", "frames")
             with clock("landmarks_redis_read_crops"):
                 raw = r.hgetall("b")
@@ -439,10 +499,14 @@ def breakdown(tmp: Path, video: Path, batch_size: int = 8, repeats: int = 30) ->
                 dumps({"frames": [{"index": i, "t": 0.0, "people": p} for i, p in enumerate(people)]})
     ms = {k: round(1000 * statistics.median(v[1:]), 2) for k, v in steps.items()}
     host = {k: v for k, v in ms.items() if not k.endswith("_model")}
-    return {"batch_size": batch_size, "frame": f"{w}x{h}", "ms_per_batch_median": ms,
-            "model_ms_per_batch": round(ms["detector_model"] + ms["landmarks_model"], 2),
-            "host_ms_per_batch": round(sum(host.values()), 2),
-            "host_ms_per_frame": round(sum(host.values()) / batch_size, 2)}  # fmt: skip
+    return {
+        "batch_size": batch_size,
+        "frame": f"{w}x{h}",
+        "ms_per_batch_median": ms,
+        "model_ms_per_batch": round(ms["detector_model"] + ms["landmarks_model"], 2),
+        "host_ms_per_batch": round(sum(host.values()), 2),
+        "host_ms_per_frame": round(sum(host.values()) / batch_size, 2),
+    }
 
 
 def main() -> None:
@@ -451,32 +515,46 @@ def main() -> None:
     parser.add_argument("--prefill-seconds", type=int, default=30, help="video for the drain test")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "perf-results.json"))
     parser.add_argument("--skip", default="", help="comma-separated sections to leave out")
-    parser.add_argument("--mediapipe-python", type=Path, default=MP_PYTHON,
-                        help="python of a venv with mediapipe==0.10.14 (make .venv-mediapipe/.installed)")
+    parser.add_argument(
+        "--mediapipe-python",
+        type=Path,
+        default=MP_PYTHON,
+        help="python of a venv with mediapipe==0.10.14 (make .venv-mediapipe/.installed)",
+    )
     parser.add_argument("--redis-video-seconds", type=int, default=7200, help="the long job's video")
-    parser.add_argument("--redis-sample-seconds", type=float, default=180,
-                        help="how long the long job runs before it is cancelled")  # fmt: skip
+    parser.add_argument(
+        "--redis-sample-seconds",
+        type=float,
+        default=180,
+        help="how long the long job runs before it is cancelled",
+    )
     parser.add_argument("--rounds", type=int, default=2, help="worker efficiency: turns per pool")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     if "mediapipe_sequential" not in skip and not args.mediapipe_python.exists():
-        parser.error(f"--mediapipe-python {args.mediapipe_python} does not exist: build MediaPipe's venv "
-                     "with `make .venv-mediapipe/.installed`, or --skip mediapipe_sequential")  # fmt: skip
+        parser.error(
+            f"--mediapipe-python {args.mediapipe_python} does not exist: build MediaPipe's venv "
+            "with `make .venv-mediapipe/.installed`, or --skip mediapipe_sequential"
+        )
 
     import videos
     from redis_bound import redis_bound  # it imports this module's helpers
 
     figures: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "processor": platform.processor() or platform.machine(),
-                    "runtime": "ai-edge-litert (tflite) on CPU"},  # fmt: skip
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "processor": platform.processor() or platform.machine(),
+            "runtime": "ai-edge-litert (tflite) on CPU",
+        },
     }
     timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         long_video = videos.make_person_video(tmp / "long.mp4", seconds=args.seconds, width=640, height=360)
-        prefill_video = videos.make_person_video(tmp / "prefill.mp4", seconds=args.prefill_seconds,
-                                                 width=640, height=360)  # fmt: skip
+        prefill_video = videos.make_person_video(
+            tmp / "prefill.mp4", seconds=args.prefill_seconds, width=640, height=360
+        )
         hd_video = videos.make_person_video(tmp / "hd.mp4", seconds=10, width=1280, height=720)
 
         def section(name: str, fn: Any, *fn_args: Any, **fn_kwargs: Any) -> None:
@@ -493,8 +571,9 @@ def main() -> None:
             return folder
 
         section("raw_model_loops", raw_loops)
-        section("producer_in_process", lambda: {"640x360": producer(long_video),
-                                                "1280x720": producer(hd_video)})  # fmt: skip
+        section(
+            "producer_in_process", lambda: {"640x360": producer(long_video), "1280x720": producer(hd_video)}
+        )
         section("host_side_breakdown_in_process", breakdown, sub("breakdown"), long_video)
         section("worker_efficiency", efficiency, sub("efficiency"), prefill_video, args.rounds)
         section("worker_efficiency_model_off_host", offhost, sub("offhost"), prefill_video, args.rounds)
@@ -502,13 +581,25 @@ def main() -> None:
         section(f"batch_size_sweep_{args.seconds}s_640x360", sweep, sub("sweep"), long_video)
         # Batches 1 and 2 again with a window larger than one 2 s segment's batches (60 and 30):
         # with the default 32 the ingest waits for the queue to drain before each segment.
-        section(f"batch_size_sweep_{args.seconds}s_640x360_window_256_batches", sweep, sub("sweep256"),
-                long_video, (1, 2), POSEQUEUE_MAX_INFLIGHT_FRAMES="2048")  # fmt: skip
+        section(
+            f"batch_size_sweep_{args.seconds}s_640x360_window_256_batches",
+            sweep,
+            sub("sweep256"),
+            long_video,
+            (1, 2),
+            POSEQUEUE_MAX_INFLIGHT_FRAMES="2048",
+        )
         section(f"layouts_{args.seconds}s_640x360", layouts, sub("layouts"), long_video)
-        section("mediapipe_sequential", mediapipe_sequential, long_video, sub("mediapipe"),
-                args.mediapipe_python)  # fmt: skip
-        section("redis_bound_2h", redis_bound, sub("redis_bound"), args.redis_video_seconds,
-                args.redis_sample_seconds)  # fmt: skip
+        section(
+            "mediapipe_sequential", mediapipe_sequential, long_video, sub("mediapipe"), args.mediapipe_python
+        )
+        section(
+            "redis_bound_2h",
+            redis_bound,
+            sub("redis_bound"),
+            args.redis_video_seconds,
+            args.redis_sample_seconds,
+        )
     figures["section_seconds"] = timings
     report(figures, args.out)
 

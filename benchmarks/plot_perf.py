@@ -32,11 +32,22 @@ def main(src: str, dst: str) -> None:
     for x, y in zip(sizes, fps, strict=True):
         left.annotate(f"{y:.0f}", (x, y), textcoords="offset points", xytext=(0, 7), ha="center")
     if wide:
-        left.plot([int(k) for k in wide], [v["frames_per_s"] for v in wide.values()], "s:",
-                  color="tab:orange", label="same, window 256 batches (not 32)")
+        left.plot(
+            [int(k) for k in wide],
+            [v["frames_per_s"] for v in wide.values()],
+            "s:",
+            color="tab:orange",
+            label="same, window 256 batches (not 32)",
+        )
         for k, v in wide.items():
-            left.annotate(f"{v['frames_per_s']:.0f}", (int(k), v["frames_per_s"]),
-                          textcoords="offset points", xytext=(12, -4), fontsize=8, color="tab:orange")
+            left.annotate(
+                f"{v['frames_per_s']:.0f}",
+                (int(k), v["frames_per_s"]),
+                textcoords="offset points",
+                xytext=(12, -4),
+                fontsize=8,
+                color="tab:orange",
+            )
     # the bound of the slower model running alone: both models share the two cores
     d, m = raw["detector"]["frames_per_s_worker_threads"], raw["landmarks"]["frames_per_s_worker_threads"]
     both = 1 / (1 / d + 1 / m)
@@ -49,10 +60,12 @@ def main(src: str, dst: str) -> None:
     left.set_title("Throughput against batch size")
     left.legend(loc="lower right", fontsize=8)
 
-    labels = {"one_all_stage_worker": "1 worker\n(all stages)",
-              "two_all_stage_workers_pinned_one_core_each": "2 workers\n(1 core each)",
-              "two_all_stage_workers_unpinned": "2 workers\n(unpinned)",
-              "three_processes_ingest_detector_landmarks": "3 processes\n(one per stage)"}  # fmt: skip
+    labels = {
+        "one_all_stage_worker": "1 worker\n(all stages)",
+        "two_all_stage_workers_pinned_one_core_each": "2 workers\n(1 core each)",
+        "two_all_stage_workers_unpinned": "2 workers\n(unpinned)",
+        "three_processes_ingest_detector_landmarks": "3 processes\n(one per stage)",
+    }
     names = [n for n in labels if n in layouts]
     values = [layouts[n]["frames_per_s"] for n in names]
     bars = right.bar([labels[n] for n in names], values, color="tab:green")
@@ -62,8 +75,11 @@ def main(src: str, dst: str) -> None:
     right.set_title("Throughput against worker layout (batch 8)")
     right.tick_params(axis="x", labelsize=8)
 
-    fig.suptitle(f"posequeue, 60 s 640x360 video, {machine['cpus']} cores {machine['processor']}, "
-                 f"Python {machine['python']}, {machine['runtime']}", fontsize=9)  # fmt: skip
+    fig.suptitle(
+        f"posequeue, 60 s 640x360 video, {machine['cpus']} cores {machine['processor']}, "
+        f"Python {machine['python']}, {machine['runtime']}",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(dst, dpi=110)
 

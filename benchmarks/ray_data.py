@@ -66,14 +66,19 @@ def decode_segment(row: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
     first, after = int(row["first"][0]), int(row["after_pts"][0])
     pixels, times, display = [], [], []
-    for item in read_segment(str(row["video"][0]), None if after < 0 else after, 1e9, DecodeStats(),
-                             max_frames=SEGMENT_FRAMES):  # fmt: skip
+    for item in read_segment(
+        str(row["video"][0]), None if after < 0 else after, 1e9, DecodeStats(), max_frames=SEGMENT_FRAMES
+    ):
         rotation = rotation_of(item.frame)
         pixels.append(work_frame(item.frame, rotation, get_settings().work_long_side))
         times.append(item.t)
         display.append(display_size(item.frame, rotation))
-    return {"index": np.arange(first, first + len(pixels)), "t": np.array(times),
-            "display": np.array(display), "frame": np.stack(pixels)}  # fmt: skip
+    return {
+        "index": np.arange(first, first + len(pixels)),
+        "t": np.array(times),
+        "display": np.array(display),
+        "frame": np.stack(pixels),
+    }
 
 
 class BlazePose:
@@ -102,8 +107,7 @@ class BlazePose:
         frames = batch["frame"]
         h, w = frames.shape[1:3]
         display = tuple(int(x) for x in batch["display"][0])
-        meta = BatchMeta("ray", 0, batch["index"].tolist(), batch["t"].tolist(), display, (w, h),
-                         "blazepose")  # fmt: skip
+        meta = BatchMeta("ray", 0, batch["index"].tolist(), batch["t"].tolist(), display, (w, h), "blazepose")
         found = self.detector.run({"frames": frames}, meta)  # np.frombuffer reads the array as is
         result = found if found.people is not None else self.landmarks.run(found.payload, meta)
         keypoints = np.full((len(frames), 33, 5), np.nan)
@@ -111,10 +115,15 @@ class BlazePose:
             if people:
                 keypoints[i] = people[0]["keypoints"]
         n = len(frames)
-        return {"index": batch["index"], "keypoints": keypoints, "done_at": np.full(n, time.time()),
-                "ready_at": np.full(n, self.ready_at), "pid": np.full(n, os.getpid()),
-                "cores": np.full(n, sum(1 << c for c in os.sched_getaffinity(0))),
-                "nice": np.full(n, os.getpriority(os.PRIO_PROCESS, 0))}  # fmt: skip
+        return {
+            "index": batch["index"],
+            "keypoints": keypoints,
+            "done_at": np.full(n, time.time()),
+            "ready_at": np.full(n, self.ready_at),
+            "pid": np.full(n, os.getpid()),
+            "cores": np.full(n, sum(1 << c for c in os.sched_getaffinity(0))),
+            "nice": np.full(n, os.getpriority(os.PRIO_PROCESS, 0)),
+        }
 
 
 def ray_run(video: Path, actors: int, lock_dir: Path) -> tuple[dict[str, Any], np.ndarray]:
@@ -126,12 +135,17 @@ def ray_run(video: Path, actors: int, lock_dir: Path) -> tuple[dict[str, Any], n
     # One block per segment; decoding reserves no logical CPU (num_cpus=0) so that it is never
     # held back by the actors, which reserve one each, and runs one segment at a time as
     # posequeue's ingest chain does.
-    ds = (ray.data.from_items(items, override_num_blocks=len(items))
-          .map_batches(decode_segment, batch_size=1, num_cpus=0,
-                       compute=ray.data.TaskPoolStrategy(size=1))
-          .map_batches(BlazePose, batch_size=BATCH, num_cpus=1,
-                       fn_constructor_kwargs={"pin": actors > 1, "lock_dir": str(lock_dir)},
-                       compute=ray.data.ActorPoolStrategy(size=actors)))  # fmt: skip
+    ds = (
+        ray.data.from_items(items, override_num_blocks=len(items))
+        .map_batches(decode_segment, batch_size=1, num_cpus=0, compute=ray.data.TaskPoolStrategy(size=1))
+        .map_batches(
+            BlazePose,
+            batch_size=BATCH,
+            num_cpus=1,
+            fn_constructor_kwargs={"pin": actors > 1, "lock_dir": str(lock_dir)},
+            compute=ray.data.ActorPoolStrategy(size=actors),
+        )
+    )
     out = ds.to_numpy_refs()
     cols = [ray.get(ref) for ref in out]
     ended = time.time()
@@ -142,17 +156,20 @@ def ray_run(video: Path, actors: int, lock_dir: Path) -> tuple[dict[str, Any], n
     after = got["done_at"] > ready
     last = float(got["done_at"].max())
     figures = {
-        "actors": actors, "actors_used": len(set(got["pid"].tolist())),  # a short video may not
-        "pinned_one_core_each": actors > 1, "frames": frames,  # reach the second actor
-        "actor_cpu_affinity": {str(pid): [c for c in range(64) if mask >> c & 1]
-                               for pid, mask in sorted(set(zip(got["pid"].tolist(), got["cores"].tolist(),
-                                                               strict=True)))},
+        "actors": actors,
+        "actors_used": len(set(got["pid"].tolist())),  # a short video may not
+        "pinned_one_core_each": actors > 1,
+        "frames": frames,  # reach the second actor
+        "actor_cpu_affinity": {
+            str(pid): [c for c in range(64) if mask >> c & 1]
+            for pid, mask in sorted(set(zip(got["pid"].tolist(), got["cores"].tolist(), strict=True)))
+        },
         "actor_niceness": sorted(set(got["nice"].tolist())),
         "seconds_wall": round(ended - started, 2),
         "frames_per_s_wall": round(frames / (ended - started), 1),
         "startup_s": round(ready - started, 2),
         "frames_per_s_steady": round(int(after.sum()) / (last - ready), 1) if last > ready else None,
-    }  # fmt: skip
+    }
     return figures, got["keypoints"][order]
 
 
@@ -162,8 +179,7 @@ def ray_data(video: Path, tmp: Path) -> tuple[dict[str, Any], dict[int, np.ndarr
     # Ray starts its workers at nice 15 by default; posequeue's workers run at 0. Same priority,
     # or any other load on the machine slows Ray's actors first.
     os.environ.setdefault(RAY_NICENESS, "0")
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-             configure_logging=False)  # fmt: skip
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     figures: dict[str, Any] = {"ray": ray.__version__, "cluster_cpus": os.cpu_count()}
     keypoints = {}
@@ -194,10 +210,14 @@ def agreement(ours: np.ndarray, theirs: np.ndarray) -> dict[str, Any]:
     a, b = ~np.isnan(ours[:, 0, 0]), ~np.isnan(theirs[:, 0, 0])
     both = a & b
     diff = np.abs(ours[both][..., :2] - theirs[both][..., :2])
-    return {"same_frames": True, "frames": len(ours), "person_found_same": int((a == b).sum()),
-            "compared": int(both.sum()),
-            "max_abs_xy_px": round(float(diff.max()), 3) if both.any() else None,
-            "mean_abs_xy_px": round(float(diff.mean()), 4) if both.any() else None}  # fmt: skip
+    return {
+        "same_frames": True,
+        "frames": len(ours),
+        "person_found_same": int((a == b).sum()),
+        "compared": int(both.sum()),
+        "max_abs_xy_px": round(float(diff.max()), 3) if both.any() else None,
+        "mean_abs_xy_px": round(float(diff.mean()), 4) if both.any() else None,
+    }
 
 
 def main() -> None:
@@ -211,8 +231,11 @@ def main() -> None:
     import videos
 
     figures: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "processor": platform.processor() or platform.machine()},  # fmt: skip
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "processor": platform.processor() or platform.machine(),
+        },
     }
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -238,7 +261,7 @@ def main() -> None:
                         "ratio_vs_steady": round(pq / ray_fig["frames_per_s_steady"], 3),
                         "ratio_vs_wall": round(pq / ray_fig["frames_per_s_wall"], 3),
                         "keypoints_vs_posequeue": agreement(ours[n], theirs[n]),
-                    }  # fmt: skip
+                    }
     report(figures, args.out)
 
 

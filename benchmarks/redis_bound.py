@@ -32,8 +32,7 @@ def long_video(path: Path, seconds: int) -> Path:
     clip = videos.make_person_video(path.with_name("clip.mp4"), seconds=CLIP_SECONDS, width=640, height=360)
     with av.open(str(clip)) as src:
         template = src.streams.video[0]
-        packets = [(bytes(p), p.pts, p.dts, p.is_keyframe, p.duration) for p in src.demux(template)
-                   if p.size]  # fmt: skip
+        packets = [(bytes(p), p.pts, p.dts, p.is_keyframe, p.duration) for p in src.demux(template) if p.size]
         span = round(CLIP_SECONDS / template.time_base)
         with av.open(str(path), "w") as out:
             stream = out.add_stream_from_template(template)
@@ -64,8 +63,9 @@ def rss_mb(pid: int) -> tuple[float, float]:
     return round(own / 1024, 1), round((sum(kib for _, kib in sizes) - own) / 1024, 1)
 
 
-def redis_bound(tmp: Path, video_seconds: int = 7200, sample_seconds: float = 180,
-                every: float = 0.5) -> dict[str, Any]:  # fmt: skip
+def redis_bound(
+    tmp: Path, video_seconds: int = 7200, sample_seconds: float = 180, every: float = 0.5
+) -> dict[str, Any]:
     """Peak Redis used_memory and producer RSS while a long job is throttled by the window."""
     import redis
 
@@ -77,11 +77,15 @@ def redis_bound(tmp: Path, video_seconds: int = 7200, sample_seconds: float = 18
     video = long_video(tmp / "two_hours.mp4", video_seconds)
     made_s = time.perf_counter() - started
     s = get_settings()
-    with patched_env(POSEQUEUE_LOCK_DIR=str(tmp / "locks")), \
-            fleet(tmp, "--stage", "detector", "--cores", "0") as env:  # fmt: skip
+    with (
+        patched_env(POSEQUEUE_LOCK_DIR=str(tmp / "locks")),
+        fleet(tmp, "--stage", "detector", "--cores", "0") as env,
+    ):
         slow = {**env, "POSEQUEUE_LOCK_DIR": str(tmp / "locks-landmarks")}
-        with worker(slow, tmp / "landmarks.log", "--stage", "landmarks", "--cores", "0"), \
-                worker(env, tmp / "ingest.log", "--stage", "ingest") as producer:  # fmt: skip
+        with (
+            worker(slow, tmp / "landmarks.log", "--stage", "landmarks", "--cores", "0"),
+            worker(env, tmp / "ingest.log", "--stage", "ingest") as producer,
+        ):
             client = redis.Redis.from_url(env["POSEQUEUE_BROKER_URL"])
             jobs = Jobs(client)
             base = int(client.info("memory")["used_memory"])
@@ -95,10 +99,16 @@ def redis_bound(tmp: Path, video_seconds: int = 7200, sample_seconds: float = 18
                 peak_main, peak_pool = max(peak_main, main_rss), max(peak_pool, pool_rss)
                 if not timeline or elapsed - timeline[-1]["t"] >= 30:
                     job = jobs.get(job_id)
-                    timeline.append({"t": round(elapsed), "used_memory_mb": round(used / 2**20, 1),
-                                     "producer_main_rss_mb": main_rss, "producer_pool_rss_mb": pool_rss,
-                                     "frames_done": job["frames_done"],
-                                     "batches_enqueued": job["batches_enqueued"]})  # fmt: skip
+                    timeline.append(
+                        {
+                            "t": round(elapsed),
+                            "used_memory_mb": round(used / 2**20, 1),
+                            "producer_main_rss_mb": main_rss,
+                            "producer_pool_rss_mb": pool_rss,
+                            "frames_done": job["frames_done"],
+                            "batches_enqueued": job["batches_enqueued"],
+                        }
+                    )
                 time.sleep(every)
             job = jobs.get(job_id)
             ran_s = time.monotonic() - t0
@@ -113,21 +123,44 @@ def redis_bound(tmp: Path, video_seconds: int = 7200, sample_seconds: float = 18
     batch_bytes = 640 * 360 * 3 * job["batch_size"]
     window = max(1, min(s.max_inflight_frames // job["batch_size"], s.max_inflight_mb * 2**20 // batch_bytes))
     return {
-        "video": {"seconds": video_seconds, "size": "640x360", "fps": 30, "frames": frames_total,
-                  "made_in_s": round(made_s, 1), "file_mb": round(video.stat().st_size / 2**20, 1)},
-        "layout": ["posequeue worker --stage ingest", "posequeue worker --stage detector --cores 0",
-                   "posequeue worker --stage landmarks --cores 0"],
-        "window": {"max_inflight_frames": s.max_inflight_frames, "max_inflight_mb": s.max_inflight_mb,
-                   "batches": window, "frame_mb": round(batch_bytes / job["batch_size"] / 2**20, 3)},
-        "sampled_s": round(ran_s, 1), "sample_every_s": every,
-        "job_when_cancelled": {"frames_done": job["frames_done"], "batches_done": job["batches_done"],
-                               "batches_enqueued": job["batches_enqueued"],
-                               "share_of_video_done": round(job["frames_done"] / frames_total, 4),
-                               "frames_per_s": round(job["frames_done"] / ran_s, 1)},
-        "redis_used_memory_mb": {"before": round(base / 2**20, 1), "peak_sampled": round(peak_mem / 2**20, 1),
-                                 "peak_server_used_memory_peak": round(server_peak / 2**20, 1),
-                                 "after_cancel_and_drain": round(after / 2**20, 1)},
-        "producer_rss_mb": {"peak_main_plus_pool": round(peak_rss, 1), "peak_main": peak_main,
-                            "peak_pool_child": peak_pool},
+        "video": {
+            "seconds": video_seconds,
+            "size": "640x360",
+            "fps": 30,
+            "frames": frames_total,
+            "made_in_s": round(made_s, 1),
+            "file_mb": round(video.stat().st_size / 2**20, 1),
+        },
+        "layout": [
+            "posequeue worker --stage ingest",
+            "posequeue worker --stage detector --cores 0",
+            "posequeue worker --stage landmarks --cores 0",
+        ],
+        "window": {
+            "max_inflight_frames": s.max_inflight_frames,
+            "max_inflight_mb": s.max_inflight_mb,
+            "batches": window,
+            "frame_mb": round(batch_bytes / job["batch_size"] / 2**20, 3),
+        },
+        "sampled_s": round(ran_s, 1),
+        "sample_every_s": every,
+        "job_when_cancelled": {
+            "frames_done": job["frames_done"],
+            "batches_done": job["batches_done"],
+            "batches_enqueued": job["batches_enqueued"],
+            "share_of_video_done": round(job["frames_done"] / frames_total, 4),
+            "frames_per_s": round(job["frames_done"] / ran_s, 1),
+        },
+        "redis_used_memory_mb": {
+            "before": round(base / 2**20, 1),
+            "peak_sampled": round(peak_mem / 2**20, 1),
+            "peak_server_used_memory_peak": round(server_peak / 2**20, 1),
+            "after_cancel_and_drain": round(after / 2**20, 1),
+        },
+        "producer_rss_mb": {
+            "peak_main_plus_pool": round(peak_rss, 1),
+            "peak_main": peak_main,
+            "peak_pool_child": peak_pool,
+        },
         "timeline": timeline,
-    }  # fmt: skip
+    }

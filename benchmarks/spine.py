@@ -48,8 +48,10 @@ def raw_loops(frames: int = 240) -> dict[str, dict[str, float]]:
         "landmarks": rng.random((8, 256, 256, 3), dtype=np.float32),
     }
     files = {"detector": "pose_detection.tflite", "landmarks": "pose_landmark_full.tflite"}
-    outputs = {"detector": (detector.BOXES, detector.SCORES),
-               "landmarks": (blazepose.LANDMARKS, blazepose.POSE_FLAG, blazepose.HEATMAP)}
+    outputs = {
+        "detector": (detector.BOXES, detector.SCORES),
+        "landmarks": (blazepose.LANDMARKS, blazepose.POSE_FLAG, blazepose.HEATMAP),
+    }
     figures: dict[str, dict[str, float]] = {}
     for stage, batch in inputs.items():
         figures[stage] = {}
@@ -67,15 +69,24 @@ def bytes_per_frame(width: int, height: int) -> dict[str, int]:
     """Redis bytes written and read per frame by the two-stage layout, against sending the
     working frame to both stages (frames plus regions)."""
     frame, crop = width * height * 3, 256 * 256 * 3
-    return {"frame": frame, "crop": crop, "crops_written_plus_read": 2 * frame + 2 * crop,
-            "frames_and_regions_written_plus_read": 3 * frame}
+    return {
+        "frame": frame,
+        "crop": crop,
+        "crops_written_plus_read": 2 * frame + 2 * crop,
+        "frames_and_regions_written_plus_read": 3 * frame,
+    }
 
 
 def submit_wait(video: Path, env: dict[str, str]) -> tuple[dict[str, Any], float]:
     """Submit and wait through the CLI; the job summary and seconds from submission to done."""
     started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "posequeue.cli", "submit", str(video), "--wait",
-                          "--json"], env=env, capture_output=True, text=True, check=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "posequeue.cli", "submit", str(video), "--wait", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     elapsed = time.perf_counter() - started
     job = json.loads(out.stdout.splitlines()[-1])
     assert job["status"] == "done", job
@@ -85,8 +96,11 @@ def submit_wait(video: Path, env: dict[str, str]) -> tuple[dict[str, Any], float
 def end_to_end(video: Path, env: dict[str, str]) -> dict[str, float]:
     """Frames/s from submission to done."""
     job, elapsed = submit_wait(video, env)
-    return {"frames": job["frames_total"], "seconds": round(elapsed, 2),
-            "frames_per_s": round(job["frames_total"] / elapsed, 1)}  # fmt: skip
+    return {
+        "frames": job["frames_total"],
+        "seconds": round(elapsed, 2),
+        "frames_per_s": round(job["frames_total"] / elapsed, 1),
+    }
 
 
 @contextlib.contextmanager
@@ -95,10 +109,18 @@ def fleet(tmp: Path, *worker_args: str) -> Iterator[dict[str, str]]:
     from posequeue.embedded import EmbeddedRedis
 
     with EmbeddedRedis(tmp / "redis") as server, (tmp / "worker.log").open("w") as log:
-        env = {**os.environ, "POSEQUEUE_BROKER_URL": server.url,
-               "POSEQUEUE_STORE": (tmp / "store").as_uri(), "POSEQUEUE_LOG_FORMAT": "json"}
-        worker = subprocess.Popen([sys.executable, "-m", "posequeue.cli", "worker", *worker_args],
-                                  env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        env = {
+            **os.environ,
+            "POSEQUEUE_BROKER_URL": server.url,
+            "POSEQUEUE_STORE": (tmp / "store").as_uri(),
+            "POSEQUEUE_LOG_FORMAT": "json",
+        }
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "posequeue.cli", "worker", *worker_args],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             while " ready." not in (tmp / "worker.log").read_text():
                 time.sleep(0.1)
@@ -122,14 +144,18 @@ def main() -> None:
     from posequeue.store import read_uri
 
     figures: dict[str, object] = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "processor": platform.processor() or platform.machine()},  # fmt: skip
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "processor": platform.processor() or platform.machine(),
+        },
         "raw_model_loops": raw_loops(),
         "redis_bytes_per_640x360_frame": bytes_per_frame(640, 360),
     }
     with tempfile.TemporaryDirectory() as tmp, fleet(Path(tmp)) as env:
-        long_video = videos.make_person_video(Path(tmp) / "long.mp4", seconds=args.seconds,
-                                              width=640, height=360)  # fmt: skip
+        long_video = videos.make_person_video(
+            Path(tmp) / "long.mp4", seconds=args.seconds, width=640, height=360
+        )
         figures["sample_end_to_end"] = end_to_end(ROOT / "samples" / "astronaut.mp4", env)
         client = redis.Redis.from_url(env["POSEQUEUE_BROKER_URL"])
         base = int(client.info("memory")["used_memory"])
@@ -146,8 +172,10 @@ def main() -> None:
         figures[f"long_{args.seconds}s_640x360_end_to_end"] = end_to_end(long_video, env)
         done.set()
         sampler.join()
-        figures["redis_used_memory_mb"] = {"before": round(base / 2**20, 1),
-                                           "peak_during_long_job": round(peak[0] / 2**20, 1)}
+        figures["redis_used_memory_mb"] = {
+            "before": round(base / 2**20, 1),
+            "peak_during_long_job": round(peak[0] / 2**20, 1),
+        }
         accuracy = {}
         for video in accuracy_videos():
             job, _ = submit_wait(video, env)

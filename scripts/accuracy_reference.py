@@ -34,9 +34,20 @@ def reference(path: Path) -> list[list[list[float]] | None]:
             rgb = upright(frame.to_ndarray(format="rgb24"), getattr(frame, "rotation", 0))
             h, w = rgb.shape[:2]
             found = pose.process(rgb).pose_landmarks
-            frames.append(None if found is None else [
-                [round(p.x * w, 3), round(p.y * h, 3), round(p.z * w, 3), round(p.visibility, 5),
-                 round(p.presence, 5)] for p in found.landmark])  # fmt: skip
+            frames.append(
+                None
+                if found is None
+                else [
+                    [
+                        round(p.x * w, 3),
+                        round(p.y * h, 3),
+                        round(p.z * w, 3),
+                        round(p.visibility, 5),
+                        round(p.presence, 5),
+                    ]
+                    for p in found.landmark
+                ]
+            )
     return frames
 
 
@@ -45,8 +56,13 @@ def main() -> None:
     for video in sorted(folder.glob("*.mp4")):
         frames = reference(video)
         out = video.with_suffix(".reference.json")
-        meta = {"video": video.name, "mediapipe": mp.__version__, "model_complexity": 1,
-                "static_image_mode": True, "frames": frames}  # fmt: skip
+        meta = {
+            "video": video.name,
+            "mediapipe": mp.__version__,
+            "model_complexity": 1,
+            "static_image_mode": True,
+            "frames": frames,
+        }
         out.write_text(json.dumps(meta, separators=(",", ":")))
         print(f"{out}: {sum(f is not None for f in frames)}/{len(frames)} frames with a person")
 

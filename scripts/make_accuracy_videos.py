@@ -56,12 +56,14 @@ def render(photo: Image.Image, size: tuple[int, int], scene: Scene) -> Iterator[
         yield np.asarray(frame)
 
 
-def encode(path: Path, frames: Iterator[np.ndarray], size: tuple[int, int],
-           times: list[float] | None = None) -> None:  # fmt: skip
+def encode(
+    path: Path, frames: Iterator[np.ndarray], size: tuple[int, int], times: list[float] | None = None
+) -> None:
     w, h = size
     with av.open(str(path), "w", format="mp4", options={"fflags": "+bitexact"}) as out:
-        stream = out.add_stream("libx264", rate=FPS, options={"crf": "20", "preset": "medium",
-                                                               "x264-params": "mbtree=0"})  # fmt: skip
+        stream = out.add_stream(
+            "libx264", rate=FPS, options={"crf": "20", "preset": "medium", "x264-params": "mbtree=0"}
+        )
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         if times:
             stream.codec_context.time_base = Fraction(1, 90000)
@@ -72,8 +74,7 @@ def encode(path: Path, frames: Iterator[np.ndarray], size: tuple[int, int],
         out.mux(stream.encode(None))
 
 
-def sway(cx: float, cy: float, height: float, dx: float = 0, dy: float = 0,
-         tilt: float = 0) -> Scene:  # fmt: skip
+def sway(cx: float, cy: float, height: float, dx: float = 0, dy: float = 0, tilt: float = 0) -> Scene:
     def at(i: int) -> tuple[float, float, float, float]:
         phase = 2 * math.pi * i / FRAMES
         return cx + dx * math.sin(phase), cy + dy * math.sin(phase), height, tilt * math.sin(phase)
@@ -102,8 +103,9 @@ def main(argv: list[str] | None = None) -> None:
     encode(out / "portrait_phone.mp4", (np.rot90(f, k=1) for f in upright), (640, 360))
     _set_mp4_rotation(out / "portrait_phone.mp4", 90, 640, 360)
     # Variable frame rate: irregular presentation times.
-    encode(out / "vfr.mp4", render(camera, land, sway(330, 185, 310, dx=60)), land,
-           times=vfr_times(FRAMES, FPS))  # fmt: skip
+    encode(
+        out / "vfr.mp4", render(camera, land, sway(330, 185, 310, dx=60)), land, times=vfr_times(FRAMES, FPS)
+    )
     for path in sorted(out.glob("*.mp4")):
         print(f"{path} {path.stat().st_size} bytes")
 

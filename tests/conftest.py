@@ -120,8 +120,11 @@ class Worker:
         self._fh = log.open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "posequeue.cli", "worker", *args],
-            env=env, stdout=self._fh, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            env=env,
+            stdout=self._fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.wait_ready()
 
     def wait_ready(self, timeout: float = 60) -> None:
@@ -193,10 +196,14 @@ def s3_server() -> Iterator[str]:
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    os.environ.update({
-        "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-    })  # fmt: skip
+    os.environ.update(
+        {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    )
     yield endpoint
     server.stop()
 
@@ -216,8 +223,7 @@ def isolated(redis_url: str, tmp_path: Path) -> dict[str, str]:
     base, _, _ = redis_url.rpartition("/")
     url = f"{base}/{_state['isolated_db']}"
     redis.Redis.from_url(url).flushdb()
-    return {**os.environ, "POSEQUEUE_BROKER_URL": url,
-            "POSEQUEUE_STORE": (tmp_path / "store").as_uri()}  # fmt: skip
+    return {**os.environ, "POSEQUEUE_BROKER_URL": url, "POSEQUEUE_STORE": (tmp_path / "store").as_uri()}
 
 
 @pytest.fixture
@@ -235,13 +241,21 @@ def anymotion(monkeypatch: pytest.MonkeyPatch) -> str:
 def user_spec(folder: Path, name: str, stage: str = "pose") -> dict[str, str]:
     """Environment naming a one-stage spec file for model ``name``, written in ``folder``."""
     path = folder / f"{name}.toml"
-    path.write_text(f'name = "{name}"\nruntime = "tensorflow"\nkeypoints = "coco"\n\n'
-                    f'[[stages]]\nname = "{stage}"\npath = "model"\nshape = [-1, 256, 192, 3]\n')  # fmt: skip
+    path.write_text(
+        f'name = "{name}"\nruntime = "tensorflow"\nkeypoints = "coco"\n\n'
+        f'[[stages]]\nname = "{stage}"\npath = "model"\nshape = [-1, 256, 192, 3]\n'
+    )
     return {**os.environ, "POSEQUEUE_MODEL_SPECS": str(path)}
 
 
-def posequeue(*args: str, env: dict[str, str] | None = None,
-              timeout: float = 120) -> subprocess.CompletedProcess[str]:  # fmt: skip
+def posequeue(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run the ``posequeue`` command as a user would."""
-    return subprocess.run([sys.executable, "-m", "posequeue.cli", *args], env=env or dict(os.environ),
-                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "posequeue.cli", *args],
+        env=env or dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -27,8 +27,9 @@ def load_results(store_root: str, job: dict[str, Any]) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def serving(cmd: list[str], env: dict[str, str], health_url: str, log: Path,
-            timeout: float = 30) -> Iterator[subprocess.Popen[bytes]]:  # fmt: skip
+def serving(
+    cmd: list[str], env: dict[str, str], health_url: str, log: Path, timeout: float = 30
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run an HTTP server command until ``health_url`` answers 200; stop it on exit."""
     with log.open("w") as fh:
         proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)

@@ -20,8 +20,13 @@ OUTPUT = "coords"
 SHAPE = (256, 192)
 
 
-def build(path: Path, kind: str = "random", keypoints: int = 17, batch: int | None = None,
-          shape: tuple[int | None, int | None] = SHAPE) -> Path:  # fmt: skip
+def build(
+    path: Path,
+    kind: str = "random",
+    keypoints: int = 17,
+    batch: int | None = None,
+    shape: tuple[int | None, int | None] = SHAPE,
+) -> Path:
     """Save a pose SavedModel at ``path``; ``batch`` fixes the batch dimension (else -1);
     ``shape`` (None, None) leaves height and width open (any size runs)."""
     import tensorflow as tf
@@ -98,8 +103,9 @@ class _Brightest:
         return Net()
 
 
-def spec_text(name: str, path: str, runtime: str = "tensorflow", keypoints: str = '"coco"',
-              extra: str = "") -> str:  # fmt: skip
+def spec_text(
+    name: str, path: str, runtime: str = "tensorflow", keypoints: str = '"coco"', extra: str = ""
+) -> str:
     """A model spec for a SavedModel built here (``extra``: more lines for the stage table)."""
     return f"""name = "{name}"
 runtime = "{runtime}"

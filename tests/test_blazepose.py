@@ -121,16 +121,20 @@ def test_refine_leaves_unconfident_or_outside_points() -> None:
     assert refine(points, heatmap) == pytest.approx(points)
 
 
-def landmark_outputs(points: np.ndarray, flags: list[float], heatmap: np.ndarray | None = None
-                     ) -> dict[str, np.ndarray]:  # fmt: skip
+def landmark_outputs(
+    points: np.ndarray, flags: list[float], heatmap: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """Landmark model outputs as the runtime returns them: float32 (B, 195), (B, 1), (B, 64, 64, 39)."""
     batch = len(flags)
     full = np.zeros((batch, RAW_LANDMARKS, 5), np.float32)
     full[:, :NUM_KEYPOINTS] = points
     full[:, NUM_KEYPOINTS:] = 999.0  # the 6 auxiliary landmarks must be ignored
     heat = np.repeat((cold_heatmap() if heatmap is None else heatmap)[None], batch, axis=0)
-    return {LANDMARKS: full.reshape(batch, RAW_LANDMARKS * 5),
-            POSE_FLAG: np.asarray(flags, np.float32).reshape(batch, 1), HEATMAP: heat}  # fmt: skip
+    return {
+        LANDMARKS: full.reshape(batch, RAW_LANDMARKS * 5),
+        POSE_FLAG: np.asarray(flags, np.float32).reshape(batch, 1),
+        HEATMAP: heat,
+    }
 
 
 def crop_points(xy: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -226,8 +230,13 @@ def test_people_refines_with_heatmap() -> None:
 def test_people_batch_rows_follow_rois() -> None:
     """Output rows belong, in order, to the frames that have a ROI; each uses its own ROI."""
     w, h = 640, 360
-    rois = [Roi(0.25, 0.5, 0.5, 1.0, 0.0), None, Roi(0.75, 0.5, 0.5, 1.0, 0.0),
-            Roi(0.5, 0.5, 1.0, 1.0, 0.0), None]  # fmt: skip
+    rois = [
+        Roi(0.25, 0.5, 0.5, 1.0, 0.0),
+        None,
+        Roi(0.75, 0.5, 0.5, 1.0, 0.0),
+        Roi(0.5, 0.5, 1.0, 1.0, 0.0),
+        None,
+    ]
     rng = np.random.default_rng(2)
     pts = np.stack([crop_points(np.full((NUM_KEYPOINTS, 2), 128.0), rng) for _ in range(3)])
     frames = people(landmark_outputs(pts, [0.9, 0.2, 0.8]), rois, (w, h))
@@ -279,10 +288,8 @@ def test_real_models_find_the_astronauts_nose(model_dir: Path) -> None:
     with av.open(str(Path(__file__).resolve().parents[1] / "samples" / "astronaut.mp4")) as src:
         frame = next(src.decode(video=0)).to_ndarray(format="rgb24")  # the working frame, 640x360
     display = (1280, 720)  # the displayed picture is twice the working size
-    det = make_runtime("tflite", model_dir / "pose_detection.tflite", 2,
-                       (detector.BOXES, detector.SCORES))  # fmt: skip
-    lm = make_runtime("tflite", model_dir / "pose_landmark_full.tflite", 2,
-                      (LANDMARKS, POSE_FLAG, HEATMAP))  # fmt: skip
+    det = make_runtime("tflite", model_dir / "pose_detection.tflite", 2, (detector.BOXES, detector.SCORES))
+    lm = make_runtime("tflite", model_dir / "pose_landmark_full.tflite", 2, (LANDMARKS, POSE_FLAG, HEATMAP))
     frames = frame[None]
     batch, pads = detector_input(frames)
     rois = regions(det.run(batch), pads, display)

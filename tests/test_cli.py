@@ -73,8 +73,12 @@ def test_worker_pins_its_processes_to_cores(start_worker, isolated) -> None:
     """--cores pins the worker and the process it runs tasks in to those CPU cores."""
     import os
 
-    worker = start_worker("--cores", "0", POSEQUEUE_BROKER_URL=isolated["POSEQUEUE_BROKER_URL"],
-                          POSEQUEUE_STORE=isolated["POSEQUEUE_STORE"])  # fmt: skip
+    worker = start_worker(
+        "--cores",
+        "0",
+        POSEQUEUE_BROKER_URL=isolated["POSEQUEUE_BROKER_URL"],
+        POSEQUEUE_STORE=isolated["POSEQUEUE_STORE"],
+    )
     pids = [worker.proc.pid, *worker.children()]
     assert len(pids) >= 2
     assert all(os.sched_getaffinity(pid) == {0} for pid in pids)
@@ -96,8 +100,10 @@ def test_worker_pool_by_runtime(start_worker, isolated, tmp_path) -> None:  # ty
     free for the other thread's host work); a CPU model's worker runs the prefork pool."""
     # Given a one-stage Neuron model (its runtime cannot load here: the worker starts and logs it)
     spec = tmp_path / "poseneuron.toml"
-    spec.write_text('name = "poseneuron"\nruntime = "neuron"\nkeypoints = "coco"\n\n'
-                    '[[stages]]\nname = "pose"\npath = "model"\nshape = [-1, 256, 192, 3]\n')  # fmt: skip
+    spec.write_text(
+        'name = "poseneuron"\nruntime = "neuron"\nkeypoints = "coco"\n\n'
+        '[[stages]]\nname = "pose"\npath = "model"\nshape = [-1, 256, 192, 3]\n'
+    )
     env = {**isolated, "POSEQUEUE_MODEL_SPECS": str(spec), "POSEQUEUE_LOCK_DIR": str(tmp_path / "locks")}
     # When a worker is started for it and one for BlazePose's landmarks, neither naming --threads
     neuron = start_worker("--model", "poseneuron", "--cores", "0", **env)

@@ -95,8 +95,9 @@ def test_bad_pattern_and_input_shape_refused() -> None:
 
 
 # -- a SavedModel ---------------------------------------------------------------------------
-def test_savedmodel_trace_plumbing_with_stand_in(tfn: Any, pose_model: Path, tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_savedmodel_trace_plumbing_with_stand_in(
+    tfn: Any, pose_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A SavedModel: tfn.trace gets batch-4 example inputs and a subgraph_builder_function that
     keeps exactly the ops of name scope coords on the CPU; OUT holds the compiled SavedModel, a
     neuron spec and a report naming them."""
@@ -113,8 +114,13 @@ def test_savedmodel_trace_plumbing_with_stand_in(tfn: Any, pose_model: Path, tmp
     report = json.loads((out / "compile-report.json").read_text())
     (stage,) = report["stages"]
     assert report["api"] == "tfn.trace" and report["spec"] == "pose-neuron.toml"
-    assert report["arguments"] == {"batch_size": 4, "dynamic_batch": False, "no_fuse": ["coords"],
-                                   "input_shapes": {}, "name": None}  # fmt: skip
+    assert report["arguments"] == {
+        "batch_size": 4,
+        "dynamic_batch": False,
+        "no_fuse": ["coords"],
+        "input_shapes": {},
+        "name": None,
+    }
     assert report["versions"]["tensorflow"] == "2.10.1"
     assert report["versions"]["tensorflow-neuron"] == tfn_standin.__version__
     assert stage["no_fuse_ops"] == cpu and 0 < stage["on_neuron_ratio"] < 1  # the stand-in's share
@@ -131,8 +137,9 @@ def test_savedmodel_trace_plumbing_with_stand_in(tfn: Any, pose_model: Path, tmp
 
 
 @pytest.mark.parametrize("dynamic", [False, True], ids=["fixed", "dynamic"])
-def test_compiled_model_runs_on_neuron_runtime_with_stand_in(tfn: Any, pose_model: Path, tmp_path: Path,
-                                                              dynamic: bool) -> None:  # fmt: skip
+def test_compiled_model_runs_on_neuron_runtime_with_stand_in(
+    tfn: Any, pose_model: Path, tmp_path: Path, dynamic: bool
+) -> None:
     """The stand-in's compiled model, loaded from the written spec by the neuron runtime, keeps
     serving_default with input images and output coords and gives the original's coords (5
     frames: cut into batches of 4, or padded to 8 with dynamic batching)."""
@@ -148,8 +155,15 @@ def test_compiled_model_runs_on_neuron_runtime_with_stand_in(tfn: Any, pose_mode
     assert spec_in.name == "images" and spec_in.shape[0] == (None if dynamic else 4)
     assert list(signature.structured_outputs) == ["coords"]
 
-    compiled = make_runtime("neuron", spec.folder / stage.file, 1, stage.outputs, stage.input,
-                            stage.compiled_batch, stage.dynamic_batch)  # fmt: skip
+    compiled = make_runtime(
+        "neuron",
+        spec.folder / stage.file,
+        1,
+        stage.outputs,
+        stage.input,
+        stage.compiled_batch,
+        stage.dynamic_batch,
+    )
     original = make_runtime("tensorflow", pose_model, 1)
     batch = frames(5)
     got, want = compiled.run(batch)["coords"], original.run(batch)["coords"]
@@ -162,8 +176,17 @@ def test_custom_no_fuse_patterns_plumbing_with_stand_in(
 ) -> None:
     """--no-fuse patterns replace the default: the convolutions go to the CPU, coords does not;
     a pattern matching no op is refused, naming the model's scopes."""
-    code, _, err = compile_cli(capsys, str(pose_model), "-o", str(tmp_path / "a"), "--batch-size", "1",
-                               "--no-fuse", "Conv2D.*", "Relu")  # fmt: skip
+    code, _, err = compile_cli(
+        capsys,
+        str(pose_model),
+        "-o",
+        str(tmp_path / "a"),
+        "--batch-size",
+        "1",
+        "--no-fuse",
+        "Conv2D.*",
+        "Relu",
+    )
     assert code == 0, err
     cpu = tfn.CALLS[0]["cpu_ops"]
     ends = {op.rsplit("/", 1)[-1] for op in cpu}  # the ops, and those in their scopes (weight reads)
@@ -173,8 +196,9 @@ def test_custom_no_fuse_patterns_plumbing_with_stand_in(
     assert report["arguments"]["no_fuse"] == ["Conv2D.*", "Relu"]
     assert report["stages"][0]["no_fuse_ops"] == cpu
 
-    code, _, err = compile_cli(capsys, str(pose_model), "-o", str(tmp_path / "b"), "--batch-size", "1",
-                               "--no-fuse", "coord")  # fmt: skip
+    code, _, err = compile_cli(
+        capsys, str(pose_model), "-o", str(tmp_path / "b"), "--batch-size", "1", "--no-fuse", "coord"
+    )
     assert code == 2 and "--no-fuse 'coord' matches no operation" in err and "coords" in err
     assert not (tmp_path / "b").exists() and len(tfn.CALLS) == 1
 
@@ -185,8 +209,9 @@ def test_input_shape_fills_example_inputs_plumbing_with_stand_in(
     """A model with unknown height and width: --input-shape gives tfn.trace its example shape
     (the batch -1 becoming the compiled batch size), and the spec that size."""
     out = tmp_path / "out"
-    code, _, err = compile_cli(capsys, str(open_model), "-o", str(out), "--batch-size", "2",
-                               "--input-shape", "images=-1,128,96,3")  # fmt: skip
+    code, _, err = compile_cli(
+        capsys, str(open_model), "-o", str(out), "--batch-size", "2", "--input-shape", "images=-1,128,96,3"
+    )
     assert code == 0, err
     assert tfn.CALLS[0]["example_shapes"] == [[2, 128, 96, 3]]
     assert load_spec(out / "open-neuron.toml").stages[0].input_size == (128, 96)
@@ -201,11 +226,13 @@ def test_missing_input_shape_refused_naming_the_input(
     code, _, err = compile_cli(capsys, str(open_model), "-o", str(out), "--batch-size", "2")
     assert code == 2
     assert "input 'images' has shape (?, ?, ?, 3)" in err and "--input-shape images=2,256,192,3" in err
-    code, _, err = compile_cli(capsys, str(open_model), "-o", str(out), "--batch-size", "2",
-                               "--input-shape", "image=-1,128,96,3")  # fmt: skip
+    code, _, err = compile_cli(
+        capsys, str(open_model), "-o", str(out), "--batch-size", "2", "--input-shape", "image=-1,128,96,3"
+    )
     assert code == 2 and "--input-shape names image, which no model input is" in err
-    code, _, err = compile_cli(capsys, str(open_model), "-o", str(out), "--batch-size", "2",
-                               "--input-shape", "images=-1,128,96,4")  # fmt: skip
+    code, _, err = compile_cli(
+        capsys, str(open_model), "-o", str(out), "--batch-size", "2", "--input-shape", "images=-1,128,96,4"
+    )
     assert code == 2 and "dimension 3 is 4" in err
     assert not tfn.CALLS and not out.exists()
 
@@ -244,16 +271,18 @@ def test_not_a_servable_savedmodel_refused(
     assert not tfn.CALLS
 
 
-def test_fixed_batch_of_another_size_refused(tfn: Any, tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_fixed_batch_of_another_size_refused(
+    tfn: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A model exported with batch 1 cannot be compiled for batch 4: refused, saying both fixes."""
     model = savedmodels.build(tmp_path / "b1", batch=1)
     code, _, err = compile_cli(capsys, str(model), "-o", str(tmp_path / "out"), "--batch-size", "4")
     assert code == 2 and "fixed batch of 1: compile with --batch-size 1" in err and not tfn.CALLS
 
 
-def test_existing_output_refused(tfn: Any, pose_model: Path, tmp_path: Path,
-                                 capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_existing_output_refused(
+    tfn: Any, pose_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """tensorflow-neuron writes a new folder: an existing OUT is refused and left alone."""
     out = tmp_path / "out"
     out.mkdir()
@@ -284,8 +313,9 @@ def test_saved_model_compile_plumbing_with_stand_in(tfn: Any, tmp_path: Path) ->
     assert report["api"] == "tfn.saved_model.compile" and report["stages"][0]["on_neuron_ratio"] == tfn.RATIO
 
     stage = load_spec(out / "v1-neuron.toml").stages[0]
-    compiled = make_runtime("neuron", out / stage.file, 1, (), stage.input, stage.compiled_batch,
-                            stage.dynamic_batch)  # fmt: skip
+    compiled = make_runtime(
+        "neuron", out / stage.file, 1, (), stage.input, stage.compiled_batch, stage.dynamic_batch
+    )
     batch = frames(3, (64, 48))
     want = make_runtime("tensorflow", model, 1).run(batch)["coords"]
     np.testing.assert_allclose(compiled.run(batch)["coords"], want, atol=1e-6)
@@ -296,17 +326,25 @@ def test_saved_model_compile_without_open_dimensions_gets_no_feed(tfn: Any, tmp_
     without it); no_fuse_ops left out when no op matches."""
     model = savedmodels.build_v1(tmp_path / "v1")
     with pytest.raises(CompileError, match="matches no operation"):
-        prepare(model, tmp_path / "out", Options(batch_size=1, no_fuse=("nothing_here",)), tf,
-                api=SAVED_MODEL_COMPILE)  # fmt: skip
+        prepare(
+            model,
+            tmp_path / "out",
+            Options(batch_size=1, no_fuse=("nothing_here",)),
+            tf,
+            api=SAVED_MODEL_COMPILE,
+        )
     run(prepare(model, tmp_path / "out", Options(batch_size=1), tf, api=SAVED_MODEL_COMPILE), tf, tfn)
     (call,) = tfn.CALLS
     assert call["model_feed_dict"] is None and call["batch_size"] == 1 and call["no_fuse_ops"]
 
 
 def test_compiler_failure_leaves_no_output(
-    tfn: Any, monkeypatch: pytest.MonkeyPatch, pose_model: Path, tmp_path: Path,
+    tfn: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    pose_model: Path,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     """tensorflow-neuron raising: exit 1 naming the model, no OUT and no work folder left, so the
     same command can run again."""
 
@@ -375,8 +413,17 @@ def test_spec_plumbing_with_stand_in(tfn: Any, tmp_path: Path, capsys: pytest.Ca
     savedmodels.build(tmp_path / "models" / "fine", shape=(None, None))
     (tmp_path / "twostage.toml").write_text(SPEC)
     out = tmp_path / "compiled"
-    code, _, err = compile_cli(capsys, str(tmp_path / "twostage.toml"), "-o", str(out), "--batch-size", "8",
-                               "--dynamic-batch", "--name", "twostage-inf1")  # fmt: skip
+    code, _, err = compile_cli(
+        capsys,
+        str(tmp_path / "twostage.toml"),
+        "-o",
+        str(out),
+        "--batch-size",
+        "8",
+        "--dynamic-batch",
+        "--name",
+        "twostage-inf1",
+    )
     assert code == 0, err
     assert [c["example_shapes"] for c in tfn.CALLS] == [[[8, 256, 192, 3]], [[8, 128, 96, 3]]]
     assert all("--dynamic-batch-size" in c["neuron_cc_flags"] for c in tfn.CALLS)
@@ -388,7 +435,12 @@ def test_spec_plumbing_with_stand_in(tfn: Any, tmp_path: Path, capsys: pytest.Ca
         assert after.file == before.name and (out / after.file / "saved_model.pb").is_file()
         assert (after.compiled_batch, after.dynamic_batch, after.input) == (8, True, "images")
         assert (after.kind, after.payload, after.preprocess, after.coords, after.input_size) == (
-            before.kind, before.payload, before.preprocess, before.coords, before.input_size)  # fmt: skip
+            before.kind,
+            before.payload,
+            before.preprocess,
+            before.coords,
+            before.input_size,
+        )
     report = json.loads((out / "compile-report.json").read_text())
     assert [s["name"] for s in report["stages"]] == ["coarse", "fine"]
 
@@ -403,15 +455,19 @@ def test_spec_shape_disagreeing_with_the_model_refused(tfn: Any, pose_model: Pat
     assert not tfn.CALLS
 
 
-def test_tflite_spec_refused_saying_convert_first(tfn: Any, tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_tflite_spec_refused_saying_convert_first(
+    tfn: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A spec on the tflite runtime: refused, pointing at `posequeue convert blazepose`."""
     (tmp_path / "m.tflite").write_bytes(b"")
-    (tmp_path / "lite.toml").write_text('name = "lite"\nruntime = "tflite"\nkeypoints = "coco"\n\n'
-                                        '[[stages]]\nname = "pose"\npath = "m.tflite"\n'
-                                        'shape = [-1, 256, 192, 3]\n')  # fmt: skip
-    code, _, err = compile_cli(capsys, str(tmp_path / "lite.toml"), "-o", str(tmp_path / "o"),
-                               "--batch-size", "1")  # fmt: skip
+    (tmp_path / "lite.toml").write_text(
+        'name = "lite"\nruntime = "tflite"\nkeypoints = "coco"\n\n'
+        '[[stages]]\nname = "pose"\npath = "m.tflite"\n'
+        "shape = [-1, 256, 192, 3]\n"
+    )
+    code, _, err = compile_cli(
+        capsys, str(tmp_path / "lite.toml"), "-o", str(tmp_path / "o"), "--batch-size", "1"
+    )
     assert code == 2 and "its runtime is tflite" in err and "posequeue convert blazepose" in err
 
 
@@ -443,10 +499,24 @@ def test_command_line_plumbing_with_stand_in(pose_model: Path, tmp_path: Path) -
     """The installed `posequeue compile` command, the stand-in imported as tensorflow.neuron through
     PYTHONPATH: exit 0, the call logged, the JSON summary on stdout."""
     log = tmp_path / "calls.jsonl"
-    env = {**os.environ, "PYTHONPATH": f"{TESTS / 'neuron_standin'}{os.pathsep}{TESTS}",
-           "TFN_STANDIN_LOG": str(log), "TF_CPP_MIN_LOG_LEVEL": "2"}  # fmt: skip
-    argv = [sys.executable, "-m", "posequeue.cli", "compile", str(pose_model), "-o", str(tmp_path / "out"),
-            "--batch-size", "2", "--dynamic-batch"]  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{TESTS / 'neuron_standin'}{os.pathsep}{TESTS}",
+        "TFN_STANDIN_LOG": str(log),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    argv = [
+        sys.executable,
+        "-m",
+        "posequeue.cli",
+        "compile",
+        str(pose_model),
+        "-o",
+        str(tmp_path / "out"),
+        "--batch-size",
+        "2",
+        "--dynamic-batch",
+    ]
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr
     (call,) = [json.loads(line) for line in log.read_text().splitlines()]

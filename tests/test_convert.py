@@ -26,7 +26,8 @@ def write_tflite(fn: Any, path: Path, float16: bool = True) -> Path:
     """``fn`` converted by TFLiteConverter (float16 weights, as MediaPipe's models store them)."""
     spec = tf.TensorSpec(SIZE, tf.float32, name="image")
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [tf.function(fn, input_signature=[spec]).get_concrete_function()])  # fmt: skip
+        [tf.function(fn, input_signature=[spec]).get_concrete_function()]
+    )
     if float16:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
@@ -43,18 +44,21 @@ def every_operator(x: Any) -> dict[str, Any]:
     b = tf.clip_by_value(tf.nn.conv2d(x, w, 1, "VALID"), -1.0, 1.0)  # fused RELU_N1_TO_1
     c = tf.nn.relu(tf.nn.depthwise_conv2d(x, dw, [1, 2, 2, 1], "SAME"))  # multiplier 2, RELU
     return {
-        "relu6": a, "clip": b, "depthwise": c,
+        "relu6": a,
+        "clip": b,
+        "depthwise": c,
         "align_corners": tf.compat.v1.image.resize_bilinear(a, [20, 22], align_corners=True),
         "legacy": tf.compat.v1.image.resize_bilinear(a, [20, 22], half_pixel_centers=False),
         "half_pixel": tf.compat.v1.image.resize_bilinear(a, [20, 22], half_pixel_centers=True),
         "pool": tf.nn.max_pool2d(x, 2, 2, "SAME"),
-        "add_relu": tf.nn.relu(a + tf.nn.conv2d(c, tf.constant(rng.normal(size=(1, 1, 6, 4)),
-                                                               tf.float32), 1, "SAME")),
+        "add_relu": tf.nn.relu(
+            a + tf.nn.conv2d(c, tf.constant(rng.normal(size=(1, 1, 6, 4)), tf.float32), 1, "SAME")
+        ),
         "concat": tf.concat([a, c], axis=-1),
         "d2s": tf.nn.depth_to_space(tf.concat([a, a], axis=-1), 2),
         "pad": tf.pad(a, [[0, 0], [1, 2], [0, 1], [0, 0]]),
         "flat": tf.sigmoid(tf.reshape(b, [1, -1])),
-    }  # fmt: skip
+    }
 
 
 def interpreter_outputs(path: Path, batch: np.ndarray) -> dict[str, np.ndarray]:
@@ -68,17 +72,36 @@ def test_every_operator_matches_the_interpreter(tmp_path: Path) -> None:
     odd and even sizes, both resize flags, float16 weights) gives the interpreter's outputs."""
     path = write_tflite(every_operator, tmp_path / "ops.tflite")
     graph = tflite.read(path)
-    options = [(op.opcode, op.options.get("fusedActivationFunction"), op.options.get("padding"),
-                op.options.get("alignCorners"), op.options.get("halfPixelCenters"))
-               for op in graph.operators]  # fmt: skip
+    options = [
+        (
+            op.opcode,
+            op.options.get("fusedActivationFunction"),
+            op.options.get("padding"),
+            op.options.get("alignCorners"),
+            op.options.get("halfPixelCenters"),
+        )
+        for op in graph.operators
+    ]
     # The model really holds what this test claims to cover (TF's converter fuses as expected).
     assert {o[1] for o in options if o[0] in ("CONV_2D", "DEPTHWISE_CONV_2D", "ADD")} >= {0, 1, 2, 3}
     assert {(o[0], o[2]) for o in options} >= {("CONV_2D", 0), ("CONV_2D", 1), ("MAX_POOL_2D", 0)}
-    assert {o[3:] for o in options if o[0] == "RESIZE_BILINEAR"} == {(True, False), (False, False),
-                                                                      (False, True)}  # fmt: skip
-    assert set(graph.opcodes()) == {"ADD", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D",
-                                    "DEPTH_TO_SPACE", "LOGISTIC", "MAX_POOL_2D", "PAD", "RESHAPE",
-                                    "RESIZE_BILINEAR"}  # fmt: skip
+    assert {o[3:] for o in options if o[0] == "RESIZE_BILINEAR"} == {
+        (True, False),
+        (False, False),
+        (False, True),
+    }
+    assert set(graph.opcodes()) == {
+        "ADD",
+        "CONCATENATION",
+        "CONV_2D",
+        "DEPTHWISE_CONV_2D",
+        "DEPTH_TO_SPACE",
+        "LOGISTIC",
+        "MAX_POOL_2D",
+        "PAD",
+        "RESHAPE",
+        "RESIZE_BILINEAR",
+    }
     assert graph.folded.get("DEQUANTIZE", 0) >= 4  # float16 weights, widened at read time
     savedmodel.save(graph, tmp_path / "ops")
     batch = np.random.default_rng(1).uniform(-1, 1, (3, *SIZE[1:])).astype(np.float32)
@@ -137,7 +160,8 @@ def test_blazepose_signatures(converted: tuple[Path, list[Any]], model_dir: Path
         assert all(len(value) == 3 for value in got.values())
         empty = run(np.zeros((0, *c.shape[1:]), np.float32))
         assert {name: value.shape[1:] for name, value in empty.items()} == {
-            name: value.shape[1:] for name, value in got.items()}  # fmt: skip
+            name: value.shape[1:] for name, value in got.items()
+        }
         assert all(len(value) == 0 for value in empty.values())
 
 
@@ -148,21 +172,37 @@ def test_blazepose_spec_file(converted: tuple[Path, list[Any]]) -> None:
     out, _ = converted
     spec = toml.loads((out / blazepose.SPEC_FILE).read_text())
     assert {k: spec[k] for k in ("name", "runtime", "keypoints")} == {
-        "name": "blazepose-tf", "runtime": "tensorflow", "keypoints": "blazepose"}  # fmt: skip
+        "name": "blazepose-tf",
+        "runtime": "tensorflow",
+        "keypoints": "blazepose",
+    }
     assert spec["stages"] == [
-        {"name": "detector", "kind": "blazepose-detector", "path": "detector", "input": "input_1",
-         "shape": [-1, 224, 224, 3], "outputs": ["Identity", "Identity_1"]},
-        {"name": "landmarks", "kind": "blazepose-landmarks", "path": "landmarks",
-         "input": "input_1", "shape": [-1, 256, 256, 3],
-         "outputs": ["Identity", "Identity_1", "Identity_3"], "payload": "crops"},
-    ]  # fmt: skip
+        {
+            "name": "detector",
+            "kind": "blazepose-detector",
+            "path": "detector",
+            "input": "input_1",
+            "shape": [-1, 224, 224, 3],
+            "outputs": ["Identity", "Identity_1"],
+        },
+        {
+            "name": "landmarks",
+            "kind": "blazepose-landmarks",
+            "path": "landmarks",
+            "input": "input_1",
+            "shape": [-1, 256, 256, 3],
+            "outputs": ["Identity", "Identity_1", "Identity_3"],
+            "payload": "crops",
+        },
+    ]
     for stage in spec["stages"]:
         assert (out / stage["path"] / "saved_model.pb").is_file()
 
 
 @pytest.mark.integration
-def test_blazepose_tf_serves_like_blazepose(converted: tuple[Path, list[Any]], isolated: dict[str, str],
-                                            start_worker: Any) -> None:  # fmt: skip
+def test_blazepose_tf_serves_like_blazepose(
+    converted: tuple[Path, list[Any]], isolated: dict[str, str], start_worker: Any
+) -> None:
     """Served through its spec file by real workers on the tensorflow runtime, the converted
     pair finds the people the bundled TFLite pair finds, at the same keypoints (to within what a
     1e-4 px move of the region does to the uint8 crop)."""
@@ -186,8 +226,16 @@ def test_blazepose_tf_serves_like_blazepose(converted: tuple[Path, list[Any]], i
         for a, b in zip(ref["people"], got["people"], strict=True):
             diffs.append(np.abs(np.array(a["keypoints"])[:, :2] - np.array(b["keypoints"])[:, :2]))
     d = np.concatenate(diffs).max(axis=1) if diffs else np.zeros(0)
-    print(json.dumps({"frames": len(frames["blazepose"]), "people": len(diffs),
-                      "xy_max_abs_px": float(d.max()), "xy_median_px": float(np.median(d))}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "frames": len(frames["blazepose"]),
+                "people": len(diffs),
+                "xy_max_abs_px": float(d.max()),
+                "xy_median_px": float(np.median(d)),
+            }
+        )
+    )
     assert len(diffs) >= 60
     # The detectors' regions differ by ~1e-4 px, but cv2's warp samples on a 1/32 px grid and
     # rounds to uint8, so a few crop pixels change by up to ~7 levels and landmarks move up to

@@ -30,8 +30,9 @@ def test_missing_tensorflow_says_how_to_install(no_tensorflow: None) -> None:
         import_tensorflow()
 
 
-def test_convert_without_tensorflow_is_refused(no_tensorflow: None, model_dir: Path, tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_convert_without_tensorflow_is_refused(
+    no_tensorflow: None, model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """``posequeue convert`` exits 2 with the install hint and writes nothing."""
     assert main(["convert", "blazepose", "-o", str(tmp_path / "tf")]) == 2
     assert "pip install tensorflow-cpu==2.10.1" in capsys.readouterr().err

@@ -17,12 +17,16 @@ from posequeue.convert.tflite import Graph, Operator, Tensor, densify  # noqa: E
 DENSE, CSR = 0, 1
 
 
-def level(kind: int, size: int = 0, segments: list[int] | None = None,
-          indices: list[int] | None = None) -> SimpleNamespace:  # fmt: skip
+def level(
+    kind: int, size: int = 0, segments: list[int] | None = None, indices: list[int] | None = None
+) -> SimpleNamespace:
     """One DimensionMetadataT, as the schema bindings unpack it."""
-    return SimpleNamespace(format=kind, denseSize=size,
-                           arraySegments=SimpleNamespace(values=segments),
-                           arrayIndices=SimpleNamespace(values=indices))  # fmt: skip
+    return SimpleNamespace(
+        format=kind,
+        denseSize=size,
+        arraySegments=SimpleNamespace(values=segments),
+        arrayIndices=SimpleNamespace(values=indices),
+    )
 
 
 def test_densify_row_major_csr() -> None:
@@ -57,12 +61,21 @@ def test_detector_weights_densify_as_tflite_does(model_dir: Path) -> None:
     fb = tflite.schema()
     model = fb.ModelT.InitFromObj(fb.Model.GetRootAs(path.read_bytes(), 0))
     densify_code = fb.BuiltinOperator.DENSIFY
-    outputs = [int(op.outputs[0]) for op in model.subgraphs[0].operators
-               if max(model.operatorCodes[op.opcodeIndex].builtinCode,
-                      model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode) == densify_code]  # fmt: skip
+    outputs = [
+        int(op.outputs[0])
+        for op in model.subgraphs[0].operators
+        if max(
+            model.operatorCodes[op.opcodeIndex].builtinCode,
+            model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode,
+        )
+        == densify_code
+    ]
     # The reference kernels, tensors kept: XNNPACK would take the weights over and free them.
-    interpreter = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True,
-                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter = Interpreter(
+        model_path=str(path),
+        experimental_preserve_all_tensors=True,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
     interpreter.allocate_tensors()
     image = np.zeros((1, 224, 224, 3), np.float32)
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image)
@@ -79,14 +92,35 @@ def test_blazepose_files_read(model_dir: Path) -> None:
     """Both models read to the operators the converter translates, their weights float32, and
     the input and output names the worker and the spec use."""
     expected = {
-        "pose_detection.tflite": (["ADD", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D",
-                                   "DEPTH_TO_SPACE", "PAD", "RESHAPE", "RESIZE_BILINEAR"],
-                                  {"DENSIFY": 38, "DEQUANTIZE": 144}, ["Identity", "Identity_1"]),
-        "pose_landmark_full.tflite": (["ADD", "CONV_2D", "DEPTHWISE_CONV_2D", "LOGISTIC",
-                                       "MAX_POOL_2D", "PAD", "RESHAPE", "RESIZE_BILINEAR"],
-                                      {"DEQUANTIZE": 192},
-                                      ["Identity", "Identity_1", "Identity_2", "Identity_3", "Identity_4"]),
-    }  # fmt: skip
+        "pose_detection.tflite": (
+            [
+                "ADD",
+                "CONCATENATION",
+                "CONV_2D",
+                "DEPTHWISE_CONV_2D",
+                "DEPTH_TO_SPACE",
+                "PAD",
+                "RESHAPE",
+                "RESIZE_BILINEAR",
+            ],
+            {"DENSIFY": 38, "DEQUANTIZE": 144},
+            ["Identity", "Identity_1"],
+        ),
+        "pose_landmark_full.tflite": (
+            [
+                "ADD",
+                "CONV_2D",
+                "DEPTHWISE_CONV_2D",
+                "LOGISTIC",
+                "MAX_POOL_2D",
+                "PAD",
+                "RESHAPE",
+                "RESIZE_BILINEAR",
+            ],
+            {"DEQUANTIZE": 192},
+            ["Identity", "Identity_1", "Identity_2", "Identity_3", "Identity_4"],
+        ),
+    }
     for name, (opcodes, folded, outputs) in expected.items():
         graph = tflite.read(model_dir / name)
         assert graph.opcodes() == opcodes and graph.folded == folded
@@ -100,9 +134,20 @@ def test_blazepose_files_read(model_dir: Path) -> None:
 def test_unknown_operators_are_named_with_the_model() -> None:
     """check() names every operator without a translation and the model that uses it."""
     tensors = [Tensor("x", (1, 4), "FLOAT32"), Tensor("y", (1, 4), "FLOAT32")]
-    graph = Graph("odd.tflite", tensors, [0], [1], operators=[
-        Operator("SQUARE", (0,), (1,), {}), Operator("CUSTOM:Landmarks2TransformMatrix", (1,), (1,), {}),
-        Operator("ADD", (0, 0), (1,), {})])  # fmt: skip
-    with pytest.raises(UnsupportedOp, match=r"odd\.tflite uses CUSTOM:Landmarks2TransformMatrix, "
-                       r"SQUARE, which the converter does not translate"):  # fmt: skip
+    graph = Graph(
+        "odd.tflite",
+        tensors,
+        [0],
+        [1],
+        operators=[
+            Operator("SQUARE", (0,), (1,), {}),
+            Operator("CUSTOM:Landmarks2TransformMatrix", (1,), (1,), {}),
+            Operator("ADD", (0, 0), (1,), {}),
+        ],
+    )
+    with pytest.raises(
+        UnsupportedOp,
+        match=r"odd\.tflite uses CUSTOM:Landmarks2TransformMatrix, "
+        r"SQUARE, which the converter does not translate",
+    ):
         ops.check(graph)

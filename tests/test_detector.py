@@ -23,8 +23,15 @@ def raw_outputs() -> tuple[np.ndarray, np.ndarray]:
     return np.zeros((N, 12), np.float32), np.full((N, 1), -10.0, np.float32)
 
 
-def put(boxes: np.ndarray, scores: np.ndarray, index: int, logit: float, centre: tuple[float, float],
-        size: tuple[float, float], keypoints: np.ndarray | None = None) -> None:  # fmt: skip
+def put(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    index: int,
+    logit: float,
+    centre: tuple[float, float],
+    size: tuple[float, float],
+    keypoints: np.ndarray | None = None,
+) -> None:
     """A candidate at anchor ``index``: offsets in 224-pixel units relative to the anchor centre."""
     scores[index] = logit
     boxes[index, 0:2] = centre
@@ -139,8 +146,9 @@ def test_separate_candidates_stay_separate_best_first() -> None:
     found = decode(boxes, scores)
     assert [d.score for d in found] == pytest.approx([sigmoid(4.0), sigmoid(2.5), sigmoid(1.0)])
     fx, fy = anchors()[far]
-    assert found[0].box == pytest.approx([fx - 20 / SIZE, fy - 20 / SIZE, fx + 20 / SIZE, fy + 20 / SIZE],
-                                         abs=1e-6)  # fmt: skip
+    assert found[0].box == pytest.approx(
+        [fx - 20 / SIZE, fy - 20 / SIZE, fx + 20 / SIZE, fy + 20 / SIZE], abs=1e-6
+    )
     assert iou(found[1].box, found[2].box) == pytest.approx(0.2, abs=1e-6)
 
 

@@ -119,12 +119,18 @@ def test_compose_stack_has_what_the_issue_asks(compose: dict[str, Any]) -> None:
     per model stage, all on one broker."""
     services = compose["services"]
     assert {"redis", "s3", "flower", "producer"} <= set(services)
-    stages = {s["command"][s["command"].index("--stage") + 1]
-              for s in services.values() if "--stage" in s.get("command", [])}  # fmt: skip
+    stages = {
+        s["command"][s["command"].index("--stage") + 1]
+        for s in services.values()
+        if "--stage" in s.get("command", [])
+    }
     assert stages == {"ingest", "detector", "landmarks"}
     assert "FLOWER_BASIC_AUTH" in services["flower"]["environment"]
-    assert {s["environment"]["POSEQUEUE_BROKER_URL"] for s in services.values()
-            if "POSEQUEUE_BROKER_URL" in s.get("environment", {})} == {"redis://redis:6379/0"}  # fmt: skip
+    assert {
+        s["environment"]["POSEQUEUE_BROKER_URL"]
+        for s in services.values()
+        if "POSEQUEUE_BROKER_URL" in s.get("environment", {})
+    } == {"redis://redis:6379/0"}
 
 
 def test_compose_commands_parse(compose: dict[str, Any]) -> None:
@@ -147,8 +153,10 @@ def test_plan_compose_uses_the_dockerfiles_images(instance: str) -> None:
     layout = {"ingest": 0, "detector": 1, "landmarks": 1}
     services = load_compose(render_compose(plan(instance, layout)))["services"]
     images = {default(s["image"]) for s in services.values()}
-    expected = {"posequeue/producer", "posequeue/worker-cpu" if instance == "cpu"
-                else "posequeue/worker-neuron"}  # fmt: skip
+    expected = {
+        "posequeue/producer",
+        "posequeue/worker-cpu" if instance == "cpu" else "posequeue/worker-neuron",
+    }
     assert images == expected and images <= tags
     for service in services.values():
         assert service["entrypoint"] == [ENTRYPOINT]  # env execs the command's own program
@@ -159,5 +167,7 @@ def test_plan_fragment_merges_into_the_stack(compose: dict[str, Any]) -> None:
     """The plan's services reach the stack's Redis service by name."""
     services = load_compose(render_compose(plan("cpu", {"ingest": 0, "landmarks": 1})))["services"]
     assert "redis" in compose["services"]
-    assert all(default(s["environment"]["POSEQUEUE_BROKER_URL"]).startswith("redis://redis:")
-               for s in services.values())  # fmt: skip
+    assert all(
+        default(s["environment"]["POSEQUEUE_BROKER_URL"]).startswith("redis://redis:")
+        for s in services.values()
+    )

@@ -22,13 +22,16 @@ def refused(result) -> dict:  # type: ignore[no-untyped-def]
     return out
 
 
-@pytest.mark.parametrize("make,words", [
-    (lambda p: videos.make_not_a_video(p / "notes.mp4"), "not a readable video"),
-    (lambda p: videos.make_empty(p / "empty.mp4"), "not a readable video"),
-    (lambda p: videos.make_truncated(p / "cut.mp4"), "not a readable video"),
-    (lambda p: videos.make_audio_only(p / "song.m4a"), "no video stream"),
-    (lambda p: p / "does-not-exist.mp4", "no such file"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "make,words",
+    [
+        (lambda p: videos.make_not_a_video(p / "notes.mp4"), "not a readable video"),
+        (lambda p: videos.make_empty(p / "empty.mp4"), "not a readable video"),
+        (lambda p: videos.make_truncated(p / "cut.mp4"), "not a readable video"),
+        (lambda p: videos.make_audio_only(p / "song.m4a"), "no video stream"),
+        (lambda p: p / "does-not-exist.mp4", "no such file"),
+    ],
+)
 def test_bad_video_refused(make, words, tmp_path, redis_url) -> None:
     """A file that is no usable video is refused at submission, naming the file and the fault."""
     path = make(tmp_path)
@@ -63,8 +66,7 @@ def test_unreachable_store_refused(s3_server, isolated) -> None:
     assert "no-such-bucket-here" in out["error"] and "not reachable" in out["error"]
 
 
-def test_video_broken_after_submission_fails_job_and_worker_goes_on(isolated, start_worker,
-                                                                     tmp_path) -> None:  # fmt: skip
+def test_video_broken_after_submission_fails_job_and_worker_goes_on(isolated, start_worker, tmp_path) -> None:
     """A video that breaks between submission and ingest fails its job with a reason; the same
     worker then finishes the next job."""
     path = tmp_path / "clip.mp4"
@@ -98,10 +100,14 @@ def test_unwritable_result_store_fails_job(isolated, start_worker, jobs) -> None
     server.start()
     try:
         host, port = server.get_host_and_port()
-        worker = start_worker(POSEQUEUE_BROKER_URL=isolated["POSEQUEUE_BROKER_URL"],
-                              POSEQUEUE_STORE="s3://bucket-that-is-missing/results",
-                              AWS_ENDPOINT_URL=f"http://{host}:{port}", AWS_ACCESS_KEY_ID="x",
-                              AWS_SECRET_ACCESS_KEY="x", AWS_DEFAULT_REGION="us-east-1")  # fmt: skip
+        worker = start_worker(
+            POSEQUEUE_BROKER_URL=isolated["POSEQUEUE_BROKER_URL"],
+            POSEQUEUE_STORE="s3://bucket-that-is-missing/results",
+            AWS_ENDPOINT_URL=f"http://{host}:{port}",
+            AWS_ACCESS_KEY_ID="x",
+            AWS_SECRET_ACCESS_KEY="x",
+            AWS_DEFAULT_REGION="us-east-1",
+        )
         out = posequeue("submit", str(SAMPLE), "--wait", "--json", "--timeout", "60", env=isolated)
         job = json.loads(out.stdout.splitlines()[-1])
         assert job["status"] == "failed"
@@ -119,15 +125,18 @@ def test_unwritable_result_store_fails_job(isolated, start_worker, jobs) -> None
         server.stop()
 
 
-
-
 @pytest.mark.parametrize("window", ["16", "256"], ids=["window-full", "all-frames-queued"])
 def test_no_worker_for_the_model_fails_the_job(window, isolated, start_worker, tmp_path) -> None:
     """With producers but no worker on the model's queue, the job fails once no batch has
     finished for a payload's lifetime, naming the queue and the command to start: whether the
     producer waits on a full window or has queued every frame."""
-    env = {**isolated, "POSEQUEUE_VISIBILITY_TIMEOUT": "5", "POSEQUEUE_TASK_TIME_LIMIT": "2",
-           "POSEQUEUE_PAYLOAD_TTL": "8", "POSEQUEUE_MAX_INFLIGHT_FRAMES": window}  # fmt: skip
+    env = {
+        **isolated,
+        "POSEQUEUE_VISIBILITY_TIMEOUT": "5",
+        "POSEQUEUE_TASK_TIME_LIMIT": "2",
+        "POSEQUEUE_PAYLOAD_TTL": "8",
+        "POSEQUEUE_MAX_INFLIGHT_FRAMES": window,
+    }
     start_worker("--stage", "ingest", **{k: v for k, v in env.items() if k.startswith("POSEQUEUE_")})
     video = videos.make_long(tmp_path / "long.mp4", seconds=4, width=160, height=120)
     out = posequeue("submit", str(video), "--wait", "--json", "--timeout", "60", env=env)

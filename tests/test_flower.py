@@ -69,8 +69,7 @@ def flower(broker_url: str, tmp_path: Path) -> Iterator[str]:
             pytest.fail("Flower is not installed (pip install 'posequeue[flower]')")
         pytest.skip("Flower is not installed")
     port = free_port()
-    env = {**os.environ, "POSEQUEUE_BROKER_URL": broker_url,
-           "FLOWER_BASIC_AUTH": f"{AUTH[0]}:{AUTH[1]}"}  # fmt: skip
+    env = {**os.environ, "POSEQUEUE_BROKER_URL": broker_url, "FLOWER_BASIC_AUTH": f"{AUTH[0]}:{AUTH[1]}"}
     env.pop("FLOWER_UNAUTHENTICATED_API", None)
     base = f"http://127.0.0.1:{port}"
     with serving(flower_cmd("--port", str(port)), env, f"{base}/healthcheck", tmp_path / "flower.log"):
@@ -107,28 +106,47 @@ def test_flower_api_needs_the_password(flower: str) -> None:
     assert get(f"{flower}/api/queues/length", ("flower", "wrong"))[0] == 401
 
 
-@pytest.mark.parametrize(("address", "env", "message"), [
-    ("0.0.0.0", {}, "without authentication"),
-    ("", {}, "every interface"),
-    ("0.0.0.0", {"FLOWER_BASIC_AUTH": "a:b", "FLOWER_UNAUTHENTICATED_API": "true"},
-     "FLOWER_UNAUTHENTICATED_API"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("address", "env", "message"),
+    [
+        ("0.0.0.0", {}, "without authentication"),
+        ("", {}, "every interface"),
+        (
+            "0.0.0.0",
+            {"FLOWER_BASIC_AUTH": "a:b", "FLOWER_UNAUTHENTICATED_API": "true"},
+            "FLOWER_UNAUTHENTICATED_API",
+        ),
+    ],
+)
 def test_flower_refuses_to_listen_beyond_localhost_without_auth(
     address: str, env: dict[str, str], message: str
 ) -> None:
     """Exit 2 with a clear `error:` line, before Flower starts."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("FLOWER_")}
-    result = subprocess.run(flower_cmd("--address", address, "--port", str(free_port())),
-                            env={**clean, **env}, capture_output=True, text=True,
-                            timeout=30)  # fmt: skip
+    result = subprocess.run(
+        flower_cmd("--address", address, "--port", str(free_port())),
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("error: refusing to serve Flower") and message in result.stderr
 
 
-@pytest.mark.parametrize(("address", "loopback"), [
-    ("127.0.0.1", True), ("::1", True), ("localhost", True), ("127.0.0.2", True),
-    ("0.0.0.0", False), ("", False), ("10.1.2.3", False), ("::", False),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("address", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("localhost", True),
+        ("127.0.0.2", True),
+        ("0.0.0.0", False),
+        ("", False),
+        ("10.1.2.3", False),
+        ("::", False),
+    ],
+)
 def test_is_loopback(address: str, loopback: bool) -> None:
     """Loopback addresses and names that resolve only to them count as local."""
     assert is_loopback(address) is loopback

@@ -18,8 +18,9 @@ from posequeue.config.schemas import Cursor, JobStatus
 def throttled_job(jobs):  # type: ignore[no-untyped-def]
     """A running job whose in-flight window is full, so every ingest run defers itself; failed
     at the end so the deferred messages left on the ingest queue are dropped as stale."""
-    job_id = jobs.create(job_id=jobs.new_id(), model="blazepose", video="/nonexistent.mp4",
-                         batch_size=8, source="test")  # fmt: skip
+    job_id = jobs.create(
+        job_id=jobs.new_id(), model="blazepose", video="/nonexistent.mp4", batch_size=8, source="test"
+    )
     info = {"width": 640, "height": 360, "fps": 30.0}
     jobs.mark_running(job_id, info)
     jobs.set_enqueued(job_id, 1000)
@@ -54,8 +55,13 @@ def _run_in_tracer(job_id: str, retries: int, task_name: str = "ingest") -> str:
     task, args = (ingest, [Cursor(job_id).to_dict()]) if task_name == "ingest" else (finalize, [job_id])
     tracer = build_tracer(task.name, task, app=app, hostname="test@host", store_errors=False)
     task_id = uuid.uuid4().hex
-    request = {"id": task_id, "retries": retries, "hostname": "test@host", "is_eager": False,
-               "delivery_info": {"exchange": "", "routing_key": "ingest", "priority": 0}}  # fmt: skip
+    request = {
+        "id": task_id,
+        "retries": retries,
+        "hostname": "test@host",
+        "is_eager": False,
+        "delivery_info": {"exchange": "", "routing_key": "ingest", "priority": 0},
+    }
     traced = tracer(task_id, args, {}, request)
     return str(traced.info.state) if traced.info else "SUCCESS"
 

@@ -51,8 +51,11 @@ def test_concurrent_duplicate_deliveries(jobs, job) -> None:
                 assert jobs.r.scard(f"pq:job:{job}:done") == 50
 
     threads = [threading.Thread(target=deliver, args=(i % 50,)) for i in range(100)]
-    ender = threading.Thread(target=lambda: wins.append(
-        jobs.ingest_done(job, frames_total=50, batches_total=50, corrupt_packets=0)))
+    ender = threading.Thread(
+        target=lambda: wins.append(
+            jobs.ingest_done(job, frames_total=50, batches_total=50, corrupt_packets=0)
+        )
+    )
     for t in [*threads[:60], ender, *threads[60:]]:
         t.start()
     for t in [*threads, ender]:

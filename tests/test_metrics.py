@@ -57,20 +57,26 @@ def test_a_later_stage_counts_frames_queued_for_earlier_stages() -> None:
     depths = {DETECTOR: 3, LANDMARKS: 1}
     got = stage_backlogs(spec, depths, 8, {("blazepose", "detector"): 80.0, ("blazepose", "landmarks"): 40.0})
     assert [(b.stage, b.queued_frames, b.seconds) for b in got] == [
-        ("detector", 24, 0.3), ("landmarks", 32, 0.8),
-    ]  # fmt: skip
+        ("detector", 24, 0.3),
+        ("landmarks", 32, 0.8),
+    ]
     assert Snapshot(queues=depths, stages=got).backlog_seconds == 0.8
 
 
 def snapshot() -> Snapshot:
     return Snapshot(
-        queues={"ingest": 0, DETECTOR: 4, LANDMARKS: 0}, unacked=1,
-        jobs={"queued": 1, "running": 2, "done": 3, "failed": 0}, batches_in_flight=5,
-        frames_done=120, batch_size=8.0,
+        queues={"ingest": 0, DETECTOR: 4, LANDMARKS: 0},
+        unacked=1,
+        jobs={"queued": 1, "running": 2, "done": 3, "failed": 0},
+        batches_in_flight=5,
+        frames_done=120,
+        batch_size=8.0,
         workers=[WorkerRate('w"1@h', "blazepose", "detector", 60, 1.5, 90.25)],
-        stages=[StageBacklog("blazepose", "detector", 32, 0.0, math.inf),
-                StageBacklog("blazepose", "landmarks", 32, 10.0, 3.2)],
-    )  # fmt: skip
+        stages=[
+            StageBacklog("blazepose", "detector", 32, 0.0, math.inf),
+            StageBacklog("blazepose", "landmarks", 32, 10.0, 3.2),
+        ],
+    )
 
 
 def test_render_is_prometheus_text_with_every_gauge() -> None:
@@ -185,11 +191,15 @@ def test_worker_reports_frames_per_second(isolated: dict[str, str], start_worker
     assert out.returncode == 0, out.stderr
     got = samples(out.stdout)
     for stage in ("detector", "landmarks"):
-        fps = [v for k, v in got.items()
-               if k.startswith("posequeue_worker_frames_per_second{") and f'stage="{stage}"' in k]
+        fps = [
+            v
+            for k, v in got.items()
+            if k.startswith("posequeue_worker_frames_per_second{") and f'stage="{stage}"' in k
+        ]
         assert fps and fps[0] > 0, (
             f"no {stage} frames/s: does `posequeue worker` import posequeue.fleet.worker_stats?\n"
-            + out.stdout)  # fmt: skip
+            + out.stdout
+        )
         assert got[f'posequeue_stage_capacity_frames_per_second{{model="blazepose",stage="{stage}"}}'] > 0
     assert got['posequeue_jobs{status="done"}'] == 1
     assert got["posequeue_frames_done_total"] > 0
@@ -215,13 +225,22 @@ def test_once_publishes_to_cloudwatch(s3_server: str, isolated: dict[str, str]) 
     queues = {d["Value"] for m in listed if m["MetricName"] == "QueueDepth" for d in m["Dimensions"]}
     assert {DETECTOR, LANDMARKS, "ingest"} <= queues
     stats = cw.get_metric_statistics(
-        Namespace="posequeue-test", MetricName="QueueDepth",
+        Namespace="posequeue-test",
+        MetricName="QueueDepth",
         Dimensions=[{"Name": "Queue", "Value": DETECTOR}],
-        StartTime=time.time() - 600, EndTime=time.time() + 600, Period=60, Statistics=["Maximum"],
-    )["Datapoints"]  # fmt: skip
+        StartTime=time.time() - 600,
+        EndTime=time.time() + 600,
+        Period=60,
+        Statistics=["Maximum"],
+    )["Datapoints"]
     assert [p["Maximum"] for p in stats] == [3.0]
     backlog_points = cw.get_metric_statistics(
-        Namespace="posequeue-test", MetricName="BacklogSeconds", Dimensions=[],
-        StartTime=time.time() - 600, EndTime=time.time() + 600, Period=60, Statistics=["Maximum"],
-    )["Datapoints"]  # fmt: skip
+        Namespace="posequeue-test",
+        MetricName="BacklogSeconds",
+        Dimensions=[],
+        StartTime=time.time() - 600,
+        EndTime=time.time() + 600,
+        Period=60,
+        Statistics=["Maximum"],
+    )["Datapoints"]
     assert [p["Maximum"] for p in backlog_points] == [CLOUDWATCH_BACKLOG_CAP]

@@ -30,8 +30,7 @@ def test_parse_cores(spec: str, cores: list[int]) -> None:
     assert parse_cores(spec) == cores
 
 
-@pytest.mark.parametrize("spec", ["", "a", "3-1", "1,1", "-1", "0-1,1", "0,", "1-", "0-1-2",
-                                  "1.5", "0;1"])  # fmt: skip
+@pytest.mark.parametrize("spec", ["", "a", "3-1", "1,1", "-1", "0-1,1", "0,", "1-", "0-1-2", "1.5", "0;1"])
 def test_parse_cores_errors(spec: str) -> None:
     """Empty, non-numeric, reversed, repeated and negative specs are a CoreSpecError."""
     with pytest.raises(CoreSpecError) as err:
@@ -41,9 +40,15 @@ def test_parse_cores_errors(spec: str) -> None:
 
 @pytest.mark.parametrize(
     ("cores", "spec"),
-    [([0, 1], "0-1"), ([2, 3, 4, 5], "2-5"), ([5], "5"), ([0, 1, 4], "0,1,4"), ([2, 4], "2,4"),
-     ([1, 0], "1,0")],
-)  # fmt: skip
+    [
+        ([0, 1], "0-1"),
+        ([2, 3, 4, 5], "2-5"),
+        ([5], "5"),
+        ([0, 1, 4], "0,1,4"),
+        ([2, 4], "2,4"),
+        ([1, 0], "1,0"),
+    ],
+)
 def test_format_cores(cores: list[int], spec: str) -> None:
     """Contiguous runs print as a range, others as a comma list, and parse back the same."""
     assert format_cores(cores) == spec
@@ -51,8 +56,9 @@ def test_format_cores(cores: list[int], spec: str) -> None:
 
 
 def run_python(code: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=60
+    )
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs sched_setaffinity")
@@ -120,11 +126,20 @@ def test_neuron_env_refuses_gaps() -> None:
 def test_second_claim_of_a_core_is_refused(tmp_path) -> None:
     """While one process holds a core, another claiming it is refused, naming the holder; the
     claim ends with the holder's process."""
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path;"
-        "from posequeue.worker.pinning import claim_cores;"
-        f"claim_cores([0, 1], 'neuron', 'first', Path({str(tmp_path)!r}));"
-        "print('held', flush=True); time.sleep(30)")], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from pathlib import Path;"
+                "from posequeue.worker.pinning import claim_cores;"
+                f"claim_cores([0, 1], 'neuron', 'first', Path({str(tmp_path)!r}));"
+                "print('held', flush=True); time.sleep(30)"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         from posequeue.worker.pinning import CoreSpecError, claim_cores
@@ -135,7 +150,14 @@ def test_second_claim_of_a_core_is_refused(tmp_path) -> None:
         holder.kill()
         holder.wait()
     claim_cores([1, 2], "cpu", "third", tmp_path)  # other kind: its own namespace
-    check = subprocess.run([sys.executable, "-c", (
-        "from pathlib import Path; from posequeue.worker.pinning import claim_cores;"
-        f"claim_cores([0, 1], 'neuron', 'again', Path({str(tmp_path)!r}))")])  # fmt: skip
+    check = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            (
+                "from pathlib import Path; from posequeue.worker.pinning import claim_cores;"
+                f"claim_cores([0, 1], 'neuron', 'again', Path({str(tmp_path)!r}))"
+            ),
+        ]
+    )
     assert check.returncode == 0  # released when the holder died

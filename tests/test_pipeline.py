@@ -62,9 +62,16 @@ def test_sample_video_end_to_end(worker, settings, jobs, store_root) -> None:
     assert manifest["status"] == "done" and manifest["frames_total"] == 90
 
 
-@pytest.mark.parametrize("codec,suffix", [
-    ("h264", ".mp4"), ("hevc", ".mp4"), ("vp9", ".webm"), ("av1", ".mkv"), ("mjpeg", ".avi"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "codec,suffix",
+    [
+        ("h264", ".mp4"),
+        ("hevc", ".mp4"),
+        ("vp9", ".webm"),
+        ("av1", ".mkv"),
+        ("mjpeg", ".avi"),
+    ],
+)
 def test_codecs(codec, suffix, worker, settings, jobs, store_root, tmp_path) -> None:
     """Any codec PyAV decodes goes through, every frame once, in order."""
     if codec not in videos.available_codecs():
@@ -79,8 +86,7 @@ def test_codecs(codec, suffix, worker, settings, jobs, store_root, tmp_path) -> 
 def test_phone_rotation(rotation, worker, settings, jobs, store_root, tmp_path) -> None:
     """A phone video's display rotation is applied: sizes and coordinates are of the picture
     as players show it (portrait for 90 and 270)."""
-    path = videos.make_video(tmp_path / "phone.mp4", width=320, height=240, frames=20,
-                             rotation=rotation)  # fmt: skip
+    path = videos.make_video(tmp_path / "phone.mp4", width=320, height=240, frames=20, rotation=rotation)
     job = wait_job(jobs, submit(settings, jobs, path))
     assert job["status"] == "done", job.get("error")
     result = load_results(store_root, job)
@@ -157,8 +163,9 @@ def test_all_stage_worker_runs_both_stages_in_one_task(isolated, start_worker) -
     queue. Both give the same poses."""
     # Given the sample video through one all-stage worker, then through one worker per stage
     fused, fused_lines = run_sample(isolated, start_worker, ())
-    split, split_lines = run_sample(isolated, start_worker, ("--stage", "ingest"), ("--stage", "detector"),
-                                    ("--stage", "landmarks"))  # fmt: skip
+    split, split_lines = run_sample(
+        isolated, start_worker, ("--stage", "ingest"), ("--stage", "detector"), ("--stage", "landmarks")
+    )
     # Then the all-stage worker ran each batch's two stages in one task ...
     tasks: dict[str, list[str]] = {}
     for line in fused_lines:

@@ -32,9 +32,10 @@ def run_cli(*argv: str) -> int:
 # -- catalogue ------------------------------------------------------------------------------
 def test_inf1_sizes_have_the_briefs_topology() -> None:
     """inf1 sizes carry 4 NeuronCores per chip and their chip counts and prices."""
-    assert [(CATALOGUE[n].chips, CATALOGUE[n].cores) for n in
-            ("inf1.xlarge", "inf1.2xlarge", "inf1.6xlarge", "inf1.24xlarge")] == [
-        (1, 4), (1, 4), (4, 16), (16, 64)]  # fmt: skip
+    assert [
+        (CATALOGUE[n].chips, CATALOGUE[n].cores)
+        for n in ("inf1.xlarge", "inf1.2xlarge", "inf1.6xlarge", "inf1.24xlarge")
+    ] == [(1, 4), (1, 4), (4, 16), (16, 64)]
     assert CATALOGUE["inf1.24xlarge"].price_per_hour == pytest.approx(4.721)
     assert CATALOGUE["inf2.48xlarge"].cores_per_chip == 2
     assert CATALOGUE["trn1.32xlarge"].cores == 32
@@ -82,8 +83,7 @@ def test_24xlarge_replicates_the_layout_on_16_chips() -> None:
     assert sorted(c for w in p.workers for c in w.cores) == list(range(64))
     assert {d for w in p.workers for d in w.devices} == {f"/dev/neuron{i}" for i in range(16)}
     last = p.workers[-1]
-    assert (last.stage, list(last.cores), last.devices) == ("landmarks", [62, 63],
-                                                             ("/dev/neuron15",))  # fmt: skip
+    assert (last.stage, list(last.cores), last.devices) == ("landmarks", [62, 63], ("/dev/neuron15",))
     assert last.env["NEURON_RT_VISIBLE_CORES"] == "62-63"
     for w in p.workers:  # no group straddles two chips
         assert {c // 4 for c in w.cores} == {int(w.devices[0].removeprefix("/dev/neuron"))}
@@ -104,8 +104,7 @@ def test_one_plus_one_plus_one_plus_one() -> None:
     assert [list(w.cores) for w in p.workers] == [[0], [1], [2], [3]]
     assert [w.env["NEURON_RT_VISIBLE_CORES"] for w in p.workers] == ["0", "1", "2", "3"]
     p = plan("inf1.6xlarge", {"detector": 1, "landmarks": [1, 1, 1]})
-    assert [w.stage for w in p.workers[:5]] == ["detector", "landmarks", "landmarks", "landmarks",
-                                                "detector"]  # fmt: skip
+    assert [w.stage for w in p.workers[:5]] == ["detector", "landmarks", "landmarks", "landmarks", "detector"]
     assert p.workers[4].devices == ("/dev/neuron1",) and p.workers[4].cores == (4,)
 
 
@@ -156,17 +155,44 @@ def test_two_models_two_plus_two_on_xlarge(anymotion: str) -> None:
     p = plan("inf1.xlarge", {"anymotion:pose": 2, "blazepose:landmarks": 2})
     pose, landmarks = p.workers
     assert (pose.name, pose.model, pose.stage, pose.queue, pose.cores) == (
-        "anymotion-pose-c0-1", "anymotion", "pose", "pose.anymotion.pose", (0, 1))  # fmt: skip
+        "anymotion-pose-c0-1",
+        "anymotion",
+        "pose",
+        "pose.anymotion.pose",
+        (0, 1),
+    )
     assert (landmarks.name, landmarks.model, landmarks.queue, landmarks.cores) == (
-        "blazepose-landmarks-c2-3", "blazepose", "pose.blazepose.landmarks", (2, 3))  # fmt: skip
+        "blazepose-landmarks-c2-3",
+        "blazepose",
+        "pose.blazepose.landmarks",
+        (2, 3),
+    )
     assert pose.env == {"NEURON_RT_VISIBLE_CORES": "0-1", "NEURON_PROCESS_TAG": "anymotion-pose-c0-1"}
-    assert landmarks.env == {"NEURON_RT_VISIBLE_CORES": "2-3",
-                             "NEURON_PROCESS_TAG": "blazepose-landmarks-c2-3"}  # fmt: skip
+    assert landmarks.env == {
+        "NEURON_RT_VISIBLE_CORES": "2-3",
+        "NEURON_PROCESS_TAG": "blazepose-landmarks-c2-3",
+    }
     assert pose.devices == landmarks.devices == ("/dev/neuron0",)
-    assert pose.command() == ["posequeue", "worker", "--model", "anymotion", "--stage", "pose",
-                              "--cores", "0-1"]  # fmt: skip
-    assert landmarks.command() == ["posequeue", "worker", "--model", "blazepose", "--stage",
-                                   "landmarks", "--cores", "2-3"]  # fmt: skip
+    assert pose.command() == [
+        "posequeue",
+        "worker",
+        "--model",
+        "anymotion",
+        "--stage",
+        "pose",
+        "--cores",
+        "0-1",
+    ]
+    assert landmarks.command() == [
+        "posequeue",
+        "worker",
+        "--model",
+        "blazepose",
+        "--stage",
+        "landmarks",
+        "--cores",
+        "2-3",
+    ]
     assert p.models == ("anymotion", "blazepose") and p.idle_cores_per_chip == 0
     assert p.layout_text == "anymotion:pose=2,blazepose:landmarks=2"
 
@@ -175,8 +201,10 @@ def test_bare_stages_are_the_plans_model(anymotion: str) -> None:
     """A bare STAGE is one of --model; the same split written either way is the same plan."""
     qualified = plan("inf1.xlarge", {"anymotion:pose": 2, "blazepose:landmarks": 2})
     assert plan("inf1.xlarge", {"anymotion:pose": 2, "landmarks": 2}).workers == qualified.workers
-    assert plan("inf1.xlarge", {"pose": 2, "blazepose:landmarks": 2},
-                model=anymotion).workers == qualified.workers  # fmt: skip
+    assert (
+        plan("inf1.xlarge", {"pose": 2, "blazepose:landmarks": 2}, model=anymotion).workers
+        == qualified.workers
+    )
 
 
 def test_two_models_replicated_on_6xlarge(anymotion: str) -> None:
@@ -196,19 +224,34 @@ def test_two_models_replicated_on_6xlarge(anymotion: str) -> None:
     assert len({w.name for w in p.workers}) == 8
 
 
-@pytest.mark.parametrize(("layout", "model", "message"), [
-    ({"movenet:pose": 2}, "blazepose", "unknown model 'movenet'; known models: .*anymotion, blazepose"),
-    ({"blazepose:pose": 2}, "blazepose", "'blazepose' has no stage 'pose'; its stages: detector, landmarks"),
-    ({"pose": 2}, "blazepose", "has no stage 'pose'"),
-    ({"landmarks": 2}, "movenet", "unknown model 'movenet'"),
-    ({"anymotion:landmarks": 2}, "blazepose", "model 'anymotion' has no stage 'landmarks'; its stages: pose"),
-    ({"anymotion:ingest": 0, "landmarks": 2}, "blazepose", "serve every model; write ingest=0"),
-    ({"a:b:c": 2}, "blazepose", "not STAGE or MODEL:STAGE"),
-    ({":pose": 2}, "blazepose", "not STAGE or MODEL:STAGE"),
-    ({"pose": 2, "anymotion:pose": 2}, "anymotion", "anymotion:pose is given twice"),
-])  # fmt: skip
-def test_unknown_models_and_stages_are_refused(anymotion: str, layout: dict, model: str,  # type: ignore[type-arg]
-                                               message: str) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("layout", "model", "message"),
+    [
+        ({"movenet:pose": 2}, "blazepose", "unknown model 'movenet'; known models: .*anymotion, blazepose"),
+        (
+            {"blazepose:pose": 2},
+            "blazepose",
+            "'blazepose' has no stage 'pose'; its stages: detector, landmarks",
+        ),
+        ({"pose": 2}, "blazepose", "has no stage 'pose'"),
+        ({"landmarks": 2}, "movenet", "unknown model 'movenet'"),
+        (
+            {"anymotion:landmarks": 2},
+            "blazepose",
+            "model 'anymotion' has no stage 'landmarks'; its stages: pose",
+        ),
+        ({"anymotion:ingest": 0, "landmarks": 2}, "blazepose", "serve every model; write ingest=0"),
+        ({"a:b:c": 2}, "blazepose", "not STAGE or MODEL:STAGE"),
+        ({":pose": 2}, "blazepose", "not STAGE or MODEL:STAGE"),
+        ({"pose": 2, "anymotion:pose": 2}, "anymotion", "anymotion:pose is given twice"),
+    ],
+)
+def test_unknown_models_and_stages_are_refused(
+    anymotion: str,
+    layout: dict,
+    model: str,  # type: ignore[type-arg]
+    message: str,
+) -> None:
     """A layout naming a model or stage the catalogue lacks is refused with the known names."""
     with pytest.raises(PlanError, match=message):
         plan("inf1.xlarge", layout, model=model)
@@ -220,8 +263,9 @@ def test_usable_names(name: str) -> None:
     check_name("model", name)
 
 
-@pytest.mark.parametrize("name", ["BlazePose", "pose.v2", "a:b", "-pose", "pose-", "a--b", "2pose",
-                                  "a b", "pose@1", ""])  # fmt: skip
+@pytest.mark.parametrize(
+    "name", ["BlazePose", "pose.v2", "a:b", "-pose", "pose-", "a--b", "2pose", "a b", "pose@1", ""]
+)
 def test_unusable_names(name: str) -> None:
     """Upper case, dots (queue separators), colons, stray - and others are refused with the fix."""
     with pytest.raises(PlanError, match="rename it .*e.g. blazepose-tf"):
@@ -250,8 +294,10 @@ def test_cpu_plan_has_no_neuron_env_or_devices() -> None:
 def test_throughput_gives_host_rate_and_cost() -> None:
     """A model's frames/s is its slowest stage's cores x per-core rate; cost follows the price."""
     p = plan("inf1.xlarge", {"detector": 1, "landmarks": 3}, {"detector": 400, "landmarks": 100})
-    assert p.stage_rates() == {StageKey("blazepose", "detector"): 400.0,
-                               StageKey("blazepose", "landmarks"): 300.0}  # fmt: skip
+    assert p.stage_rates() == {
+        StageKey("blazepose", "detector"): 400.0,
+        StageKey("blazepose", "landmarks"): 300.0,
+    }
     rate = (p.model_rates() or {})["blazepose"]
     assert (rate.frames_per_second, rate.bottleneck, rate.share) == (300.0, "landmarks", 1.0)
     assert rate.cost_per_million_frames == pytest.approx(0.228 / (300 * 3600) * 1e6)
@@ -260,8 +306,11 @@ def test_throughput_gives_host_rate_and_cost() -> None:
 def test_throughput_per_model(anymotion: str) -> None:
     """Two models are two pipelines: each has its own frames/s (no min across models) and pays
     for the cores it uses."""
-    p = plan("inf1.xlarge", {"anymotion:pose": 2, "detector": 1, "landmarks": 1},
-             {"anymotion:pose": 103, "blazepose:detector": 400, "landmarks": 150})  # fmt: skip
+    p = plan(
+        "inf1.xlarge",
+        {"anymotion:pose": 2, "detector": 1, "landmarks": 1},
+        {"anymotion:pose": 103, "blazepose:detector": 400, "landmarks": 150},
+    )
     rates = p.model_rates() or {}
     assert list(rates) == ["anymotion", "blazepose"]
     assert (rates["anymotion"].frames_per_second, rates["anymotion"].bottleneck) == (206.0, "pose")
@@ -271,36 +320,51 @@ def test_throughput_per_model(anymotion: str) -> None:
     assert rates["blazepose"].cost_per_million_frames == pytest.approx(0.114 / (150 * 3600) * 1e6)
 
 
-@pytest.mark.parametrize(("figures", "message"), [
-    ({"anymotion:pose": 100}, "no throughput figure for landmarks; .* anymotion:pose=100,landmarks=100"),
-    ({"pose": 100, "landmarks": 100}, "throughput given for pose, .* its stages: anymotion:pose, landmarks"),
-    ({"anymotion:pose": 1, "landmarks": 1, "blazepose:landmarks": 2}, "blazepose:landmarks is given twice"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("figures", "message"),
+    [
+        ({"anymotion:pose": 100}, "no throughput figure for landmarks; .* anymotion:pose=100,landmarks=100"),
+        (
+            {"pose": 100, "landmarks": 100},
+            "throughput given for pose, .* its stages: anymotion:pose, landmarks",
+        ),
+        (
+            {"anymotion:pose": 1, "landmarks": 1, "blazepose:landmarks": 2},
+            "blazepose:landmarks is given twice",
+        ),
+    ],
+)
 def test_throughput_keys_are_model_stages(anymotion: str, figures: dict[str, float], message: str) -> None:
     """Throughput keys resolve like layout keys: a bare stage is one of --model."""
     with pytest.raises(PlanError, match=message):
         plan("inf1.xlarge", {"anymotion:pose": 2, "landmarks": 2}, figures)
 
 
-@pytest.mark.parametrize(("figures", "message"), [
-    ({"landmarks": 100}, "no throughput figure for detector; .* --throughput detector=100,landmarks=100"),
-    ({"detector": 1, "landmarks": 1, "ingest": 5}, "throughput given for ingest"),
-    ({"detector": 0, "landmarks": 1}, "above 0"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("figures", "message"),
+    [
+        ({"landmarks": 100}, "no throughput figure for detector; .* --throughput detector=100,landmarks=100"),
+        ({"detector": 1, "landmarks": 1, "ingest": 5}, "throughput given for ingest"),
+        ({"detector": 0, "landmarks": 1}, "above 0"),
+    ],
+)
 def test_throughput_must_match_the_layout(figures: dict[str, float], message: str) -> None:
     """Figures for every cored stage, none for others, all positive."""
     with pytest.raises(PlanError, match=message):
         plan("inf1.xlarge", {"ingest": 0, "detector": 2, "landmarks": 2}, figures)
 
 
-@pytest.mark.parametrize(("text", "layout"), [
-    ("detector=2,landmarks=2", {"detector": 2, "landmarks": 2}),
-    ("landmarks=1+1+1+1", {"landmarks": [1, 1, 1, 1]}),
-    ("landmarks=4x1", {"landmarks": [1, 1, 1, 1]}),
-    (" ingest=0 , landmarks=2x2 ", {"ingest": 0, "landmarks": [2, 2]}),
-    ("anymotion:pose=2,blazepose:landmarks=1+1", {"anymotion:pose": 2, "blazepose:landmarks": [1, 1]}),
-    ("blazepose-tf:pose=2x1", {"blazepose-tf:pose": [1, 1]}),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("text", "layout"),
+    [
+        ("detector=2,landmarks=2", {"detector": 2, "landmarks": 2}),
+        ("landmarks=1+1+1+1", {"landmarks": [1, 1, 1, 1]}),
+        ("landmarks=4x1", {"landmarks": [1, 1, 1, 1]}),
+        (" ingest=0 , landmarks=2x2 ", {"ingest": 0, "landmarks": [2, 2]}),
+        ("anymotion:pose=2,blazepose:landmarks=1+1", {"anymotion:pose": 2, "blazepose:landmarks": [1, 1]}),
+        ("blazepose-tf:pose=2x1", {"blazepose-tf:pose": [1, 1]}),
+    ],
+)
 def test_parse_layout(text: str, layout: dict) -> None:  # type: ignore[type-arg]
     """N, A+B and GxN forms parse to group sizes."""
     assert parse_layout(text) == layout
@@ -315,8 +379,10 @@ def test_parse_layout_errors(text: str) -> None:
 
 def test_parse_throughput() -> None:
     """[MODEL:]STAGE=FPS pairs parse to floats; malformed or repeated ones are refused."""
-    assert parse_throughput("detector=400,anymotion:pose=150.5") == {"detector": 400.0,
-                                                                      "anymotion:pose": 150.5}  # fmt: skip
+    assert parse_throughput("detector=400,anymotion:pose=150.5") == {
+        "detector": 400.0,
+        "anymotion:pose": 150.5,
+    }
     with pytest.raises(PlanError, match="STAGE=FPS"):
         parse_throughput("landmarks=fast")
     with pytest.raises(PlanError, match="given twice"):
@@ -329,11 +395,14 @@ def test_json_shape() -> None:
     doc = json.loads(render_json(plan("inf1.xlarge", {"detector": 2, "landmarks": 2})))
     assert set(doc) == {"instance", "workers"} and doc["instance"] == "inf1.xlarge"
     assert doc["workers"][1] == {
-        "name": "blazepose-landmarks-c2-3", "model": "blazepose", "stage": "landmarks",
-        "queue": "pose.blazepose.landmarks", "cores": [2, 3],
+        "name": "blazepose-landmarks-c2-3",
+        "model": "blazepose",
+        "stage": "landmarks",
+        "queue": "pose.blazepose.landmarks",
+        "cores": [2, 3],
         "env": {"NEURON_RT_VISIBLE_CORES": "2-3", "NEURON_PROCESS_TAG": "blazepose-landmarks-c2-3"},
         "devices": ["/dev/neuron0"],
-    }  # fmt: skip
+    }
 
 
 def test_compose_parses_back_with_devices_and_env() -> None:
@@ -347,8 +416,16 @@ def test_compose_parses_back_with_devices_and_env() -> None:
     assert det["devices"] == ["/dev/neuron1"]
     assert det["environment"]["NEURON_RT_VISIBLE_CORES"] == "4-5"
     assert det["environment"]["NEURON_PROCESS_TAG"] == "blazepose-detector-c4-5"
-    assert det["command"] == ["posequeue", "worker", "--model", "blazepose", "--stage",
-                              "detector", "--cores", "4-5"]  # fmt: skip
+    assert det["command"] == [
+        "posequeue",
+        "worker",
+        "--model",
+        "blazepose",
+        "--stage",
+        "detector",
+        "--cores",
+        "4-5",
+    ]
     producer = services["blazepose-ingest"]
     assert "devices" not in producer and "NEURON_RT_VISIBLE_CORES" not in producer["environment"]
     assert producer["command"][-2:] == ["--stage", "ingest"]
@@ -368,8 +445,11 @@ def test_to_yaml_round_trips_awkward_values() -> None:
     yaml = pytest.importorskip("yaml")
     from posequeue.fleet.render import to_yaml
 
-    value = {"a: b": ["x # y", 'say "hi"', "", "yes", "0-1", 3, 1.5, None, True, [], {}],
-             "nested": [{"k": "v", "l": ["m"]}], "empty": {}}  # fmt: skip
+    value = {
+        "a: b": ["x # y", 'say "hi"', "", "yes", "0-1", 3, 1.5, None, True, [], {}],
+        "nested": [{"k": "v", "l": ["m"]}],
+        "empty": {},
+    }
     assert yaml.safe_load(to_yaml(value)) == value
 
 
@@ -379,8 +459,9 @@ def test_systemd_units() -> None:
     text = render_systemd(p)
     assert text.count("[Service]") == 2
     assert "# file: posequeue-blazepose-detector-c0-1.service" in text
-    assert ("ExecStart=/usr/local/bin/posequeue worker --model blazepose --stage landmarks "
-            "--cores 2-3") in text  # fmt: skip
+    assert (
+        "ExecStart=/usr/local/bin/posequeue worker --model blazepose --stage landmarks --cores 2-3"
+    ) in text
     assert 'Environment="NEURON_RT_VISIBLE_CORES=0-1"' in text
     assert "# file: posequeue.target" in text and "WantedBy=posequeue.target" in text
 
@@ -390,16 +471,33 @@ def test_compose_for_two_models(anymotion: str) -> None:
     its own cores, with valid service names."""
     yaml = pytest.importorskip("yaml")
     text = render_compose(plan("inf1.xlarge", {"anymotion:pose": 2, "blazepose:landmarks": 2}))
-    assert text.startswith("# posequeue plan inf1.xlarge --per-chip "
-                           "anymotion:pose=2,blazepose:landmarks=2 --model blazepose\n")  # fmt: skip
+    assert text.startswith(
+        "# posequeue plan inf1.xlarge --per-chip anymotion:pose=2,blazepose:landmarks=2 --model blazepose\n"
+    )
     services = yaml.safe_load(text)["services"]
     assert list(services) == ["anymotion-pose-c0-1", "blazepose-landmarks-c2-3"]
     assert all(COMPOSE_SERVICE.match(name) for name in services)
     pose, landmarks = services.values()
-    assert pose["command"] == ["posequeue", "worker", "--model", "anymotion", "--stage", "pose",
-                               "--cores", "0-1"]  # fmt: skip
-    assert landmarks["command"] == ["posequeue", "worker", "--model", "blazepose", "--stage",
-                                    "landmarks", "--cores", "2-3"]  # fmt: skip
+    assert pose["command"] == [
+        "posequeue",
+        "worker",
+        "--model",
+        "anymotion",
+        "--stage",
+        "pose",
+        "--cores",
+        "0-1",
+    ]
+    assert landmarks["command"] == [
+        "posequeue",
+        "worker",
+        "--model",
+        "blazepose",
+        "--stage",
+        "landmarks",
+        "--cores",
+        "2-3",
+    ]
     assert pose["environment"]["NEURON_RT_VISIBLE_CORES"] == "0-1"
     assert pose["environment"]["NEURON_PROCESS_TAG"] == "anymotion-pose-c0-1"
     assert landmarks["environment"]["NEURON_RT_VISIBLE_CORES"] == "2-3"
@@ -410,13 +508,16 @@ def test_systemd_for_two_models(anymotion: str) -> None:
     """Each unit runs its worker's own model; unit names are valid and the target wants both."""
     text = render_systemd(plan("inf1.xlarge", {"anymotion:pose": 2, "blazepose:landmarks": 2}))
     units = re.findall(r"^# file: (\S+)$", text, re.M)
-    assert units == ["posequeue-anymotion-pose-c0-1.service",
-                     "posequeue-blazepose-landmarks-c2-3.service", "posequeue.target"]  # fmt: skip
+    assert units == [
+        "posequeue-anymotion-pose-c0-1.service",
+        "posequeue-blazepose-landmarks-c2-3.service",
+        "posequeue.target",
+    ]
     assert all(SYSTEMD_UNIT.match(u) for u in units[:2])
-    assert ("ExecStart=/usr/local/bin/posequeue worker --model anymotion --stage pose "
-            "--cores 0-1") in text  # fmt: skip
-    assert ("ExecStart=/usr/local/bin/posequeue worker --model blazepose --stage landmarks "
-            "--cores 2-3") in text  # fmt: skip
+    assert ("ExecStart=/usr/local/bin/posequeue worker --model anymotion --stage pose --cores 0-1") in text
+    assert (
+        "ExecStart=/usr/local/bin/posequeue worker --model blazepose --stage landmarks --cores 2-3"
+    ) in text
     assert 'Environment="NEURON_PROCESS_TAG=anymotion-pose-c0-1"' in text
     assert 'Environment="NEURON_RT_VISIBLE_CORES=2-3"' in text
     assert f"Wants={units[0]} {units[1]}" in text
@@ -425,13 +526,20 @@ def test_systemd_for_two_models(anymotion: str) -> None:
 def test_table_for_two_models(anymotion: str) -> None:
     """The table names both models and gives frames/s and cost per model, each at its share of
     the host's price."""
-    text = render_table(plan("inf1.xlarge", {"anymotion:pose": 2, "blazepose:landmarks": 2},
-                             {"anymotion:pose": 103, "blazepose:landmarks": 150}))  # fmt: skip
+    text = render_table(
+        plan(
+            "inf1.xlarge",
+            {"anymotion:pose": 2, "blazepose:landmarks": 2},
+            {"anymotion:pose": 103, "blazepose:landmarks": 150},
+        )
+    )
     assert "models anymotion, blazepose, per chip anymotion:pose=2,blazepose:landmarks=2" in text
     assert re.search(r"^anymotion-pose-c0-1 +anymotion +pose +pose\.anymotion\.pose +0-1 ", text, re.M)
     cost = f"${0.114 / (206 * 3600) * 1e6:.3f}"
-    assert (f"expected frames/s of anymotion: 206.0 (limited by pose); {cost} per million frames "
-            "at $0.114/h (2 of the 4 cores in use)") in text  # fmt: skip
+    assert (
+        f"expected frames/s of anymotion: 206.0 (limited by pose); {cost} per million frames "
+        "at $0.114/h (2 of the 4 cores in use)"
+    ) in text
     assert "expected frames/s of blazepose: 300.0 (limited by landmarks; detector not on this host)" in text
 
 
@@ -468,19 +576,21 @@ def test_table_for_a_host_without_price() -> None:
 # -- command --------------------------------------------------------------------------------
 def test_plan_command_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
     """`plan --format json` prints the plan and exits 0."""
-    assert run_cli("plan", "inf1.24xlarge", "--per-chip", "detector=2,landmarks=2",
-                   "--format", "json") == 0  # fmt: skip
+    assert run_cli("plan", "inf1.24xlarge", "--per-chip", "detector=2,landmarks=2", "--format", "json") == 0
     assert len(json.loads(capsys.readouterr().out)["workers"]) == 32
 
 
-@pytest.mark.parametrize("argv", [
-    ["plan", "inf1.xlarge", "--per-chip", "detector=3,landmarks=2"],
-    ["plan", "inf9.huge", "--per-chip", "landmarks=1"],
-    ["plan", "inf1.xlarge", "--per-chip", "landmarks"],
-    ["plan", "inf1.xlarge", "--per-chip", "landmarks=4", "--throughput", "detector=3"],
-    ["plan", "inf1.xlarge", "--per-chip", "pose=4"],
-    ["plan", "inf1.xlarge", "--per-chip", "movenet:pose=4"],
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["plan", "inf1.xlarge", "--per-chip", "detector=3,landmarks=2"],
+        ["plan", "inf9.huge", "--per-chip", "landmarks=1"],
+        ["plan", "inf1.xlarge", "--per-chip", "landmarks"],
+        ["plan", "inf1.xlarge", "--per-chip", "landmarks=4", "--throughput", "detector=3"],
+        ["plan", "inf1.xlarge", "--per-chip", "pose=4"],
+        ["plan", "inf1.xlarge", "--per-chip", "movenet:pose=4"],
+    ],
+)
 def test_plan_command_refuses_with_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     """A bad layout, instance or figure: exit 2 and one `error:` line on stderr, nothing on stdout."""
     assert run_cli(*argv) == 2
@@ -499,30 +609,48 @@ def test_plan_command_with_a_user_model(tmp_path) -> None:  # type: ignore[no-un
     assert result.returncode == 0, result.stderr
     pose, landmarks = json.loads(result.stdout)["workers"]
     assert (pose["name"], pose["model"], pose["queue"], pose["cores"]) == (
-        "blazepose-tf-pose-c0-1", "blazepose-tf", "pose.blazepose-tf.pose", [0, 1])  # fmt: skip
+        "blazepose-tf-pose-c0-1",
+        "blazepose-tf",
+        "pose.blazepose-tf.pose",
+        [0, 1],
+    )
     assert (landmarks["model"], landmarks["queue"], landmarks["cores"]) == (
-        "blazepose", "pose.blazepose.landmarks", [2, 3])  # fmt: skip
+        "blazepose",
+        "pose.blazepose.landmarks",
+        [2, 3],
+    )
     compose = posequeue("plan", *layout, "--format", "compose", env=env)
     services = yaml.safe_load(compose.stdout)["services"]
     assert all(COMPOSE_SERVICE.match(name) for name in services)
     assert services["blazepose-tf-pose-c0-1"]["command"][2:4] == ["--model", "blazepose-tf"]
-    units = re.findall(r"^# file: (\S+\.service)$",
-                       posequeue("plan", *layout, "--format", "systemd", env=env).stdout, re.M)  # fmt: skip
-    assert units == ["posequeue-blazepose-tf-pose-c0-1.service",
-                     "posequeue-blazepose-landmarks-c2-3.service"]  # fmt: skip
+    units = re.findall(
+        r"^# file: (\S+\.service)$", posequeue("plan", *layout, "--format", "systemd", env=env).stdout, re.M
+    )
+    assert units == ["posequeue-blazepose-tf-pose-c0-1.service", "posequeue-blazepose-landmarks-c2-3.service"]
     assert all(SYSTEMD_UNIT.match(u) for u in units)
     table = posequeue("plan", *layout, "--throughput", "blazepose-tf:pose=50,landmarks=150", env=env)
     assert "expected frames/s of blazepose-tf: 100.0 (limited by pose)" in table.stdout
     assert "expected frames/s of blazepose: 300.0 (limited by landmarks;" in table.stdout
 
 
-@pytest.mark.parametrize(("model", "per_chip", "message"), [
-    ("blazepose-tf", "blazepose-tf:landmarks=2", "'blazepose-tf' has no stage 'landmarks'; its stages: pose"),
-    ("blazepose-tf", "movenet:pose=2", "unknown model 'movenet'; known models: blazepose, blazepose-tf"),
-    ("Pose.V2", "Pose.V2:pose=2", "name: 'Pose.V2' cannot name queues and workers"),
-])  # fmt: skip
-def test_plan_command_refuses_unknown_or_unusable_models(tmp_path, model: str, per_chip: str,  # type: ignore[no-untyped-def]
-                                                         message: str) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("model", "per_chip", "message"),
+    [
+        (
+            "blazepose-tf",
+            "blazepose-tf:landmarks=2",
+            "'blazepose-tf' has no stage 'landmarks'; its stages: pose",
+        ),
+        ("blazepose-tf", "movenet:pose=2", "unknown model 'movenet'; known models: blazepose, blazepose-tf"),
+        ("Pose.V2", "Pose.V2:pose=2", "name: 'Pose.V2' cannot name queues and workers"),
+    ],
+)
+def test_plan_command_refuses_unknown_or_unusable_models(
+    tmp_path,
+    model: str,
+    per_chip: str,  # type: ignore[no-untyped-def]
+    message: str,
+) -> None:
     """An unknown model or stage, or a spec name unusable in queue and unit names: exit 2 and
     the reason."""
     result = posequeue("plan", "inf1.xlarge", "--per-chip", per_chip, env=user_spec(tmp_path, model))

@@ -50,16 +50,20 @@ def requeued_at_once(log: str, threads: str) -> bool:
     return any(x["requeued"] >= 1 for x in lost)
 
 
-@pytest.mark.parametrize(("threads", "seconds", "batch"), [
-    ("1", 30, "8"),
-    # Threaded: one batch per stage, so no second message is between kombu's pop and its
-    # unacked record when the kill lands (that window loses a message: a known gap of
-    # --threads, docs/operations.md); what is tested is the supervisor's requeue.
-    ("2", 2, "64"),  # 60 frames: one 2 s segment, one batch
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("threads", "seconds", "batch"),
+    [
+        ("1", 30, "8"),
+        # Threaded: one batch per stage, so no second message is between kombu's pop and its
+        # unacked record when the kill lands (that window loses a message: a known gap of
+        # --threads, docs/operations.md); what is tested is the supervisor's requeue.
+        ("2", 2, "64"),  # 60 frames: one 2 s segment, one batch
+    ],
+)
 @pytest.mark.parametrize("stage", ["detector", "landmarks"])
-def test_sigkill_pool_process_mid_job(stage, threads, seconds, batch, isolated, start_worker,
-                                      tmp_path) -> None:  # fmt: skip
+def test_sigkill_pool_process_mid_job(
+    stage, threads, seconds, batch, isolated, start_worker, tmp_path
+) -> None:
     """SIGKILL of a stage worker's process that runs the tasks, mid-job: its batches are
     redelivered at once (acks late; reject on worker lost, or the threaded worker's supervisor)
     and the output still has every frame exactly once, in order. Each stage runs in its own
@@ -67,8 +71,10 @@ def test_sigkill_pool_process_mid_job(stage, threads, seconds, batch, isolated, 
     video = videos.make_person_video(tmp_path / "long.mp4", seconds=seconds)
     frames_total = round(seconds * 30)
     env = {k: isolated[k] for k in ("POSEQUEUE_BROKER_URL", "POSEQUEUE_STORE")}
-    workers = {name: start_worker("--stage", name, *(["--threads", threads] if name == stage else []),
-                                  **env) for name in ("ingest", "detector", "landmarks")}  # fmt: skip
+    workers = {
+        name: start_worker("--stage", name, *(["--threads", threads] if name == stage else []), **env)
+        for name in ("ingest", "detector", "landmarks")
+    }
     victim = workers[stage]
     submitted = posequeue("submit", str(video), "--batch-size", batch, "--json", env=isolated)
     job_id = json.loads(submitted.stdout)["job_id"]
@@ -108,8 +114,11 @@ def test_backpressure_bounds_batches_in_redis(isolated, start_worker, tmp_path) 
     video = videos.make_long(tmp_path / "long.mp4", seconds=40, width=320, height=240)
     window = 20  # batches of 8 frames; larger than two segments, so the window is what binds
     env = {**isolated, "POSEQUEUE_MAX_INFLIGHT_FRAMES": str(window * 8)}
-    start_worker("--stage", "ingest", **{k: env[k] for k in (
-        "POSEQUEUE_BROKER_URL", "POSEQUEUE_STORE", "POSEQUEUE_MAX_INFLIGHT_FRAMES")})  # fmt: skip
+    start_worker(
+        "--stage",
+        "ingest",
+        **{k: env[k] for k in ("POSEQUEUE_BROKER_URL", "POSEQUEUE_STORE", "POSEQUEUE_MAX_INFLIGHT_FRAMES")},
+    )
     job_id = json.loads(posequeue("submit", str(video), "--json", env=env).stdout)["job_id"]
     r = redis.Redis.from_url(env["POSEQUEUE_BROKER_URL"])
     time.sleep(6)  # ample time to decode all 1200 frames were there no window
@@ -122,15 +131,20 @@ def test_backpressure_bounds_batches_in_redis(isolated, start_worker, tmp_path) 
     assert job["inflight"] == batches and job["status"] == "running"
 
 
-def test_whole_worker_killed_batches_redelivered_after_visibility_timeout(isolated, start_worker,
-                                                                         tmp_path) -> None:  # fmt: skip
+def test_whole_worker_killed_batches_redelivered_after_visibility_timeout(
+    isolated, start_worker, tmp_path
+) -> None:
     """A worker killed outright (main process and pool, as when a host dies) leaves its reserved
     message unacknowledged; another worker gets it after the visibility timeout and the job
     completes with every frame exactly once."""
     video = videos.make_long(tmp_path / "long.mp4", seconds=20, width=320, height=240)
     env = {**isolated, "POSEQUEUE_VISIBILITY_TIMEOUT": "8", "POSEQUEUE_TASK_TIME_LIMIT": "6"}
-    keys = ("POSEQUEUE_BROKER_URL", "POSEQUEUE_STORE", "POSEQUEUE_VISIBILITY_TIMEOUT",
-            "POSEQUEUE_TASK_TIME_LIMIT")  # fmt: skip
+    keys = (
+        "POSEQUEUE_BROKER_URL",
+        "POSEQUEUE_STORE",
+        "POSEQUEUE_VISIBILITY_TIMEOUT",
+        "POSEQUEUE_TASK_TIME_LIMIT",
+    )
     first = start_worker(**{k: env[k] for k in keys})
     job_id = json.loads(posequeue("submit", str(video), "--json", env=env).stdout)["job_id"]
     deadline = time.monotonic() + 60
@@ -161,8 +175,15 @@ def test_lost_message_is_resent(stage, isolated, start_worker) -> None:
     producer to the stage whose payload it holds, and the job completes with every frame
     exactly once. Batches merely waiting on the queue, or held by a worker, are not re-sent."""
     env = {**isolated, "POSEQUEUE_VISIBILITY_TIMEOUT": "8", "POSEQUEUE_TASK_TIME_LIMIT": "6"}
-    wenv = {k: env[k] for k in ("POSEQUEUE_BROKER_URL", "POSEQUEUE_STORE",
-                                "POSEQUEUE_VISIBILITY_TIMEOUT", "POSEQUEUE_TASK_TIME_LIMIT")}  # fmt: skip
+    wenv = {
+        k: env[k]
+        for k in (
+            "POSEQUEUE_BROKER_URL",
+            "POSEQUEUE_STORE",
+            "POSEQUEUE_VISIBILITY_TIMEOUT",
+            "POSEQUEUE_TASK_TIME_LIMIT",
+        )
+    }
     producer = start_worker("--stage", "ingest", **wenv)
     if stage == "landmarks":
         start_worker("--stage", "detector", **wenv)
@@ -185,7 +206,7 @@ def test_lost_message_is_resent(stage, isolated, start_worker) -> None:
         assert time.monotonic() < deadline
         time.sleep(0.2)
     assert resent() == [(lost, stage)] and r.llen(queue) == batches  # that batch, and only it
-    for name in ("detector", "landmarks")[("detector", "landmarks").index(stage):]:
+    for name in ("detector", "landmarks")[("detector", "landmarks").index(stage) :]:
         start_worker("--stage", name, **wenv)
     deadline = time.monotonic() + 120
     while (job := status(job_id, env))["status"] not in ("done", "failed"):

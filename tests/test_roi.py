@@ -129,8 +129,9 @@ ROUND_TRIPS = [
 
 
 @pytest.mark.parametrize(("cx", "cy", "side", "rotation", "at"), ROUND_TRIPS)
-def test_crop_then_project_round_trip(cx: float, cy: float, side: float, rotation: float,
-                                      at: tuple[float, float]) -> None:  # fmt: skip
+def test_crop_then_project_round_trip(
+    cx: float, cy: float, side: float, rotation: float, at: tuple[float, float]
+) -> None:
     """A dot found in the crop projects back onto the image pixel where it was drawn (~1.5 px)."""
     roi = Roi(cx / W, cy / H, side / W, side / H, rotation)
     where = project(np.array([[at[0], at[1], 0.0]]), roi)[0]

@@ -30,8 +30,9 @@ def recording_model(compiled: int | None, calls: list[int]):  # type: ignore[no-
 @pytest.mark.parametrize("compiled", [1, 2, 4])
 @pytest.mark.parametrize("dynamic", [True, False])
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 9])
-def test_batches_fit_the_compiled_size_and_padding_never_reaches_results(compiled: int, dynamic: bool,
-                                                                         n: int) -> None:  # fmt: skip
+def test_batches_fit_the_compiled_size_and_padding_never_reaches_results(
+    compiled: int, dynamic: bool, n: int
+) -> None:
     """Split (static) or padded in one call (dynamic): every frame's result, in order, no more."""
     calls: list[int] = []
     batch = np.arange(n, dtype=np.float32).reshape(n, 1, 1, 1) + 10
@@ -111,8 +112,9 @@ def test_neuron_runtime_without_tensorflow_neuron_says_how_to_install(models: di
     assert str(err.value) == NEURON_INSTALL and "pip.repos.neuron.amazonaws.com" in NEURON_INSTALL
 
 
-def test_neuron_runtime_plumbing_with_stand_in(models: dict[str, Path],
-                                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_neuron_runtime_plumbing_with_stand_in(
+    models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Plumbing only (no Inferentia here): with a stand-in ``tensorflow.neuron`` module the
     neuron runtime loads the SavedModel by its signature and fits batches to the compiled size."""
     import tensorflow as tf
@@ -120,8 +122,9 @@ def test_neuron_runtime_plumbing_with_stand_in(models: dict[str, Path],
     stand_in = types.ModuleType("tensorflow.neuron")
     monkeypatch.setitem(sys.modules, "tensorflow.neuron", stand_in)
     monkeypatch.setattr(tf, "neuron", stand_in, raising=False)
-    runtime = make_runtime("neuron", models["fixed2"], 2, ("coords",), "images", compiled_batch=2,
-                           dynamic_batch=False)  # fmt: skip
+    runtime = make_runtime(
+        "neuron", models["fixed2"], 2, ("coords",), "images", compiled_batch=2, dynamic_batch=False
+    )
     points = [(5, 6), (7, 8), (9, 10)]
     coords = runtime.run(frames_with_dots(points))["coords"]
     assert np.abs(coords[:, 0] * [192, 256] - np.add(points, 0.5)).max() < 0.01
@@ -132,4 +135,5 @@ def test_an_empty_batch_gives_empty_outputs_of_the_right_shape(models: dict[str,
     oneDNN kernels fail on an empty batch)."""
     runtime = make_runtime("tensorflow", models["random"], 2)
     assert {k: v.shape for k, v in runtime.run(np.zeros((0, 256, 192, 3), np.float32)).items()} == {
-        "coords": (0, 17, 2)}  # fmt: skip
+        "coords": (0, 17, 2)
+    }

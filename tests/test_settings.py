@@ -15,8 +15,9 @@ def test_store_accepted(monkeypatch: pytest.MonkeyPatch, store: str) -> None:
     assert Settings().store == store
 
 
-@pytest.mark.parametrize("store", ["/tmp/store", "file://relative", "http://host/x", "bucket/x",
-                                   "S3:/bucket", ""])  # fmt: skip
+@pytest.mark.parametrize(
+    "store", ["/tmp/store", "file://relative", "http://host/x", "bucket/x", "S3:/bucket", ""]
+)
 def test_store_rejected(monkeypatch: pytest.MonkeyPatch, store: str) -> None:
     """A store that is not s3:// or file:/// is rejected with a message naming POSEQUEUE_STORE."""
     monkeypatch.setenv("POSEQUEUE_STORE", store)
@@ -26,10 +27,10 @@ def test_store_rejected(monkeypatch: pytest.MonkeyPatch, store: str) -> None:
     assert "s3://" in str(err.value) and "file:///" in str(err.value)
 
 
-@pytest.mark.parametrize(("limit", "visibility"), [(600, 600), (700, 600), (300, 300),
-                                                   (900, None)])  # fmt: skip
-def test_time_limit_below_visibility(monkeypatch: pytest.MonkeyPatch, limit: int,
-                                     visibility: int | None) -> None:  # fmt: skip
+@pytest.mark.parametrize(("limit", "visibility"), [(600, 600), (700, 600), (300, 300), (900, None)])
+def test_time_limit_below_visibility(
+    monkeypatch: pytest.MonkeyPatch, limit: int, visibility: int | None
+) -> None:
     """task_time_limit >= visibility_timeout is rejected naming both variables."""
     monkeypatch.setenv("POSEQUEUE_TASK_TIME_LIMIT", str(limit))
     if visibility is None:  # the default visibility timeout, 600 s
@@ -58,10 +59,15 @@ def test_defaults_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings().backend_url == "redis://example:6379/4"
 
 
-@pytest.mark.parametrize(("name", "value"), [("POSEQUEUE_BATCH_SIZE", "0"),
-                                             ("POSEQUEUE_SEGMENT_SECONDS", "0"),
-                                             ("POSEQUEUE_LOG_FORMAT", "xml"),
-                                             ("POSEQUEUE_PAYLOAD_TTL", "5")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("POSEQUEUE_BATCH_SIZE", "0"),
+        ("POSEQUEUE_SEGMENT_SECONDS", "0"),
+        ("POSEQUEUE_LOG_FORMAT", "xml"),
+        ("POSEQUEUE_PAYLOAD_TTL", "5"),
+    ],
+)
 def test_out_of_range(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     """Out-of-range values are rejected at start-up, not discovered mid-job."""
     monkeypatch.setenv(name, value)

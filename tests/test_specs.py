@@ -51,7 +51,12 @@ def test_a_spec_describes_a_single_stage_model(tmp_path: Path) -> None:
     assert (spec.name, spec.runtime, spec.folder) == ("anymotion", "neuron", tmp_path)
     assert spec.keypoints == COCO_KEYPOINTS
     assert (stage.name, stage.kind, stage.file, stage.input, stage.input_size) == (
-        "pose", "keypoints", "compiled", "images", (256, 192))  # fmt: skip
+        "pose",
+        "keypoints",
+        "compiled",
+        "images",
+        (256, 192),
+    )
     assert (stage.outputs, stage.compiled_batch, stage.dynamic_batch) == (("coords",), 2, False)
     imagenet = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     assert stage.preprocess == Preprocess("letterbox", 1 / 255, *imagenet, "bgr")
@@ -65,7 +70,11 @@ def test_dump_and_load_give_the_same_spec(tmp_path: Path) -> None:
     again = load_spec(write(tmp_path, dump_spec(original), "again.toml"))
     assert again == load_spec(write(tmp_path, dump_spec(again), "again.toml"))
     assert (again.stages, again.keypoints, again.edges, again.runtime) == (
-        original.stages, original.keypoints, original.edges, original.runtime)  # fmt: skip
+        original.stages,
+        original.keypoints,
+        original.edges,
+        original.runtime,
+    )
     bundled = load_spec(write(tmp_path, dump_spec(CATALOGUE["blazepose"]), "bp.toml"))
     assert bundled.stages == CATALOGUE["blazepose"].stages
 
@@ -80,27 +89,28 @@ def test_the_worked_example_in_the_docs_loads() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (("runtime = \"neuron\"", "runtime = \"onnx\""), "'onnx' is not one of tflite, tensorflow, neuron"),
+        (('runtime = "neuron"', 'runtime = "onnx"'), "'onnx' is not one of tflite, tensorflow, neuron"),
         (("shape = [-1, 256, 192, 3]", "shape = [-1, 256, 192]"), "stage 'pose' shape"),
         (("shape = [-1, 256, 192, 3]", "shape = [-1, -1, -1, 3]"), "height and width fixed"),
-        (("keypoints = \"coco\"", "keypoints = \"mpii\""), "unknown set 'mpii'"),
+        (('keypoints = "coco"', 'keypoints = "mpii"'), "unknown set 'mpii'"),
         (("compiled_batch = 2", "compiled_batch = 0"), "compiled_batch: 0 is not a positive integer"),
         (("compiled_batch = 2", "compiled_batch = true"), "compiled_batch: True is not a positive integer"),
         (("dynamic_batch = false", 'dynamic_batch = "false"'), "dynamic_batch: 'false' is not true or false"),
-        (("channels = \"bgr\"", "channels = \"rgba\""), "channels: 'rgba' is not one of rgb, bgr"),
-        (("order = \"yx\"", "ordr = \"yx\""), "unknown field(s) ordr"),
-        (("outputs = [\"coords\"]", "output = [\"coords\"]"), "unknown field(s) output"),
+        (('channels = "bgr"', 'channels = "rgba"'), "channels: 'rgba' is not one of rgb, bgr"),
+        (('order = "yx"', 'ordr = "yx"'), "unknown field(s) ordr"),
+        (('outputs = ["coords"]', 'output = ["coords"]'), "unknown field(s) output"),
         (("std = [0.229, 0.224, 0.225]", "std = [0.229, 0, 0.225]"), "std not 0"),
-        (("path = \"compiled\"\n", ""), "'path' is required"),
-        (("name = \"anymotion\"\n", ""), "'name' is required"),
+        (('path = "compiled"\n', ""), "'path' is required"),
+        (('name = "anymotion"\n', ""), "'name' is required"),
         (("[[stages]]", "[[stage]]"), "unknown field(s) stage"),
-        (("name = \"anymotion\"", "name = anymotion"), "not valid TOML"),
-        (("name = \"anymotion\"", "name = \"Pose.V2\""), "'Pose.V2' cannot name queues and workers"),
-        (("name = \"pose\"", "name = \"ingest\""), "ingest is the producers' queue"),
+        (('name = "anymotion"', "name = anymotion"), "not valid TOML"),
+        (('name = "anymotion"', 'name = "Pose.V2"'), "'Pose.V2' cannot name queues and workers"),
+        (('name = "pose"', 'name = "ingest"'), "ingest is the producers' queue"),
     ],
 )
-def test_a_wrong_spec_is_refused_naming_the_file_and_field(tmp_path: Path, change: tuple[str, str],
-                                                           message: str) -> None:  # fmt: skip
+def test_a_wrong_spec_is_refused_naming_the_file_and_field(
+    tmp_path: Path, change: tuple[str, str], message: str
+) -> None:
     """Each mistake gets an error naming the file and what to change."""
     path = write(tmp_path, BASIC.replace(*change, 1))
     with pytest.raises(SpecError) as err:

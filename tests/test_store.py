@@ -59,11 +59,9 @@ def test_file_store_overwrite_is_idempotent(file_store: FileStore) -> None:
 
 def test_file_store_list_and_delete(file_store: FileStore) -> None:
     """list returns sorted keys under a prefix; delete removes keys and ignores missing ones."""
-    for key in ["jobs/a/parts/2.json", "jobs/a/parts/1.json", "jobs/a/poses.json",
-                "jobs/b/poses.json"]:  # fmt: skip
+    for key in ["jobs/a/parts/2.json", "jobs/a/parts/1.json", "jobs/a/poses.json", "jobs/b/poses.json"]:
         file_store.put_bytes(key, b"x")
-    assert file_store.keys("jobs/a/") == ["jobs/a/parts/1.json", "jobs/a/parts/2.json",
-                                          "jobs/a/poses.json"]  # fmt: skip
+    assert file_store.keys("jobs/a/") == ["jobs/a/parts/1.json", "jobs/a/parts/2.json", "jobs/a/poses.json"]
     assert file_store.keys("jobs/a/parts/") == ["jobs/a/parts/1.json", "jobs/a/parts/2.json"]
     assert file_store.keys("jobs/none/") == []
     assert len(file_store.keys("")) == 4
@@ -138,8 +136,9 @@ def test_file_store_check_fails_on_a_file(tmp_path: Path) -> None:
         store.check()
 
 
-@pytest.mark.parametrize("root", ["http://example.com/x", "/abs/path", "file://relative/path",
-                                  "s3:/bucket", "", "ftp://host/x"])  # fmt: skip
+@pytest.mark.parametrize(
+    "root", ["http://example.com/x", "/abs/path", "file://relative/path", "s3:/bucket", "", "ftp://host/x"]
+)
 def test_open_store_bad_scheme(root: str) -> None:
     """A store URI that is neither s3:// nor file:/// is a StoreError naming it."""
     with pytest.raises(StoreError, match="not a store URI"):
@@ -179,8 +178,7 @@ def test_s3_store_roundtrip(s3_store: S3Store, tmp_path: Path) -> None:
     uri = s3_store.put_bytes("jobs/j1/poses.json", b'{"a":1}')
     assert uri == f"s3://{s3_store.bucket}/{s3_store.prefix}jobs/j1/poses.json"
     assert s3_store.get_bytes("jobs/j1/poses.json") == b'{"a":1}'
-    head = boto3.client("s3").head_object(Bucket=s3_store.bucket,
-                                          Key=s3_store.prefix + "jobs/j1/poses.json")  # fmt: skip
+    head = boto3.client("s3").head_object(Bucket=s3_store.bucket, Key=s3_store.prefix + "jobs/j1/poses.json")
     assert head["ContentType"] == "application/json"
     src = tmp_path / "v.mp4"
     src.write_bytes(b"\x01" * 5000)
@@ -190,11 +188,9 @@ def test_s3_store_roundtrip(s3_store: S3Store, tmp_path: Path) -> None:
 
 def test_s3_store_list_and_delete(s3_store: S3Store) -> None:
     """list gives keys relative to the root's prefix; delete removes them."""
-    for key in ["jobs/a/parts/2.json", "jobs/a/parts/1.json", "jobs/a/poses.json",
-                "jobs/b/poses.json"]:  # fmt: skip
+    for key in ["jobs/a/parts/2.json", "jobs/a/parts/1.json", "jobs/a/poses.json", "jobs/b/poses.json"]:
         s3_store.put_bytes(key, b"x")
-    assert s3_store.keys("jobs/a/") == ["jobs/a/parts/1.json", "jobs/a/parts/2.json",
-                                        "jobs/a/poses.json"]  # fmt: skip
+    assert s3_store.keys("jobs/a/") == ["jobs/a/parts/1.json", "jobs/a/parts/2.json", "jobs/a/poses.json"]
     assert s3_store.keys("jobs/none/") == []
     s3_store.delete(["jobs/a/parts/1.json", "jobs/a/never-written.json"])
     assert s3_store.keys("jobs/a/") == ["jobs/a/parts/2.json", "jobs/a/poses.json"]

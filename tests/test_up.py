@@ -117,8 +117,10 @@ def test_crashing_program_restarts_with_growing_delays(supervise) -> None:
     """A program that keeps crashing is restarted after 0.1, 0.2, 0.4, 0.4 s (capped), and its
     output reaches the merged log prefixed with its name."""
     # Given a program that prints a line and exits 3 at once
-    running, out = supervise(Program("crash", py("print('hello'); raise SystemExit(3)")),
-                             backoff=Backoff(initial=0.1, factor=2, cap=0.4, stable=30))  # fmt: skip
+    running, out = supervise(
+        Program("crash", py("print('hello'); raise SystemExit(3)")),
+        backoff=Backoff(initial=0.1, factor=2, cap=0.4, stable=30),
+    )
     # When it has crashed four times
     wait_for(lambda: out.text.count("restarting in") >= 4, what="four restarts")
     running.stop()
@@ -131,8 +133,10 @@ def test_crashing_program_restarts_with_growing_delays(supervise) -> None:
 
 def test_backoff_resets_after_a_stable_run(supervise) -> None:
     """A crash after a run longer than ``stable`` restarts after the initial delay again."""
-    running, out = supervise(Program("flaky", py("import time; time.sleep(0.3); raise SystemExit(1)")),
-                             backoff=Backoff(initial=0.05, factor=10, cap=5, stable=0.2))  # fmt: skip
+    running, out = supervise(
+        Program("flaky", py("import time; time.sleep(0.3); raise SystemExit(1)")),
+        backoff=Backoff(initial=0.05, factor=10, cap=5, stable=0.2),
+    )
     wait_for(lambda: out.text.count("restarting in") >= 3, what="three restarts")
     running.stop()
     delays = re.findall(r"restarting in ([\d.]+) s", out.text)
@@ -141,8 +145,9 @@ def test_backoff_resets_after_a_stable_run(supervise) -> None:
 
 def test_a_killed_process_is_restarted(supervise) -> None:
     """SIGKILL of a supervised process is reported by signal name and the process comes back."""
-    running, out = supervise(Program("sleeper", py("import time; time.sleep(60)")),
-                             backoff=Backoff(initial=0.05))  # fmt: skip
+    running, out = supervise(
+        Program("sleeper", py("import time; time.sleep(60)")), backoff=Backoff(initial=0.05)
+    )
     wait_for(lambda: running.sup.pids()["sleeper"], what="start")
     first = running.sup.pids()["sleeper"]
     assert first is not None
@@ -238,8 +243,7 @@ def test_cpu_plan_becomes_pinned_worker_commands() -> None:
     """Each worker of a cpu plan runs `posequeue worker` with its stage and CPU cores."""
     host = plan("cpu", {"ingest": 0, "landmarks": 1}).to_dict()
     ingest, landmarks = worker_programs(host)
-    assert ingest.argv[1:] == ("-m", "posequeue.cli", "worker", "--model", "blazepose",
-                               "--stage", "ingest")  # fmt: skip
+    assert ingest.argv[1:] == ("-m", "posequeue.cli", "worker", "--model", "blazepose", "--stage", "ingest")
     assert landmarks.argv[-4:] == ("--stage", "landmarks", "--cores", str(host["workers"][1]["cores"][0]))
     assert landmarks.env == {}
 
@@ -253,8 +257,10 @@ def test_neuron_plan_carries_its_pinning_env(tmp_path: Path) -> None:
     for w in data["workers"]:
         w["devices"] = [str(tmp_path)]  # a path that exists stands in for /dev/neuron0
     detector, landmarks = worker_programs(data)
-    assert landmarks.env == {"NEURON_RT_VISIBLE_CORES": "2-3",
-                             "NEURON_PROCESS_TAG": "blazepose-landmarks-c2-3"}  # fmt: skip
+    assert landmarks.env == {
+        "NEURON_RT_VISIBLE_CORES": "2-3",
+        "NEURON_PROCESS_TAG": "blazepose-landmarks-c2-3",
+    }
     assert landmarks.argv[-2:] == ("--cores", "2-3")
 
 
@@ -289,11 +295,12 @@ def test_two_model_plan_runs_each_worker_with_its_model(anymotion: str, tmp_path
     data = plan("inf1.xlarge", {"ingest": 0, "anymotion:pose": 2, "blazepose:landmarks": 2}).to_dict()
     producer, pose, landmarks = worker_programs(_on_this_host(data, tmp_path))
     assert producer.argv[-4:] == ("--model", "blazepose", "--stage", "ingest") and producer.env == {}
-    assert (pose.name, pose.argv[3:]) == ("anymotion-pose-c0-1", ("worker", "--model", "anymotion",
-                                          "--stage", "pose", "--cores", "0-1"))  # fmt: skip
+    assert (pose.name, pose.argv[3:]) == (
+        "anymotion-pose-c0-1",
+        ("worker", "--model", "anymotion", "--stage", "pose", "--cores", "0-1"),
+    )
     assert pose.env == {"NEURON_RT_VISIBLE_CORES": "0-1", "NEURON_PROCESS_TAG": "anymotion-pose-c0-1"}
-    assert landmarks.argv[3:] == ("worker", "--model", "blazepose", "--stage", "landmarks",
-                                  "--cores", "2-3")  # fmt: skip
+    assert landmarks.argv[3:] == ("worker", "--model", "blazepose", "--stage", "landmarks", "--cores", "2-3")
     assert landmarks.env["NEURON_RT_VISIBLE_CORES"] == "2-3"
 
 
@@ -303,8 +310,7 @@ def test_two_model_plan_on_6xlarge(anymotion: str, tmp_path: Path) -> None:
     assert [w["devices"] for w in data["workers"]] == [[f"/dev/neuron{i // 2}"] for i in range(8)]
     programs = worker_programs(_on_this_host(data, tmp_path))
     assert [p.argv[p.argv.index("--model") + 1] for p in programs] == ["anymotion", "blazepose"] * 4
-    assert [p.env["NEURON_RT_VISIBLE_CORES"] for p in programs] == [
-        f"{c}-{c + 1}" for c in range(0, 16, 2)]  # fmt: skip
+    assert [p.env["NEURON_RT_VISIBLE_CORES"] for p in programs] == [f"{c}-{c + 1}" for c in range(0, 16, 2)]
 
 
 def test_plans_written_before_workers_named_their_model_still_load(anymotion: str) -> None:
@@ -354,10 +360,25 @@ def test_up_runs_a_cpu_plan(isolated, model_dir, tmp_path: Path) -> None:
     log = tmp_path / "up.log"
     stop_timeout = 30
     with log.open("w") as fh:
-        up = subprocess.Popen([sys.executable, "-m", "posequeue.cli", "up", "cpu", "--per-chip",
-                               "ingest=0,detector=1,landmarks=1", "--stop-timeout", str(stop_timeout),
-                               "--backoff-cap", "2"],
-                              env=env, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)  # fmt: skip
+        up = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "posequeue.cli",
+                "up",
+                "cpu",
+                "--per-chip",
+                "ingest=0,detector=1,landmarks=1",
+                "--stop-timeout",
+                str(stop_timeout),
+                "--backoff-cap",
+                "2",
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
 
     def text() -> str:
         return log.read_text()
@@ -378,8 +399,10 @@ def test_up_runs_a_cpu_plan(isolated, model_dir, tmp_path: Path) -> None:
         victim = int(re.search(r"started blazepose-detector-c0 \(pid (\d+)\)", text())[1])  # type: ignore[index]
         os.kill(victim, signal.SIGKILL)
         wait_for(lambda: "blazepose-detector-c0 exited (killed by SIGKILL)" in text(), what="the exit")
-        wait_for(lambda: re.search(r"started blazepose-detector-c0 \(pid \d+, restart 1\)", text()),
-                 what="the restart")  # fmt: skip
+        wait_for(
+            lambda: re.search(r"started blazepose-detector-c0 \(pid \d+, restart 1\)", text()),
+            what="the restart",
+        )
         wait_for(lambda: ready("blazepose-detector-c0") == 2, timeout=60, what=f"ready again:\n{text()}")
         # When `up` gets SIGTERM, it exits cleanly within the timeout
         pids = {int(p) for p in re.findall(r"started \S+ \(pid (\d+)", text())}
@@ -413,8 +436,10 @@ def test_refused_configuration_is_not_restarted() -> None:
     from posequeue.fleet.up import Backoff, Program, Supervisor
 
     out = io.StringIO()
-    programs = [Program("bad", (_sys.executable, "-c", "raise SystemExit(2)")),
-                Program("good", (_sys.executable, "-c", "import time; time.sleep(60)"))]  # fmt: skip
+    programs = [
+        Program("bad", (_sys.executable, "-c", "raise SystemExit(2)")),
+        Program("good", (_sys.executable, "-c", "import time; time.sleep(60)")),
+    ]
     sup = Supervisor(programs, backoff=Backoff(initial=0.05), stop_timeout=5, out=out)
     assert sup.run(install_signals=False) == 2
     assert "bad refused its configuration" in out.getvalue()

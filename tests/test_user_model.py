@@ -40,25 +40,36 @@ def submit(video: Path, env: dict[str, str], model: str, *extra: str) -> dict:  
 def displayed_dots(path: Path) -> list[tuple[float, float]]:
     """The dot's centre in each frame as players show it (rotation applied)."""
     with av.open(str(path)) as container:
-        return [videos.dot_centre(np.rot90(f.to_ndarray(format="rgb24"), k=f.rotation // 90))
-                for f in container.decode(video=0)]  # fmt: skip
+        return [
+            videos.dot_centre(np.rot90(f.to_ndarray(format="rgb24"), k=f.rotation // 90))
+            for f in container.decode(video=0)
+        ]
 
 
-@pytest.mark.parametrize(("resize", "rotation", "size"),
-                         [("letterbox", 90, (320, 240)), ("stretch", 0, (640, 360))])  # fmt: skip
+@pytest.mark.parametrize(
+    ("resize", "rotation", "size"), [("letterbox", 90, (320, 240)), ("stretch", 0, (640, 360))]
+)
 def test_keypoints_land_on_the_dot_in_display_pixels(
-        brightest: Path, isolated: dict[str, str], start_worker, tmp_path: Path, resize: str,
-        rotation: int, size: tuple[int, int]) -> None:  # fmt: skip
+    brightest: Path,
+    isolated: dict[str, str],
+    start_worker,
+    tmp_path: Path,
+    resize: str,
+    rotation: int,
+    size: tuple[int, int],
+) -> None:
     """Resize (letterbox or stretch), rotation and batching undone: each frame's keypoints sit
     on the dot, within one model-input pixel; the output follows the contract."""
     specs = tmp_path / "specs"
     specs.mkdir()
-    (specs / "dots.toml").write_text(savedmodels.spec_text(
-        "dots", str(brightest), extra=f'[stages.preprocess]\nresize = "{resize}"'))  # fmt: skip
+    (specs / "dots.toml").write_text(
+        savedmodels.spec_text("dots", str(brightest), extra=f'[stages.preprocess]\nresize = "{resize}"')
+    )
     env = fleet_env(isolated, specs)
     start_worker("--model", "dots", **{k: env[k] for k in FLEET})
-    video = videos.make_dot_video(tmp_path / "dots.mp4", frames=21, width=size[0], height=size[1],
-                                  rotation=rotation)  # fmt: skip
+    video = videos.make_dot_video(
+        tmp_path / "dots.mp4", frames=21, width=size[0], height=size[1], rotation=rotation
+    )
     job = submit(video, env, "dots", "--batch-size", "4")
     assert job["status"] == "done", job
     result = load_results(env["POSEQUEUE_STORE"], job)
@@ -75,7 +86,8 @@ def test_keypoints_land_on_the_dot_in_display_pixels(
 
 
 def test_a_broken_user_model_fails_its_job_and_the_fleet_goes_on(
-        brightest: Path, isolated: dict[str, str], start_worker, tmp_path: Path) -> None:  # fmt: skip
+    brightest: Path, isolated: dict[str, str], start_worker, tmp_path: Path
+) -> None:
     """A spec whose SavedModel is missing: its job fails saying which path is missing, and the
     workers go on with the next job."""
     specs = tmp_path / "specs"

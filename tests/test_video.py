@@ -71,8 +71,7 @@ def segmented(path: Path, seconds: float) -> tuple[list[tuple[int | None, int]],
 def test_probe_codecs_and_containers(tmp_path: Path, codec: str, suffix: str) -> None:
     """probe reports size, rate, frame count and the codec family for every codec/container."""
     need(codec)
-    path = videos.make_video(tmp_path / f"v{suffix}", codec=codec, width=320, height=240,
-                             fps=30, frames=30)  # fmt: skip
+    path = videos.make_video(tmp_path / f"v{suffix}", codec=codec, width=320, height=240, fps=30, frames=30)
     info = probe(str(path))
     assert (info.width, info.height) == (320, 240)
     assert (info.coded_width, info.coded_height) == (320, 240)
@@ -102,8 +101,9 @@ def test_probe_rotation(tmp_path: Path, rotation: int) -> None:
     assert info.rotation in (0, 90, 180, 270)
 
 
-@pytest.mark.parametrize(("codec", "suffix"), [("h264", ".mp4"), ("h264", ".mkv"),
-                                               ("vp9", ".webm"), ("mjpeg", ".avi")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("codec", "suffix"), [("h264", ".mp4"), ("h264", ".mkv"), ("vp9", ".webm"), ("mjpeg", ".avi")]
+)
 def test_audio_track_is_ignored(tmp_path: Path, codec: str, suffix: str) -> None:
     """A video with an audio track probes and decodes every video frame."""
     need(codec)
@@ -115,8 +115,7 @@ def test_audio_track_is_ignored(tmp_path: Path, codec: str, suffix: str) -> None
     assert stats.corrupt_packets == 0
 
 
-@pytest.mark.parametrize(("codec", "suffix"), [("h264", ".mp4"), ("h264", ".mkv"),
-                                               ("vp9", ".webm")])  # fmt: skip
+@pytest.mark.parametrize(("codec", "suffix"), [("h264", ".mp4"), ("h264", ".mkv"), ("vp9", ".webm")])
 def test_vfr_times(tmp_path: Path, codec: str, suffix: str) -> None:
     """Variable frame rate: each frame's t is its real presentation time, not index / fps."""
     need(codec)
@@ -208,8 +207,7 @@ def continuity_videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pat
 
 @pytest.mark.parametrize("seconds", [0.2, 0.5, 1.0])
 @pytest.mark.parametrize("name", list(CONTINUITY))
-def test_read_segment_continuity(continuity_videos: dict[str, Path], name: str,
-                                 seconds: float) -> None:  # fmt: skip
+def test_read_segment_continuity(continuity_videos: dict[str, Path], name: str, seconds: float) -> None:
     """Chained segments yield exactly the frames of one full pass, each once and in order."""
     need(CONTINUITY[name][0])
     path = continuity_videos[name]

@@ -27,8 +27,16 @@ from typing import Any
 __version__ = "0.0.0+standin"
 CALLS: list[dict[str, Any]] = []
 RATIO = 0.75  # what saved_model.compile reports; no meaning
-COMPILE_KEYWORDS = {"dynamic_batch_size", "no_fuse_ops", "force_fuse_ops", "minimum_segment_size",
-                    "compiler_args", "compiler_workdir", "compiler_timeout", "compiler_recovery"}  # fmt: skip
+COMPILE_KEYWORDS = {
+    "dynamic_batch_size",
+    "no_fuse_ops",
+    "force_fuse_ops",
+    "minimum_segment_size",
+    "compiler_args",
+    "compiler_workdir",
+    "compiler_timeout",
+    "compiler_recovery",
+}
 
 
 def _record(call: dict[str, Any]) -> None:
@@ -52,9 +60,16 @@ def trace(func: Any, example_inputs: Any, subgraph_builder_function: Any = None)
     nodes = list(frozen.graph.as_graph_def().node)
     builder = subgraph_builder_function
     on_cpu = [n.name for n in nodes if builder is not None and not builder(n)]
-    _record({"api": "trace", "example_shapes": [list(t.shape) for t in inputs],
-             "example_dtypes": [t.dtype.name for t in inputs], "neuron_cc_flags": flags,
-             "subgraph_builder_function": builder is not None, "cpu_ops": on_cpu})  # fmt: skip
+    _record(
+        {
+            "api": "trace",
+            "example_shapes": [list(t.shape) for t in inputs],
+            "example_dtypes": [t.dtype.name for t in inputs],
+            "neuron_cc_flags": flags,
+            "subgraph_builder_function": builder is not None,
+            "cpu_ops": on_cpu,
+        }
+    )
     return _model_class()(frozen, concrete.structured_outputs, 1 - len(on_cpu) / len(nodes))
 
 
@@ -77,18 +92,32 @@ def _model_class() -> type:
     return StandInNeuronModel
 
 
-def _compile(model_dir: str, new_model_dir: str, batch_size: int = 1, model_shape_feed_dict: Any = None,
-             model_feed_dict: Any = None, tags: Any = None, signature_def_key: Any = None,
-             **kwargs: Any) -> dict[str, float]:  # fmt: skip
+def _compile(
+    model_dir: str,
+    new_model_dir: str,
+    batch_size: int = 1,
+    model_shape_feed_dict: Any = None,
+    model_feed_dict: Any = None,
+    tags: Any = None,
+    signature_def_key: Any = None,
+    **kwargs: Any,
+) -> dict[str, float]:
     unknown = set(kwargs) - COMPILE_KEYWORDS
     if unknown:
         raise TypeError(f"compile() got unexpected keyword arguments {sorted(unknown)}")
     if os.path.exists(new_model_dir):
         raise FileExistsError(f"{new_model_dir} exists")
     feed = {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in (model_feed_dict or {}).items()}
-    _record({"api": "saved_model.compile", "model_dir": model_dir, "new_model_dir": new_model_dir,
-             "batch_size": batch_size, "model_feed_dict": feed if model_feed_dict is not None else None,
-             **{k: list(v) if isinstance(v, (list, tuple)) else v for k, v in kwargs.items()}})  # fmt: skip
+    _record(
+        {
+            "api": "saved_model.compile",
+            "model_dir": model_dir,
+            "new_model_dir": new_model_dir,
+            "batch_size": batch_size,
+            "model_feed_dict": feed if model_feed_dict is not None else None,
+            **{k: list(v) if isinstance(v, (list, tuple)) else v for k, v in kwargs.items()},
+        }
+    )
     shutil.copytree(model_dir, new_model_dir)
     return {"OnNeuronRatio": RATIO}
 

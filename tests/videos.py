@@ -423,8 +423,14 @@ def make_dot_video(path, frames: int = 24, width: int = 320, height: int = 240, 
     """``frames`` dot_picture frames as h264 .mp4, shown rotated by ``rotation`` (see make_video)."""
     path = Path(path)
     with av.open(str(path), "w", format="mp4", options=_BITEXACT) as out:
-        stream = _add_video(out, _encoder("h264"), width, height, 30, options={"qp": "0"} if
-                            _encoder("h264") == "libx264" else None)  # fmt: skip
+        stream = _add_video(
+            out,
+            _encoder("h264"),
+            width,
+            height,
+            30,
+            options={"qp": "0"} if _encoder("h264") == "libx264" else None,
+        )
         for i in range(frames):
             frame = av.VideoFrame.from_ndarray(dot_picture(i, width, height), "rgb24")
             frame = frame.reformat(format=stream.pix_fmt)

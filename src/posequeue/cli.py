@@ -52,24 +52,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("worker", help="start a Celery worker for a model's queues")
     p.add_argument("--model", help="model to serve (default: POSEQUEUE_DEFAULT_MODEL, blazepose)")
-    p.add_argument("--stage", default="all",
-                   help="'all' (ingest and every model stage: one host does everything), "
-                   "'ingest' (producer: decode and batch videos), or a model stage such as "
-                   "'landmarks' (default: all)")  # fmt: skip
-    p.add_argument("--cores", help="core group this worker claims, e.g. 0-1 or 2,3: CPU cores "
-                   "for CPU runtimes (the process is pinned to them), NeuronCores for a neuron "
-                   "model; a core claimed by another worker on this host is refused")  # fmt: skip
-    p.add_argument("--neuron-runtime", type=int, choices=(1, 2), default=2,
-                   help="Neuron runtime generation for a neuron model: 2 (libnrt, "
-                   "NEURON_RT_VISIBLE_CORES; default) or 1 (neuron-rtd, NEURONCORE_GROUP_SIZES)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="task threads sharing the process's models, so Redis I/O, pre- and "
-                   "post-processing overlap the model, under a supervisor that requeues a killed "
-                   "process's batches (default: 2 for a Neuron model, whose calls leave the CPU "
-                   "free; 1, Celery's prefork pool, for CPU runtimes, where host work and the "
-                   "model share the cores; see docs/performance.md)")  # fmt: skip
-    p.add_argument("--concurrency", type=int, default=1,
-                   help="pool processes with --threads 1 (default 1: one process per core group)")
+    p.add_argument(
+        "--stage",
+        default="all",
+        help="'all' (ingest and every model stage: one host does everything), "
+        "'ingest' (producer: decode and batch videos), or a model stage such as "
+        "'landmarks' (default: all)",
+    )
+    p.add_argument(
+        "--cores",
+        help="core group this worker claims, e.g. 0-1 or 2,3: CPU cores "
+        "for CPU runtimes (the process is pinned to them), NeuronCores for a neuron "
+        "model; a core claimed by another worker on this host is refused",
+    )
+    p.add_argument(
+        "--neuron-runtime",
+        type=int,
+        choices=(1, 2),
+        default=2,
+        help="Neuron runtime generation for a neuron model: 2 (libnrt, "
+        "NEURON_RT_VISIBLE_CORES; default) or 1 (neuron-rtd, NEURONCORE_GROUP_SIZES)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="task threads sharing the process's models, so Redis I/O, pre- and "
+        "post-processing overlap the model, under a supervisor that requeues a killed "
+        "process's batches (default: 2 for a Neuron model, whose calls leave the CPU "
+        "free; 1, Celery's prefork pool, for CPU runtimes, where host work and the "
+        "model share the cores; see docs/performance.md)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="pool processes with --threads 1 (default 1: one process per core group)",
+    )
     p.add_argument("--loglevel", default="INFO")
     p.set_defaults(run=cmd_worker)
 
@@ -97,8 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_queues)
 
-    p = sub.add_parser("models", help="the models this host knows: built in, and those of the "
-                       "spec files in POSEQUEUE_MODEL_SPECS (checked)")  # fmt: skip
+    p = sub.add_parser(
+        "models",
+        help="the models this host knows: built in, and those of the "
+        "spec files in POSEQUEUE_MODEL_SPECS (checked)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_models)
 
@@ -130,8 +152,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     if not reuse_freed_memory():  # before the pool forks: its processes inherit the settings
-        print("warning: could not set malloc's thresholds (not glibc?): each batch's buffers are "
-              "mapped afresh, ~1 ms per 5 MB", file=sys.stderr)  # fmt: skip
+        print(
+            "warning: could not set malloc's thresholds (not glibc?): each batch's buffers are "
+            "mapped afresh, ~1 ms per 5 MB",
+            file=sys.stderr,
+        )
     spec = get_model(args.model or settings.default_model)
     stages = [s.name for s in spec.stages]
     if args.stage == "all":
@@ -147,14 +172,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if threads is None:  # an accelerator's model leaves the CPU free: overlap host work with it
         threads = 2 if neuron and args.concurrency == 1 else 1
     if threads < 1 or (threads > 1 and args.concurrency != 1):
-        print(f"error: --threads {threads} with --concurrency {args.concurrency}: give --threads N "
-              "(N >= 1 task threads in one process sharing its models) or --threads 1 "
-              "--concurrency N (N prefork processes, a model each)", file=sys.stderr)  # fmt: skip
+        print(
+            f"error: --threads {threads} with --concurrency {args.concurrency}: give --threads N "
+            "(N >= 1 task threads in one process sharing its models) or --threads 1 "
+            "--concurrency N (N prefork processes, a model each)",
+            file=sys.stderr,
+        )
         return EXIT_REFUSED
     if neuron and not args.cores:
-        print(f"error: {spec.name} runs on the Neuron runtime, which reserves every NeuronCore "
-              "of the host unless told otherwise: give --cores (e.g. --cores 0-1; `posequeue "
-              "plan` lays a host out)", file=sys.stderr)  # fmt: skip
+        print(
+            f"error: {spec.name} runs on the Neuron runtime, which reserves every NeuronCore "
+            "of the host unless told otherwise: give --cores (e.g. --cores 0-1; `posequeue "
+            "plan` lays a host out)",
+            file=sys.stderr,
+        )
         return EXIT_REFUSED
     if args.cores:
         cores = parse_cores(args.cores)
@@ -228,12 +259,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     jobs = _jobs()
     try:
-        job_id = submit(args.video, settings=get_settings(), jobs=jobs, model=args.model,
-                        batch_size=args.batch_size)  # fmt: skip
+        job_id = submit(
+            args.video, settings=get_settings(), jobs=jobs, model=args.model, batch_size=args.batch_size
+        )
     except SubmitError as exc:
         if args.json:
-            print(json.dumps({"job_id": None, "status": "failed", "refused": True,
-                              "error": str(exc)}))  # fmt: skip
+            print(json.dumps({"job_id": None, "status": "failed", "refused": True, "error": str(exc)}))
         else:
             print(f"error: submission refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
@@ -241,8 +272,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(f"job {job_id} queued", file=sys.stderr)
     job = summary(jobs.get(job_id))
     if args.wait:
-        job = wait(job_id, jobs, on_progress=_progress_bar() if sys.stderr.isatty() else None,
-                   timeout=args.timeout)  # fmt: skip
+        job = wait(
+            job_id, jobs, on_progress=_progress_bar() if sys.stderr.isatty() else None, timeout=args.timeout
+        )
     _print_job(job, args.json)
     return EXIT_FAILED if job["status"] == "failed" else 0
 
@@ -301,8 +333,10 @@ def cmd_results(args: argparse.Namespace) -> int:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return EXIT_REFUSED
     if job["status"] != "done":
-        print(f"error: job {args.job} is {job['status']}" +
-              (f": {job['error']}" if job.get("error") else ""), file=sys.stderr)  # fmt: skip
+        print(
+            f"error: job {args.job} is {job['status']}" + (f": {job['error']}" if job.get("error") else ""),
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     try:
         data = read_uri(job["results"][args.format])  # where the fleet wrote it
@@ -328,8 +362,10 @@ def cmd_queues(args: argparse.Namespace) -> int:
         print(f"{name:32} {depth:8d} queued")
     print(f"{'unacked (running or reserved)':32} {report['unacked']:8d}")
     for job in report["jobs"]:
-        print(f"job {job['job_id']}: {job['status']}, {job['inflight']} batches in flight, "
-              f"{job['frames_done']}/{job.get('frames_total', '?')} frames")  # fmt: skip
+        print(
+            f"job {job['job_id']}: {job['status']}, {job['inflight']} batches in flight, "
+            f"{job['frames_done']}/{job.get('frames_total', '?')} frames"
+        )
     return 0
 
 
@@ -338,20 +374,35 @@ def cmd_models(args: argparse.Namespace) -> int:
     from posequeue.config.queues import stage_queue
 
     models: list[dict[str, Any]] = [
-        {"name": m.name, "runtime": m.runtime, "keypoints": len(m.keypoints), "source": m.source,
-         "stages": [{"name": s.name, "kind": s.kind, "path": s.file, "input": [*s.input_size, 3],
-                     "compiled_batch": s.compiled_batch, "queue": stage_queue(m.name, s.name)}
-                    for s in m.stages]}
+        {
+            "name": m.name,
+            "runtime": m.runtime,
+            "keypoints": len(m.keypoints),
+            "source": m.source,
+            "stages": [
+                {
+                    "name": s.name,
+                    "kind": s.kind,
+                    "path": s.file,
+                    "input": [*s.input_size, 3],
+                    "compiled_batch": s.compiled_batch,
+                    "queue": stage_queue(m.name, s.name),
+                }
+                for s in m.stages
+            ],
+        }
         for m in all_models().values()
-    ]  # fmt: skip
+    ]
     if args.json:
         print(json.dumps(models))
         return 0
     for m in models:
         print(f"{m['name']}: {m['runtime']}, {m['keypoints']} keypoints ({m['source']})")
         for s in m["stages"]:
-            print(f"  {s['name']:12} {s['kind']:20} input {'x'.join(map(str, s['input']))}, "
-                  f"compiled batch {s['compiled_batch']}: {s['path']}")
+            print(
+                f"  {s['name']:12} {s['kind']:20} input {'x'.join(map(str, s['input']))}, "
+                f"compiled batch {s['compiled_batch']}: {s['path']}"
+            )
     return 0
 
 

@@ -49,8 +49,9 @@ def run_demo(video: Path, out: Path) -> int:
 @contextlib.contextmanager
 def _worker(log_path: Path):  # type: ignore[no-untyped-def]
     with log_path.open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "posequeue.cli", "worker"],
-                                stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "posequeue.cli", "worker"], stdout=log, stderr=subprocess.STDOUT
+        )
         try:
             yield proc
         finally:
@@ -105,8 +106,10 @@ def _submit_and_report(video: Path, out: Path, worker: subprocess.Popen) -> int:
         print(f"job {job['status']}: {job.get('error', 'did not finish in time')}", file=sys.stderr)
         return 1
     frames = job["frames_total"]
-    print(f"done: {frames} frames in {elapsed:.2f} s ({frames / elapsed:.1f} frames/s end to end)",
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"done: {frames} frames in {elapsed:.2f} s ({frames / elapsed:.1f} frames/s end to end)",
+        file=sys.stderr,
+    )
     store = open_store(settings.store)
     result = json.loads(store.get_bytes(f"jobs/{job_id}/poses.json"))
     from posequeue.preview import render

@@ -29,8 +29,12 @@ class EmbeddedRedis:
         base.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         # noeviction: a queue that silently drops messages loses jobs.
-        config: dict[str, Any] = {"port": str(self.port), "bind": "127.0.0.1",
-                                  "maxmemory-policy": "noeviction", "save": ""}  # fmt: skip
+        config: dict[str, Any] = {
+            "port": str(self.port),
+            "bind": "127.0.0.1",
+            "maxmemory-policy": "noeviction",
+            "save": "",
+        }
         self.server = Redis(str(base / "redis.db"), serverconfig=config)
         self.url = f"redis://127.0.0.1:{self.port}/0"
 

@@ -114,8 +114,14 @@ class Jobs:
         if not raw:
             raise JobNotFound(f"no job {job_id!r} (never submitted, or its record expired)")
         job: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
-        for name in ("frames_done", "frames_total", "batches_total", "batches_enqueued",
-                     "batch_size", "corrupt_packets"):  # fmt: skip
+        for name in (
+            "frames_done",
+            "frames_total",
+            "batches_total",
+            "batches_enqueued",
+            "batch_size",
+            "corrupt_packets",
+        ):
             if name in job:
                 job[name] = int(job[name])
         for name in ("submitted_at", "started_at", "finished_at"):
@@ -133,11 +139,14 @@ class Jobs:
         return JobStatus(value.decode()) if value else None
 
     def mark_running(self, job_id: str, video_info: dict[str, Any]) -> None:
-        self.r.hset(job_key(job_id), mapping={
-            "status": JobStatus.RUNNING.value,
-            "started_at": time.time(),
-            "video_info": json.dumps(video_info),
-        })  # fmt: skip
+        self.r.hset(
+            job_key(job_id),
+            mapping={
+                "status": JobStatus.RUNNING.value,
+                "started_at": time.time(),
+                "video_info": json.dumps(video_info),
+            },
+        )
 
     def fail(self, job_id: str, reason: str) -> bool:
         """Mark the job failed with a reason a person can act on; False if it already ended."""
@@ -146,20 +155,28 @@ class Jobs:
         if status is None or status.finished:
             return False
         with self.r.pipeline() as pipe:
-            pipe.hset(key, mapping={
-                "status": JobStatus.FAILED.value, "error": reason, "finished_at": time.time(),
-            })  # fmt: skip
+            pipe.hset(
+                key,
+                mapping={
+                    "status": JobStatus.FAILED.value,
+                    "error": reason,
+                    "finished_at": time.time(),
+                },
+            )
             self._expire(pipe, job_id)
             pipe.execute()
         return True
 
     def finish(self, job_id: str, results: dict[str, str], finished_at: float) -> None:
         with self.r.pipeline() as pipe:
-            pipe.hset(job_key(job_id), mapping={
-                "status": JobStatus.DONE.value,
-                "results": json.dumps(results),
-                "finished_at": finished_at,
-            })  # fmt: skip
+            pipe.hset(
+                job_key(job_id),
+                mapping={
+                    "status": JobStatus.DONE.value,
+                    "results": json.dumps(results),
+                    "finished_at": finished_at,
+                },
+            )
             self._expire(pipe, job_id)
             pipe.execute()
 
@@ -232,16 +249,18 @@ class Jobs:
         key = job_key(job_id)
         return bool(self._complete(keys=[key, f"{key}:done"], args=[index, frames, time.time()]))
 
-    def ingest_done(self, job_id: str, frames_total: int, batches_total: int,
-                    corrupt_packets: int) -> bool:  # fmt: skip
+    def ingest_done(self, job_id: str, frames_total: int, batches_total: int, corrupt_packets: int) -> bool:
         """Record the totals once all frames are queued; True if the job is already complete."""
         key = job_key(job_id)
-        self.r.hset(key, mapping={
-            "frames_total": frames_total,
-            "batches_total": batches_total,
-            "batches_enqueued": batches_total,
-            "corrupt_packets": corrupt_packets,
-        })  # fmt: skip
+        self.r.hset(
+            key,
+            mapping={
+                "frames_total": frames_total,
+                "batches_total": batches_total,
+                "batches_enqueued": batches_total,
+                "corrupt_packets": corrupt_packets,
+            },
+        )
         return bool(self._complete(keys=[key, f"{key}:done"], args=["", 0, time.time()]))
 
     def lock_finalize(self, job_id: str, seconds: int) -> bool:
@@ -274,9 +293,23 @@ class JobFailedError(RuntimeError):
 
 def summary(job: dict[str, Any]) -> dict[str, Any]:
     """The job summary a client sees (CLI ``--json``, result backend, manifest)."""
-    keys = ("job_id", "status", "model", "video", "frames_done", "frames_total", "batches_done",
-            "batches_total", "corrupt_packets", "submitted_at", "started_at", "finished_at",
-            "error", "results", "video_info")  # fmt: skip
+    keys = (
+        "job_id",
+        "status",
+        "model",
+        "video",
+        "frames_done",
+        "frames_total",
+        "batches_done",
+        "batches_total",
+        "corrupt_packets",
+        "submitted_at",
+        "started_at",
+        "finished_at",
+        "error",
+        "results",
+        "video_info",
+    )
     out = {k: job[k] for k in keys if k in job}
     if "finished_at" in job and "submitted_at" in job:
         out["elapsed_s"] = round(job["finished_at"] - job["submitted_at"], 3)

@@ -13,9 +13,10 @@ from celery import Task, signals
 
 def configure(fmt: str = "console", level: int = logging.INFO) -> None:
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if fmt == "json"
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-    )  # fmt: skip
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

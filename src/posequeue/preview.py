@@ -16,12 +16,20 @@ from posequeue.store import open_video
 TILE_WIDTH = 320
 
 
-def render(video: str, result: dict[str, Any], edges: tuple[tuple[int, int], ...], out: Path,
-           count: int = 4, min_visibility: float = 0.5) -> Path:  # fmt: skip
+def render(
+    video: str,
+    result: dict[str, Any],
+    edges: tuple[tuple[int, int], ...],
+    out: Path,
+    count: int = 4,
+    min_visibility: float = 0.5,
+) -> Path:
     """Draw the people of ``count`` evenly spaced frames and tile them side by side."""
     frames = result["frames"]
-    wanted = {frames[int(i)]["index"]: frames[int(i)]
-              for i in np.linspace(0, len(frames) - 1, min(count, len(frames)))}  # fmt: skip
+    wanted = {
+        frames[int(i)]["index"]: frames[int(i)]
+        for i in np.linspace(0, len(frames) - 1, min(count, len(frames)))
+    }
     tiles: list[Image.Image] = []
     with av.open(open_video(video), mode="r") as container:
         for n, item in enumerate(iter_frames(container, container.streams.video[0], DecodeStats())):
@@ -40,8 +48,9 @@ def render(video: str, result: dict[str, Any], edges: tuple[tuple[int, int], ...
     return out
 
 
-def _draw(img: Image.Image, people: list[dict[str, Any]], edges: tuple[tuple[int, int], ...],
-          min_visibility: float) -> None:  # fmt: skip
+def _draw(
+    img: Image.Image, people: list[dict[str, Any]], edges: tuple[tuple[int, int], ...], min_visibility: float
+) -> None:
     draw = ImageDraw.Draw(img)
     r = max(2, img.width // 200)
     for person in people:

@@ -56,8 +56,9 @@ class ResultWriter:
         self._rows.writerows(csv_rows(frame, self.keypoints))
         self.count += 1
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:  # fmt: skip
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._json.write("]}")
         self._json.close()
         self._csv.close()

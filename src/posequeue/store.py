@@ -93,8 +93,11 @@ class FileStore:
         base = self._file(prefix)
         if not base.is_dir():
             return []
-        return sorted(str(p.relative_to(self.path)) for p in base.rglob("*")
-                      if p.is_file() and not _is_temporary(p.name))  # fmt: skip
+        return sorted(
+            str(p.relative_to(self.path))
+            for p in base.rglob("*")
+            if p.is_file() and not _is_temporary(p.name)
+        )
 
     def delete(self, keys: list[str]) -> None:
         for key in keys:
@@ -128,16 +131,18 @@ class S3Store:
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/json") -> str:
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data,
-                                   ContentType=content_type)  # fmt: skip
+            self.client.put_object(
+                Bucket=self.bucket, Key=self.prefix + key, Body=data, ContentType=content_type
+            )
         except Exception as exc:  # botocore raises many kinds; all mean the same to the job
             raise self._guard("write", key, exc) from None
         return self.uri(key)
 
     def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> str:
         try:
-            self.client.upload_file(str(path), self.bucket, self.prefix + key,
-                                    ExtraArgs={"ContentType": content_type})  # fmt: skip
+            self.client.upload_file(
+                str(path), self.bucket, self.prefix + key, ExtraArgs={"ContentType": content_type}
+            )
         except Exception as exc:
             raise self._guard("upload", key, exc) from None
         return self.uri(key)
@@ -153,16 +158,17 @@ class S3Store:
         keys: list[str] = []
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=self.prefix + prefix)
+                Bucket=self.bucket, Prefix=self.prefix + prefix
+            )
             for page in pages:
-                keys += [o["Key"][len(self.prefix):] for o in page.get("Contents", [])]
+                keys += [o["Key"][len(self.prefix) :] for o in page.get("Contents", [])]
         except Exception as exc:
             raise self._guard("list", prefix, exc) from None
         return sorted(keys)
 
     def delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
-            chunk = [{"Key": self.prefix + k} for k in keys[start:start + 1000]]
+            chunk = [{"Key": self.prefix + k} for k in keys[start : start + 1000]]
             try:
                 self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk})
             except Exception as exc:
@@ -229,8 +235,7 @@ class S3Reader(io.RawIOBase):
             return 0
         end = min(self.pos + len(buffer), self.size) - 1
         try:
-            obj = self.client.get_object(Bucket=self.bucket, Key=self.key,
-                                         Range=f"bytes={self.pos}-{end}")  # fmt: skip
+            obj = self.client.get_object(Bucket=self.bucket, Key=self.key, Range=f"bytes={self.pos}-{end}")
             data = obj["Body"].read()
         except Exception as exc:
             raise StoreError(f"cannot read {self.uri}: {describe_aws_error(exc)}") from None

@@ -7,33 +7,119 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BLAZEPOSE_KEYPOINTS = (
-    "nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye",
-    "right_eye_outer", "left_ear", "right_ear", "mouth_left", "mouth_right", "left_shoulder",
-    "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_pinky",
-    "right_pinky", "left_index", "right_index", "left_thumb", "right_thumb", "left_hip",
-    "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle", "left_heel",
-    "right_heel", "left_foot_index", "right_foot_index",
-)  # fmt: skip
+    "nose",
+    "left_eye_inner",
+    "left_eye",
+    "left_eye_outer",
+    "right_eye_inner",
+    "right_eye",
+    "right_eye_outer",
+    "left_ear",
+    "right_ear",
+    "mouth_left",
+    "mouth_right",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_pinky",
+    "right_pinky",
+    "left_index",
+    "right_index",
+    "left_thumb",
+    "right_thumb",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+    "left_heel",
+    "right_heel",
+    "left_foot_index",
+    "right_foot_index",
+)
 
 # Pairs of keypoint indices joined in a skeleton drawing (MediaPipe's POSE_CONNECTIONS).
 BLAZEPOSE_EDGES = (
-    (0, 1), (1, 2), (2, 3), (3, 7), (0, 4), (4, 5), (5, 6), (6, 8), (9, 10), (11, 12),
-    (11, 13), (13, 15), (15, 17), (15, 19), (15, 21), (17, 19), (12, 14), (14, 16), (16, 18),
-    (16, 20), (16, 22), (18, 20), (11, 23), (12, 24), (23, 24), (23, 25), (24, 26), (25, 27),
-    (26, 28), (27, 29), (28, 30), (29, 31), (30, 32), (27, 31), (28, 32),
-)  # fmt: skip
+    (0, 1),
+    (1, 2),
+    (2, 3),
+    (3, 7),
+    (0, 4),
+    (4, 5),
+    (5, 6),
+    (6, 8),
+    (9, 10),
+    (11, 12),
+    (11, 13),
+    (13, 15),
+    (15, 17),
+    (15, 19),
+    (15, 21),
+    (17, 19),
+    (12, 14),
+    (14, 16),
+    (16, 18),
+    (16, 20),
+    (16, 22),
+    (18, 20),
+    (11, 23),
+    (12, 24),
+    (23, 24),
+    (23, 25),
+    (24, 26),
+    (25, 27),
+    (26, 28),
+    (27, 29),
+    (28, 30),
+    (29, 31),
+    (30, 32),
+    (27, 31),
+    (28, 32),
+)
 
 
 # COCO's 17 keypoints, the layout of most top-down pose models (input 256x192 is its usual size).
 COCO_KEYPOINTS = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
-    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip",
-    "left_knee", "right_knee", "left_ankle", "right_ankle",
-)  # fmt: skip
+    "nose",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+)
 COCO_EDGES = (
-    (0, 1), (0, 2), (1, 3), (2, 4), (5, 6), (5, 7), (7, 9), (6, 8), (8, 10), (5, 11), (6, 12),
-    (11, 12), (11, 13), (13, 15), (12, 14), (14, 16),
-)  # fmt: skip
+    (0, 1),
+    (0, 2),
+    (1, 3),
+    (2, 4),
+    (5, 6),
+    (5, 7),
+    (7, 9),
+    (6, 8),
+    (8, 10),
+    (5, 11),
+    (6, 12),
+    (11, 12),
+    (11, 13),
+    (13, 15),
+    (12, 14),
+    (14, 16),
+)
 KEYPOINT_SETS = {"blazepose": (BLAZEPOSE_KEYPOINTS, BLAZEPOSE_EDGES), "coco": (COCO_KEYPOINTS, COCO_EDGES)}
 
 RUNTIMES = ("tflite", "tensorflow", "neuron")
@@ -135,8 +221,13 @@ CATALOGUE: dict[str, ModelSpec] = {
         # on that region's upright square crop. Each stage has its own queue and core groups.
         stages=(
             StageSpec("detector", "pose_detection.tflite", (224, 224), kind="blazepose-detector"),
-            StageSpec("landmarks", "pose_landmark_full.tflite", (256, 256), kind="blazepose-landmarks",
-                      payload="crops"),
+            StageSpec(
+                "landmarks",
+                "pose_landmark_full.tflite",
+                (256, 256),
+                kind="blazepose-landmarks",
+                payload="crops",
+            ),
         ),
         keypoints=BLAZEPOSE_KEYPOINTS,
         edges=BLAZEPOSE_EDGES,
@@ -161,5 +252,7 @@ def get_model(name: str) -> ModelSpec:
         return models[name]
     except KeyError:
         known = ", ".join(sorted(models))
-        raise UnknownModelError(f"unknown model {name!r}; known models: {known} (a model of your "
-                                "own needs a spec file in POSEQUEUE_MODEL_SPECS)") from None
+        raise UnknownModelError(
+            f"unknown model {name!r}; known models: {known} (a model of your "
+            "own needs a spec file in POSEQUEUE_MODEL_SPECS)"
+        ) from None

@@ -32,8 +32,20 @@ else:  # Python 3.10, where tensorflow-neuron for inf1 runs
     import tomli as tomllib
 
 MODEL_KEYS = {"name", "runtime", "keypoints", "edges", "stages"}
-STAGE_KEYS = {"name", "kind", "path", "input", "shape", "dtype", "outputs", "compiled_batch",
-              "dynamic_batch", "payload", "preprocess", "coords"}  # fmt: skip
+STAGE_KEYS = {
+    "name",
+    "kind",
+    "path",
+    "input",
+    "shape",
+    "dtype",
+    "outputs",
+    "compiled_batch",
+    "dynamic_batch",
+    "payload",
+    "preprocess",
+    "coords",
+}
 
 
 class SpecError(ValueError):
@@ -82,13 +94,22 @@ def user_models(setting: str) -> dict[str, ModelSpec]:
 def dump_spec(spec: ModelSpec) -> str:
     """The spec as TOML (paths as they are in the spec: relative to its file)."""
     keypoints = next((name for name, (kps, _) in KEYPOINT_SETS.items() if kps == spec.keypoints), None)
-    lines = [f"name = {_toml(spec.name)}", f"runtime = {_toml(spec.runtime)}",
-             f"keypoints = {_toml(keypoints or list(spec.keypoints))}"]  # fmt: skip
+    lines = [
+        f"name = {_toml(spec.name)}",
+        f"runtime = {_toml(spec.runtime)}",
+        f"keypoints = {_toml(keypoints or list(spec.keypoints))}",
+    ]
     if keypoints is None or KEYPOINT_SETS[keypoints][1] != spec.edges:
         lines.append(f"edges = {_toml([list(e) for e in spec.edges])}")
     for stage in spec.stages:
-        lines += ["", "[[stages]]", f"name = {_toml(stage.name)}", f"kind = {_toml(stage.kind)}",
-                  f"path = {_toml(stage.file)}", f"shape = {_toml([-1, *stage.input_size, 3])}"]  # fmt: skip
+        lines += [
+            "",
+            "[[stages]]",
+            f"name = {_toml(stage.name)}",
+            f"kind = {_toml(stage.kind)}",
+            f"path = {_toml(stage.file)}",
+            f"shape = {_toml([-1, *stage.input_size, 3])}",
+        ]
         for key in ("input", "outputs", "dtype", "compiled_batch", "dynamic_batch", "payload"):
             value = getattr(stage, key)
             if value != getattr(_DEFAULT_STAGE, key) or key == "dynamic_batch" and spec.runtime == "neuron":
@@ -137,14 +158,23 @@ class _Reader:
         stages = tuple(self.stage(s, i, runtime) for i, s in enumerate(raw))
         if len({s.name for s in stages}) != len(stages):
             raise self.fail("stages", "stage names must differ")
-        return ModelSpec(name=name, runtime=runtime, stages=stages, keypoints=keypoints, edges=edges,
-                         folder=self.path.parent.resolve(), source=str(self.path))  # fmt: skip
+        return ModelSpec(
+            name=name,
+            runtime=runtime,
+            stages=stages,
+            keypoints=keypoints,
+            edges=edges,
+            folder=self.path.parent.resolve(),
+            source=str(self.path),
+        )
 
     def keypoints(self, value: Any, edges: Any) -> tuple[tuple[str, ...], tuple[tuple[int, int], ...]]:
         if isinstance(value, str):
             if value not in KEYPOINT_SETS:
-                raise self.fail("keypoints", f"unknown set {value!r}; known: {', '.join(KEYPOINT_SETS)}, "
-                                "or a list of names")  # fmt: skip
+                raise self.fail(
+                    "keypoints",
+                    f"unknown set {value!r}; known: {', '.join(KEYPOINT_SETS)}, or a list of names",
+                )
             names, known_edges = KEYPOINT_SETS[value]
         elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
             names, known_edges = tuple(value), ()
@@ -170,10 +200,17 @@ class _Reader:
         kind = self.choice(data.get("kind", "keypoints"), STAGE_KINDS, f"{where} kind")
         path = self.required(data, "path", str, where)
         shape = data.get("shape")
-        if not (isinstance(shape, list) and len(shape) == 4 and shape[3] == 3
-                and all(isinstance(d, int) and d > 0 for d in shape[1:3])):  # fmt: skip
-            raise self.fail(f"{where} shape", f"{shape!r} is not [batch, height, width, 3] (NHWC, batch "
-                            "-1 for any; height and width fixed)")  # fmt: skip
+        if not (
+            isinstance(shape, list)
+            and len(shape) == 4
+            and shape[3] == 3
+            and all(isinstance(d, int) and d > 0 for d in shape[1:3])
+        ):
+            raise self.fail(
+                f"{where} shape",
+                f"{shape!r} is not [batch, height, width, 3] (NHWC, batch "
+                "-1 for any; height and width fixed)",
+            )
         outputs = data.get("outputs", [])
         if not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs):
             raise self.fail(f"{where} outputs", "a list of output names")
@@ -186,14 +223,19 @@ class _Reader:
         if not isinstance(dynamic, bool):
             raise self.fail(f"{where} dynamic_batch", f"{dynamic!r} is not true or false")
         return StageSpec(
-            name=name, file=path, input_size=(shape[1], shape[2]), kind=kind,
-            input=str(data.get("input", "")), outputs=tuple(outputs),
+            name=name,
+            file=path,
+            input_size=(shape[1], shape[2]),
+            kind=kind,
+            input=str(data.get("input", "")),
+            outputs=tuple(outputs),
             dtype=self.choice(data.get("dtype", "float32"), ("float32", "uint8"), f"{where} dtype"),
-            compiled_batch=batch, dynamic_batch=dynamic,
+            compiled_batch=batch,
+            dynamic_batch=dynamic,
             payload=self.choice(data.get("payload", "frames"), ("frames", "crops"), f"{where} payload"),
             preprocess=self.table(data.get("preprocess", {}), Preprocess, f"{where} preprocess"),
             coords=self.table(data.get("coords", {}), Coords, f"{where} coords"),
-        )  # fmt: skip
+        )
 
     def table(self, data: Any, cls: type, where: str) -> Any:
         if not isinstance(data, dict):
@@ -204,8 +246,12 @@ class _Reader:
         for key in ("mean", "std"):
             if key in values and (len(values[key]) != 3 or (key == "std" and 0 in values[key])):
                 raise self.fail(f"{where} {key}", "three numbers, one per channel (std not 0)")
-        choices = {"resize": ("stretch", "letterbox"), "channels": ("rgb", "bgr"),
-                   "convention": ("normalized", "pixels"), "order": ("xy", "yx")}  # fmt: skip
+        choices = {
+            "resize": ("stretch", "letterbox"),
+            "channels": ("rgb", "bgr"),
+            "convention": ("normalized", "pixels"),
+            "order": ("xy", "yx"),
+        }
         for key, allowed in choices.items():
             if key in values:
                 self.choice(values[key], allowed, f"{where} {key}")
@@ -213,8 +259,11 @@ class _Reader:
 
     def name(self, value: str, where: str) -> str:
         if not NAME.match(value) or value == INGEST:
-            raise self.fail(where, f"{value!r} cannot name queues and workers: use {NAME_RULE}"
-                            + (" (ingest is the producers' queue)" if value == INGEST else ""))  # fmt: skip
+            raise self.fail(
+                where,
+                f"{value!r} cannot name queues and workers: use {NAME_RULE}"
+                + (" (ingest is the producers' queue)" if value == INGEST else ""),
+            )
         return value
 
     def unknown(self, data: dict[str, Any], known: set[str], where: str) -> None:

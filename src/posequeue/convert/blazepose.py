@@ -29,9 +29,14 @@ class Stage:
 
 STAGES = (
     Stage("detector", "pose_detection.tflite", "blazepose-detector", (detector.BOXES, detector.SCORES)),
-    Stage("landmarks", "pose_landmark_full.tflite", "blazepose-landmarks",
-          (blazepose.LANDMARKS, blazepose.POSE_FLAG, blazepose.HEATMAP), payload="crops"),
-)  # fmt: skip
+    Stage(
+        "landmarks",
+        "pose_landmark_full.tflite",
+        "blazepose-landmarks",
+        (blazepose.LANDMARKS, blazepose.POSE_FLAG, blazepose.HEATMAP),
+        payload="crops",
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -63,19 +68,28 @@ def _convert(stage: Stage, source: Path, folder: Path) -> Converted:
     names = {graph.name(i) for i in graph.outputs}
     missing = [name for name in stage.outputs if name not in names]
     if missing:
-        raise ConvertError(f"{source.name} has no output {', '.join(missing)} (its outputs: "
-                           f"{', '.join(sorted(names))}); the {stage.kind} stage reads them")  # fmt: skip
+        raise ConvertError(
+            f"{source.name} has no output {', '.join(missing)} (its outputs: "
+            f"{', '.join(sorted(names))}); the {stage.kind} stage reads them"
+        )
     if folder.exists() and any(folder.iterdir()) and not (folder / "saved_model.pb").is_file():
-        raise ConvertError(f"{folder} exists and is not a SavedModel; remove it or convert into "
-                           "another folder (-o)")  # fmt: skip
+        raise ConvertError(
+            f"{folder} exists and is not a SavedModel; remove it or convert into another folder (-o)"
+        )
     scratch = folder.with_name(f".{folder.name}.partial")
     shutil.rmtree(scratch, ignore_errors=True)
     savedmodel.save(graph, scratch)
     shutil.rmtree(folder, ignore_errors=True)  # a SavedModel from an earlier run
     scratch.rename(folder)
     source_tensor = graph.tensors[graph.inputs[0]]
-    return Converted(stage, folder, source_tensor.name, (-1, *source_tensor.shape[1:]),
-                     time.perf_counter() - start, savedmodel.size(folder))  # fmt: skip
+    return Converted(
+        stage,
+        folder,
+        source_tensor.name,
+        (-1, *source_tensor.shape[1:]),
+        time.perf_counter() - start,
+        savedmodel.size(folder),
+    )
 
 
 def spec_text(converted: list[Converted]) -> str:

@@ -17,21 +17,35 @@ MODELS = ("blazepose",)
 def add_command(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``convert`` to a parser's subcommands (it sets ``run``)."""
     p = subparsers.add_parser(
-        "convert", help="convert the bundled TFLite models to TensorFlow SavedModels",
+        "convert",
+        help="convert the bundled TFLite models to TensorFlow SavedModels",
         description="Rebuild the bundled BlazePose models (pose_detection.tflite, "
         "pose_landmark_full.tflite) as TensorFlow SavedModels in DIR/detector and DIR/landmarks "
         "(float32, NHWC, any batch size; signature keys are the TFLite tensor names) and write "
         "DIR/blazepose-tf.toml, a model spec for the tensorflow runtime. Needs TensorFlow 2.x "
         "(tensorflow-cpu==2.10.1 on Python 3.10 for tensorflow-neuron).",
-    )  # fmt: skip
+    )
     p.add_argument("model", choices=MODELS, help="model to convert")
-    p.add_argument("-o", "--output", required=True, type=Path, metavar="DIR",
-                   help="folder for the SavedModels and the spec (created if missing)")  # fmt: skip
-    p.add_argument("--check", action="store_true",
-                   help="then run both runtimes on frames of --video and print the largest "
-                   "differences as JSON (exit 1 if landmark x, y differ by more than 0.01 px)")  # fmt: skip
-    p.add_argument("--video", type=Path, default=Path("samples") / "astronaut.mp4",
-                   help="video with a person for --check (default: samples/astronaut.mp4)")  # fmt: skip
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="folder for the SavedModels and the spec (created if missing)",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="then run both runtimes on frames of --video and print the largest "
+        "differences as JSON (exit 1 if landmark x, y differ by more than 0.01 px)",
+    )
+    p.add_argument(
+        "--video",
+        type=Path,
+        default=Path("samples") / "astronaut.mp4",
+        help="video with a person for --check (default: samples/astronaut.mp4)",
+    )
     p.set_defaults(run=cmd_convert)
 
 
@@ -46,8 +60,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     try:
         converted = convert(model_dir, args.output)
         for c in converted:
-            print(f"{c.stage.name}: {c.stage.file} -> {c.folder} ({c.bytes / 1e6:.1f} MB, "
-                  f"{c.seconds:.1f} s)")  # fmt: skip
+            print(f"{c.stage.name}: {c.stage.file} -> {c.folder} ({c.bytes / 1e6:.1f} MB, {c.seconds:.1f} s)")
         print(f"spec: {args.output / SPEC_FILE} (posequeue submit --model blazepose-tf)")
         if not args.check:
             return 0

@@ -34,12 +34,13 @@ def check(graph: Graph) -> None:
     """Raise UnsupportedOp naming every operator of ``graph`` that has no translation."""
     missing = [code for code in graph.opcodes() if code not in TRANSLATIONS]
     if missing:
-        raise UnsupportedOp(f"{graph.model} uses {', '.join(missing)}, which the converter does not "
-                            f"translate (it knows {', '.join(sorted(TRANSLATIONS))}); add a "
-                            "translation to posequeue/convert/ops.py")  # fmt: skip
+        raise UnsupportedOp(
+            f"{graph.model} uses {', '.join(missing)}, which the converter does not "
+            f"translate (it knows {', '.join(sorted(TRANSLATIONS))}); add a "
+            "translation to posequeue/convert/ops.py"
+        )
     if len(graph.inputs) != 1:
-        raise UnsupportedOp(f"{graph.model} has {len(graph.inputs)} inputs; the serving signature "
-                            "takes one")  # fmt: skip
+        raise UnsupportedOp(f"{graph.model} has {len(graph.inputs)} inputs; the serving signature takes one")
 
 
 def run(graph: Graph, image: Any) -> dict[str, Any]:
@@ -47,8 +48,9 @@ def run(graph: Graph, image: Any) -> dict[str, Any]:
     tf = import_tensorflow()
     values: dict[int, Value] = {graph.inputs[0]: image}
     for op in graph.operators:
-        args = [None if i < 0 else graph.constants[i] if i in graph.constants else values[i]
-                for i in op.inputs]  # fmt: skip
+        args = [
+            None if i < 0 else graph.constants[i] if i in graph.constants else values[i] for i in op.inputs
+        ]
         values[op.outputs[0]] = TRANSLATIONS[op.opcode](op, args, graph)
     # Named like the file's outputs, so graph dumps and Neuron reports read the same.
     return {graph.name(i): tf.identity(values[i], name=graph.name(i)) for i in graph.outputs}
@@ -67,8 +69,10 @@ def _activation(op: Operator, graph: Graph, x: Any) -> Any:
         return tf.clip_by_value(x, -1.0, 1.0)
     if kind == "TANH":
         return tf.tanh(x)
-    raise UnsupportedOp(f"{graph.model}: {op.opcode} with fused activation {kind} (code "
-                        f"{op.options.get('fusedActivationFunction')}) has no translation")  # fmt: skip
+    raise UnsupportedOp(
+        f"{graph.model}: {op.opcode} with fused activation {kind} (code "
+        f"{op.options.get('fusedActivationFunction')}) has no translation"
+    )
 
 
 def _padding(op: Operator, graph: Graph) -> str:
@@ -86,9 +90,13 @@ def conv_2d(op: Operator, args: list[Value], graph: Graph) -> Any:
     tf = import_tensorflow()
     x, weights = args[0], args[1]
     o = op.options
-    y = tf.nn.conv2d(x, np.ascontiguousarray(weights.transpose(1, 2, 3, 0)),
-                     strides=[1, o["strideH"], o["strideW"], 1], padding=_padding(op, graph),
-                     dilations=[1, o["dilationHFactor"], o["dilationWFactor"], 1])  # fmt: skip
+    y = tf.nn.conv2d(
+        x,
+        np.ascontiguousarray(weights.transpose(1, 2, 3, 0)),
+        strides=[1, o["strideH"], o["strideW"], 1],
+        padding=_padding(op, graph),
+        dilations=[1, o["dilationHFactor"], o["dilationWFactor"], 1],
+    )
     bias = _bias(args)
     return _activation(op, graph, y if bias is None else tf.nn.bias_add(y, bias))
 
@@ -101,9 +109,13 @@ def depthwise_conv_2d(op: Operator, args: list[Value], graph: Graph) -> Any:
     _, h, w, out = weights.shape
     # The stored depthMultiplier may be stale (TFLite derives it from the shapes too).
     filters = np.ascontiguousarray(weights.reshape(h, w, channels, out // channels))
-    y = tf.nn.depthwise_conv2d(x, filters, strides=[1, o["strideH"], o["strideW"], 1],
-                               padding=_padding(op, graph),
-                               dilations=[o["dilationHFactor"], o["dilationWFactor"]])  # fmt: skip
+    y = tf.nn.depthwise_conv2d(
+        x,
+        filters,
+        strides=[1, o["strideH"], o["strideW"], 1],
+        padding=_padding(op, graph),
+        dilations=[o["dilationHFactor"], o["dilationWFactor"]],
+    )
     bias = _bias(args)
     return _activation(op, graph, y if bias is None else tf.nn.bias_add(y, bias))
 
@@ -116,8 +128,12 @@ def add(op: Operator, args: list[Value], graph: Graph) -> Any:
 def max_pool_2d(op: Operator, args: list[Value], graph: Graph) -> Any:
     tf = import_tensorflow()
     o = op.options
-    y = tf.nn.max_pool2d(args[0], ksize=[o["filterHeight"], o["filterWidth"]],
-                         strides=[o["strideH"], o["strideW"]], padding=_padding(op, graph))  # fmt: skip
+    y = tf.nn.max_pool2d(
+        args[0],
+        ksize=[o["filterHeight"], o["filterWidth"]],
+        strides=[o["strideH"], o["strideW"]],
+        padding=_padding(op, graph),
+    )
     return _activation(op, graph, y)
 
 
@@ -125,8 +141,7 @@ def pad(op: Operator, args: list[Value], graph: Graph) -> Any:
     tf = import_tensorflow()
     paddings = np.asarray(args[1])
     if paddings[0].any():
-        raise UnsupportedOp(f"{graph.model}: PAD of {graph.name(op.inputs[0])!r} pads the batch "
-                            "dimension")  # fmt: skip
+        raise UnsupportedOp(f"{graph.model}: PAD of {graph.name(op.inputs[0])!r} pads the batch dimension")
     return tf.pad(args[0], paddings)
 
 
@@ -134,18 +149,23 @@ def reshape(op: Operator, args: list[Value], graph: Graph) -> Any:
     tf = import_tensorflow()
     before, after = graph.tensors[op.inputs[0]].shape, graph.tensors[op.outputs[0]].shape
     if not before or not after or before[0] != 1 or after[0] != 1:
-        raise UnsupportedOp(f"{graph.model}: RESHAPE {before} -> {after} of "
-                            f"{graph.name(op.inputs[0])!r} moves the batch dimension; the batch "
-                            "cannot stay dynamic")  # fmt: skip
+        raise UnsupportedOp(
+            f"{graph.model}: RESHAPE {before} -> {after} of "
+            f"{graph.name(op.inputs[0])!r} moves the batch dimension; the batch "
+            "cannot stay dynamic"
+        )
     return tf.reshape(args[0], [-1, *after[1:]])
 
 
 def resize_bilinear(op: Operator, args: list[Value], graph: Graph) -> Any:
     tf = import_tensorflow()
     o = op.options
-    return tf.raw_ops.ResizeBilinear(images=args[0], size=np.asarray(args[1], np.int32),
-                                     align_corners=bool(o.get("alignCorners", False)),
-                                     half_pixel_centers=bool(o.get("halfPixelCenters", False)))  # fmt: skip
+    return tf.raw_ops.ResizeBilinear(
+        images=args[0],
+        size=np.asarray(args[1], np.int32),
+        align_corners=bool(o.get("alignCorners", False)),
+        half_pixel_centers=bool(o.get("halfPixelCenters", False)),
+    )
 
 
 def logistic(op: Operator, args: list[Value], graph: Graph) -> Any:

@@ -44,8 +44,9 @@ def _require() -> None:
         import av  # noqa: F401
         import cv2  # noqa: F401
     except ImportError as exc:
-        raise ConvertError(f"the parity check needs {exc.name}: pip install "
-                           "'posequeue[tflite,producer]'") from exc  # fmt: skip
+        raise ConvertError(
+            f"the parity check needs {exc.name}: pip install 'posequeue[tflite,producer]'"
+        ) from exc
 
 
 def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
@@ -84,8 +85,9 @@ def figures(model_dir: Path, out: Path, video: Path, count: int = FRAMES) -> dic
         "crops": len(crops),
         "detector": {
             "box_max_abs_px": _max_abs(det_ref[detector.BOXES], det_tf[detector.BOXES]),
-            "score_max_abs": _max_abs(blazepose.sigmoid(det_ref[detector.SCORES]),
-                                      blazepose.sigmoid(det_tf[detector.SCORES])),  # fmt: skip
+            "score_max_abs": _max_abs(
+                blazepose.sigmoid(det_ref[detector.SCORES]), blazepose.sigmoid(det_tf[detector.SCORES])
+            ),
             "score_logit_max_abs": _max_abs(det_ref[detector.SCORES], det_tf[detector.SCORES]),
         },
         "landmarks": {

@@ -24,8 +24,9 @@ def serving_function(graph: Graph) -> Any:
     ops.check(graph)
     source = graph.tensors[graph.inputs[0]]
     if source.dtype != "FLOAT32":
-        raise ConvertError(f"{graph.model}: input {source.name!r} is {source.dtype}; only float32 "
-                           "inputs convert")  # fmt: skip
+        raise ConvertError(
+            f"{graph.model}: input {source.name!r} is {source.dtype}; only float32 inputs convert"
+        )
     spec = tf.TensorSpec([None, *source.shape[1:]], tf.float32, name=source.name)
     return tf.function(lambda image: ops.run(graph, image), input_signature=[spec]).get_concrete_function()
 

@@ -19,9 +19,15 @@ from posequeue.worker.runtimes import TENSORFLOW_INSTALL
 
 # TensorType -> numpy dtype, for the types a float model's tensors use.
 DTYPES: dict[str, type[np.generic]] = {
-    "FLOAT32": np.float32, "FLOAT16": np.float16, "INT32": np.int32, "INT64": np.int64,
-    "UINT8": np.uint8, "INT8": np.int8, "INT16": np.int16, "BOOL": np.bool_,
-}  # fmt: skip
+    "FLOAT32": np.float32,
+    "FLOAT16": np.float16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "UINT8": np.uint8,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "BOOL": np.bool_,
+}
 SPARSE_CSR = 1  # DimensionType
 
 
@@ -68,8 +74,9 @@ def schema() -> ModuleType:
         try:
             from ai_edge_litert import schema_py_generated
         except ImportError as exc:
-            raise ConvertError(f"reading a .tflite file needs TensorFlow's schema bindings: "
-                               f"{TENSORFLOW_INSTALL}") from exc  # fmt: skip
+            raise ConvertError(
+                f"reading a .tflite file needs TensorFlow's schema bindings: {TENSORFLOW_INSTALL}"
+            ) from exc
     return schema_py_generated
 
 
@@ -81,12 +88,12 @@ def read(path: Path) -> Graph:
         raise ConvertError(f"{path.name} holds no subgraph; is it a TFLite model?")
     if len(model.subgraphs) > 1:
         # Control flow (WHILE, IF) lives in further subgraphs; BlazePose has none.
-        raise UnsupportedOp(f"{path.name} has {len(model.subgraphs)} subgraphs; only single-graph "
-                            "models convert")  # fmt: skip
+        raise UnsupportedOp(
+            f"{path.name} has {len(model.subgraphs)} subgraphs; only single-graph models convert"
+        )
     sub = model.subgraphs[0]
     typenames = _names(fb.TensorType)
-    tensors = [Tensor(_text(t.name), tuple(int(d) for d in t.shape), typenames[t.type])
-               for t in sub.tensors]  # fmt: skip
+    tensors = [Tensor(_text(t.name), tuple(int(d) for d in t.shape), typenames[t.type]) for t in sub.tensors]
     graph = Graph(path.name, tensors, [int(i) for i in sub.inputs], [int(i) for i in sub.outputs])
     for i, t in enumerate(sub.tensors):
         _read_tensor(graph, i, t, model.buffers)
@@ -106,8 +113,10 @@ def _read_tensor(graph: Graph, index: int, tensor: Any, buffers: list[Any]) -> N
         return
     scale = tensor.quantization.scale if tensor.quantization is not None else None
     if scale is not None and len(scale):
-        raise UnsupportedOp(f"{graph.model}: tensor {graph.name(index)!r} is quantized; only float "
-                            "models convert (use the float16 or float32 model)")  # fmt: skip
+        raise UnsupportedOp(
+            f"{graph.model}: tensor {graph.name(index)!r} is quantized; only float "
+            "models convert (use the float16 or float32 model)"
+        )
 
 
 def _operator(op: Any, code: Any, opnames: dict[int, str]) -> Operator:
@@ -130,8 +139,10 @@ def _constant(graph: Graph, index: int, sparsity: Any, raw: np.ndarray) -> np.nd
     tensor = graph.tensors[index]
     dtype = DTYPES.get(tensor.dtype)
     if dtype is None:
-        raise UnsupportedOp(f"{graph.model}: constant {tensor.name!r} has type {tensor.dtype}, "
-                            "which the converter does not read")  # fmt: skip
+        raise UnsupportedOp(
+            f"{graph.model}: constant {tensor.name!r} has type {tensor.dtype}, "
+            "which the converter does not read"
+        )
     values: np.ndarray = raw.view(dtype)
     if sparsity is not None:
         return densify(values, tensor.shape, sparsity, f"{graph.model}: {tensor.name!r}")
@@ -161,8 +172,9 @@ def densify(values: np.ndarray, shape: tuple[int, ...], sparsity: Any, what: str
         else:
             size = int(meta.denseSize)
             if size != shape[order[level]]:
-                raise ConvertError(f"{what}: dense level {level} has size {size}, its dimension "
-                                   f"{shape[order[level]]}")  # fmt: skip
+                raise ConvertError(
+                    f"{what}: dense level {level} has size {size}, its dimension {shape[order[level]]}"
+                )
             parent = np.repeat(np.arange(len(positions)), size)
             index = np.tile(np.arange(size), len(positions))
             positions = positions[parent] * size + index
@@ -181,8 +193,10 @@ def _fold(graph: Graph, op: Operator) -> bool:
     value = graph.constants[op.inputs[0]]
     if op.opcode == "DEQUANTIZE":
         if value.dtype != np.float16:
-            raise UnsupportedOp(f"{graph.model}: DEQUANTIZE of {graph.name(op.inputs[0])!r} "
-                                f"({value.dtype}); only float16 weights dequantize here")  # fmt: skip
+            raise UnsupportedOp(
+                f"{graph.model}: DEQUANTIZE of {graph.name(op.inputs[0])!r} "
+                f"({value.dtype}); only float16 weights dequantize here"
+            )
         value = value.astype(np.float32)
     graph.constants[op.outputs[0]] = value
     graph.folded[op.opcode] = graph.folded.get(op.opcode, 0) + 1

@@ -22,22 +22,33 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     from posequeue.fleet.instances import names
 
     p = subparsers.add_parser(
-        "plan", help="lay one host's workers out on its cores (replicating a per-chip layout)",
+        "plan",
+        help="lay one host's workers out on its cores (replicating a per-chip layout)",
         description="Replicate a per-chip layout on every chip of an instance: one worker per "
         "core group, pinned by NEURON_RT_VISIBLE_CORES to cores of its own chip. A chip may "
         "serve several models (anymotion:pose=2,blazepose:landmarks=2); models and stages are "
         "checked against the built-in models and the spec files in POSEQUEUE_MODEL_SPECS.",
-    )  # fmt: skip
+    )
     p.add_argument("instance", metavar="INSTANCE", help=f"one of: {', '.join(names())}")
-    p.add_argument("--per-chip", required=True, metavar="[MODEL:]STAGE=CORES[,...]",
-                   help="cores of one chip per stage: N (one group), A+B (groups of A and B "
-                   "cores) or GxN (G groups of N); a bare STAGE is one of --model, MODEL:STAGE "
-                   "one of another model; ingest=0 adds one producer per host")  # fmt: skip
-    p.add_argument("--model", default="blazepose", help="model of the bare STAGE keys and of "
-                   "the producer (default blazepose)")  # fmt: skip
-    p.add_argument("--throughput", metavar="[MODEL:]STAGE=FPS[,...]",
-                   help="frames/s per core of each stage (measured, or given), keyed as in "
-                   "--per-chip, for expected frames/s and $ per million frames per model")  # fmt: skip
+    p.add_argument(
+        "--per-chip",
+        required=True,
+        metavar="[MODEL:]STAGE=CORES[,...]",
+        help="cores of one chip per stage: N (one group), A+B (groups of A and B "
+        "cores) or GxN (G groups of N); a bare STAGE is one of --model, MODEL:STAGE "
+        "one of another model; ingest=0 adds one producer per host",
+    )
+    p.add_argument(
+        "--model",
+        default="blazepose",
+        help="model of the bare STAGE keys and of the producer (default blazepose)",
+    )
+    p.add_argument(
+        "--throughput",
+        metavar="[MODEL:]STAGE=FPS[,...]",
+        help="frames/s per core of each stage (measured, or given), keyed as in "
+        "--per-chip, for expected frames/s and $ per million frames per model",
+    )
     p.add_argument(
         "--price",
         type=float,
@@ -48,11 +59,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     p.set_defaults(run=cmd_plan)
 
     p = subparsers.add_parser(
-        "flower", help="run Flower (workers, tasks, queue depth) for the posequeue app",
+        "flower",
+        help="run Flower (workers, tasks, queue depth) for the posequeue app",
         description="Flower for the posequeue Celery app and the broker in POSEQUEUE_BROKER_URL. "
         "Other Flower options come from FLOWER_* variables; basic auth from "
         "FLOWER_BASIC_AUTH=user:password, required to listen beyond localhost.",
-    )  # fmt: skip
+    )
     p.add_argument("--port", type=int, help=f"default: FLOWER_PORT or {DEFAULT_FLOWER_PORT}")
     p.add_argument("--address", help=f"default: FLOWER_ADDRESS or {DEFAULT_FLOWER_ADDRESS}")
     p.set_defaults(run=cmd_flower)
@@ -71,8 +83,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     try:
         layout = parse_layout(args.per_chip)
         throughput = parse_throughput(args.throughput) if args.throughput else None
-        result = plan(args.instance, layout, throughput, model=args.model,
-                      price_per_hour=args.price)  # fmt: skip
+        result = plan(args.instance, layout, throughput, model=args.model, price_per_hour=args.price)
     except (PlanError, UnknownInstanceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_REFUSED
@@ -102,8 +113,10 @@ def exposure_problem(address: str, env: Mapping[str, str]) -> str | None:
         return None
     where = address or "every interface"
     if not env.get("FLOWER_BASIC_AUTH"):
-        return (f"refusing to serve Flower on {where} without authentication: set "
-                "FLOWER_BASIC_AUTH=user:password, or listen on 127.0.0.1")  # fmt: skip
+        return (
+            f"refusing to serve Flower on {where} without authentication: set "
+            "FLOWER_BASIC_AUTH=user:password, or listen on 127.0.0.1"
+        )
     if env.get("FLOWER_UNAUTHENTICATED_API", "").lower() in ("1", "true", "yes", "on"):
         return (
             f"refusing to serve Flower on {where} with FLOWER_UNAUTHENTICATED_API set: its "
@@ -118,8 +131,9 @@ def flower_argv(port: int, address: str) -> list[str]:
 
 def cmd_flower(args: argparse.Namespace) -> int:
     port = args.port or int(os.environ.get("FLOWER_PORT") or DEFAULT_FLOWER_PORT)
-    address = args.address if args.address is not None else os.environ.get(
-        "FLOWER_ADDRESS", DEFAULT_FLOWER_ADDRESS)  # fmt: skip
+    address = (
+        args.address if args.address is not None else os.environ.get("FLOWER_ADDRESS", DEFAULT_FLOWER_ADDRESS)
+    )
     problem = exposure_problem(address, os.environ)
     if problem:
         print(f"error: {problem}", file=sys.stderr)

@@ -70,8 +70,7 @@ def _inf1(name: str, chips: int, vcpus: int, gib: float, network: str, price: fl
     return Instance(name, chips, 4, vcpus, gib, network, price, NEURON_V1)
 
 
-def _v2(name: str, chips: int, vcpus: int, gib: float, network: str | None,
-        price: float | None) -> Instance:  # fmt: skip
+def _v2(name: str, chips: int, vcpus: int, gib: float, network: str | None, price: float | None) -> Instance:
     return Instance(name, chips, 2, vcpus, gib, network, price, NEURON_V2)
 
 

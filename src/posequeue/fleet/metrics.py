@@ -76,8 +76,9 @@ def backlog(frames: float, capacity: float) -> float:
     return frames / capacity if capacity > 0 else math.inf
 
 
-def stage_backlogs(spec: ModelSpec, depths: Mapping[str, int], batch_size: float,
-                   capacity: Mapping[tuple[str, str], float]) -> list[StageBacklog]:  # fmt: skip
+def stage_backlogs(
+    spec: ModelSpec, depths: Mapping[str, int], batch_size: float, capacity: Mapping[tuple[str, str], float]
+) -> list[StageBacklog]:
     """Backlog of each stage of a model. A frame queued for stage 1 still needs stage 2, so the
     frames a stage has to run are those on its own queue and on every earlier stage's queue."""
     out, waiting = [], 0.0
@@ -121,8 +122,9 @@ def scan_jobs(jobs: Jobs, recent: int) -> JobScan:
     return scan
 
 
-def collect(jobs: Jobs, default_batch_size: int, recent: int = DEFAULT_RECENT_JOBS,
-            now: float | None = None) -> Snapshot:  # fmt: skip
+def collect(
+    jobs: Jobs, default_batch_size: int, recent: int = DEFAULT_RECENT_JOBS, now: float | None = None
+) -> Snapshot:
     """Read the fleet's state from Redis."""
     from posequeue.config.queues import all_queues
     from posequeue.fleet.worker_stats import read_rates
@@ -137,9 +139,16 @@ def collect(jobs: Jobs, default_batch_size: int, recent: int = DEFAULT_RECENT_JO
     for w in workers:
         capacity[(w.model, w.stage)] = capacity.get((w.model, w.stage), 0.0) + w.capacity
     stages = [b for spec in all_models().values() for b in stage_backlogs(spec, depths, batch_size, capacity)]
-    return Snapshot(queues=depths, unacked=int(jobs.r.hlen("unacked")), jobs=scan.counts,
-                    batches_in_flight=scan.batches_in_flight, frames_done=scan.frames_done,
-                    batch_size=batch_size, workers=workers, stages=stages)  # fmt: skip
+    return Snapshot(
+        queues=depths,
+        unacked=int(jobs.r.hlen("unacked")),
+        jobs=scan.counts,
+        batches_in_flight=scan.batches_in_flight,
+        frames_done=scan.frames_done,
+        batch_size=batch_size,
+        workers=workers,
+        stages=stages,
+    )
 
 
 # -- Prometheus text format -----------------------------------------------------------------
@@ -154,8 +163,7 @@ def _value(v: float) -> str:
 def _labels(labels: Mapping[str, str]) -> str:
     if not labels:
         return ""
-    esc = {k: str(v).replace("\\", r"\\").replace('"', r"\"").replace("\n", r"\n")
-           for k, v in labels.items()}  # fmt: skip
+    esc = {k: str(v).replace("\\", r"\\").replace('"', r"\"").replace("\n", r"\n") for k, v in labels.items()}
     return "{" + ",".join(f'{k}="{v}"' for k, v in esc.items()) + "}"
 
 
@@ -173,38 +181,75 @@ def render(s: Snapshot) -> str:
     from posequeue.fleet.worker_stats import WINDOW_S
 
     def per_worker(attr: str) -> list[Sample]:
-        return [({"worker": w.worker, "model": w.model, "stage": w.stage}, getattr(w, attr))
-                for w in s.workers]  # fmt: skip
+        return [
+            ({"worker": w.worker, "model": w.model, "stage": w.stage}, getattr(w, attr)) for w in s.workers
+        ]
 
     def per_stage(attr: str) -> list[Sample]:
         return [({"model": b.model, "stage": b.stage}, getattr(b, attr)) for b in s.stages]
 
     lines = [
-        *_family("posequeue_queue_depth", "Messages waiting on a queue (all priority levels).",
-                 [({"queue": q}, d) for q, d in s.queues.items()]),
-        *_family("posequeue_unacked_messages", "Messages taken by workers and not yet acknowledged.",
-                 [({}, s.unacked)]),
-        *_family("posequeue_batches_in_flight", "Batches enqueued and not finished, over unfinished "
-                 "jobs among the scanned ones.", [({}, s.batches_in_flight)]),
-        *_family("posequeue_jobs", "Jobs by status among the newest records scanned "
-                 "(--recent-jobs).", [({"status": k}, v) for k, v in s.jobs.items()]),
-        *_family("posequeue_frames_done_total", "Frames finished, summed over the scanned jobs (drops "
-                 "when records expire: a gauge).", [({}, s.frames_done)]),
-        *_family("posequeue_worker_frames_per_second", f"Frames a worker finished per second over the "
-                 f"last {WINDOW_S} s, idle time included.", per_worker("frames_per_second")),
-        *_family("posequeue_worker_capacity_frames_per_second", "Frames a worker finishes per busy "
-                 "second (summed over its pool processes).", per_worker("capacity")),
-        *_family("posequeue_stage_queued_frames", "Frames waiting for a stage: its queue and earlier "
-                 "stages' queues, times the batch size.", per_stage("queued_frames")),
-        *_family("posequeue_stage_capacity_frames_per_second", "Capacity of a stage's live workers.",
-                 per_stage("capacity")),
-        *_family("posequeue_stage_backlog_seconds", "Queued frames / capacity of a stage (+Inf with "
-                 "frames queued and no live worker).", per_stage("seconds")),
-        *_family("posequeue_backlog_seconds", "Seconds of work waiting: the slowest stage's backlog "
-                 "(the autoscaling signal).", [({}, s.backlog_seconds)]),
-        *_family("posequeue_queued_batch_frames", "Frames per queued message assumed (mean batch size "
-                 "of unfinished jobs).", [({}, s.batch_size)]),
-    ]  # fmt: skip
+        *_family(
+            "posequeue_queue_depth",
+            "Messages waiting on a queue (all priority levels).",
+            [({"queue": q}, d) for q, d in s.queues.items()],
+        ),
+        *_family(
+            "posequeue_unacked_messages",
+            "Messages taken by workers and not yet acknowledged.",
+            [({}, s.unacked)],
+        ),
+        *_family(
+            "posequeue_batches_in_flight",
+            "Batches enqueued and not finished, over unfinished jobs among the scanned ones.",
+            [({}, s.batches_in_flight)],
+        ),
+        *_family(
+            "posequeue_jobs",
+            "Jobs by status among the newest records scanned (--recent-jobs).",
+            [({"status": k}, v) for k, v in s.jobs.items()],
+        ),
+        *_family(
+            "posequeue_frames_done_total",
+            "Frames finished, summed over the scanned jobs (drops when records expire: a gauge).",
+            [({}, s.frames_done)],
+        ),
+        *_family(
+            "posequeue_worker_frames_per_second",
+            f"Frames a worker finished per second over the last {WINDOW_S} s, idle time included.",
+            per_worker("frames_per_second"),
+        ),
+        *_family(
+            "posequeue_worker_capacity_frames_per_second",
+            "Frames a worker finishes per busy second (summed over its pool processes).",
+            per_worker("capacity"),
+        ),
+        *_family(
+            "posequeue_stage_queued_frames",
+            "Frames waiting for a stage: its queue and earlier stages' queues, times the batch size.",
+            per_stage("queued_frames"),
+        ),
+        *_family(
+            "posequeue_stage_capacity_frames_per_second",
+            "Capacity of a stage's live workers.",
+            per_stage("capacity"),
+        ),
+        *_family(
+            "posequeue_stage_backlog_seconds",
+            "Queued frames / capacity of a stage (+Inf with frames queued and no live worker).",
+            per_stage("seconds"),
+        ),
+        *_family(
+            "posequeue_backlog_seconds",
+            "Seconds of work waiting: the slowest stage's backlog (the autoscaling signal).",
+            [({}, s.backlog_seconds)],
+        ),
+        *_family(
+            "posequeue_queued_batch_frames",
+            "Frames per queued message assumed (mean batch size of unfinished jobs).",
+            [({}, s.batch_size)],
+        ),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -215,15 +260,21 @@ def cloudwatch_data(s: Snapshot, when: datetime | None = None) -> list[dict[str,
     when = when or datetime.now(timezone.utc)
 
     def datum(name: str, value: float, unit: str, **dims: str) -> dict[str, Any]:
-        return {"MetricName": name, "Timestamp": when, "Value": float(value), "Unit": unit,
-                "Dimensions": [{"Name": k, "Value": v} for k, v in dims.items()]}  # fmt: skip
+        return {
+            "MetricName": name,
+            "Timestamp": when,
+            "Value": float(value),
+            "Unit": unit,
+            "Dimensions": [{"Name": k, "Value": v} for k, v in dims.items()],
+        }
 
     def capped(v: float) -> float:
         return min(v, CLOUDWATCH_BACKLOG_CAP)
 
     data = [datum("BacklogSeconds", capped(s.backlog_seconds), "Seconds")]
-    data += [datum("BacklogSeconds", capped(b.seconds), "Seconds", Model=b.model, Stage=b.stage)
-             for b in s.stages]  # fmt: skip
+    data += [
+        datum("BacklogSeconds", capped(b.seconds), "Seconds", Model=b.model, Stage=b.stage) for b in s.stages
+    ]
     data += [datum("QueueDepth", d, "Count", Queue=q) for q, d in s.queues.items()]
     data.append(datum("BatchesInFlight", s.batches_in_flight, "Count"))
     return data
@@ -233,13 +284,14 @@ def publish(client: Any, namespace: str, s: Snapshot) -> int:
     """Send the snapshot to CloudWatch (boto3 honours AWS_ENDPOINT_URL); returns the data count."""
     data = cloudwatch_data(s)
     for i in range(0, len(data), 500):  # well under put_metric_data's per-call limit
-        client.put_metric_data(Namespace=namespace, MetricData=data[i:i + 500])
+        client.put_metric_data(Namespace=namespace, MetricData=data[i : i + 500])
     return len(data)
 
 
 # -- HTTP -----------------------------------------------------------------------------------
-def make_server(address: str, port: int, read: Callable[[], Snapshot],
-                healthy: Callable[[], bool]) -> ThreadingHTTPServer:  # fmt: skip
+def make_server(
+    address: str, port: int, read: Callable[[], Snapshot], healthy: Callable[[], bool]
+) -> ThreadingHTTPServer:
     """A threaded HTTP server: GET /metrics renders a fresh snapshot, GET /healthz says whether
     Redis answers (200 or 503)."""
 
@@ -278,23 +330,39 @@ def make_server(address: str, port: int, read: Callable[[], Snapshot],
 def add_command(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``metrics`` to a parser's subcommands (it sets ``run``)."""
     p = subparsers.add_parser(
-        "metrics", help="serve Prometheus metrics (queue depth, jobs, frames/s, backlog) and "
+        "metrics",
+        help="serve Prometheus metrics (queue depth, jobs, frames/s, backlog) and "
         "publish the backlog to CloudWatch",
         description="Serve /metrics (Prometheus text format) and /healthz, read from the Redis "
         "in POSEQUEUE_BROKER_URL. With --cloudwatch-namespace, also publish BacklogSeconds, "
         "QueueDepth and BatchesInFlight every --interval seconds (boto3: AWS_* variables, "
         "AWS_ENDPOINT_URL). --once: publish (or print the metrics) once and exit.",
-    )  # fmt: skip
+    )
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
-    p.add_argument("--address", default=DEFAULT_ADDRESS, help=f"default {DEFAULT_ADDRESS}; "
-                   "0.0.0.0 for a scraper on another host (the metrics are read-only)")  # fmt: skip
+    p.add_argument(
+        "--address",
+        default=DEFAULT_ADDRESS,
+        help=f"default {DEFAULT_ADDRESS}; 0.0.0.0 for a scraper on another host (the metrics are read-only)",
+    )
     p.add_argument("--cloudwatch-namespace", metavar="NS", help="publish to CloudWatch under NS")
-    p.add_argument("--interval", type=float, default=DEFAULT_INTERVAL,
-                   help=f"seconds between CloudWatch publications (default {DEFAULT_INTERVAL:g})")
-    p.add_argument("--recent-jobs", type=int, default=DEFAULT_RECENT_JOBS,
-                   help=f"job records scanned per reading, newest first (default {DEFAULT_RECENT_JOBS})")
-    p.add_argument("--once", action="store_true", help="publish to CloudWatch once (or, without "
-                   "--cloudwatch-namespace, print the metrics) and exit: for cron and tests")  # fmt: skip
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=DEFAULT_INTERVAL,
+        help=f"seconds between CloudWatch publications (default {DEFAULT_INTERVAL:g})",
+    )
+    p.add_argument(
+        "--recent-jobs",
+        type=int,
+        default=DEFAULT_RECENT_JOBS,
+        help=f"job records scanned per reading, newest first (default {DEFAULT_RECENT_JOBS})",
+    )
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="publish to CloudWatch once (or, without "
+        "--cloudwatch-namespace, print the metrics) and exit: for cron and tests",
+    )
     p.set_defaults(run=cmd_metrics)
 
 
@@ -302,8 +370,11 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     from posequeue.config.settings import get_settings
 
     if args.interval <= 0 or args.recent_jobs < 1:
-        print(f"error: --interval must be > 0 (got {args.interval}) and --recent-jobs >= 1 "
-              f"(got {args.recent_jobs})", file=sys.stderr)  # fmt: skip
+        print(
+            f"error: --interval must be > 0 (got {args.interval}) and --recent-jobs >= 1 "
+            f"(got {args.recent_jobs})",
+            file=sys.stderr,
+        )
         return 2
     from posequeue.jobs import Jobs
 
@@ -326,8 +397,12 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         return 0
     server = make_server(args.address, args.port, read, lambda: _ping(jobs))
     if args.cloudwatch_namespace:
-        threading.Thread(target=_publish_forever, name="cloudwatch", daemon=True,
-                         args=(args.cloudwatch_namespace, args.interval, read)).start()  # fmt: skip
+        threading.Thread(
+            target=_publish_forever,
+            name="cloudwatch",
+            daemon=True,
+            args=(args.cloudwatch_namespace, args.interval, read),
+        ).start()
     print(f"serving http://{args.address}:{server.server_address[1]}/metrics", file=sys.stderr, flush=True)
     try:
         server.serve_forever()

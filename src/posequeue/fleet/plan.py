@@ -77,9 +77,15 @@ class WorkerPlan:
         return args + (["--cores", self.cores_spec] if self.cores else [])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "model": self.model, "stage": self.stage, "queue": self.queue,
-                "cores": list(self.cores), "env": dict(self.env),
-                "devices": list(self.devices)}  # fmt: skip
+        return {
+            "name": self.name,
+            "model": self.model,
+            "stage": self.stage,
+            "queue": self.queue,
+            "cores": list(self.cores),
+            "env": dict(self.env),
+            "devices": list(self.devices),
+        }
 
 
 @dataclass(frozen=True)
@@ -114,8 +120,10 @@ class Plan:
     def absent_stages(self) -> dict[str, tuple[str, ...]]:
         """Per model of the layout, its stages that no core of this host serves (their workers
         must run elsewhere, or its frames stop there)."""
-        absent = {m: tuple(s.name for s in get_model(m).stages if StageKey(m, s.name) not in self.layout)
-                  for m in self.models}  # fmt: skip
+        absent = {
+            m: tuple(s.name for s in get_model(m).stages if StageKey(m, s.name) not in self.layout)
+            for m in self.models
+        }
         return {m: stages for m, stages in absent.items() if stages}
 
     def label(self, key: StageKey) -> str:
@@ -161,8 +169,11 @@ class Plan:
         for model in self.models:
             slowest = min((k for k in rates if k.model == model), key=rates.__getitem__)
             fps, share = rates[slowest], cores[model] / used
-            cost = (None if self.price_per_hour is None
-                    else self.price_per_hour * share / (fps * 3600) * 1_000_000)  # fmt: skip
+            cost = (
+                None
+                if self.price_per_hour is None
+                else self.price_per_hour * share / (fps * 3600) * 1_000_000
+            )
             result[model] = ModelRate(model, fps, slowest.stage, cores[model], share, cost)
         return result
 
@@ -227,16 +238,14 @@ def _worker(host: Instance, key: StageKey, cores: tuple[int, ...], chip: int) ->
         return WorkerPlan(name, key.model, key.stage, queue, cores)
     env = {"NEURON_RT_VISIBLE_CORES": _span(cores), "NEURON_PROCESS_TAG": name}
     device = host.device(chip)
-    return WorkerPlan(name, key.model, key.stage, queue, cores, env,
-                      (device,) if device else (), chip)  # fmt: skip
+    return WorkerPlan(name, key.model, key.stage, queue, cores, env, (device,) if device else (), chip)
 
 
 def stage_key(text: str, model: str) -> StageKey:
     """``"landmarks"`` -> (model, "landmarks"); ``"anymotion:pose"`` -> ("anymotion", "pose")."""
     parts = text.split(":")
     if len(parts) > 2 or not all(parts):
-        raise PlanError(f"{text!r} is not STAGE or MODEL:STAGE; write e.g. landmarks or "
-                        "anymotion:pose")  # fmt: skip
+        raise PlanError(f"{text!r} is not STAGE or MODEL:STAGE; write e.g. landmarks or anymotion:pose")
     return StageKey(*parts) if len(parts) == 2 else StageKey(model, text)
 
 
@@ -266,8 +275,10 @@ def _normalise(per_chip: Layout, model: str) -> tuple[dict[StageKey, tuple[int, 
             )
         _check_stage(key)
         if key in layout:
-            raise PlanError(f"{key} is given twice (a bare stage is one of --model {model}); "
-                            f"give its groups once, e.g. {key}=1+1")  # fmt: skip
+            raise PlanError(
+                f"{key} is given twice (a bare stage is one of --model {model}); "
+                f"give its groups once, e.g. {key}=1+1"
+            )
         layout[key] = groups
     if not layout and not producers:  # pragma: no cover - an empty mapping is refused above
         raise PlanError("the layout has no stage")
@@ -279,6 +290,7 @@ def _check_throughput(
 ) -> dict[StageKey, float] | None:
     if throughput is None:
         return None
+
     def text(key: StageKey) -> str:  # as --throughput takes it with this --model
         return key.stage if key.model == model else str(key)
 
@@ -286,8 +298,7 @@ def _check_throughput(
     for written, value in throughput.items():
         key = stage_key(written, model)
         if key in figures:
-            raise PlanError(f"throughput for {key} is given twice (a bare stage is one of "
-                            f"--model {model})")  # fmt: skip
+            raise PlanError(f"throughput for {key} is given twice (a bare stage is one of --model {model})")
         figures[key] = value
     unknown = [text(k) for k in figures if k not in layout]
     if unknown:

@@ -34,8 +34,10 @@ def _money(value: float | None, digits: int = 3) -> str:
 def render_table(plan: Plan) -> str:
     host = plan.instance
     kind = host.core_kind if host.is_neuron else "CPU cores"
-    facts = [f"{host.chips} chip{'s' if host.chips > 1 else ''} x {host.cores_per_chip} {kind}",
-             f"{host.vcpus} vCPU"]  # fmt: skip
+    facts = [
+        f"{host.chips} chip{'s' if host.chips > 1 else ''} x {host.cores_per_chip} {kind}",
+        f"{host.vcpus} vCPU",
+    ]
     if host.memory_gib is not None:
         facts.append(f"{host.memory_gib:g} GiB" if host.is_neuron else f"{host.memory_gib:.1f} GiB")
     if host.network:
@@ -59,8 +61,9 @@ def render_table(plan: Plan) -> str:
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for row in rows:
-        cells = [c.rjust(widths[i]) if header[i] == "FRAMES/S" else c.ljust(widths[i])
-                 for i, c in enumerate(row)]  # fmt: skip
+        cells = [
+            c.rjust(widths[i]) if header[i] == "FRAMES/S" else c.ljust(widths[i]) for i, c in enumerate(row)
+        ]
         lines.append("  ".join(cells).rstrip())
     lines.append("")
     lines.extend(_summary(plan))
@@ -69,20 +72,28 @@ def render_table(plan: Plan) -> str:
 
 def _summary(plan: Plan) -> list[str]:
     absent = plan.absent_stages()
-    lines = [f"{model}: no core of this host serves {', '.join(stages)}; run those workers on "
-             "other hosts, or its frames go no further" for model, stages in absent.items()]  # fmt: skip
+    lines = [
+        f"{model}: no core of this host serves {', '.join(stages)}; run those workers on "
+        "other hosts, or its frames go no further"
+        for model, stages in absent.items()
+    ]
     stage_rates, model_rates = plan.stage_rates(), plan.model_rates()
     if not stage_rates or not model_rates:
-        return [*lines, "expected frames/s and $ per million frames: give --throughput "
-                "[MODEL:]STAGE=FPS,... (frames/s per core, per stage)"]  # fmt: skip
+        return [
+            *lines,
+            "expected frames/s and $ per million frames: give --throughput "
+            "[MODEL:]STAGE=FPS,... (frames/s per core, per stage)",
+        ]
     per_stage = "; ".join(f"{plan.label(k)} {r:,.1f}" for k, r in stage_rates.items())
     lines.append(f"stage frames/s (per-core figures given x cores): {per_stage}")
     used = sum(r.cores for r in model_rates.values())
     for rate in model_rates.values():
         # Each model is a pipeline of its own: the slowest of its stages sets its frames/s.
         elsewhere = f"; {', '.join(absent[rate.model])} not on this host" if rate.model in absent else ""
-        lines.append(f"expected frames/s of {rate.model}: {rate.frames_per_second:,.1f} (limited "
-                     f"by {rate.bottleneck}{elsewhere}); {_cost_text(plan, rate, used)}")  # fmt: skip
+        lines.append(
+            f"expected frames/s of {rate.model}: {rate.frames_per_second:,.1f} (limited "
+            f"by {rate.bottleneck}{elsewhere}); {_cost_text(plan, rate, used)}"
+        )
     return lines
 
 
@@ -131,10 +142,12 @@ def _image(plan: Plan, worker: WorkerPlan) -> str:
 
 
 def render_compose(plan: Plan) -> str:
-    head = (f"# posequeue plan {plan.instance.name} --per-chip {plan.layout_text} "
-            f"--model {plan.model}\n"
-            "# Merge into a compose file that also runs Redis (service `redis`) and sets the\n"
-            "# store (POSEQUEUE_STORE, AWS_*) for every worker.\n")  # fmt: skip
+    head = (
+        f"# posequeue plan {plan.instance.name} --per-chip {plan.layout_text} "
+        f"--model {plan.model}\n"
+        "# Merge into a compose file that also runs Redis (service `redis`) and sets the\n"
+        "# store (POSEQUEUE_STORE, AWS_*) for every worker.\n"
+    )
     return head + to_yaml({"services": compose_services(plan)})
 
 

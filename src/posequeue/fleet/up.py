@@ -81,9 +81,15 @@ class Supervisor:
         out: where the merged, name-prefixed output goes.
     """
 
-    def __init__(self, programs: Sequence[Program], *, backoff: Backoff | None = None,
-                 stop_timeout: float = STOP_GRACE_SECONDS, out: IO[str] | None = None,
-                 poll: float = 0.1) -> None:  # fmt: skip
+    def __init__(
+        self,
+        programs: Sequence[Program],
+        *,
+        backoff: Backoff | None = None,
+        stop_timeout: float = STOP_GRACE_SECONDS,
+        out: IO[str] | None = None,
+        poll: float = 0.1,
+    ) -> None:
         names = [p.name for p in programs]
         if not programs or len(set(names)) != len(names):
             raise ValueError(f"programs need unique names, got {names}")
@@ -124,8 +130,9 @@ class Supervisor:
 
     def pids(self) -> dict[str, int | None]:
         """The running process of each program (None while it waits for a restart)."""
-        return {c.program.name: c.proc.pid if c.proc and c.proc.poll() is None else None
-                for c in self.children}  # fmt: skip
+        return {
+            c.program.name: c.proc.pid if c.proc and c.proc.poll() is None else None for c in self.children
+        }
 
     def step(self) -> None:
         """Notice exits and schedule restarts; start those whose delay has passed."""
@@ -154,14 +161,18 @@ class Supervisor:
     def _start(self, child: _Child) -> None:
         program = child.program
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **program.env}
-        child.proc = subprocess.Popen(program.argv, env=env, stdin=subprocess.DEVNULL,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      start_new_session=True)  # fmt: skip
+        child.proc = subprocess.Popen(
+            program.argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         child.started, child.restart_at = time.monotonic(), None
         again = f", restart {child.restarts}" if child.restarts else ""
         self.log(SELF, f"started {program.name} (pid {child.proc.pid}{again})")
-        reader = threading.Thread(target=self._pump, args=(program.name, child.proc.stdout),
-                                  daemon=True)  # fmt: skip
+        reader = threading.Thread(target=self._pump, args=(program.name, child.proc.stdout), daemon=True)
         reader.start()
         child.readers = [r for r in child.readers if r.is_alive()] + [reader]
 
@@ -178,21 +189,27 @@ class Supervisor:
         child.proc = None
         if code == REFUSED and not self._stop.is_set():
             self.refused.append(child.program.name)
-            self.log(SELF, f"{child.program.name} refused its configuration (exit {code}; see its "
-                     "log above): not restarting it, stopping the others")  # fmt: skip
+            self.log(
+                SELF,
+                f"{child.program.name} refused its configuration (exit {code}; see its "
+                "log above): not restarting it, stopping the others",
+            )
             return
         child.failures = 1 if ran >= self.backoff.stable else child.failures + 1
         delay = self.backoff.delay(child.failures)
         child.restart_at = now + delay
-        self.log(SELF, f"{child.program.name} exited ({_describe(code)}) after {ran:.1f} s; "
-                 f"restarting in {delay:g} s")  # fmt: skip
+        self.log(
+            SELF,
+            f"{child.program.name} exited ({_describe(code)}) after {ran:.1f} s; restarting in {delay:g} s",
+        )
 
     def _shutdown(self) -> int:
         running = [c for c in self.children if c.proc is not None and c.proc.poll() is None]
         if self._signals:
             self.log(SELF, f"{self._signals[0]} received")
-        self.log(SELF, f"stopping {len(running)} workers: SIGTERM, then SIGKILL after "
-                 f"{self.stop_timeout:g} s")  # fmt: skip
+        self.log(
+            SELF, f"stopping {len(running)} workers: SIGTERM, then SIGKILL after {self.stop_timeout:g} s"
+        )
         for child in running:
             assert child.proc is not None
             _signal(child.proc.pid, signal.SIGTERM)  # the main process; Celery stops its pool
@@ -269,8 +286,10 @@ def worker_programs(plan: dict[str, Any], model: str | None = None) -> list[Prog
         stage = w["stage"]
         own = w.get("model") or _queue_model(w.get("queue")) or fallback
         if model is not None and own != model:
-            raise UpError(f"worker {w['name']} serves model {own}, not --model {model}; the plan "
-                          "names each worker's model, so leave --model out")  # fmt: skip
+            raise UpError(
+                f"worker {w['name']} serves model {own}, not --model {model}; the plan "
+                "names each worker's model, so leave --model out"
+            )
         try:
             spec = get_model(own)
             if stage != INGEST:
@@ -279,12 +298,16 @@ def worker_programs(plan: dict[str, Any], model: str | None = None) -> list[Prog
             raise UpError(f"worker {w['name']}: {exc}") from None
         queue = queues.INGEST if stage == INGEST else queues.stage_queue(own, stage)
         if w.get("queue", queue) != queue:
-            raise UpError(f"worker {w['name']} of model {own} serves queue {w['queue']}, not "
-                          f"{queue}; write the plan again with posequeue plan")  # fmt: skip
+            raise UpError(
+                f"worker {w['name']} of model {own} serves queue {w['queue']}, not "
+                f"{queue}; write the plan again with posequeue plan"
+            )
         missing = [d for d in w.get("devices", []) if not Path(d).exists()]
         if missing:
-            raise UpError(f"worker {w['name']} needs {', '.join(missing)}, which this host does "
-                          f"not have: the plan is for {plan.get('instance', 'another host')}")  # fmt: skip
+            raise UpError(
+                f"worker {w['name']} needs {', '.join(missing)}, which this host does "
+                f"not have: the plan is for {plan.get('instance', 'another host')}"
+            )
         argv = [sys.executable, "-m", "posequeue.cli", "worker", "--model", own, "--stage", stage]
         if w.get("cores"):
             argv += ["--cores", format_cores(list(w["cores"]))]
@@ -302,25 +325,40 @@ def _queue_model(queue: Any) -> str | None:
 def add_command(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``up`` to a parser's subcommands (it sets ``run``)."""
     p = subparsers.add_parser(
-        "up", help="start and supervise a plan's workers on this host",
+        "up",
+        help="start and supervise a plan's workers on this host",
         description="Run one `posequeue worker` per worker of a plan (a file written by "
         "`posequeue plan --format json`, or INSTANCE --per-chip as `posequeue plan` takes them), "
         "restart crashed workers with backoff, merge their logs on stdout, and on SIGTERM or "
         "SIGINT stop them with Celery's warm shutdown.",
-    )  # fmt: skip
+    )
     p.add_argument("instance", nargs="?", metavar="INSTANCE", help="e.g. cpu or inf1.xlarge")
-    p.add_argument("--per-chip", metavar="[MODEL:]STAGE=CORES[,...]",
-                   help="with INSTANCE: the layout of one chip, as for `posequeue plan`")  # fmt: skip
+    p.add_argument(
+        "--per-chip",
+        metavar="[MODEL:]STAGE=CORES[,...]",
+        help="with INSTANCE: the layout of one chip, as for `posequeue plan`",
+    )
     p.add_argument("--plan", metavar="FILE.json", help="a plan from `posequeue plan --format json`")
-    p.add_argument("--model", help="with --per-chip: the model of bare STAGE keys (default "
-                   "blazepose); with --plan: the model of workers the file names none for "
-                   "(default: the first its queues name)")  # fmt: skip
-    p.add_argument("--stop-timeout", type=float, default=STOP_GRACE_SECONDS, metavar="SECONDS",
-                   help="time the workers get to finish after SIGTERM before SIGKILL "
-                   f"(default {STOP_GRACE_SECONDS})")  # fmt: skip
-    p.add_argument("--backoff-cap", type=float, default=Backoff.cap, metavar="SECONDS",
-                   help="longest wait before restarting a crashing worker "
-                   f"(default {Backoff.cap:g})")  # fmt: skip
+    p.add_argument(
+        "--model",
+        help="with --per-chip: the model of bare STAGE keys (default "
+        "blazepose); with --plan: the model of workers the file names none for "
+        "(default: the first its queues name)",
+    )
+    p.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=STOP_GRACE_SECONDS,
+        metavar="SECONDS",
+        help=f"time the workers get to finish after SIGTERM before SIGKILL (default {STOP_GRACE_SECONDS})",
+    )
+    p.add_argument(
+        "--backoff-cap",
+        type=float,
+        default=Backoff.cap,
+        metavar="SECONDS",
+        help=f"longest wait before restarting a crashing worker (default {Backoff.cap:g})",
+    )
     p.set_defaults(run=cmd_up)
 
 
@@ -340,11 +378,11 @@ def load_plan(args: argparse.Namespace) -> dict[str, Any]:
             raise UpError(f"{args.plan} is not a plan (an object with instance and workers)")
         return data
     if not (args.instance and args.per_chip):
-        raise UpError("give --plan FILE.json, or INSTANCE --per-chip LAYOUT "
-                      "(e.g. cpu --per-chip ingest=0,landmarks=1)")  # fmt: skip
+        raise UpError(
+            "give --plan FILE.json, or INSTANCE --per-chip LAYOUT (e.g. cpu --per-chip ingest=0,landmarks=1)"
+        )
     try:
-        return plan(args.instance, parse_layout(args.per_chip),
-                    model=args.model or DEFAULT_MODEL).to_dict()  # fmt: skip
+        return plan(args.instance, parse_layout(args.per_chip), model=args.model or DEFAULT_MODEL).to_dict()
     except (PlanError, UnknownInstanceError) as exc:
         raise UpError(str(exc)) from None
 

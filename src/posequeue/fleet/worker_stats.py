@@ -95,14 +95,16 @@ def read_rates(r: Any, now: float, window: int = WINDOW_S) -> list[WorkerRate]:
     totals: dict[tuple[str, str, str], list[float]] = {}
     for i, series in enumerate(live):
         node, model, stage, _ = series.rsplit(_SEP, 3)
-        rows = replies[i * len(starts):(i + 1) * len(starts)]
+        rows = replies[i * len(starts) : (i + 1) * len(starts)]
         frames = sum(int(f or 0) for f, _ in rows)
         busy = sum(float(b or 0) for _, b in rows)
         acc = totals.setdefault((node, model, stage), [0, 0.0])
         acc[0] += frames
         acc[1] += frames / busy if busy > 0 else 0.0
-    return [WorkerRate(node, model, stage, int(f), f / elapsed, cap)
-            for (node, model, stage), (f, cap) in sorted(totals.items())]  # fmt: skip
+    return [
+        WorkerRate(node, model, stage, int(f), f / elapsed, cap)
+        for (node, model, stage), (f, cap) in sorted(totals.items())
+    ]
 
 
 def _slot(process: int | None) -> str:
@@ -122,8 +124,14 @@ def _infer_started(task_id: str, task: Task, **_: object) -> None:
 
 
 @signals.task_postrun.connect
-def _infer_finished(task_id: str, task: Task, args: tuple | None = None, retval: Any = None,  # type: ignore[type-arg]
-                    state: str | None = None, **_: object) -> None:  # fmt: skip
+def _infer_finished(
+    task_id: str,
+    task: Task,
+    args: tuple | None = None,
+    retval: Any = None,  # type: ignore[type-arg]
+    state: str | None = None,
+    **_: object,
+) -> None:
     start = _started.pop(task_id, None)
     if start is None or state != "SUCCESS" or not isinstance(retval, dict) or not args:
         return

@@ -24,28 +24,54 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
     from posequeue.config.models import KEYPOINT_SETS
     from posequeue.neuron.plan import DEFAULT_NO_FUSE
 
-    p = subparsers.add_parser("compile", help="compile a SavedModel or a model spec for Inferentia "
-                              "(tensorflow-neuron)", description=DESCRIPTION)  # fmt: skip
+    p = subparsers.add_parser(
+        "compile",
+        help="compile a SavedModel or a model spec for Inferentia (tensorflow-neuron)",
+        description=DESCRIPTION,
+    )
     p.add_argument("source", metavar="SPEC_OR_SAVEDMODEL", help="a SavedModel folder or a model spec file")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="folder to create (must not exist)")
-    p.add_argument("--batch-size", type=int, required=True, metavar="N",
-                   help="the compiled batch size: the model then runs batches of exactly N (the "
-                   "worker pads or cuts batches to fit)")  # fmt: skip
-    p.add_argument("--dynamic-batch", action="store_true",
-                   help="let the model take any multiple of N (the Neuron runtime cuts it into "
-                   "batches of N and runs them in parallel)")  # fmt: skip
-    p.add_argument("--no-fuse", nargs="+", action="extend", metavar="PATTERN",
-                   help="keep the ops in name scopes matching PATTERN (a regular expression for a "
-                   f"whole scope) on the CPU (default: {' '.join(DEFAULT_NO_FUSE)}; giving any "
-                   "replaces it)")  # fmt: skip
-    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D0,D1,...",
-                   help="the full shape of input NAME, batch first (-1 or N), for a model whose "
-                   "input has unknown dimensions")  # fmt: skip
-    p.add_argument("--name", default="", help="the compiled model's name (default: the source's "
-                   "name + '-neuron')")  # fmt: skip
-    p.add_argument("--keypoints", default="coco", choices=sorted(KEYPOINT_SETS),
-                   help="for a SavedModel (no spec to take them from): the keypoint set of its "
-                   "output 'coords' (default coco)")  # fmt: skip
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        required=True,
+        metavar="N",
+        help="the compiled batch size: the model then runs batches of exactly N (the "
+        "worker pads or cuts batches to fit)",
+    )
+    p.add_argument(
+        "--dynamic-batch",
+        action="store_true",
+        help="let the model take any multiple of N (the Neuron runtime cuts it into "
+        "batches of N and runs them in parallel)",
+    )
+    p.add_argument(
+        "--no-fuse",
+        nargs="+",
+        action="extend",
+        metavar="PATTERN",
+        help="keep the ops in name scopes matching PATTERN (a regular expression for a "
+        f"whole scope) on the CPU (default: {' '.join(DEFAULT_NO_FUSE)}; giving any "
+        "replaces it)",
+    )
+    p.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="NAME=D0,D1,...",
+        help="the full shape of input NAME, batch first (-1 or N), for a model whose "
+        "input has unknown dimensions",
+    )
+    p.add_argument(
+        "--name", default="", help="the compiled model's name (default: the source's name + '-neuron')"
+    )
+    p.add_argument(
+        "--keypoints",
+        default="coco",
+        choices=sorted(KEYPOINT_SETS),
+        help="for a SavedModel (no spec to take them from): the keypoint set of its "
+        "output 'coords' (default coco)",
+    )
     p.set_defaults(run=cmd_compile)
 
 
@@ -60,8 +86,10 @@ def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
         shape = ()
     batch_ok = bool(shape) and (shape[0] == -1 or shape[0] >= 1)
     if not (sep and name and batch_ok) or any(d < 1 for d in shape[1:]):
-        raise CompileError(f"--input-shape {text!r}: give NAME=D0,D1,... with whole positive "
-                           "dimensions, the batch first (-1 for the compiled batch size)")  # fmt: skip
+        raise CompileError(
+            f"--input-shape {text!r}: give NAME=D0,D1,... with whole positive "
+            "dimensions, the batch first (-1 for the compiled batch size)"
+        )
     return name, shape
 
 
@@ -73,15 +101,22 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from posequeue.worker.runtimes import NEURON_INSTALL
 
     try:
-        options = Options(batch_size=args.batch_size, dynamic_batch=args.dynamic_batch,
-                          no_fuse=tuple(args.no_fuse or DEFAULT_NO_FUSE),
-                          input_shapes=dict(parse_input_shape(s) for s in args.input_shape),
-                          name=args.name, keypoints=args.keypoints)  # fmt: skip
+        options = Options(
+            batch_size=args.batch_size,
+            dynamic_batch=args.dynamic_batch,
+            no_fuse=tuple(args.no_fuse or DEFAULT_NO_FUSE),
+            input_shapes=dict(parse_input_shape(s) for s in args.input_shape),
+            name=args.name,
+            keypoints=args.keypoints,
+        )
         tf = tensorflow_or_refuse()
         plan = prepare(Path(args.source), Path(args.output), options, tf)
         for job in plan.jobs:
-            print(f"{job.stage.name}: {job.source}, input {job.input} as {job.shapes[job.input]}, "
-                  f"{len(job.no_fuse_ops)} ops kept on the CPU", file=sys.stderr)  # fmt: skip
+            print(
+                f"{job.stage.name}: {job.source}, input {job.input} as {job.shapes[job.input]}, "
+                f"{len(job.no_fuse_ops)} ops kept on the CPU",
+                file=sys.stderr,
+            )
         tfn = import_neuron()
     except (CompileError, SpecError, SavedModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -93,8 +128,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
         report = run(plan, tf, tfn)
     except Exception as exc:  # the compiler's own failure: its traceback, then which model failed
         traceback.print_exc()
-        print(f"error: compiling {args.source} failed ({type(exc).__name__}: {exc}); nothing was "
-              f"written to {args.output}", file=sys.stderr)  # fmt: skip
+        print(
+            f"error: compiling {args.source} failed ({type(exc).__name__}: {exc}); nothing was "
+            f"written to {args.output}",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     for warning in (*plan.notes, *low_ratio(report)):
         print(f"note: {warning}", file=sys.stderr)

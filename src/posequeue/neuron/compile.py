@@ -83,10 +83,16 @@ def _compile_stage(plan: Plan, job: StageJob, tf: Any, tfn: Any, dest: Path) -> 
     else:
         ratio = _saved_model_compile(plan, job, tfn, dest)
     _check_compiled(job, read_signature(dest, tf))
-    return {"name": job.stage.name, "source": str(job.source), "output": job.stage.name,
-            "inputs": {n: list(s) for n, s in job.shapes.items()}, "outputs": job.signature.output_names,
-            "no_fuse_ops": list(job.no_fuse_ops), "on_neuron_ratio": ratio,
-            "seconds": round(time.monotonic() - started, 3)}  # fmt: skip
+    return {
+        "name": job.stage.name,
+        "source": str(job.source),
+        "output": job.stage.name,
+        "inputs": {n: list(s) for n, s in job.shapes.items()},
+        "outputs": job.signature.output_names,
+        "no_fuse_ops": list(job.no_fuse_ops),
+        "on_neuron_ratio": ratio,
+        "seconds": round(time.monotonic() - started, 3),
+    }
 
 
 def _trace(plan: Plan, job: StageJob, tf: Any, tfn: Any, dest: Path) -> float | None:
@@ -100,8 +106,10 @@ def _trace(plan: Plan, job: StageJob, tf: Any, tfn: Any, dest: Path) -> float | 
     with _neuron_cc_flags("--dynamic-batch-size" if plan.options.dynamic_batch else ""):
         traced = tfn.trace(call, examples, subgraph_builder_function=builder)
     batch = None if plan.options.dynamic_batch else plan.options.batch_size
-    specs = [tf.TensorSpec((batch, *job.shapes[n][1:]), tf.dtypes.as_dtype(job.signature.input(n).dtype),
-                           name=n) for n in names]  # fmt: skip
+    specs = [
+        tf.TensorSpec((batch, *job.shapes[n][1:]), tf.dtypes.as_dtype(job.signature.input(n).dtype), name=n)
+        for n in names
+    ]
     outputs = job.signature.output_names
 
     def serve(*tensors: Any) -> dict[str, Any]:  # the original names: the runtime reads them
@@ -115,13 +123,16 @@ def _trace(plan: Plan, job: StageJob, tf: Any, tfn: Any, dest: Path) -> float | 
 
 
 def _saved_model_compile(plan: Plan, job: StageJob, tfn: Any, dest: Path) -> float | None:
-    kwargs: dict[str, Any] = {"batch_size": plan.options.batch_size,
-                              "dynamic_batch_size": plan.options.dynamic_batch}  # fmt: skip
+    kwargs: dict[str, Any] = {
+        "batch_size": plan.options.batch_size,
+        "dynamic_batch_size": plan.options.dynamic_batch,
+    }
     if job.no_fuse_ops:
         kwargs["no_fuse_ops"] = list(job.no_fuse_ops)
     if job.fill:  # shapes the compiler cannot infer: it runs the model on these to find them
-        kwargs["model_feed_dict"] = {t.name: example_batch(job.shapes[t.name], t.dtype)
-                                     for t in job.signature.inputs}  # fmt: skip
+        kwargs["model_feed_dict"] = {
+            t.name: example_batch(job.shapes[t.name], t.dtype) for t in job.signature.inputs
+        }
     result = tfn.saved_model.compile(str(job.source), str(dest), **kwargs)
     ratio = (result or {}).get("OnNeuronRatio")
     return None if ratio is None else float(ratio)
@@ -152,31 +163,48 @@ def _neuron_cc_flags(extra: str) -> Iterator[None]:
 
 
 def _check_compiled(job: StageJob, compiled: Signature) -> None:
-    for kind, old, new in (("inputs", job.signature.input_names, compiled.input_names),
-                           ("outputs", job.signature.output_names, compiled.output_names)):  # fmt: skip
+    for kind, old, new in (
+        ("inputs", job.signature.input_names, compiled.input_names),
+        ("outputs", job.signature.output_names, compiled.output_names),
+    ):
         if sorted(old) != sorted(new):
-            raise RuntimeError(f"stage {job.stage.name!r}: the compiled model's {SERVING} {kind} "
-                               f"are {', '.join(new)}, not {', '.join(old)}; the worker could not "
-                               "use it")  # fmt: skip
+            raise RuntimeError(
+                f"stage {job.stage.name!r}: the compiled model's {SERVING} {kind} "
+                f"are {', '.join(new)}, not {', '.join(old)}; the worker could not "
+                "use it"
+            )
 
 
-def _report(plan: Plan, tf: Any, tfn: Any, stages: list[dict[str, Any]], spec_file: str | None,
-            seconds: float) -> dict[str, Any]:  # fmt: skip
+def _report(
+    plan: Plan, tf: Any, tfn: Any, stages: list[dict[str, Any]], spec_file: str | None, seconds: float
+) -> dict[str, Any]:
     from posequeue import __version__
 
     options = plan.options
     return {
-        "source": str(plan.source), "output": str(plan.out), "spec": spec_file, "api": plan.api,
-        "arguments": {"batch_size": options.batch_size, "dynamic_batch": options.dynamic_batch,
-                      "no_fuse": list(options.no_fuse),
-                      "input_shapes": {n: list(s) for n, s in options.input_shapes.items()},
-                      "name": options.name or None},
-        "versions": {"tensorflow": tf.__version__, "tensorflow-neuron": neuron_version(tfn),
-                     "python": platform.python_version(), "posequeue": __version__},
-        "stages": stages, "seconds": round(seconds, 3), "notes": list(plan.notes),
+        "source": str(plan.source),
+        "output": str(plan.out),
+        "spec": spec_file,
+        "api": plan.api,
+        "arguments": {
+            "batch_size": options.batch_size,
+            "dynamic_batch": options.dynamic_batch,
+            "no_fuse": list(options.no_fuse),
+            "input_shapes": {n: list(s) for n, s in options.input_shapes.items()},
+            "name": options.name or None,
+        },
+        "versions": {
+            "tensorflow": tf.__version__,
+            "tensorflow-neuron": neuron_version(tfn),
+            "python": platform.python_version(),
+            "posequeue": __version__,
+        },
+        "stages": stages,
+        "seconds": round(seconds, 3),
+        "notes": list(plan.notes),
         "neuron_cc_flags": os.environ.get("NEURON_CC_FLAGS", ""),  # the user's own compiler flags
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }  # fmt: skip
+    }
 
 
 def neuron_version(tfn: Any) -> str:
@@ -190,7 +218,9 @@ def neuron_version(tfn: Any) -> str:
 
 def low_ratio(report: dict[str, Any]) -> list[str]:
     """Stages with few ops on the NeuronCores, as warnings (the rest run on the host's CPU)."""
-    return [f"stage {s['name']!r}: only {s['on_neuron_ratio']:.0%} of its ops run on the NeuronCores "
-            "(NEURON_CC_FLAGS=--must-compile makes a failed subgraph an error instead of a CPU fallback)"
-            for s in report["stages"]
-            if s["on_neuron_ratio"] is not None and s["on_neuron_ratio"] <= LOW_RATIO]  # fmt: skip
+    return [
+        f"stage {s['name']!r}: only {s['on_neuron_ratio']:.0%} of its ops run on the NeuronCores "
+        "(NEURON_CC_FLAGS=--must-compile makes a failed subgraph an error instead of a CPU fallback)"
+        for s in report["stages"]
+        if s["on_neuron_ratio"] is not None and s["on_neuron_ratio"] <= LOW_RATIO
+    ]

@@ -21,9 +21,11 @@ from posequeue.neuron.savedmodel import SERVING, Signature, is_savedmodel, read_
 
 DEFAULT_NO_FUSE = ("coords",)  # the production team's heatmap-to-coordinates scope: kept on the CPU
 TRACE, SAVED_MODEL_COMPILE = "tfn.trace", "tfn.saved_model.compile"
-CONVERT_FIRST = ("its runtime is tflite; tensorflow-neuron compiles SavedModels: convert it first "
-                 "(`posequeue convert blazepose DIR` writes SavedModels and a spec with runtime "
-                 "\"tensorflow\"), then compile that spec")  # fmt: skip
+CONVERT_FIRST = (
+    "its runtime is tflite; tensorflow-neuron compiles SavedModels: convert it first "
+    "(`posequeue convert blazepose DIR` writes SavedModels and a spec with runtime "
+    '"tensorflow"), then compile that spec'
+)
 
 
 class CompileError(ValueError):
@@ -77,16 +79,18 @@ def tensorflow_or_refuse() -> Any:
     try:
         return import_tensorflow()
     except ModelLoadError as exc:
-        raise CompileError(f"{exc}; compiling needs it too (tensorflow-neuron pins its own "
-                           "version)") from None
+        raise CompileError(
+            f"{exc}; compiling needs it too (tensorflow-neuron pins its own version)"
+        ) from None
 
 
 # -- checks ---------------------------------------------------------------------------------
 def prepare(source: Path, out: Path, options: Options, tf: Any, api: str | None = None) -> Plan:
     """Check everything short of compiling: raises CompileError naming what is wrong."""
     if out.exists():
-        raise CompileError(f"{out} exists; tensorflow-neuron writes a new folder: remove it or "
-                           "give another -o")  # fmt: skip
+        raise CompileError(
+            f"{out} exists; tensorflow-neuron writes a new folder: remove it or give another -o"
+        )
     if options.batch_size < 1:
         raise CompileError(f"--batch-size {options.batch_size}: give a positive number of frames")
     matches = scope_matcher(options.no_fuse)
@@ -94,8 +98,10 @@ def prepare(source: Path, out: Path, options: Options, tf: Any, api: str | None 
     model, stages = _source_model(source)
     signatures = [read_signature(path, tf) for _, path in stages]
     _check_input_names(signatures, options)
-    jobs = tuple(_job(tf, api, model, stage, signature, options, matches)
-                 for (stage, _), signature in zip(stages, signatures, strict=True))  # fmt: skip
+    jobs = tuple(
+        _job(tf, api, model, stage, signature, options, matches)
+        for (stage, _), signature in zip(stages, signatures, strict=True)
+    )
     _check_patterns(jobs, options)
     spec, notes = _compiled_spec(model, jobs, options, source)
     return Plan(source, out, options, api, jobs, spec, notes)
@@ -117,8 +123,9 @@ def scope_matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
 def _source_model(source: Path) -> tuple[ModelSpec | None, list[tuple[StageSpec, Path]]]:
     if source.is_dir():
         if not is_savedmodel(source):
-            raise CompileError(f"{source} is a folder without saved_model.pb: give a SavedModel folder "
-                               "or a model spec file")  # fmt: skip
+            raise CompileError(
+                f"{source} is a folder without saved_model.pb: give a SavedModel folder or a model spec file"
+            )
         stage = StageSpec("pose", str(source), (0, 0))  # input size comes from the model
         return None, [(stage, source)]
     if not source.is_file():
@@ -127,52 +134,76 @@ def _source_model(source: Path) -> tuple[ModelSpec | None, list[tuple[StageSpec,
     if spec.runtime == "tflite":
         raise CompileError(f"model spec {source}: {CONVERT_FIRST}")
     if spec.runtime == "neuron":
-        raise CompileError(f"model spec {source}: its runtime is already neuron; compile the spec of "
-                           "the uncompiled model (runtime \"tensorflow\")")  # fmt: skip
+        raise CompileError(
+            f"model spec {source}: its runtime is already neuron; compile the spec of "
+            'the uncompiled model (runtime "tensorflow")'
+        )
     stages = []
     for stage in spec.stages:
         if "://" in stage.file:
-            raise CompileError(f"model spec {source}: stage {stage.name!r} is at {stage.file}; copy it "
-                               "to a local folder and point the spec's path there")  # fmt: skip
+            raise CompileError(
+                f"model spec {source}: stage {stage.name!r} is at {stage.file}; copy it "
+                "to a local folder and point the spec's path there"
+            )
         path = (spec.folder or source.parent) / stage.file
         if not is_savedmodel(path):
-            raise CompileError(f"model spec {source}: stage {stage.name!r}: {path} is not a SavedModel "
-                               "folder (no saved_model.pb)")  # fmt: skip
+            raise CompileError(
+                f"model spec {source}: stage {stage.name!r}: {path} is not a SavedModel "
+                "folder (no saved_model.pb)"
+            )
         stages.append((stage, path))
     return spec, stages
 
 
-def _job(tf: Any, api: str, model: ModelSpec | None, stage: StageSpec, signature: Signature,
-         options: Options, matches: Callable[[str], bool]) -> StageJob:  # fmt: skip
+def _job(
+    tf: Any,
+    api: str,
+    model: ModelSpec | None,
+    stage: StageSpec,
+    signature: Signature,
+    options: Options,
+    matches: Callable[[str], bool],
+) -> StageJob:
     path = signature.path
     names = signature.input_names
     if stage.input and stage.input not in names:
-        raise CompileError(f"stage {stage.name!r}: {path} has no input {stage.input!r}; its inputs: "
-                           f"{', '.join(names)}")  # fmt: skip
+        raise CompileError(
+            f"stage {stage.name!r}: {path} has no input {stage.input!r}; its inputs: {', '.join(names)}"
+        )
     if not stage.input and model is not None and len(names) != 1:
-        raise CompileError(f"stage {stage.name!r}: {path} has inputs {', '.join(names)}; name the one "
-                           "the worker feeds with `input` in the spec")  # fmt: skip
+        raise CompileError(
+            f"stage {stage.name!r}: {path} has inputs {', '.join(names)}; name the one "
+            "the worker feeds with `input` in the spec"
+        )
     fed = stage.input or names[0]
     spec_size = stage.input_size if model is not None else None
     shapes, fill = {}, False
     for tensor in signature.inputs:
         known = tensor.shape
         fill = fill or known is None or None in known[1:]
-        shapes[tensor.name] = example_shape(stage.name, tensor.name, known, options,
-                                            spec_size if tensor.name == fed else None)  # fmt: skip
+        shapes[tensor.name] = example_shape(
+            stage.name, tensor.name, known, options, spec_size if tensor.name == fed else None
+        )
     ops = tuple(_op_names(tf, api, signature, shapes))
     return StageJob(stage, path, signature, fed, shapes, fill, tuple(op for op in ops if matches(op)), ops)
 
 
-def example_shape(stage: str, name: str, known: tuple[int | None, ...] | None, options: Options,
-                  spec_size: tuple[int, int] | None = None) -> tuple[int, ...]:  # fmt: skip
+def example_shape(
+    stage: str,
+    name: str,
+    known: tuple[int | None, ...] | None,
+    options: Options,
+    spec_size: tuple[int, int] | None = None,
+) -> tuple[int, ...]:
     """The shape of input ``name``'s example batch: the model's own, the compiled batch size first,
     unknown dimensions from --input-shape, else from the spec's ``shape`` (an NHWC input)."""
     batch = options.batch_size
     where = f"stage {stage!r} input {name!r}"
     if known and known[0] is not None and known[0] != batch:
-        raise CompileError(f"{where} has a fixed batch of {known[0]}: compile with --batch-size "
-                           f"{known[0]}, or re-export the model with batch dimension -1")  # fmt: skip
+        raise CompileError(
+            f"{where} has a fixed batch of {known[0]}: compile with --batch-size "
+            f"{known[0]}, or re-export the model with batch dimension -1"
+        )
     given = options.input_shapes.get(name)
     if given is not None:
         return _given_shape(name, where, known, given, batch)
@@ -180,24 +211,29 @@ def example_shape(stage: str, name: str, known: tuple[int | None, ...] | None, o
         known = _spec_sized(where, known, spec_size)
     if known is None or None in known[1:]:
         example = f"{name}={batch},256,192,3" if known is None or len(known) == 4 else f"{name}={batch},..."
-        raise CompileError(f"{where} has shape {_show(known)}: give its dimensions with --input-shape "
-                           f"(e.g. --input-shape {example}, the batch first)")  # fmt: skip
+        raise CompileError(
+            f"{where} has shape {_show(known)}: give its dimensions with --input-shape "
+            f"(e.g. --input-shape {example}, the batch first)"
+        )
     return (batch, *(int(d) for d in known[1:] if d is not None))
 
 
-def _given_shape(name: str, where: str, known: tuple[int | None, ...] | None, given: tuple[int, ...],
-                 batch: int) -> tuple[int, ...]:  # fmt: skip
+def _given_shape(
+    name: str, where: str, known: tuple[int | None, ...] | None, given: tuple[int, ...], batch: int
+) -> tuple[int, ...]:
     """--input-shape's shape, checked against the model's known dimensions."""
     if given[0] not in (-1, batch):
-        raise CompileError(f"--input-shape {name}: the first dimension is the batch: -1 or the "
-                           f"--batch-size {batch}, not {given[0]}")  # fmt: skip
+        raise CompileError(
+            f"--input-shape {name}: the first dimension is the batch: -1 or the "
+            f"--batch-size {batch}, not {given[0]}"
+        )
     if known is not None and len(known) != len(given):
-        raise CompileError(f"--input-shape {name}: {len(given)} dimensions, but {where} has "
-                           f"{len(known)}: {_show(known)}")  # fmt: skip
+        raise CompileError(
+            f"--input-shape {name}: {len(given)} dimensions, but {where} has {len(known)}: {_show(known)}"
+        )
     for i, (k, g) in enumerate(zip(known or given, given, strict=True)):
         if i and k is not None and k != g:
-            raise CompileError(f"--input-shape {name}: dimension {i} is {g}, but {where} has "
-                               f"{_show(known)}")  # fmt: skip
+            raise CompileError(f"--input-shape {name}: dimension {i} is {g}, but {where} has {_show(known)}")
     return (batch, *given[1:])
 
 
@@ -205,8 +241,10 @@ def _spec_sized(where: str, known: tuple[int | None, ...], size: tuple[int, int]
     """An NHWC input's height and width from the spec's ``shape``, which must agree with the model."""
     for i, dim in ((1, size[0]), (2, size[1])):
         if known[i] is not None and known[i] != dim:
-            raise CompileError(f"{where} is {_show(known)} but the spec's shape says {size[0]}x{size[1]}: "
-                               "correct the spec's shape")  # fmt: skip
+            raise CompileError(
+                f"{where} is {_show(known)} but the spec's shape says {size[0]}x{size[1]}: "
+                "correct the spec's shape"
+            )
     return (known[0], size[0], size[1], 3)
 
 
@@ -220,8 +258,10 @@ def _check_input_names(signatures: list[Signature], options: Options) -> None:
     inputs = {t.name for signature in signatures for t in signature.inputs}
     unknown = sorted(set(options.input_shapes) - inputs)
     if unknown:
-        raise CompileError(f"--input-shape names {', '.join(unknown)}, which no model input is; the "
-                           f"inputs: {', '.join(sorted(inputs))}")  # fmt: skip
+        raise CompileError(
+            f"--input-shape names {', '.join(unknown)}, which no model input is; the "
+            f"inputs: {', '.join(sorted(inputs))}"
+        )
 
 
 def _check_patterns(jobs: tuple[StageJob, ...], options: Options) -> None:
@@ -229,8 +269,10 @@ def _check_patterns(jobs: tuple[StageJob, ...], options: Options) -> None:
         for pattern in options.no_fuse:
             matches = scope_matcher((pattern,))
             if not any(matches(op) for job in jobs for op in job.no_fuse_ops):
-                raise CompileError(f"--no-fuse {pattern!r} matches no operation; scopes of the model: "
-                                   f"{', '.join(_scopes(jobs))}")  # fmt: skip
+                raise CompileError(
+                    f"--no-fuse {pattern!r} matches no operation; scopes of the model: "
+                    f"{', '.join(_scopes(jobs))}"
+                )
 
 
 def _scopes(jobs: tuple[StageJob, ...]) -> list[str]:
@@ -271,25 +313,47 @@ def traceable(tf: Any, signature: Signature) -> Callable[..., Any]:
     return call
 
 
-def _compiled_spec(model: ModelSpec | None, jobs: tuple[StageJob, ...], options: Options,
-                   source: Path) -> tuple[ModelSpec | None, tuple[str, ...]]:  # fmt: skip
+def _compiled_spec(
+    model: ModelSpec | None, jobs: tuple[StageJob, ...], options: Options, source: Path
+) -> tuple[ModelSpec | None, tuple[str, ...]]:
     stages = []
     for job in jobs:
         shape = job.shapes[job.input]
         if len(shape) != 4 or shape[3] != 3:
-            return None, (f"no model spec written: input {job.input!r} is {shape}, not a batch of "
-                          "RGB pictures (N, height, width, 3), which is what the worker feeds",)  # fmt: skip
-        stages.append(replace(job.stage, file=job.stage.name, input_size=(shape[1], shape[2]),
-                              input=job.input, compiled_batch=options.batch_size,
-                              dynamic_batch=options.dynamic_batch))  # fmt: skip
+            return None, (
+                f"no model spec written: input {job.input!r} is {shape}, not a batch of "
+                "RGB pictures (N, height, width, 3), which is what the worker feeds",
+            )
+        stages.append(
+            replace(
+                job.stage,
+                file=job.stage.name,
+                input_size=(shape[1], shape[2]),
+                input=job.input,
+                compiled_batch=options.batch_size,
+                dynamic_batch=options.dynamic_batch,
+            )
+        )
     if model is not None:
-        return replace(model, name=options.name or f"{model.name}-neuron", runtime="neuron",
-                       stages=tuple(stages), folder=None), ()  # fmt: skip
+        return replace(
+            model,
+            name=options.name or f"{model.name}-neuron",
+            runtime="neuron",
+            stages=tuple(stages),
+            folder=None,
+        ), ()
     if options.keypoints not in KEYPOINT_SETS:
         raise CompileError(f"--keypoints {options.keypoints!r}: one of {', '.join(KEYPOINT_SETS)}")
     keypoints, edges = KEYPOINT_SETS[options.keypoints]
-    spec = ModelSpec(name=options.name or f"{source.resolve().name}-neuron", runtime="neuron",
-                     stages=tuple(stages), keypoints=keypoints, edges=edges)  # fmt: skip
-    note = (f"the spec has the default preprocessing (pixels / 255, RGB, stretched) and {options.keypoints} "
-            "keypoints from output 'coords' (x, y in 0..1): edit it if the model differs")  # fmt: skip
+    spec = ModelSpec(
+        name=options.name or f"{source.resolve().name}-neuron",
+        runtime="neuron",
+        stages=tuple(stages),
+        keypoints=keypoints,
+        edges=edges,
+    )
+    note = (
+        f"the spec has the default preprocessing (pixels / 255, RGB, stretched) and {options.keypoints} "
+        "keypoints from output 'coords' (x, y in 0..1): edit it if the model differs"
+    )
     return spec, (note,)

@@ -60,15 +60,21 @@ def read_signature(path: Path, tf: Any) -> Signature:
     signature = meta.signature_def.get(SERVING)
     if signature is None:
         known = ", ".join(k for k in meta.signature_def if not k.startswith("__")) or "none"
-        raise SavedModelError(f"{path} has no {SERVING} signature (its signatures: {known}); posequeue "
-                              f"feeds a model by that signature: re-export it with "
-                              f"signatures={{'{SERVING}': ...}}")  # fmt: skip
+        raise SavedModelError(
+            f"{path} has no {SERVING} signature (its signatures: {known}); posequeue "
+            f"feeds a model by that signature: re-export it with "
+            f"signatures={{'{SERVING}': ...}}"
+        )
 
     def tensors(infos: Any) -> tuple[TensorInfo, ...]:
         return tuple(_tensor(tf, name, infos[name]) for name in sorted(infos))
 
-    return Signature(path=path, inputs=tensors(signature.inputs), outputs=tensors(signature.outputs),
-                     graph_ops=tuple(node.name for node in meta.graph_def.node))  # fmt: skip
+    return Signature(
+        path=path,
+        inputs=tensors(signature.inputs),
+        outputs=tensors(signature.outputs),
+        graph_ops=tuple(node.name for node in meta.graph_def.node),
+    )
 
 
 def _serving_meta_graph(path: Path, tf: Any) -> Any:
@@ -93,8 +99,9 @@ def _serving_meta_graph(path: Path, tf: Any) -> Any:
         if "serve" in meta.meta_info_def.tags:
             return meta
     tags = [list(m.meta_info_def.tags) for m in proto.meta_graphs]
-    raise SavedModelError(f"{path} has no MetaGraph tagged 'serve' (its tag sets: {tags}); export it "
-                          "for serving")  # fmt: skip
+    raise SavedModelError(
+        f"{path} has no MetaGraph tagged 'serve' (its tag sets: {tags}); export it for serving"
+    )
 
 
 def _tensor(tf: Any, name: str, info: Any) -> TensorInfo:

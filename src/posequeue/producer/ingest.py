@@ -86,10 +86,12 @@ def _check_stalled(jobs: Jobs, job: dict) -> None:
     spec = get_model(job["model"])
     waiting = [s.name for s in spec.stages if queue_depth(jobs, stage_queue(spec.name, s.name))]
     stage = waiting[0] if waiting else spec.first_stage.name
-    raise VideoError(f"no batch of this job finished for {int(waited)} s while batches wait in "
-                     f"{stage_queue(spec.name, stage)}: is any worker serving it? Start one with "
-                     f"`posequeue worker --model {spec.name} --stage {stage}` (or a plain "
-                     "`posequeue worker` for every stage)")  # fmt: skip
+    raise VideoError(
+        f"no batch of this job finished for {int(waited)} s while batches wait in "
+        f"{stage_queue(spec.name, stage)}: is any worker serving it? Start one with "
+        f"`posequeue worker --model {spec.name} --stage {stage}` (or a plain "
+        "`posequeue worker` for every stage)"
+    )
 
 
 def _segment_batches(job: dict) -> int:
@@ -111,8 +113,9 @@ def _window(job: dict) -> int:
 
 def _long_side(job: dict) -> int:
     info = job.get("video_info") or {}
-    return get_model(job["model"]).work_long_side(info.get("width", 1), info.get("height", 1),
-                                                  get_settings().work_long_side)  # fmt: skip
+    return get_model(job["model"]).work_long_side(
+        info.get("width", 1), info.get("height", 1), get_settings().work_long_side
+    )
 
 
 def _ingest_segment(jobs: Jobs, job: dict, cur: Cursor) -> bool:
@@ -132,19 +135,28 @@ def _ingest_segment(jobs: Jobs, job: dict, cur: Cursor) -> bool:
     batcher.flush()
     totals = dict(cur.totals)
     totals["corrupt_packets"] = totals.get("corrupt_packets", 0) + stats.corrupt_packets
-    log.info("ingest.segment", job_id=cur.job_id, segment=cur.segment, frames=batcher.frames,
-             batches=batcher.batches, corrupt_packets=stats.corrupt_packets,
-             corrupt_frames=stats.corrupt_frames, seek_fallbacks=stats.seek_fallbacks,
-             seconds=round(time.perf_counter() - started, 3))  # fmt: skip
+    log.info(
+        "ingest.segment",
+        job_id=cur.job_id,
+        segment=cur.segment,
+        frames=batcher.frames,
+        batches=batcher.batches,
+        corrupt_packets=stats.corrupt_packets,
+        corrupt_frames=stats.corrupt_frames,
+        seek_fallbacks=stats.seek_fallbacks,
+        seconds=round(time.perf_counter() - started, 3),
+    )
     next_frame = cur.first_frame + batcher.frames
     next_batch = cur.first_batch + batcher.batches
     if not stats.ended:
-        _hand_over(jobs, Cursor(cur.job_id, cur.segment + 1, next_frame, next_batch, last_pts, totals),
-                   cur.segment)  # fmt: skip
+        _hand_over(
+            jobs, Cursor(cur.job_id, cur.segment + 1, next_frame, next_batch, last_pts, totals), cur.segment
+        )
         return False
     if next_frame == 0:
-        raise VideoError(f"{job['video']}: no frame could be decoded "
-                         f"({totals['corrupt_packets']} corrupt packets)")  # fmt: skip
+        raise VideoError(
+            f"{job['video']}: no frame could be decoded ({totals['corrupt_packets']} corrupt packets)"
+        )
     if jobs.ingest_done(cur.job_id, next_frame, next_batch, totals["corrupt_packets"]):
         app.send_task(FINALIZE_TASK, args=[cur.job_id])
     return True
@@ -189,8 +201,15 @@ class _Batcher:
         index = self.cur.first_batch + self.batches
         first = self.cur.first_frame + self.frames
         h, w = self.pixels[0].shape[:2]
-        meta = BatchMeta(self.cur.job_id, index, list(range(first, first + n)), self.times,
-                         self.display, (w, h), self.model)  # fmt: skip
+        meta = BatchMeta(
+            self.cur.job_id,
+            index,
+            list(range(first, first + n)),
+            self.times,
+            self.display,
+            (w, h),
+            self.model,
+        )
         self.jobs.put_batch(meta.to_dict(), {"frames": np.stack(self.pixels).tobytes()}, self.ttl)
         self.jobs.set_enqueued(self.cur.job_id, index + 1)
         app.send_task(INFER_TASK, args=[self.cur.job_id, index, self.stage], queue=self.queue)

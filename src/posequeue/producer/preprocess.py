@@ -33,8 +33,7 @@ def work_frame(frame: av.VideoFrame, rotation: int, long_side: int) -> np.ndarra
     if (coded_w, coded_h) == (frame.width, frame.height):
         rgb = frame.to_ndarray(format="rgb24")
     else:
-        rgb = frame.reformat(width=coded_w, height=coded_h, format="rgb24",
-                             interpolation="AREA").to_ndarray()  # fmt: skip
+        rgb = frame.reformat(width=coded_w, height=coded_h, format="rgb24", interpolation="AREA").to_ndarray()
     return np.ascontiguousarray(upright(rgb, rotation))
 
 

@@ -23,16 +23,19 @@ class SubmitError(ValueError):
     """A submission refused before any job exists (bad input, unknown model, store down)."""
 
 
-def submit(video: str, *, settings: Settings, jobs: Jobs, model: str | None = None,
-           batch_size: int | None = None) -> str:  # fmt: skip
+def submit(
+    video: str, *, settings: Settings, jobs: Jobs, model: str | None = None, batch_size: int | None = None
+) -> str:
     """Check and enqueue ``video`` (a local path or ``s3://`` URI); return the job id."""
     try:
         spec = get_model(model or settings.default_model)
         size = settings.batch_size if batch_size is None else batch_size
         compiled = spec.first_stage.compiled_batch
         if size < 1 or size % compiled:
-            raise SubmitError(f"--batch-size {size} must be a positive multiple of the compiled "
-                              f"batch size {compiled} of {spec.name}")  # fmt: skip
+            raise SubmitError(
+                f"--batch-size {size} must be a positive multiple of the compiled "
+                f"batch size {compiled} of {spec.name}"
+            )
         job_id = Jobs.new_id()
         source = _resolve(video, job_id, settings)
         probe(source)  # exists, is a video, has a decodable video stream
@@ -62,8 +65,13 @@ def _resolve(video: str, job_id: str, settings: Settings) -> str:
     return str(path.resolve())
 
 
-def wait(job_id: str, jobs: Jobs, on_progress: Callable[[dict[str, Any]], None] | None = None,
-         poll: float = 0.5, timeout: float | None = None) -> dict[str, Any]:  # fmt: skip
+def wait(
+    job_id: str,
+    jobs: Jobs,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    poll: float = 0.5,
+    timeout: float | None = None,
+) -> dict[str, Any]:
     """Poll the job until it ends; return its summary."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:

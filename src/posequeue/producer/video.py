@@ -125,8 +125,12 @@ def probe(source: str) -> VideoInfo:
         )
 
 
-def iter_frames(container: av.container.InputContainer, stream: av.VideoStream,
-                stats: DecodeStats, limit_packets: int | None = None) -> Iterator[Decoded]:  # fmt: skip
+def iter_frames(
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    stats: DecodeStats,
+    limit_packets: int | None = None,
+) -> Iterator[Decoded]:
     """Decode packet by packet so one bad packet costs one packet, not the rest of the video."""
     base = stream.start_time or 0
     tb = stream.time_base or Fraction(1, 1)
@@ -162,8 +166,9 @@ def iter_frames(container: av.container.InputContainer, stream: av.VideoStream,
             yield Decoded(pts, max(t, 0.0), frame)
 
 
-def read_segment(source: str, after_pts: int | None, seconds: float,
-                 stats: DecodeStats, max_frames: int = 100_000) -> Iterator[Decoded]:  # fmt: skip
+def read_segment(
+    source: str, after_pts: int | None, seconds: float, stats: DecodeStats, max_frames: int = 100_000
+) -> Iterator[Decoded]:
     """Yield the frames after ``after_pts`` that start within ``seconds`` of the first one.
 
     Seeks to the keyframe at or before ``after_pts``; if the container cannot seek exactly (the
@@ -183,8 +188,9 @@ def read_segment(source: str, after_pts: int | None, seconds: float,
         stats.ended = True
 
 
-def _frames_after(container: av.container.InputContainer, stream: av.VideoStream,
-                  after_pts: int | None, stats: DecodeStats) -> Iterator[Decoded]:  # fmt: skip
+def _frames_after(
+    container: av.container.InputContainer, stream: av.VideoStream, after_pts: int | None, stats: DecodeStats
+) -> Iterator[Decoded]:
     if after_pts is None:
         yield from iter_frames(container, stream, stats)
         return
@@ -207,8 +213,7 @@ def _frames_after(container: av.container.InputContainer, stream: av.VideoStream
     # Seeking does not work for this container: decode from the start.
     stats.seek_fallbacks += 1
     container.seek(0, stream=stream, backward=True, any_frame=False)
-    yield from (f for f in iter_frames(container, stream, stats)
-                if f.pts is not None and f.pts > after_pts)  # fmt: skip
+    yield from (f for f in iter_frames(container, stream, stats) if f.pts is not None and f.pts > after_pts)
 
 
 def _chain(first: Decoded, rest: Iterator[Decoded]) -> Iterator[Decoded]:

@@ -34,8 +34,9 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
 
 
-def letterbox(image: np.ndarray, size: int = detector.INPUT_SIZE,
-              out: np.ndarray | None = None) -> tuple[np.ndarray, tuple[float, ...]]:  # fmt: skip
+def letterbox(
+    image: np.ndarray, size: int = detector.INPUT_SIZE, out: np.ndarray | None = None
+) -> tuple[np.ndarray, tuple[float, ...]]:
     """The image fitted into a ``size`` square (black bars), written into ``out`` when given,
     and the padding as fractions (left, top, right, bottom) of the square."""
     import cv2
@@ -45,8 +46,15 @@ def letterbox(image: np.ndarray, size: int = detector.INPUT_SIZE,
     k = size / side
     left, top = (side - w) / 2, (side - h) / 2
     matrix = np.array([[k, 0.0, left * k], [0.0, k, top * k]])
-    boxed = cv2.warpAffine(image, matrix, (size, size), dst=out, flags=cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)  # fmt: skip
+    boxed = cv2.warpAffine(
+        image,
+        matrix,
+        (size, size),
+        dst=out,
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
     return boxed, (left / side, top / side, left / side, top / side)
 
 
@@ -66,8 +74,9 @@ def landmark_input(crops: np.ndarray) -> np.ndarray:
     return np.multiply(crops, np.float32(1.0 / 255.0), dtype=np.float32)
 
 
-def regions(outputs: dict[str, np.ndarray], pads: list[tuple[float, ...]],
-            size: tuple[int, int]) -> list[Roi | None]:  # fmt: skip
+def regions(
+    outputs: dict[str, np.ndarray], pads: list[tuple[float, ...]], size: tuple[int, int]
+) -> list[Roi | None]:
     """The best detection's region per image, or None where nobody was found."""
     rois: list[Roi | None] = []
     for boxes, scores, pad in zip(outputs[detector.BOXES], outputs[detector.SCORES], pads, strict=True):
@@ -100,8 +109,11 @@ def refine(points: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
     offsets = np.arange(-half, half + 1)
     win_r = np.clip(r, 0, rows - 1)[:, None] + offsets  # (n, 7) in heatmap rows
     win_c = np.clip(c, 0, cols - 1)[:, None] + offsets
-    logits = heatmap[np.clip(win_r, 0, rows - 1)[:, :, None], np.clip(win_c, 0, cols - 1)[:, None, :],
-                     np.arange(n)[:, None, None]].astype(np.float64)  # fmt: skip
+    logits = heatmap[
+        np.clip(win_r, 0, rows - 1)[:, :, None],
+        np.clip(win_c, 0, cols - 1)[:, None, :],
+        np.arange(n)[:, None, None],
+    ].astype(np.float64)
     within = ((win_r >= 0) & (win_r < rows))[:, :, None] & ((win_c >= 0) & (win_c < cols))[:, None, :]
     windows = np.where(within, sigmoid(logits), 0.0)
     total = windows.sum(axis=(1, 2))
@@ -113,8 +125,9 @@ def refine(points: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
     return out
 
 
-def people(outputs: dict[str, np.ndarray], rois: list[Roi | None],
-           display: tuple[int, int]) -> list[list[dict[str, Any]]]:  # fmt: skip
+def people(
+    outputs: dict[str, np.ndarray], rois: list[Roi | None], display: tuple[int, int]
+) -> list[list[dict[str, Any]]]:
     """People per frame, keypoints as [x, y, z, visibility, presence] in displayed pixels.
     ``outputs`` hold one row per frame that has a region, in order."""
     width, height = display
@@ -134,8 +147,15 @@ def people(outputs: dict[str, np.ndarray], rois: list[Roi | None],
         points = raw[:, :3] / CROP_SIZE
         points[:, :2] = refine(points[:, :2], heatmap)
         image = project(points, roi)
-        kp = np.column_stack([image[:, 0] * width, image[:, 1] * height, image[:, 2] * width,
-                              sigmoid(raw[:, 3]), sigmoid(raw[:, 4])])  # fmt: skip
+        kp = np.column_stack(
+            [
+                image[:, 0] * width,
+                image[:, 1] * height,
+                image[:, 2] * width,
+                sigmoid(raw[:, 3]),
+                sigmoid(raw[:, 4]),
+            ]
+        )
         kp[:, :3] = np.round(kp[:, :3], 2)
         kp[:, 3:] = np.round(kp[:, 3:], 4)
         frames.append([{"score": round(flag, 4), "keypoints": kp.tolist()}])

@@ -107,8 +107,7 @@ def _weighted_nms(scores: np.ndarray, boxes: np.ndarray, kps: np.ndarray) -> lis
     return out
 
 
-def roi_of(detection: Detection, pad: tuple[float, ...],
-           image_size: tuple[int, int]) -> Roi:  # fmt: skip
+def roi_of(detection: Detection, pad: tuple[float, ...], image_size: tuple[int, int]) -> Roi:
     """The landmark model's region for a detection. ``pad`` is the letterbox padding
     (left, top, right, bottom) as fractions of the model input."""
     left, top, right, bottom = pad

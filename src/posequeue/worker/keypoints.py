@@ -42,8 +42,13 @@ def model_input(frames: np.ndarray, stage: StageSpec) -> tuple[np.ndarray, tuple
     return batch.astype(np.float32) * scale - shift, box
 
 
-def people(outputs: dict[str, np.ndarray], stage: StageSpec, box: tuple[float, float, float, float],
-           display: tuple[int, int], keypoints: int | None = None) -> list[list[dict[str, Any]]]:  # fmt: skip
+def people(
+    outputs: dict[str, np.ndarray],
+    stage: StageSpec,
+    box: tuple[float, float, float, float],
+    display: tuple[int, int],
+    keypoints: int | None = None,
+) -> list[list[dict[str, Any]]]:
     """Per frame, the one person in displayed-frame pixels: keypoints [x, y, z, visibility,
     presence] as in BlazePose's output (z is 0; visibility and presence are the model's score,
     or 1 when it gives none). ``keypoints``: how many the spec names (checked)."""
@@ -51,9 +56,11 @@ def people(outputs: dict[str, np.ndarray], stage: StageSpec, box: tuple[float, f
     coords = np.asarray(outputs[spec.output], np.float64)
     coords = coords.reshape(len(coords), -1, coords.shape[-1] if coords.ndim == 3 else 2)
     if keypoints is not None and coords.shape[1] != keypoints:
-        raise ValueError(f"output {spec.output!r} holds {coords.shape[1]} keypoints of "
-                         f"{coords.shape[2]} values, but the model spec names {keypoints}: fix "
-                         "`keypoints` (or [stages.coords]) in the spec")  # fmt: skip
+        raise ValueError(
+            f"output {spec.output!r} holds {coords.shape[1]} keypoints of "
+            f"{coords.shape[2]} values, but the model spec names {keypoints}: fix "
+            "`keypoints` (or [stages.coords]) in the spec"
+        )
     xy = coords[..., :2][..., ::-1] if spec.order == "yx" else coords[..., :2]
     if spec.convention == "normalized":
         xy = xy * [stage.input_size[1], stage.input_size[0]]
@@ -66,7 +73,9 @@ def people(outputs: dict[str, np.ndarray], stage: StageSpec, box: tuple[float, f
         if mean < spec.min_score:
             frames.append([])
             continue
-        rows = [[round(float(x), 2), round(float(y), 2), 0.0, round(float(s), 4), round(float(s), 4)]
-                for (x, y), s in zip(points, score, strict=True)]  # fmt: skip
+        rows = [
+            [round(float(x), 2), round(float(y), 2), 0.0, round(float(s), 4), round(float(s), 4)]
+            for (x, y), s in zip(points, score, strict=True)
+        ]
         frames.append([{"score": round(mean, 4), "keypoints": rows}])
     return frames

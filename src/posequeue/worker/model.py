@@ -48,8 +48,14 @@ class Stage:
         self.spec, self.stage = spec, stage
         path = stage_path(spec, stage, settings.cache_dir, settings.model_dir)
         self.runtime: Runtime = make_runtime(
-            spec.runtime, path, cpu_threads(), self.outputs or stage.outputs, stage.input,
-            stage.compiled_batch, stage.dynamic_batch)  # fmt: skip
+            spec.runtime,
+            path,
+            cpu_threads(),
+            self.outputs or stage.outputs,
+            stage.input,
+            stage.compiled_batch,
+            stage.dynamic_batch,
+        )
 
     def run(self, fields: dict[str, Any], meta: BatchMeta) -> StageResult:
         raise NotImplementedError
@@ -105,8 +111,10 @@ class KeypointStage(Stage):
     def __init__(self, spec: ModelSpec, stage: StageSpec) -> None:
         outputs = stage.outputs or (stage.coords.output,)
         if stage.coords.output not in outputs:
-            raise ValueError(f"model {spec.name!r} stage {stage.name!r}: coords output "
-                             f"{stage.coords.output!r} is not among its outputs {outputs}")  # fmt: skip
+            raise ValueError(
+                f"model {spec.name!r} stage {stage.name!r}: coords output "
+                f"{stage.coords.output!r} is not among its outputs {outputs}"
+            )
         self.outputs = (stage.coords.output,)
         super().__init__(spec, stage)
 

@@ -45,16 +45,19 @@ def sha256(path: Path) -> str:
 
 
 def _verified(folder: Path) -> bool:
-    return all((folder / name).is_file() and sha256(folder / name) == digest
-               for name, (_, digest) in FILES.items())  # fmt: skip
+    return all(
+        (folder / name).is_file() and sha256(folder / name) == digest for name, (_, digest) in FILES.items()
+    )
 
 
 def blazepose_dir(cache_dir: Path, model_dir: Path | None = None) -> Path:
     """The folder holding verified BlazePose files, fetching them into the cache if needed."""
     if model_dir is not None:
         if not _verified(model_dir):
-            raise MissingModel(f"POSEQUEUE_MODEL_DIR={model_dir} does not hold the expected "
-                               f"BlazePose files with the right SHA-256: {_by_hand(model_dir)}")  # fmt: skip
+            raise MissingModel(
+                f"POSEQUEUE_MODEL_DIR={model_dir} does not hold the expected "
+                f"BlazePose files with the right SHA-256: {_by_hand(model_dir)}"
+            )
         return model_dir
     folder = cache_dir / "models" / RELEASE
     if _verified(folder):
@@ -65,8 +68,19 @@ def blazepose_dir(cache_dir: Path, model_dir: Path | None = None) -> Path:
 
 def _fetch(folder: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               *WHEEL_PLATFORM, "--quiet", "--dest", tmp, WHEEL]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            *WHEEL_PLATFORM,
+            "--quiet",
+            "--dest",
+            tmp,
+            WHEEL,
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         wheels = list(Path(tmp).glob("*.whl"))
         if done.returncode != 0 or not wheels:
@@ -83,9 +97,11 @@ def _fetch(folder: Path) -> None:
 
 
 def _by_hand(folder: Path) -> str:
-    return (f"download the {WHEEL} wheel on a connected machine (pip download --no-deps "
-            f"{WHEEL}), unzip {', '.join(m for m, _ in FILES.values())} into {folder} (or any "
-            "folder named by POSEQUEUE_MODEL_DIR)")  # fmt: skip
+    return (
+        f"download the {WHEEL} wheel on a connected machine (pip download --no-deps "
+        f"{WHEEL}), unzip {', '.join(m for m, _ in FILES.values())} into {folder} (or any "
+        "folder named by POSEQUEUE_MODEL_DIR)"
+    )
 
 
 def stage_path(spec: ModelSpec, stage: StageSpec, cache_dir: Path, model_dir: Path | None = None) -> Path:
@@ -97,8 +113,10 @@ def stage_path(spec: ModelSpec, stage: StageSpec, cache_dir: Path, model_dir: Pa
         return _s3_copy(stage.file, cache_dir / "models" / spec.name / stage.name)
     path = spec.folder / stage.file
     if not path.exists():
-        raise MissingModel(f"model {spec.name!r} stage {stage.name!r}: {path} does not exist "
-                           f"(path {stage.file!r} in {spec.source}, relative to that file)")  # fmt: skip
+        raise MissingModel(
+            f"model {spec.name!r} stage {stage.name!r}: {path} does not exist "
+            f"(path {stage.file!r} in {spec.source}, relative to that file)"
+        )
     return path
 
 

@@ -29,9 +29,13 @@ def normalize_radians(angle: float) -> float:
     return angle - 2 * math.pi * math.floor((angle + math.pi) / (2 * math.pi))
 
 
-def roi_from_points(center: tuple[float, float], scale_point: tuple[float, float],
-                    image_size: tuple[int, int], target_angle: float = math.pi / 2,
-                    scale: float = 1.25) -> Roi:  # fmt: skip
+def roi_from_points(
+    center: tuple[float, float],
+    scale_point: tuple[float, float],
+    image_size: tuple[int, int],
+    target_angle: float = math.pi / 2,
+    scale: float = 1.25,
+) -> Roi:
     """MediaPipe's AlignmentPointsRectsCalculator then RectTransformationCalculator(square_long).
 
     ``center`` is the body centre and ``scale_point`` the point that encodes size and rotation
@@ -54,10 +58,12 @@ def crop_matrix(roi: Roi, image_size: tuple[int, int], out_size: int) -> np.ndar
     rw, rh = roi.width * w, roi.height * h
     cos, sin = math.cos(roi.rotation), math.sin(roi.rotation)
     # Crop pixel (u, v) samples the image at centre + R(rotation) @ ((u, v) / out - 0.5) * size.
-    to_image = np.array([
-        [cos * rw / out_size, -sin * rh / out_size, 0.0],
-        [sin * rw / out_size, cos * rh / out_size, 0.0],
-    ])  # fmt: skip
+    to_image = np.array(
+        [
+            [cos * rw / out_size, -sin * rh / out_size, 0.0],
+            [sin * rw / out_size, cos * rh / out_size, 0.0],
+        ]
+    )
     to_image[:, 2] = [cx, cy] - to_image[:, :2] @ [out_size / 2, out_size / 2]
     return np.linalg.inv(np.vstack([to_image, [0.0, 0.0, 1.0]]))[:2]
 
@@ -69,8 +75,9 @@ def crop(image: np.ndarray, roi: Roi, out_size: int, out: np.ndarray | None = No
 
     h, w = image.shape[:2]
     matrix = crop_matrix(roi, (w, h), out_size)
-    return cv2.warpAffine(image, matrix, (out_size, out_size), dst=out, flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+    return cv2.warpAffine(
+        image, matrix, (out_size, out_size), dst=out, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
 
 
 def project(points: np.ndarray, roi: Roi) -> np.ndarray:

@@ -36,8 +36,9 @@ class ModelLoadError(RuntimeError):
     """A model its runtime cannot load; the message says why and what to do."""
 
 
-def run_in_compiled_batches(run: Callable[[np.ndarray], dict[str, np.ndarray]], batch: np.ndarray,
-                            compiled: int, dynamic: bool) -> dict[str, np.ndarray]:  # fmt: skip
+def run_in_compiled_batches(
+    run: Callable[[np.ndarray], dict[str, np.ndarray]], batch: np.ndarray, compiled: int, dynamic: bool
+) -> dict[str, np.ndarray]:
     """Run ``batch`` on a model compiled for batches of ``compiled``: padded up to a multiple of
     it (dynamic batching: the runtime cuts it into shards and runs them in parallel) or cut into
     calls of exactly that size. Padding repeats the last frame and never reaches the results."""
@@ -65,8 +66,11 @@ class TFLiteRuntime:
         self.input = self.interpreter.get_input_details()[0]["index"]
         # Only the outputs a stage reads are copied out (the landmark model also returns a
         # 256x256 segmentation mask that nobody uses).
-        self.outputs = {d["name"]: d["index"] for d in self.interpreter.get_output_details()
-                        if not outputs or d["name"] in outputs}  # fmt: skip
+        self.outputs = {
+            d["name"]: d["index"]
+            for d in self.interpreter.get_output_details()
+            if not outputs or d["name"] in outputs
+        }
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         if len(batch) == 0:
@@ -83,8 +87,15 @@ class TFLiteRuntime:
 class TensorFlowRuntime:
     """A SavedModel's serving signature (``serving_default``), one call per batch."""
 
-    def __init__(self, path: Path, threads: int, outputs: tuple[str, ...] = (), input_name: str = "",
-                 compiled_batch: int = 1, dynamic_batch: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        path: Path,
+        threads: int,
+        outputs: tuple[str, ...] = (),
+        input_name: str = "",
+        compiled_batch: int = 1,
+        dynamic_batch: bool = True,
+    ) -> None:
         tf = import_tensorflow()
         try:  # the worker's cores; only possible before TensorFlow's first op in this process
             tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -95,29 +106,35 @@ class TensorFlowRuntime:
         self.model = self.load(path)
         self.function = self.model.signatures.get("serving_default")
         if self.function is None:
-            raise ModelLoadError(f"{path} has no serving_default signature; its signatures: "
-                                f"{', '.join(self.model.signatures) or 'none'}")  # fmt: skip
+            raise ModelLoadError(
+                f"{path} has no serving_default signature; its signatures: "
+                f"{', '.join(self.model.signatures) or 'none'}"
+            )
         _, inputs = self.function.structured_input_signature
         names = list(inputs)
         if input_name and input_name not in names:
             raise ModelLoadError(f"{path} has no input {input_name!r}; its inputs: {', '.join(names)}")
         if not input_name and len(names) != 1:
-            raise ModelLoadError(f"{path} has inputs {', '.join(names)}: name the one to feed with "
-                                 "`input` in the model spec")  # fmt: skip
+            raise ModelLoadError(
+                f"{path} has inputs {', '.join(names)}: name the one to feed with `input` in the model spec"
+            )
         self.input_name = input_name or names[0]
         self.dtype = inputs[self.input_name].dtype
         known = list(self.function.structured_outputs)
         missing = [o for o in outputs if o not in known]
         if missing:
-            raise ModelLoadError(f"{path} has no output(s) {', '.join(missing)}; "
-                                 f"its outputs: {', '.join(known)}")  # fmt: skip
+            raise ModelLoadError(
+                f"{path} has no output(s) {', '.join(missing)}; its outputs: {', '.join(known)}"
+            )
         self.outputs = tuple(outputs) or tuple(known)
         self.compiled, self.dynamic = compiled_batch, dynamic_batch
         # An empty batch is not run: TF 2.10's oneDNN kernels (on by default on x86) fail on it
         # ("input depth must be evenly divisible by filter depth").
         specs = self.function.structured_outputs
-        self.empty = {name: np.zeros((0, *specs[name].shape[1:]), specs[name].dtype.as_numpy_dtype)
-                      for name in self.outputs}  # fmt: skip
+        self.empty = {
+            name: np.zeros((0, *specs[name].shape[1:]), specs[name].dtype.as_numpy_dtype)
+            for name in self.outputs
+        }
 
     def load(self, path: Path) -> Any:
         try:
@@ -159,9 +176,15 @@ def import_tensorflow() -> Any:
     return tf
 
 
-
-def make_runtime(kind: str, path: Path, threads: int, outputs: tuple[str, ...] = (), input_name: str = "",
-                 compiled_batch: int = 1, dynamic_batch: bool = True) -> Runtime:  # fmt: skip
+def make_runtime(
+    kind: str,
+    path: Path,
+    threads: int,
+    outputs: tuple[str, ...] = (),
+    input_name: str = "",
+    compiled_batch: int = 1,
+    dynamic_batch: bool = True,
+) -> Runtime:
     """The runtime for a model spec's ``runtime`` field."""
     if kind == "tflite":
         return TFLiteRuntime(path, threads, outputs)

@@ -46,16 +46,26 @@ def infer(self: Task, job_id: str, index: int, stage: str) -> dict[str, object] 
         return None
     if fields is None:
         if not jobs.is_batch_done(job_id, index):
-            fail_job(app, jobs, job_id, f"batch {index} expired in Redis before a worker ran it; "
-                     "start more workers or raise POSEQUEUE_PAYLOAD_TTL")  # fmt: skip
+            fail_job(
+                app,
+                jobs,
+                job_id,
+                f"batch {index} expired in Redis before a worker ran it; "
+                "start more workers or raise POSEQUEUE_PAYLOAD_TTL",
+            )
         return None
     try:
         meta = BatchMeta.from_dict(fields["meta"])
         spec = get_model(meta.model)
         nxt = spec.next_stage(stage)
     except (KeyError, TypeError, ValueError) as exc:  # e.g. written by another posequeue version
-        fail_job(app, jobs, job_id, f"batch {index} cannot be read by this worker ({exc!r}); are "
-                 "producers and workers running the same posequeue version?")  # fmt: skip
+        fail_job(
+            app,
+            jobs,
+            job_id,
+            f"batch {index} cannot be read by this worker ({exc!r}); are "
+            "producers and workers running the same posequeue version?",
+        )
         return None
     structlog.contextvars.bind_contextvars(model=meta.model, stage=stage)
     # A process that serves the next stages too runs them in this task on the payload in memory:
@@ -65,10 +75,15 @@ def infer(self: Task, job_id: str, index: int, stage: str) -> dict[str, object] 
         _send(job_id, index, meta.model, nxt.name)
         return None
     if start.deliveries > MAX_DELIVERIES:
-        fail_job(app, jobs, job_id, f"batch {index} (frames {meta.frames[0]}-{meta.frames[-1]}) "
-                 f"was started {MAX_DELIVERIES} times in stage {stage}{_also(later)} without "
-                 "finishing: its worker process died each time (out of memory? see the worker "
-                 "logs)")  # fmt: skip
+        fail_job(
+            app,
+            jobs,
+            job_id,
+            f"batch {index} (frames {meta.frames[0]}-{meta.frames[-1]}) "
+            f"was started {MAX_DELIVERIES} times in stage {stage}{_also(later)} without "
+            "finishing: its worker process died each time (out of memory? see the worker "
+            "logs)",
+        )
         return None
     try:
         ran: dict[str, float] = {}  # seconds per stage run here, for the worker statistics
@@ -107,8 +122,12 @@ def _run(stage: str, fields: dict[str, object], meta: BatchMeta, ran: dict[str, 
     structlog.contextvars.bind_contextvars(stage=stage)
     result = models.load(meta.model, stage).run(fields, meta)
     ran[stage] = time.perf_counter() - started
-    log.info("infer.batch", frames=len(meta.frames), model_s=round(result.model_seconds, 4),
-             stage_s=round(ran[stage], 4))  # fmt: skip
+    log.info(
+        "infer.batch",
+        frames=len(meta.frames),
+        model_s=round(result.model_seconds, 4),
+        stage_s=round(ran[stage], 4),
+    )
     return result
 
 
@@ -117,8 +136,9 @@ def _send(job_id: str, index: int, model: str, stage: str) -> None:
 
 
 def _finish_batch(jobs: Jobs, meta: BatchMeta, people: list) -> None:  # type: ignore[type-arg]
-    frames = [{"index": i, "t": t, "people": p}
-              for i, t, p in zip(meta.frames, meta.times, people, strict=True)]  # fmt: skip
+    frames = [
+        {"index": i, "t": t, "people": p} for i, t, p in zip(meta.frames, meta.times, people, strict=True)
+    ]
     open_store(get_settings().store).put_bytes(part_key(meta.job_id, meta.index), dumps({"frames": frames}))
     if jobs.batch_done(meta.job_id, meta.index, len(frames)):
         app.send_task(FINALIZE_TASK, args=[meta.job_id])

@@ -113,8 +113,9 @@ def requeue(app: Celery, key: str) -> int:
         qos = conn.default_channel.qos
         client = conn.default_channel.client
         tags = [t.decode() for t in client.smembers(key)]
-        held = [t for t, raw in zip(tags, client.hmget(qos.unacked_key, tags) if tags else [],
-                                    strict=True) if raw]  # fmt: skip
+        held = [
+            t for t, raw in zip(tags, client.hmget(qos.unacked_key, tags) if tags else [], strict=True) if raw
+        ]
         for tag in held:
             qos.restore_by_tag(tag, leftmost=True)
         client.delete(key)
