@@ -29,6 +29,7 @@ from posequeue.config.settings import get_settings
 from posequeue.jobs import Jobs, fail_job, get_jobs
 from posequeue.logs import get_logger
 from posequeue.monitor import queue_depth
+from posequeue.payload.codec import encode, estimate_frame_bytes
 from posequeue.producer.preprocess import display_size, work_frame, work_size
 from posequeue.producer.recover import resend_lost
 from posequeue.producer.video import DecodeStats, VideoError, probe, read_segment, rotation_of
@@ -106,7 +107,8 @@ def _window(job: dict) -> int:
     settings = get_settings()
     info = job.get("video_info") or {}
     w, h = work_size(info.get("width", 1), info.get("height", 1), _long_side(job))
-    batch_bytes = w * h * 3 * job["batch_size"]
+    kind = get_model(job["model"]).first_stage.kind
+    batch_bytes = estimate_frame_bytes(settings.payload_codec, kind, w, h) * job["batch_size"]
     by_bytes = settings.max_inflight_mb * 2**20 // max(1, batch_bytes)
     return max(1, min(settings.max_inflight_frames // job["batch_size"], by_bytes))
 
@@ -183,7 +185,13 @@ class _Batcher:
         self.batches = 0
         self.queue = stage_queue(model, stage)
         self.stage = stage
-        self.ttl = get_settings().payload_ttl
+        settings = get_settings()
+        self.ttl, self.codec, self.quality = (
+            settings.payload_ttl,
+            settings.payload_codec,
+            settings.payload_quality,
+        )
+        self.kind = get_model(model).stage(stage).kind
 
     def add(self, pixels: np.ndarray, t: float, display: tuple[int, int]) -> None:
         if self.pixels and (pixels.shape != self.pixels[0].shape or display != self.display):
@@ -201,6 +209,7 @@ class _Batcher:
         index = self.cur.first_batch + self.batches
         first = self.cur.first_frame + self.frames
         h, w = self.pixels[0].shape[:2]
+        encoded = encode(np.stack(self.pixels), self.codec, self.kind, self.quality)
         meta = BatchMeta(
             self.cur.job_id,
             index,
@@ -209,8 +218,9 @@ class _Batcher:
             self.display,
             (w, h),
             self.model,
+            encoded.meta,
         )
-        self.jobs.put_batch(meta.to_dict(), {"frames": np.stack(self.pixels).tobytes()}, self.ttl)
+        self.jobs.put_batch(meta.to_dict(), {"frames": encoded.blob}, self.ttl)
         self.jobs.set_enqueued(self.cur.job_id, index + 1)
         app.send_task(INFER_TASK, args=[self.cur.job_id, index, self.stage], queue=self.queue)
         self.frames += n

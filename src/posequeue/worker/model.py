@@ -15,6 +15,7 @@ import numpy as np
 from posequeue.config.models import ModelSpec, StageSpec, get_model
 from posequeue.config.schemas import BatchMeta
 from posequeue.config.settings import get_settings
+from posequeue.payload.codec import Payload
 from posequeue.worker import blazepose, detector, keypoints
 from posequeue.worker.model_files import stage_path
 from posequeue.worker.pinning import cpu_threads
@@ -68,9 +69,8 @@ class Stage:
             return outputs, time.perf_counter() - started
 
 
-def _frames(fields: dict[str, Any], meta: BatchMeta) -> np.ndarray:
-    w, h = meta.work
-    return np.frombuffer(fields["frames"], np.uint8).reshape(len(meta.frames), h, w, 3)
+def _payload(fields: dict[str, Any], meta: BatchMeta) -> Payload:
+    return Payload(fields["frames"], meta.payload, len(meta.frames), meta.work)
 
 
 def _rois(fields: dict[str, Any]) -> list[Roi | None]:
@@ -81,14 +81,16 @@ class DetectorStage(Stage):
     outputs = (detector.BOXES, detector.SCORES)
 
     def run(self, fields: dict[str, Any], meta: BatchMeta) -> StageResult:
-        frames = _frames(fields, meta)
-        batch, pads = blazepose.detector_input(frames)
-        outputs, elapsed = self.infer(batch)
-        rois = blazepose.regions(outputs, pads, meta.display)
-        if not any(rois):  # nobody in any frame: the batch ends here
+        pixels = _payload(fields, meta)
+        boxed = pixels.detector_input()
+        if boxed is None:  # frames only: letterbox them here
+            boxed = blazepose.letterboxed(pixels.frames())
+        outputs, elapsed = self.infer(blazepose.detector_batch(boxed))
+        rois = blazepose.regions(outputs, [blazepose.letterbox_pads(*meta.work)] * len(boxed), meta.display)
+        if not any(rois):  # nobody in any frame: the batch ends here (and its JPEGs stay undecoded)
             return StageResult(people=[[] for _ in rois], model_seconds=elapsed)
         payload = {
-            "crops": blazepose.crops(frames, rois).tobytes(),
+            "crops": blazepose.crops(pixels.frames(), rois).tobytes(),
             "rois": json.dumps([r.to_list() if r else None for r in rois]).encode(),
         }
         return StageResult(payload=payload, model_seconds=elapsed)
@@ -119,7 +121,7 @@ class KeypointStage(Stage):
         super().__init__(spec, stage)
 
     def run(self, fields: dict[str, Any], meta: BatchMeta) -> StageResult:
-        batch, box = keypoints.model_input(_frames(fields, meta), self.stage)
+        batch, box = keypoints.model_input(_payload(fields, meta).frames(), self.stage)
         outputs, elapsed = self.infer(batch)
         people = keypoints.people(outputs, self.stage, box, meta.display, len(self.spec.keypoints))
         return StageResult(people=people, model_seconds=elapsed)
