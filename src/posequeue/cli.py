@@ -86,8 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--concurrency",
         type=int,
-        default=1,
-        help="pool processes with --threads 1 (default 1: one process per core group)",
+        help="pool processes with --threads 1 (default: for a CPU runtime given neither "
+        "--threads nor --concurrency, one single-thread process pinned to each core it may "
+        "use, the layout measured fastest; else 1)",
     )
     p.add_argument("--loglevel", default="INFO")
     p.set_defaults(run=cmd_worker)
@@ -168,12 +169,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
         serve, served_stages = [queues.stage_queue(spec.name, args.stage)], [args.stage]
     name = f"{spec.name}-{args.stage}"
     neuron = spec.runtime == "neuron" and bool(served_stages)
-    threads = args.threads
+    threads, concurrency = args.threads, args.concurrency
+    # A CPU model with no pool asked for: one single-thread process per core (worker/per_core.py).
+    per_core = bool(served_stages) and not neuron and threads is None and concurrency is None
+    concurrency = concurrency or 1
     if threads is None:  # an accelerator's model leaves the CPU free: overlap host work with it
-        threads = 2 if neuron and args.concurrency == 1 else 1
-    if threads < 1 or (threads > 1 and args.concurrency != 1):
+        threads = 2 if neuron and concurrency == 1 else 1
+    if threads < 1 or (threads > 1 and concurrency != 1):
         print(
-            f"error: --threads {threads} with --concurrency {args.concurrency}: give --threads N "
+            f"error: --threads {threads} with --concurrency {concurrency}: give --threads N "
             "(N >= 1 task threads in one process sharing its models) or --threads 1 "
             "--concurrency N (N prefork processes, a model each)",
             file=sys.stderr,
@@ -196,6 +200,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
         else:
             pin_cpu(cores)  # before the pool forks: children inherit the affinity
         os.environ["POSEQUEUE_CORES"] = format_cores(cores)
+    if per_core:
+        from posequeue.worker import per_core as layout  # before worker.tasks: pins before preload
+
+        children = layout.child_cores()
+        layout.assign(children)
+        concurrency = len(children)
     if served_stages:
         _ensure_model_files(settings)  # fetch in the parent; the runtime loads in the child
         os.environ["POSEQUEUE_PRELOAD"] = ",".join(f"{spec.name}:{s}" for s in served_stages)
@@ -209,7 +219,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     argv = ["worker", "-Q", ",".join(serve), "-n", f"{name}@%h", "-l", args.loglevel]
     if threads == 1:
-        app.worker_main([*argv, "-P", "prefork", "-c", str(args.concurrency)])
+        app.worker_main([*argv, "-P", "prefork", "-c", str(concurrency)])
         return 0
     from posequeue.worker import threaded
 
