@@ -6,7 +6,8 @@ Keys (all under ``pq:``):
     pq:job:{id}:finalizing lock held by the finalise task while it writes the results
     pq:job:{id}:seg:{k}    marker: segment k has handed over to segment k+1
     pq:job:{id}:recover    guard: the job's lost batches were looked for (producer/recover.py)
-    pq:batch:{id}:{k}      hash: the pixels and meta of batch k (claim-check, with a TTL)
+    pq:batch:{id}:{k}      hash: the pixels and meta of batch k (claim-check, with a TTL), on the
+                           payload server its key hashes to (payload/shards.py; default: here)
     pq:jobs                sorted set of job ids by submission time
 """
 
@@ -22,6 +23,7 @@ from typing import Any
 import redis
 
 from posequeue.config.schemas import JobStatus
+from posequeue.payload.shards import PayloadServers
 
 JOBS = "pq:jobs"
 FINISHED_TTL = 7 * 24 * 3600  # job records outlive the job by a week
@@ -78,13 +80,19 @@ def _batch_fields(raw: dict[bytes, bytes]) -> dict[str, Any] | None:
 class Jobs:
     """The job records of one Redis database."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, payload_urls: list[str] | None = None) -> None:
         self.r: Any = client  # redis-py's stubs type replies as bytes | str; ours are bytes
         self._complete = client.register_script(_COMPLETE)
+        # Batch hashes (meta and pixels) live here; delivery counters and job state on the broker.
+        self.payloads = (
+            PayloadServers.from_urls(payload_urls, client)
+            if payload_urls
+            else PayloadServers([client], client)
+        )
 
     @classmethod
-    def from_url(cls, url: str) -> Jobs:
-        return cls(redis.Redis.from_url(url))
+    def from_url(cls, url: str, payload_urls: list[str] | None = None) -> Jobs:
+        return cls(redis.Redis.from_url(url), payload_urls)
 
     # -- lifecycle -------------------------------------------------------------------------
     @staticmethod
@@ -189,7 +197,7 @@ class Jobs:
     def put_batch(self, meta: dict[str, Any], payload: dict[str, bytes], ttl: int) -> None:
         """Store a batch once (claim-check): its meta and payloads, with a TTL, in one round trip."""
         key = batch_key(meta["job_id"], meta["index"])
-        with self.r.pipeline() as pipe:
+        with self.payloads.client(key).pipeline() as pipe:
             pipe.hset(key, mapping={"meta": json.dumps(meta), **payload})
             pipe.expire(key, ttl)
             pipe.execute()
@@ -198,19 +206,24 @@ class Jobs:
         """What a stage's task needs before it runs, in one round trip: the job's status, the
         batch's fields (``meta`` decoded, payloads as bytes), and this delivery counted (a batch
         that kills its worker process comes back again and again)."""
-        deliveries = f"{batch_key(job_id, index)}:deliveries:{stage}"
+        key = batch_key(job_id, index)
+        deliveries = f"{key}:deliveries:{stage}"
+        holder = self.payloads.client(key)
         with self.r.pipeline(transaction=False) as pipe:
             pipe.hget(job_key(job_id), "status")
-            pipe.hgetall(batch_key(job_id, index))
+            if holder is self.r:  # payloads on the broker: one round trip
+                pipe.hgetall(key)
             pipe.incr(deliveries)
             pipe.expire(deliveries, ttl)
-            status, raw, count, _ = pipe.execute()
+            replies = pipe.execute()
+        raw = replies[1] if holder is self.r else holder.hgetall(key)
+        status, count = replies[0], replies[-2]
         return BatchStart(JobStatus(status.decode()) if status else None, _batch_fields(raw), int(count))
 
     def advance_batch(self, job_id: str, index: int, payload: dict[str, bytes], drop: list[str]) -> None:
         """Store what a stage made for the next one and drop what no later stage reads."""
         key = batch_key(job_id, index)
-        with self.r.pipeline() as pipe:
+        with self.payloads.client(key).pipeline() as pipe:
             pipe.hset(key, mapping=payload)
             if drop:
                 pipe.hdel(key, *drop)
@@ -220,7 +233,8 @@ class Jobs:
         return bool(self.r.sismember(f"{job_key(job_id)}:done", index))
 
     def drop_batch(self, job_id: str, index: int) -> None:
-        self.r.delete(batch_key(job_id, index))
+        key = batch_key(job_id, index)
+        self.payloads.client(key).delete(key)
 
     def inflight(self, job_id: str) -> int:
         """Batches put on a queue and not yet finished."""
@@ -338,4 +352,5 @@ def get_jobs() -> Jobs:
     """This process's job records (redis-py pools reconnect by themselves after a fork)."""
     from posequeue.config.settings import get_settings
 
-    return Jobs.from_url(get_settings().broker_url)
+    settings = get_settings()
+    return Jobs.from_url(settings.broker_url, settings.payload_servers)

@@ -15,11 +15,21 @@ state stay on the broker.
 from __future__ import annotations
 
 import zlib
-from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
 import redis
+
+PAYLOAD_WAIT_SECONDS = 5.0  # between the tries (3) of a task whose payload server is away
+
+
+def unreachable(exc: Exception) -> str:
+    """The job's failure when a payload server stayed unreachable."""
+    return (
+        f"a payload Redis could not be reached, 3 tries {PAYLOAD_WAIT_SECONDS:.0f} s apart ({exc}); "
+        "check the servers in POSEQUEUE_PAYLOAD_URLS (or the broker, when it is unset) and "
+        "submit the video again"
+    )
 
 
 class PayloadServers:
@@ -54,13 +64,13 @@ class PayloadServers:
             return self.clients[0]
         return self.clients[zlib.crc32(key.encode()) % len(self.clients)]
 
-    def by_client(self, keys: Iterable[str]) -> dict[int, tuple[Any, list[str]]]:
+    def by_client(self, keys: Iterable[str]) -> list[tuple[Any, list[str]]]:
         """``keys`` grouped by the server that holds them, for one pipeline per server."""
-        groups: dict[int, tuple[Any, list[str]]] = defaultdict(lambda: (None, []))
+        groups: dict[int, tuple[Any, list[str]]] = {}
         for key in keys:
             client = self.client(key)
-            groups[id(client)] = (client, [*groups[id(client)][1], key])
-        return dict(groups)
+            groups.setdefault(id(client), (client, []))[1].append(key)
+        return list(groups.values())
 
     def describe(self) -> list[str]:
         """Where payloads live, for logs and ``posequeue plan`` (no passwords)."""

@@ -19,6 +19,7 @@ import math
 import time
 
 import numpy as np
+import redis
 from celery import Task
 
 from posequeue.config.celery_app import FINALIZE_TASK, INFER_TASK, INGEST_TASK, app, defer
@@ -30,6 +31,7 @@ from posequeue.jobs import Jobs, fail_job, get_jobs
 from posequeue.logs import get_logger
 from posequeue.monitor import queue_depth
 from posequeue.payload.codec import encode, estimate_frame_bytes
+from posequeue.payload.shards import PAYLOAD_WAIT_SECONDS, unreachable
 from posequeue.producer.preprocess import display_size, work_frame, work_size
 from posequeue.producer.recover import resend_lost
 from posequeue.producer.video import DecodeStats, VideoError, probe, read_segment, rotation_of
@@ -73,6 +75,10 @@ def ingest(self: Task, cursor: dict, store_failures: int = 0) -> None:
         if store_failures < STORE_RETRIES:
             return defer(self, 2.0, kwargs={"store_failures": store_failures + 1})
         fail_job(app, jobs, cur.job_id, str(exc))
+    except redis.ConnectionError as exc:  # a payload server restarting: the segment is redone
+        if store_failures < STORE_RETRIES:
+            return defer(self, PAYLOAD_WAIT_SECONDS, kwargs={"store_failures": store_failures + 1})
+        fail_job(app, jobs, cur.job_id, unreachable(exc))
     except Exception as exc:  # a bug must fail its job, not leave it running forever
         log.exception("ingest.error", job_id=cur.job_id)
         fail_job(app, jobs, cur.job_id, f"internal error while ingesting: {exc!r}")

@@ -9,6 +9,7 @@ import os
 import time
 from functools import lru_cache
 
+import redis
 import structlog
 from celery import Task, signals
 
@@ -19,6 +20,7 @@ from posequeue.config.schemas import BatchMeta
 from posequeue.config.settings import get_settings
 from posequeue.jobs import Jobs, fail_job, get_jobs
 from posequeue.logs import get_logger
+from posequeue.payload.shards import PAYLOAD_WAIT_SECONDS, unreachable
 from posequeue.results import dumps, part_key
 from posequeue.store import StoreError, open_store
 from posequeue.worker import model as models
@@ -38,7 +40,14 @@ def infer(self: Task, job_id: str, index: int, stage: str) -> dict[str, object] 
     statistics, None when it ran no model (results are not stored: the app ignores task
     results)."""
     jobs = get_jobs()
-    start = jobs.begin_batch(job_id, index, stage, get_settings().payload_ttl)
+    try:
+        start = jobs.begin_batch(job_id, index, stage, get_settings().payload_ttl)
+    except redis.ConnectionError as exc:  # a payload server restarting: wait for it a little
+        if self.request.retries < STORE_RETRIES:
+            defer(self, PAYLOAD_WAIT_SECONDS)
+            return None
+        fail_job(app, jobs, job_id, f"batch {index}: {unreachable(exc)}")
+        return None
     status, fields = start.status, start.fields
     if status is None or status.finished:  # stale work of a failed or finished job is not run
         jobs.drop_batch(job_id, index)
@@ -50,8 +59,8 @@ def infer(self: Task, job_id: str, index: int, stage: str) -> dict[str, object] 
                 app,
                 jobs,
                 job_id,
-                f"batch {index} expired in Redis before a worker ran it; "
-                "start more workers or raise POSEQUEUE_PAYLOAD_TTL",
+                f"batch {index} expired in Redis before a worker ran it (or the payload "
+                "server holding it restarted); start more workers or raise POSEQUEUE_PAYLOAD_TTL",
             )
         return None
     try:
