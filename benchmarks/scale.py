@@ -284,15 +284,20 @@ def record_calls(tmp: Path, video: Path) -> Path:
 
 def plan(workers: list[int], sizes: list[str], biggest: int) -> list[Run]:
     """Runs in order of importance: bytes and CPU per frame at one worker for each size and
-    codec; the scale curve with the real model; then, at the most workers, shards and the
-    model off the host."""
+    codec; at the most workers, each codec on one Redis and on shards with the model off the
+    host (the ceiling of host and Redis) and real; the scale curve; then the other sizes."""
+    middle = sizes[len(sizes) // 2]
     runs = [Run(1, size, codec) for size in sizes for codec in ("jpeg", "raw")]
-    runs += [Run(n, "640x360") for n in workers if n > 1]
+    options = (("jpeg", 0), ("raw", 0), ("jpeg", 2), ("raw", 2))
+    runs += [Run(biggest, middle, codec, shards, "offhost") for codec, shards in options]
+    runs += [Run(biggest, middle, codec, shards, "real") for codec, shards in options[:3]]
+    runs += [Run(n, sizes[0]) for n in workers if n > 1]
     runs += [
         Run(biggest, size, codec, shards, model)
-        for model in ("offhost", "real")
         for size in sizes
-        for codec, shards in (("jpeg", 0), ("raw", 0), ("jpeg", 2), ("raw", 2))
+        if size != middle
+        for model in ("offhost", "real")
+        for codec, shards in options
     ]
     runs += [Run(n, size) for size in sizes[1:] for n in workers if n > 1]
     seen: set[Run] = set()
