@@ -216,6 +216,7 @@ def measure(
         "redis_bytes_per_frame": round(sum(moved) / frames),
         "broker_bytes_per_frame": round(moved[0] / frames),
         "redis_cpu_ms_per_frame": round(1000 * sum(redis_cpu) / frames, 3),
+        "broker_cpu_ms_per_frame": round(1000 * redis_cpu[0] / frames, 3),
         "redis_busiest_core": round(max(redis_cpu) / wall, 3),
         "host_cpu_ms_per_frame": round(1000 * cpu / frames, 2),
     }
