@@ -11,9 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from posequeue import __version__
-
-EXIT_REFUSED = 2
-EXIT_FAILED = 1
+from posequeue.errors import EXIT_FAILED, EXIT_REFUSED
 
 
 def main(argv: list[str] | None = None) -> int:

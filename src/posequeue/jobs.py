@@ -22,6 +22,7 @@ from typing import Any
 import redis
 
 from posequeue.config.schemas import JobStatus
+from posequeue.errors import JobNotFound, PosequeueError
 
 JOBS = "pq:jobs"
 FINISHED_TTL = 7 * 24 * 3600  # job records outlive the job by a week
@@ -52,10 +53,6 @@ def job_key(job_id: str) -> str:
 
 def batch_key(job_id: str, index: int) -> str:
     return f"pq:batch:{job_id}:{index}"
-
-
-class JobNotFound(KeyError):
-    """No job with that id (never submitted, or expired)."""
 
 
 @dataclass(frozen=True)
@@ -287,8 +284,10 @@ class Jobs:
         return [j.decode() for j in self.r.zrevrange(JOBS, 0, limit - 1)]
 
 
-class JobFailedError(RuntimeError):
-    """Stored in the result backend for a failed job; its message is the job's error."""
+class JobFailedError(PosequeueError, RuntimeError):
+    """Stored in the result backend for a failed job; its message is the job's error. Defined
+    here, not in ``posequeue.errors``: the backend records the class's module, and clients
+    rebuild the error from it."""
 
 
 def summary(job: dict[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 from posequeue.config import queues
 from posequeue.config.models import UnknownModelError, get_model
 from posequeue.config.specs import SpecError
+from posequeue.errors import PlanError
 from posequeue.fleet.instances import Instance, get_instance
 
 INGEST = "ingest"
@@ -38,10 +39,6 @@ DEFAULT_MODEL = "blazepose"
 # between other characters. Lower case only: compose derives image and container names from it.
 
 Layout = Mapping[str, int | Sequence[int]]
-
-
-class PlanError(ValueError):
-    """A layout or throughput figure that cannot be planned on the instance."""
 
 
 class StageKey(NamedTuple):

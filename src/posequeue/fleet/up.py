@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from posequeue.errors import EXIT_REFUSED, UpError
 from posequeue.fleet.render import STOP_GRACE_SECONDS
 
-EXIT_REFUSED = 2
 SELF = "up"  # the prefix of the supervisor's own log lines
-REFUSED = 2  # `posequeue worker` refusing its configuration (claimed cores, bad settings)
+REFUSED = EXIT_REFUSED  # `posequeue worker` refusing its configuration (claimed cores, bad settings)
 
 
 @dataclass(frozen=True)
@@ -257,8 +257,6 @@ def _describe(code: int) -> str:
 
 
 # -- from a plan to programs ------------------------------------------------------------------
-class UpError(ValueError):
-    """A plan that cannot be run on this host."""
 
 
 def worker_programs(plan: dict[str, Any], model: str | None = None) -> list[Program]:

@@ -14,13 +14,10 @@ from posequeue.config.celery_app import INGEST_TASK, app
 from posequeue.config.models import get_model
 from posequeue.config.schemas import Cursor
 from posequeue.config.settings import Settings
+from posequeue.errors import ModelError, StoreError, SubmitError, VideoError
 from posequeue.jobs import Jobs, summary
 from posequeue.producer.video import probe
 from posequeue.store import open_store
-
-
-class SubmitError(ValueError):
-    """A submission refused before any job exists (bad input, unknown model, store down)."""
 
 
 def submit(
@@ -41,9 +38,7 @@ def submit(
         probe(source)  # exists, is a video, has a decodable video stream
     except SubmitError:
         raise
-    except ValueError as exc:  # UnknownModelError, VideoError, StoreError's kin
-        raise SubmitError(str(exc)) from None
-    except RuntimeError as exc:  # StoreError
+    except (ModelError, VideoError, StoreError) as exc:
         raise SubmitError(str(exc)) from None
     jobs.create(job_id=job_id, model=spec.name, video=source, batch_size=size, source=video)
     app.send_task(INGEST_TASK, args=[Cursor(job_id).to_dict()])

@@ -17,13 +17,12 @@ from posequeue.config.models import get_model
 from posequeue.config.queues import stage_queue
 from posequeue.config.schemas import BatchMeta
 from posequeue.config.settings import get_settings
+from posequeue.errors import ModelError
 from posequeue.jobs import Jobs, fail_job, get_jobs
 from posequeue.logs import get_logger
 from posequeue.results import dumps, part_key
 from posequeue.store import StoreError, open_store
 from posequeue.worker import model as models
-from posequeue.worker.model_files import MissingModel
-from posequeue.worker.runtimes import ModelLoadError
 
 log = get_logger(__name__)
 PRELOAD_ENV = "POSEQUEUE_PRELOAD"  # "model:stage,..." the CLI sets for the stages a worker serves
@@ -105,7 +104,7 @@ def infer(self: Task, job_id: str, index: int, stage: str) -> dict[str, object] 
             return None
         fail_job(app, jobs, job_id, f"cannot store batch results: {exc}")
         return None
-    except (MissingModel, ModelLoadError, ValueError) as exc:  # the model, not the batch
+    except ModelError as exc:  # the model (spec, files, runtime, outputs), not the batch
         fail_job(app, jobs, job_id, str(exc))
         return None
     except Exception as exc:  # a bug or a runtime error must fail its job, not leave it running
