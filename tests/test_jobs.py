@@ -7,6 +7,8 @@ import threading
 
 import pytest
 
+from posequeue.config import keys
+
 
 @pytest.fixture
 def job(jobs):  # type: ignore[no-untyped-def]
@@ -48,7 +50,7 @@ def test_concurrent_duplicate_deliveries(jobs, job) -> None:
         with lock:
             wins.append(won)
             if won:  # complete: all 50 batches are in and the totals are known
-                assert jobs.r.scard(f"pq:job:{job}:done") == 50
+                assert jobs.r.scard(keys.done_key(job)) == 50
 
     threads = [threading.Thread(target=deliver, args=(i % 50,)) for i in range(100)]
     ender = threading.Thread(
