@@ -8,9 +8,13 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from posequeue import __version__
+
+if TYPE_CHECKING:
+    from posequeue.config.schemas import Job
+    from posequeue.jobs import Jobs
 from posequeue.errors import EXIT_FAILED, EXIT_REFUSED
 
 
@@ -243,7 +247,7 @@ def cmd_fetch_model(args: argparse.Namespace) -> int:
 
 
 # -- client ---------------------------------------------------------------------------------
-def _jobs() -> Any:
+def _jobs() -> Jobs:
     from posequeue.config.settings import get_settings
     from posequeue.jobs import Jobs
 
@@ -251,8 +255,8 @@ def _jobs() -> Any:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    from posequeue.config.schemas import JobStatus
     from posequeue.config.settings import get_settings
-    from posequeue.jobs import summary
     from posequeue.producer.submit import SubmitError, submit, wait
 
     jobs = _jobs()
@@ -268,52 +272,58 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return EXIT_REFUSED
     if not args.json:
         print(f"job {job_id} queued", file=sys.stderr)
-    job = summary(jobs.get(job_id))
+    job = jobs.get(job_id)
     if args.wait:
         job = wait(
             job_id, jobs, on_progress=_progress_bar() if sys.stderr.isatty() else None, timeout=args.timeout
         )
     _print_job(job, args.json)
-    return EXIT_FAILED if job["status"] == "failed" else 0
+    return EXIT_FAILED if job.status is JobStatus.FAILED else 0
 
 
 def _progress_bar() -> Any:
-    def show(job: dict[str, Any]) -> None:
-        total = job.get("frames_total") or (job.get("video_info") or {}).get("frame_count") or 0
-        done = job.get("frames_done", 0)
+    def show(job: Job) -> None:
+        total = job.frames_expected or 0
+        done = job.frames_done
         width = 30
         filled = int(width * done / total) if total else 0
-        line = f"\r{job['status']:8} [{'#' * filled}{'.' * (width - filled)}] {done}/{total or '?'} frames"
+        line = f"\r{job.status.value:8} [{'#' * filled}{'.' * (width - filled)}] {done}/{total or '?'} frames"
         sys.stderr.write(line)
-        if job["status"] in ("done", "failed"):
+        if job.status.finished:
             sys.stderr.write("\n")
         sys.stderr.flush()
 
     return show
 
 
-def _print_job(job: dict[str, Any], as_json: bool) -> None:
+def _print_job(job: Job, as_json: bool) -> None:
+    """A job's summary (``jobs.summary``) as JSON, or lines for a person."""
+    from posequeue.jobs import summary
+
     if as_json:
-        print(json.dumps(job))
+        print(json.dumps(summary(job)))
         return
-    total = job.get("frames_total", "?")
-    print(f"job {job['job_id']}: {job['status']}, {job.get('frames_done', 0)}/{total} frames")
-    for name, start, end in (("queued", "submitted_at", "started_at"), ("ran", "started_at", "finished_at")):
-        if start in job:
-            print(f"{name}: {job.get(end, time.time()) - job[start]:.2f} s")
-    if job.get("corrupt_packets"):
-        print(f"corrupt packets skipped: {job['corrupt_packets']}")
-    if job.get("error"):
-        print(f"error: {job['error']}")
-    for kind, uri in (job.get("results") or {}).items():
+    total = "?" if job.frames_total is None else job.frames_total
+    print(f"job {job.job_id}: {job.status.value}, {job.frames_done}/{total} frames")
+    for name, start, end in (
+        ("queued", job.submitted_at, job.started_at),
+        ("ran", job.started_at, job.finished_at),
+    ):
+        if start is not None:
+            print(f"{name}: {(time.time() if end is None else end) - start:.2f} s")
+    if job.corrupt_packets:
+        print(f"corrupt packets skipped: {job.corrupt_packets}")
+    if job.error:
+        print(f"error: {job.error}")
+    for kind, uri in job.results.items():
         print(f"{kind}: {uri}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from posequeue.jobs import JobNotFound, summary
+    from posequeue.jobs import JobNotFound
 
     try:
-        job = summary(_jobs().get(args.job))
+        job = _jobs().get(args.job)
     except JobNotFound as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return EXIT_REFUSED
@@ -322,6 +332,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
+    from posequeue.config.schemas import JobStatus
     from posequeue.jobs import JobNotFound
     from posequeue.store import StoreError, read_uri
 
@@ -330,14 +341,14 @@ def cmd_results(args: argparse.Namespace) -> int:
     except JobNotFound as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return EXIT_REFUSED
-    if job["status"] != "done":
+    if job.status is not JobStatus.DONE:
         print(
-            f"error: job {args.job} is {job['status']}" + (f": {job['error']}" if job.get("error") else ""),
+            f"error: job {args.job} is {job.status.value}" + (f": {job.error}" if job.error else ""),
             file=sys.stderr,
         )
         return EXIT_FAILED
     try:
-        data = read_uri(job["results"][args.format])  # where the fleet wrote it
+        data = read_uri(job.results[args.format])  # where the fleet wrote it
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED

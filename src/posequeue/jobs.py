@@ -24,7 +24,7 @@ from posequeue.config.keys import (
     handover_key,
     job_key,
 )
-from posequeue.config.schemas import JobStatus
+from posequeue.config.schemas import Job, JobStatus
 from posequeue.errors import JobNotFound, PosequeueError
 
 FINISHED_TTL = 7 * 24 * 3600  # job records outlive the job by a week
@@ -100,30 +100,14 @@ class Jobs:
             pipe.execute()
         return job_id
 
-    def get(self, job_id: str) -> dict[str, Any]:
-        raw = self.r.hgetall(job_key(job_id))
+    def get(self, job_id: str) -> Job:
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.hgetall(job_key(job_id))
+            pipe.scard(done_key(job_id))
+            raw, done = pipe.execute()
         if not raw:
             raise JobNotFound(f"no job {job_id!r} (never submitted, or its record expired)")
-        job: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
-        for name in (
-            "frames_done",
-            "frames_total",
-            "batches_total",
-            "batches_enqueued",
-            "batch_size",
-            "corrupt_packets",
-        ):
-            if name in job:
-                job[name] = int(job[name])
-        for name in ("submitted_at", "started_at", "finished_at"):
-            if name in job:
-                job[name] = float(job[name])
-        for name in ("video_info", "results"):
-            if name in job:
-                job[name] = json.loads(job[name])
-        job["job_id"] = job_id
-        job["batches_done"] = self.r.scard(done_key(job_id))
-        return job
+        return Job.from_hash(job_id, raw, int(done))
 
     def status(self, job_id: str) -> JobStatus | None:
         value = self.r.hget(job_key(job_id), "status")
@@ -284,38 +268,46 @@ class JobFailedError(PosequeueError, RuntimeError):
     rebuild the error from it."""
 
 
-def summary(job: dict[str, Any]) -> dict[str, Any]:
+# The fields of a summary, in order; a field the job does not have yet (None or empty) is left out.
+SUMMARY_FIELDS = (
+    "job_id",
+    "status",
+    "model",
+    "video",
+    "frames_done",
+    "frames_total",
+    "batches_done",
+    "batches_total",
+    "corrupt_packets",
+    "submitted_at",
+    "started_at",
+    "finished_at",
+    "error",
+    "results",
+    "video_info",
+)
+
+
+def summary(job: Job) -> dict[str, Any]:
     """The job summary a client sees (CLI ``--json``, result backend, manifest)."""
-    keys = (
-        "job_id",
-        "status",
-        "model",
-        "video",
-        "frames_done",
-        "frames_total",
-        "batches_done",
-        "batches_total",
-        "corrupt_packets",
-        "submitted_at",
-        "started_at",
-        "finished_at",
-        "error",
-        "results",
-        "video_info",
-    )
-    out = {k: job[k] for k in keys if k in job}
-    if "finished_at" in job and "submitted_at" in job:
-        out["elapsed_s"] = round(job["finished_at"] - job["submitted_at"], 3)
+    out: dict[str, Any] = {}
+    for name in SUMMARY_FIELDS:
+        value = getattr(job, name)
+        if value is None or value == {}:
+            continue
+        out[name] = value.value if isinstance(value, JobStatus) else value
+    if job.finished_at is not None:
+        out["elapsed_s"] = round(job.finished_at - job.submitted_at, 3)
     return out
 
 
 def publish(app: Any, jobs: Jobs, job_id: str) -> None:
     """Put the job's summary in the Celery result backend under the job id."""
-    job = summary(jobs.get(job_id))
-    if job["status"] == "failed":
-        app.backend.mark_as_failure(job_id, JobFailedError(job.get("error", "failed")))
+    job = jobs.get(job_id)
+    if job.status is JobStatus.FAILED:
+        app.backend.mark_as_failure(job_id, JobFailedError("failed" if job.error is None else job.error))
     else:
-        app.backend.mark_as_done(job_id, job)
+        app.backend.mark_as_done(job_id, summary(job))
 
 
 def fail_job(app: Any, jobs: Jobs, job_id: str, reason: str) -> bool:
