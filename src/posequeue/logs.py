@@ -12,17 +12,19 @@ from celery import Task, signals
 
 
 def configure(fmt: str = "console", level: int = logging.INFO) -> None:
-    renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer()
+    # The console renderer prints a logged exception's traceback itself; the JSON one needs it
+    # turned into an ``exception`` field first, or ``log.exception`` keeps only exc_info=true.
+    renderer: list[structlog.types.Processor] = (
+        [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
     )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
+            *renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),

@@ -17,26 +17,36 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from celery import Task
+
 from posequeue.config.celery_app import FINALIZE_TASK, app, defer
 from posequeue.config.models import get_model
 from posequeue.config.schemas import Job, JobStatus
 from posequeue.config.settings import get_settings
-from posequeue.jobs import fail_job, get_jobs, publish, summary
+from posequeue.errors import JobNotRunning
+from posequeue.jobs import get_jobs, publish, summary
 from posequeue.logs import get_logger
+from posequeue.policy import JobTask
 from posequeue.results import ResultWriter, dumps, job_prefix, part_key
 from posequeue.store import Store, StoreError, open_store
 
 log = get_logger(__name__)
 FETCH_THREADS = 16
-STORE_RETRIES = 3
 
 
-@app.task(name=FINALIZE_TASK, bind=True, max_retries=None)
-def finalize(self, job_id: str) -> None:  # type: ignore[no-untyped-def]
+@app.task(
+    name=FINALIZE_TASK,
+    bind=True,
+    base=JobTask,
+    store_reason="cannot write results: {exc}",
+    internal_reason="internal error while assembling results: {exc!r}",
+)
+def finalize(self: Task, job_id: str) -> None:
+    """Write the job's results and mark it done, once (failures: see ``posequeue.policy``)."""
     jobs = get_jobs()
     job = jobs.get(job_id)
-    if job.status is not JobStatus.RUNNING:
-        return
+    if job.status is not JobStatus.RUNNING:  # done by another finaliser, or failed
+        raise JobNotRunning(job.status.value)
     if not jobs.lock_finalize(job_id, get_settings().task_time_limit):
         return defer(self, 10.0)  # another finaliser is at work, or died holding the lock
     store = open_store(get_settings().store)
@@ -46,18 +56,14 @@ def finalize(self, job_id: str) -> None:  # type: ignore[no-untyped-def]
         finished_at = time.time()
         manifest = summary(replace(job, status=JobStatus.DONE, results=uris, finished_at=finished_at))
         store.put_bytes(job_prefix(job_id) + "manifest.json", dumps(manifest))
-        jobs.finish(job_id, uris, finished_at)
-        publish(app, jobs, job_id)
-        store.delete([part_key(job_id, b) for b in range(job.batches_total or 0)])
-        log.info("job.done", frames=job.frames_total, **uris)
-    except StoreError as exc:
-        jobs.unlock_finalize(job_id)
-        if self.request.retries < STORE_RETRIES:
-            return defer(self, 2.0)
-        fail_job(app, jobs, job_id, f"cannot write results: {exc}")
-    except Exception as exc:  # never leave a complete job running
-        log.exception("finalize.error")
-        fail_job(app, jobs, job_id, f"internal error while assembling results: {exc!r}")
+    except StoreError:
+        jobs.unlock_finalize(job_id)  # the retry takes the lock again
+        raise
+    jobs.finish(job_id, uris, finished_at)
+    publish(app, jobs, job_id)
+    store.delete([part_key(job_id, b) for b in range(job.batches_total or 0)])
+    log.info("job.done", frames=job.frames_total, **uris)
+    return None
 
 
 def _frames(store: Store, job_id: str, batches: int) -> Iterator[dict[str, Any]]:

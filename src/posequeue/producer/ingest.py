@@ -26,55 +26,50 @@ from posequeue.config.models import get_model
 from posequeue.config.queues import stage_queue
 from posequeue.config.schemas import BatchMeta, Cursor, Job, JobStatus
 from posequeue.config.settings import get_settings
-from posequeue.jobs import Jobs, fail_job, get_jobs
+from posequeue.jobs import Jobs, get_jobs
 from posequeue.logs import get_logger
 from posequeue.monitor import queue_depth
+from posequeue.policy import JobTask, require_running
 from posequeue.producer.preprocess import display_size, work_frame, work_size
 from posequeue.producer.recover import resend_lost
 from posequeue.producer.video import DecodeStats, VideoError, probe, read_segment, rotation_of
-from posequeue.store import StoreError
 
 log = get_logger(__name__)
-STORE_RETRIES = 3
 WATCH_SECONDS = 5.0  # how often a fully queued job checks that its batches are being taken
 
 
-@app.task(name=INGEST_TASK, bind=True, max_retries=None)
-def ingest(self: Task, cursor: dict, store_failures: int = 0) -> None:
-    """Decode, preprocess and enqueue one segment, then hand over to the next."""
+@app.task(
+    name=INGEST_TASK,
+    bind=True,
+    base=JobTask,
+    store_reason="{exc}",
+    internal_reason="internal error while ingesting: {exc!r}",
+)
+def ingest(self: Task, cursor: dict) -> None:
+    """Decode, preprocess and enqueue one segment, then hand over to the next (failures: see
+    ``posequeue.policy``)."""
     cur = Cursor(**cursor)
     jobs = get_jobs()
     status = jobs.status(cur.job_id)
-    if status is None or status.finished:
-        log.info("ingest.stale", reason=f"job is {status.value if status else 'gone'}")
-        return
-    try:
-        if status is JobStatus.QUEUED:
-            jobs.mark_running(cur.job_id, probe(jobs.get(cur.job_id).video).to_dict())
-        job = jobs.get(cur.job_id)
-        resend_lost(jobs, job)  # batches whose message a killed worker took with it
-        if cur.watching:  # all frames are queued: watch that workers take them, until done
-            _check_stalled(jobs, job)
-            return defer(self, WATCH_SECONDS, args=[cur.to_dict()])
-        inflight, segment = jobs.inflight(cur.job_id), _segment_batches(job)
-        # The next segment must fit in the window; a window smaller than two segments still
-        # lets one segment be decoded while the previous one is worked on (no bubbles).
-        if inflight and inflight + segment > max(_window(job), 2 * segment):
-            _check_stalled(jobs, job)
-            # Backpressure: bounded Redis memory whatever the video's length.
-            return defer(self, min(4.0, 0.25 * 2 ** min(self.request.retries, 4)))
-        if _ingest_segment(jobs, job, cur):
-            cur.watching = True
-            return defer(self, WATCH_SECONDS, args=[cur.to_dict()])
-    except VideoError as exc:
-        fail_job(app, jobs, cur.job_id, str(exc))
-    except StoreError as exc:  # S3 hiccups are retried a few times before they fail the job
-        if store_failures < STORE_RETRIES:
-            return defer(self, 2.0, kwargs={"store_failures": store_failures + 1})
-        fail_job(app, jobs, cur.job_id, str(exc))
-    except Exception as exc:  # a bug must fail its job, not leave it running forever
-        log.exception("ingest.error", job_id=cur.job_id)
-        fail_job(app, jobs, cur.job_id, f"internal error while ingesting: {exc!r}")
+    require_running(status)
+    if status is JobStatus.QUEUED:
+        jobs.mark_running(cur.job_id, probe(jobs.get(cur.job_id).video).to_dict())
+    job = jobs.get(cur.job_id)
+    resend_lost(jobs, job)  # batches whose message a killed worker took with it
+    if cur.watching:  # all frames are queued: watch that workers take them, until done
+        _check_stalled(jobs, job)
+        return defer(self, WATCH_SECONDS, args=[cur.to_dict()])
+    inflight, segment = jobs.inflight(cur.job_id), _segment_batches(job)
+    # The next segment must fit in the window; a window smaller than two segments still
+    # lets one segment be decoded while the previous one is worked on (no bubbles).
+    if inflight and inflight + segment > max(_window(job), 2 * segment):
+        _check_stalled(jobs, job)
+        # Backpressure: bounded Redis memory whatever the video's length.
+        return defer(self, min(4.0, 0.25 * 2 ** min(self.request.retries, 4)))
+    if _ingest_segment(jobs, job, cur):
+        cur.watching = True
+        return defer(self, WATCH_SECONDS, args=[cur.to_dict()])
+    return None
 
 
 def _check_stalled(jobs: Jobs, job: Job) -> None:
