@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -23,17 +22,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from pydantic import ValidationError
 
-    from posequeue.config.models import UnknownModelError
     from posequeue.config.settings import get_settings
-    from posequeue.config.specs import SpecError
+    from posequeue.errors import CoreSpecError, ModelError, WorkerConfigError
     from posequeue.logs import configure
-    from posequeue.worker.model_files import MissingModel
-    from posequeue.worker.pinning import CoreSpecError
 
     try:
         configure(get_settings().log_format)
         return int(args.run(args) or 0)
-    except (UnknownModelError, SpecError, CoreSpecError, MissingModel) as exc:  # refused, with the reason
+    except (ModelError, CoreSpecError, WorkerConfigError) as exc:  # refused, with the reason
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     except ValidationError as exc:  # a POSEQUEUE_* variable out of range
@@ -146,86 +142,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- worker ---------------------------------------------------------------------------------
 def cmd_worker(args: argparse.Namespace) -> int:
-    from posequeue.config import queues
-    from posequeue.config.models import get_model
     from posequeue.config.settings import get_settings
     from posequeue.malloc import reuse_freed_memory
-    from posequeue.worker.pinning import claim_cores, format_cores, neuron_env, parse_cores, pin_cpu
+    from posequeue.worker.launch import run, worker_role
 
-    settings = get_settings()
     if not reuse_freed_memory():  # before the pool forks: its processes inherit the settings
         print(
             "warning: could not set malloc's thresholds (not glibc?): each batch's buffers are "
             "mapped afresh, ~1 ms per 5 MB",
             file=sys.stderr,
         )
-    spec = get_model(args.model or settings.default_model)
-    stages = [s.name for s in spec.stages]
-    if args.stage == "all":
-        serve, served_stages = [queues.INGEST, *queues.model_queues(spec)], stages
-    elif args.stage == "ingest":
-        serve, served_stages = [queues.INGEST], []
-    else:
-        spec.stage(args.stage)  # names the stages if this one does not exist
-        serve, served_stages = [queues.stage_queue(spec.name, args.stage)], [args.stage]
-    name = f"{spec.name}-{args.stage}"
-    neuron = spec.runtime == "neuron" and bool(served_stages)
-    threads = args.threads
-    if threads is None:  # an accelerator's model leaves the CPU free: overlap host work with it
-        threads = 2 if neuron and args.concurrency == 1 else 1
-    if threads < 1 or (threads > 1 and args.concurrency != 1):
-        print(
-            f"error: --threads {threads} with --concurrency {args.concurrency}: give --threads N "
-            "(N >= 1 task threads in one process sharing its models) or --threads 1 "
-            "--concurrency N (N prefork processes, a model each)",
-            file=sys.stderr,
-        )
-        return EXIT_REFUSED
-    if neuron and not args.cores:
-        print(
-            f"error: {spec.name} runs on the Neuron runtime, which reserves every NeuronCore "
-            "of the host unless told otherwise: give --cores (e.g. --cores 0-1; `posequeue "
-            "plan` lays a host out)",
-            file=sys.stderr,
-        )
-        return EXIT_REFUSED
-    if args.cores:
-        cores = parse_cores(args.cores)
-        name += f"-c{format_cores(cores)}"
-        claim_cores(cores, "neuron" if neuron else "cpu", name, settings.lock_dir)
-        if neuron:  # before any runtime loads; CPU affinity is left to the OS
-            os.environ.update(neuron_env(cores, args.neuron_runtime, name))
-        else:
-            pin_cpu(cores)  # before the pool forks: children inherit the affinity
-        os.environ["POSEQUEUE_CORES"] = format_cores(cores)
-    if served_stages:
-        _ensure_model_files(settings)  # fetch in the parent; the runtime loads in the child
-        os.environ["POSEQUEUE_PRELOAD"] = ",".join(f"{spec.name}:{s}" for s in served_stages)
-    if queues.INGEST in serve:  # producers need PyAV; model-stage hosts do not
-        import posequeue.producer.finalize  # noqa: F401  (registers tasks)
-        import posequeue.producer.ingest  # noqa: F401
-    if served_stages:
-        import posequeue.fleet.worker_stats  # noqa: F401  (per-worker frames/s for `posequeue metrics`)
-        import posequeue.worker.tasks  # noqa: F401
-    from posequeue.config.celery_app import app
-
-    argv = ["worker", "-Q", ",".join(serve), "-n", f"{name}@%h", "-l", args.loglevel]
-    if threads == 1:
-        app.worker_main([*argv, "-P", "prefork", "-c", str(args.concurrency)])
-        return 0
-    from posequeue.worker import threaded
-
-    def run() -> None:  # in the forked worker process: the models load here, never in the parent
-        from posequeue.jobs import get_jobs
-
-        threaded.Tracker(get_jobs().r, settings.task_time_limit, settings.visibility_timeout).connect()
-        if served_stages:
-            from posequeue.worker.tasks import preload
-
-            preload()
-        app.worker_main([*argv, "-P", "threads", "-c", str(threads)])
-
-    return threaded.supervise(app, run)
+    role = worker_role(
+        args.model or get_settings().default_model,
+        args.stage,
+        args.cores,
+        threads=args.threads,
+        concurrency=args.concurrency,
+        neuron_runtime=args.neuron_runtime,
+    )
+    return run(role, args.loglevel)
 
 
 def _ensure_model_files(settings: Any) -> Path:

@@ -4,7 +4,6 @@ task by signal handlers, not threaded through task bodies."""
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import structlog
@@ -36,6 +35,14 @@ def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     return structlog.get_logger(name)  # type: ignore[no-any-return]
 
 
+_process: dict[str, object] = {}  # what every task of this worker process logs (its cores)
+
+
+def bind_process(**values: object) -> None:
+    """Add ``values`` to every task's log lines in this process and the ones it forks."""
+    _process.update(values)
+
+
 @signals.task_prerun.connect
 def _bind_task_context(task_id: str, task: Task, args: tuple, **_: object) -> None:
     """Every log line of a task carries its job id (and batch index, cores) without the task
@@ -48,6 +55,4 @@ def _bind_task_context(task_id: str, task: Task, args: tuple, **_: object) -> No
         ctx["batch"] = args[1]
     if len(args) > 2 and isinstance(args[2], str):
         ctx["stage"] = args[2]
-    if os.environ.get("POSEQUEUE_CORES"):
-        ctx["cores"] = os.environ["POSEQUEUE_CORES"]
-    structlog.contextvars.bind_contextvars(**ctx)
+    structlog.contextvars.bind_contextvars(**ctx, **_process)

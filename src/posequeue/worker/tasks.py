@@ -5,9 +5,7 @@ set finalises."""
 
 from __future__ import annotations
 
-import os
 import time
-from functools import lru_cache
 
 import structlog
 from celery import Task, signals
@@ -26,7 +24,6 @@ from posequeue.store import open_store
 from posequeue.worker import model as models
 
 log = get_logger(__name__)
-PRELOAD_ENV = "POSEQUEUE_PRELOAD"  # "model:stage,..." the CLI sets for the stages a worker serves
 MAX_DELIVERIES = 4  # a batch whose stage was started this often without finishing fails its job
 
 
@@ -129,11 +126,19 @@ def _preload_pool_child(**_: object) -> None:
     preload()
 
 
-@lru_cache(maxsize=1)
+_served: frozenset[tuple[str, str]] = frozenset()
+
+
+def serve(pairs: frozenset[tuple[str, str]]) -> None:
+    """Set the (model, stage) pairs this worker serves (``worker/launch.py``, in the parent
+    before the task processes fork: they inherit it)."""
+    global _served
+    _served = pairs
+
+
 def served() -> frozenset[tuple[str, str]]:
-    """The (model, stage) pairs this worker process serves, as the CLI set them."""
-    items = filter(None, os.environ.get(PRELOAD_ENV, "").split(","))
-    return frozenset(tuple(item.split(":", 1)) for item in items)  # type: ignore[misc]
+    """The (model, stage) pairs this worker process serves."""
+    return _served
 
 
 def serves(model: str, stage: str) -> bool:
