@@ -18,6 +18,7 @@ from helpers import wait_job
 
 from posequeue.config import keys
 from posequeue.jobs import Jobs
+from posequeue.worker.tasks import MAX_DELIVERIES
 
 pytestmark = pytest.mark.integration
 
@@ -42,15 +43,21 @@ def submit(env: dict[str, str]) -> str:
 
 
 def test_a_store_error_is_retried_and_the_job_then_finishes(isolated, start_worker, s3_server) -> None:
-    """A store that fails for a while (its bucket appears only after the first failed write)
-    costs retries, not the job: the task defers itself and a later try succeeds."""
+    """A store that fails for a while (its bucket appears only after a batch was deferred more
+    often than a crashing batch may start) costs retries, not the job: the task defers itself
+    and a later try succeeds."""
     import boto3
 
     bucket = f"pq-policy-{uuid.uuid4().hex[:8]}"
     env = {"POSEQUEUE_BROKER_URL": isolated["POSEQUEUE_BROKER_URL"]}
     worker = start_worker(**env, POSEQUEUE_STORE=f"s3://{bucket}/results", POSEQUEUE_STORE_RETRIES="30")
     job_id = submit(isolated)  # the client reads the video in place (its store is a folder)
-    until(lambda: events(worker.log, "infer.deferred"), what="a deferred store write")
+    # More retries of one batch than MAX_DELIVERIES: deferrals are not crashed starts.
+    until(
+        lambda: any(e["retries"] > MAX_DELIVERIES for e in events(worker.log, "infer.deferred")),
+        timeout=90,
+        what="a batch deferred more often than MAX_DELIVERIES",
+    )
     boto3.client("s3").create_bucket(Bucket=bucket)
     job = wait_job(Jobs.from_url(env["POSEQUEUE_BROKER_URL"]), job_id, timeout=120)
     assert job["status"] == "done", job.get("error")

@@ -68,7 +68,8 @@ def infer(self: Task, job_id: str, index: int, stage: str) -> dict[str, object] 
     if nxt is not None and nxt.payload in fields:  # a redelivery after this stage's work was kept
         _send(job_id, index, meta.model, nxt.name)
         return None
-    if start.deliveries > MAX_DELIVERIES:
+    # A deferred retry (a store error) ended its run normally: only the other starts count.
+    if start.deliveries - self.request.retries > MAX_DELIVERIES:
         raise BatchError(
             f"batch {index} (frames {meta.frames[0]}-{meta.frames[-1]}) "
             f"was started {MAX_DELIVERIES} times in stage {stage}{_also(later)} without "
