@@ -7,28 +7,38 @@ only messages and job state. Every producer and worker must be given the same li
 same order (the key's hash picks by position).
 
 A payload server that restarts loses the batches it held, as a Redis restart always did: the
-stage that then reads such a batch finds it gone and the job fails saying so (``infer``), and
-the ingest side defers while a payload server cannot be reached. Delivery counters and job
-state stay on the broker.
+stage that then reads such a batch finds it gone and the job fails saying so (``infer``). While
+a payload server cannot be reached, ``Jobs`` raises ``PayloadUnreachable``, a store error, which
+the task failure policy retries (``policy.py``) before it fails the job. Delivery counters and
+job state stay on the broker.
 """
 
 from __future__ import annotations
 
+import contextlib
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import redis
 
-PAYLOAD_WAIT_SECONDS = 5.0  # between the tries (3) of a task whose payload server is away
+from posequeue.errors import PayloadUnreachable
 
 
-def unreachable(exc: Exception) -> str:
-    """The job's failure when a payload server stayed unreachable."""
-    return (
-        f"a payload Redis could not be reached, 3 tries {PAYLOAD_WAIT_SECONDS:.0f} s apart ({exc}); "
-        "check the servers in POSEQUEUE_PAYLOAD_URLS (or the broker, when it is unset) and "
-        "submit the video again"
+@contextlib.contextmanager
+def reaching() -> Iterator[None]:
+    """Payload I/O: a server that cannot be reached raises ``PayloadUnreachable``."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise unreachable(exc) from exc
+
+
+def unreachable(exc: Exception) -> PayloadUnreachable:
+    """The error for a payload server that cannot be reached, saying what to check."""
+    return PayloadUnreachable(
+        f"a payload Redis could not be reached ({exc}); check the servers in "
+        "POSEQUEUE_PAYLOAD_URLS (or the broker, when it is unset) and submit the video again"
     )
 
 

@@ -1,8 +1,9 @@
 """One single-thread model process per core: the default layout of a CPU worker.
 
 ``posequeue worker`` on a CPU runtime, given neither ``--threads`` nor ``--concurrency``, runs
-Celery's prefork pool with one child per core it may use, and each child pins itself to its own
-core before its models load (so the runtime takes one thread). Measured on 2 cores
+Celery's prefork pool with one child per core it may use (``worker/launch.py`` decides), and
+each child pins itself to its own core before its models load (so the runtime takes one
+thread). Measured on 2 cores
 (docs/performance.md): two single-thread processes beat one process whose runtime spreads each
 call over both cores, since an XNNPACK call on two threads waits for the slower one and the
 host work (decode, Redis, letterbox, crops) of one child fills the time the other's model leaves.
@@ -18,16 +19,10 @@ import os
 
 from celery import signals
 
+from posequeue.logs import bind_process
 from posequeue.worker.pinning import format_cores, parse_cores, pin_cpu
 
 CORES_ENV = "POSEQUEUE_CHILD_CORES"  # the cores the pool's children take, one each, by index
-
-
-def child_cores() -> list[int]:
-    """The cores this worker may run on (its affinity), one per pool child."""
-    if hasattr(os, "sched_getaffinity"):
-        return sorted(os.sched_getaffinity(0))
-    return list(range(os.cpu_count() or 1))
 
 
 def assign(cores: list[int]) -> None:
@@ -46,4 +41,4 @@ def _pin_child(**_: object) -> None:
     cores = parse_cores(spec)
     core = cores[getattr(current_process(), "index", 0) % len(cores)]
     pin_cpu([core])
-    os.environ["POSEQUEUE_CORES"] = str(core)
+    bind_process(cores=str(core))

@@ -9,9 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-
-class CoreSpecError(ValueError):
-    """A ``--cores`` value that is not a list of core indices or ranges."""
+from posequeue.errors import CoreSpecError
 
 
 def parse_cores(spec: str) -> list[int]:
@@ -54,6 +52,13 @@ def pin_cpu(cores: list[int]) -> None:
         )
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, cores)
+
+
+def usable_cores() -> list[int]:
+    """The CPU cores this process may run on (its affinity)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
 
 
 def cpu_threads() -> int:
