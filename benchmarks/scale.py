@@ -370,6 +370,8 @@ def main() -> None:
                 result = measure(
                     folder / f"run{i}", run, made[run.size], calls, args.offhost_threads, left - 10
                 )
+            except TimeoutError as exc:  # the time limit cut it: reported, the rest skipped
+                result = {**asdict(run), "cut_by_time_limit": True, "error": repr(exc)[:300]}
             except Exception as exc:  # a failed run is reported, the others go on
                 result = {**asdict(run), "error": repr(exc)[:500]}
             figures["runs"].append(result)
