@@ -91,7 +91,17 @@ class Jobs:
     def new_id() -> str:
         return uuid.uuid4().hex
 
-    def create(self, *, job_id: str, model: str, video: str, batch_size: int, source: str) -> str:
+    def create(
+        self,
+        *,
+        job_id: str,
+        model: str,
+        video: str,
+        batch_size: int,
+        source: str,
+        people: int = 1,
+        follow: str = "most-present",
+    ) -> str:
         now = time.time()
         fields = {
             "status": JobStatus.QUEUED.value,
@@ -99,6 +109,8 @@ class Jobs:
             "video": video,
             "source": source,
             "batch_size": batch_size,
+            "people": people,
+            "follow": follow,
             "submitted_at": now,
             "frames_done": 0,
             "batches_enqueued": 0,
@@ -121,6 +133,7 @@ class Jobs:
             "batches_enqueued",
             "batch_size",
             "corrupt_packets",
+            "people",
         ):
             if name in job:
                 job[name] = int(job[name])
@@ -298,6 +311,8 @@ def summary(job: dict[str, Any]) -> dict[str, Any]:
         "status",
         "model",
         "video",
+        "people",
+        "follow",
         "frames_done",
         "frames_total",
         "batches_done",

@@ -21,6 +21,22 @@ class JobStatus(str, enum.Enum):
         return self in (JobStatus.DONE, JobStatus.FAILED)
 
 
+class Follow(str, enum.Enum):
+    """Which people a job keeps when more are seen than ``--people`` allows (docs/architecture.md,
+    "People and tracks")."""
+
+    MOST_PRESENT = "most-present"  # the N tracks present in the most frames, whoever scores best
+    BEST_SCORE = "best-score"  # the N best detections of each frame; every track they form
+
+
+def detections_per_frame(people: int, follow: Follow) -> int:
+    """How many separate detections the detector keeps per frame for a job of ``people`` people:
+    one spare candidate when the job follows the most present, so that a person outscored in
+    some frames by a passer-by is still seen there (at the cost of one more landmark crop in
+    the frames that have a candidate more)."""
+    return people + 1 if follow is Follow.MOST_PRESENT else people
+
+
 @dataclass
 class BatchMeta:
     """What a worker needs besides the pixels of one inference batch.
@@ -36,6 +52,7 @@ class BatchMeta:
     display: tuple[int, int]
     work: tuple[int, int]
     model: str
+    people: int = 1  # separate detections kept per frame (detections_per_frame)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

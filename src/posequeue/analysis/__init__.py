@@ -1,0 +1,1 @@
+"""Motion analysis over a job's poses: people tracked through the video, filters, angles, outputs."""
