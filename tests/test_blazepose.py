@@ -302,6 +302,14 @@ def test_regions_keep_up_to_n_separate_people_best_first() -> None:
     assert decode_rois(encode_rois(two)) == [[Roi(*r.to_list()) for r in f] for f in two]
 
 
+def test_regions_of_an_older_worker_are_refused_by_name() -> None:
+    """The one-region-or-null layout of a detector worker before --people is refused, saying to run
+    one version everywhere, instead of failing somewhere in the landmark stage."""
+    with pytest.raises(ValueError, match="same posequeue version"):
+        decode_rois(b"[[0.5, 0.5, 0.2, 0.2, 0.0], null]")
+    assert decode_rois(b"[[], [[0.5, 0.5, 0.2, 0.2, 0.0]]]") == [[], [Roi(0.5, 0.5, 0.2, 0.2, 0.0)]]
+
+
 def test_sigmoid() -> None:
     """sigmoid maps logits into (0, 1) as float64."""
     s = sigmoid(np.array([-20.0, 0.0, 20.0], np.float32))

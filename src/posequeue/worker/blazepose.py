@@ -106,7 +106,16 @@ def encode_rois(rois: list[list[Roi]]) -> bytes:
 
 
 def decode_rois(data: bytes) -> list[list[Roi]]:
-    return [[Roi(*r) for r in regions] for regions in json.loads(data)]
+    frames = json.loads(data)
+    # posequeue before --people wrote one region or null per frame: refuse it by name.
+    if any(
+        not isinstance(regions, list) or (regions and not isinstance(regions[0], list)) for regions in frames
+    ):
+        raise ValueError(
+            "the batch's regions are in another layout (one per frame, from a detector worker of an "
+            "older posequeue): run the same posequeue version on every worker (docs/operations.md, Upgrades)"
+        )
+    return [[Roi(*r) for r in regions] for regions in frames]
 
 
 def refine(points: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
