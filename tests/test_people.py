@@ -65,3 +65,26 @@ def test_one_person_follows_the_most_present(worker, settings, jobs, store_root,
     assert sides(followed) == [{0: "left"}] * 48
     _, best = run(settings, jobs, store_root, path, follow="best-score")
     assert sides(best) == [{0: "right"}] * 24 + [{1: "left"}] * 24
+
+
+def test_people_through_workers_split_by_stage(isolated, start_worker, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Submitted from the command line with --people 2 to one worker per stage (both people's
+    crops through Redis between the stages), the two people come back with stable ids."""
+    import json
+
+    from conftest import posequeue
+
+    env = {k: isolated[k] for k in ("POSEQUEUE_BROKER_URL", "POSEQUEUE_STORE")}
+    for stage in ("ingest", "detector", "landmarks"):
+        start_worker("--stage", stage, **env)
+    path = videos.make_two_people_video(tmp_path / "two.mp4", frames=24)
+    done = posequeue(
+        "submit", str(path), "--people", "2", "--wait", "--json", "--timeout", "180", env=isolated
+    )
+    assert done.returncode == 0, done.stderr
+    job = json.loads(done.stdout.splitlines()[-1])
+    assert job["people"] == 2 and job["follow"] == "most-present"
+    result = json.loads(posequeue("results", job["job_id"], env=isolated).stdout)
+    per_frame = sides(result)
+    assert sum(len(f) == 2 for f in per_frame) >= 22, per_frame
+    assert all(f and f.items() <= per_frame[0].items() for f in per_frame), per_frame
