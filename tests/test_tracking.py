@@ -93,21 +93,37 @@ def test_most_present_follows_the_person_seen_longest(tmp_path) -> None:
 
 
 def test_most_present_keeps_n_and_renumbers_in_order_of_appearance(tmp_path) -> None:
-    """With N=2 the two longest tracks are kept and numbered 0, 1 in order of appearance."""
+    """With N=2 the two longest tracks are kept where a third overlaps both, numbered 0, 1 in
+    order of appearance; the third is dropped."""
     seq = []
     for i in range(40):
         found = []
-        if i < 5:
-            found.append(person(600, 100))  # short: dropped
+        if 10 <= i < 15:
+            found.append(person(600, 100))  # short, while both others are there: dropped
         if i >= 3:
-            found.append(person(100 + i, 200))  # appears second: id 0 after renumbering
+            found.append(person(100 + i, 200))  # appears first: id 0
         if i >= 8:
             found.append(person(350, 300 - i))
         seq.append(found)
     out = list(most_present(track(frames(seq)), 2, tmp_path / "spool.jsonl"))
-    assert {p["track_id"] for f in out for p in f["people"]} == {0, 1}
-    assert [p["track_id"] for p in out[10]["people"]] == [0, 1]
-    assert out[2]["people"] == []
+    assert [[p["track_id"] for p in f["people"]] for f in out] == [[]] * 3 + [[0]] * 5 + [[0, 1]] * 32
+
+
+def test_most_present_keeps_a_later_stretch_that_fits(tmp_path) -> None:
+    """With one person, somebody back after more than max_gap frames (a new track) is kept in
+    the frames the longest track leaves empty, under the next id; a passer-by while the longest
+    track is there is not."""
+    seq: list[list[dict]] = [[] for _ in range(120)]  # type: ignore[type-arg]
+    for i in range(0, 60):
+        seq[i].append(person(100 + i, 200, score=0.8))
+    for i in range(100, 120):  # back, 40 frames later, where they left
+        seq[i].append(person(160 + i - 100, 200, score=0.8))
+    for i in range(20, 40):  # a passer-by, better scored, while the first stretch runs
+        seq[i].insert(0, person(500, 220, score=0.99))
+    out = list(most_present(track(frames(seq)), 1, tmp_path / "spool.jsonl"))
+    ids = [[p["track_id"] for p in f["people"]] for f in out]
+    assert ids == [[0]] * 60 + [[]] * 40 + [[1]] * 20
+    assert all(p["score"] == 0.8 for f in out for p in f["people"])
 
 
 @pytest.mark.parametrize("kw", [{"max_gap": -1}, {"max_jump": 0}])

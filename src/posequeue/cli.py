@@ -105,8 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--follow",
         choices=["most-present", "best-score"],
-        help="which people: most-present keeps the N people seen in the most frames, whoever "
-        "scores best in a frame; best-score the N best of each frame (default most-present; "
+        help="which people: most-present keeps the people seen in the most frames, N at a time "
+        "at most, whoever scores best in a frame; best-score the N best of each frame (default "
+        "most-present; "
         "POSEQUEUE_FOLLOW)",
     )
     p.add_argument("--wait", action="store_true", help="wait for the job to end, with progress")

@@ -25,9 +25,9 @@ The rule, per frame (docs/architecture.md, "People and tracks"):
 4. A person left unmatched starts a new track (ids count up from 0 in order of appearance);
    a track unseen for more than ``max_gap`` frames ends, and its id is never reused.
 
-With ``--follow most-present`` the job keeps the N tracks seen in the most frames
-(:func:`most_present`): a second pass over the tracked frames, spooled to a local file, with
-only a count per track in memory.
+With ``--follow most-present`` the job keeps the tracks seen in the most frames, as many as fit
+N per frame (:func:`most_present`): a second pass over the tracked frames, spooled to a local
+file, with a few numbers per track and one byte per frame in memory.
 """
 
 from __future__ import annotations
@@ -149,16 +149,35 @@ def track(frames: Iterable[dict[str, Any]], params: TrackParams | None = None) -
 
 
 def most_present(frames: Iterable[dict[str, Any]], people: int, spool: Path) -> Iterator[dict[str, Any]]:
-    """The tracked frames again, keeping only the ``people`` tracks present in the most frames
-    (ties: the earlier track), renumbered 0, 1, ... in order of appearance. The frames are
-    spooled to ``spool`` (JSON lines) while the tracks' presence is counted, then read back: the
-    choice needs the whole video, the memory only a count per track."""
+    """The tracked frames again, keeping the tracks present in the most frames (ties: the
+    earlier) as long as they fit: longest first, a track is kept when no frame of its span
+    (first to last frame seen) already holds ``people`` kept tracks. So the N longest tracks
+    that overlap in time are kept, and a track that only fills frames the longer ones leave
+    empty (the same person back after more than the maximum gap, or somebody else) is kept too,
+    under its own id. Kept tracks are renumbered 0, 1, ... in order of appearance.
+
+    The frames are spooled to ``spool`` (JSON lines) while each track's frames are counted:
+    the choice needs the whole video, the memory three numbers per track and a byte per frame."""
     presence: Counter[int] = Counter()
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    count = 0
     with spool.open("w") as out:
         for frame in frames:
-            presence.update({p["track_id"] for p in frame["people"]})
+            for person in frame["people"]:
+                track_id = person["track_id"]
+                presence[track_id] += 1
+                first.setdefault(track_id, frame["index"])
+                last[track_id] = frame["index"]
+            count = frame["index"] + 1
             out.write(json.dumps(frame, separators=(",", ":")) + "\n")
-    chosen = sorted(presence, key=lambda t: (-presence[t], t))[:people]
+    taken = np.zeros(count, np.uint8)  # kept tracks whose span covers each frame
+    chosen = []
+    for track_id in sorted(presence, key=lambda t: (-presence[t], t)):
+        span = taken[first[track_id] : last[track_id] + 1]
+        if span.max() < people:
+            span += 1
+            chosen.append(track_id)
     renumber = {old: new for new, old in enumerate(sorted(chosen))}
     with spool.open() as lines:
         for line in lines:

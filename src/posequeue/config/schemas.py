@@ -25,7 +25,7 @@ class Follow(str, enum.Enum):
     """Which people a job keeps when more are seen than ``--people`` allows (docs/architecture.md,
     "People and tracks")."""
 
-    MOST_PRESENT = "most-present"  # the N tracks present in the most frames, whoever scores best
+    MOST_PRESENT = "most-present"  # the tracks present in the most frames, N at a time at most
     BEST_SCORE = "best-score"  # the N best detections of each frame; every track they form
 
 
