@@ -107,8 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["most-present", "best-score"],
         help="which people: most-present keeps the people seen in the most frames, N at a time "
         "at most, whoever scores best in a frame; best-score the N best of each frame (default "
-        "most-present; "
-        "POSEQUEUE_FOLLOW)",
+        "most-present; POSEQUEUE_FOLLOW)",
     )
     p.add_argument("--wait", action="store_true", help="wait for the job to end, with progress")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")

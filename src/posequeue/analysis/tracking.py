@@ -3,7 +3,8 @@ across frames and batches.
 
 Batches run in parallel on different workers, so ids are given after inference, while the job's
 frames stream in order through finalising. The tracker is online: it sees each frame once and
-keeps only the tracks still alive (at most ``people x (max_gap + 1)``), never the video.
+keeps only the tracks still alive (at most the detections per frame x (max_gap + 1)), never
+the video.
 
 The rule, per frame (docs/architecture.md, "People and tracks"):
 
@@ -50,7 +51,7 @@ class TrackParams:
     """How tracks are matched and ended (documented defaults; recorded in poses.json)."""
 
     max_gap: int = 30  # frames a track may go unseen and still take its person back
-    max_jump: float = 0.5  # most mean keypoint distance from the prediction, in person sizes
+    max_jump: float = 0.5  # most cost (keypoints' or box's distance from the prediction), in person sizes
     visible: float = 0.5  # keypoints below this visibility are not compared
 
     def __post_init__(self) -> None:
