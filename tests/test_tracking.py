@@ -42,6 +42,23 @@ def test_two_people_crossing_paths_keep_their_ids() -> None:
     assert by_name in ({"a": {0}, "b": {1}}, {"a": {1}, "b": {0}}), by_name
 
 
+def test_a_person_hidden_while_crossing_keeps_the_id() -> None:
+    """Two people crossing where the one behind is hidden for 8 frames: the one in front keeps
+    their id, and the hidden one gets theirs back on the far side."""
+    seen = []
+    for i in range(60):
+        pair = [("b", person(400 - 5 * i, 205))]
+        if not 26 <= i < 34:  # a is behind b around the crossing (frame 30)
+            pair.append(("a", person(100 + 5 * i, 200)))
+        seen.append(pair)
+    out = list(track(frames([[p for _, p in pair] for pair in seen])))
+    by_name: dict[str, set[int]] = {"a": set(), "b": set()}
+    for pair, frame in zip(seen, out, strict=True):
+        for (name, _), found in zip(pair, frame["people"], strict=True):
+            by_name[name].add(found["track_id"])
+    assert by_name in ({"a": {0}, "b": {1}}, {"a": {1}, "b": {0}}), by_name
+
+
 def test_short_disappearance_keeps_the_id_long_one_ends_the_track() -> None:
     """A person unseen for fewer than max_gap frames gets their id back; after more than max_gap
     frames they start a new track."""
