@@ -74,6 +74,18 @@ def test_short_disappearance_keeps_the_id_long_one_ends_the_track() -> None:
     assert set(ids[52:]) == {1}
 
 
+@pytest.mark.parametrize("walks_on", [True, False])
+def test_a_person_hidden_for_20_frames_keeps_the_id_whether_they_walk_on_or_stop(walks_on) -> None:  # type: ignore[no-untyped-def]
+    """A person walking at 5 px a frame, hidden for 20 frames, keeps their id whether they come
+    back where walking on would take them or where they were hidden (the prediction is capped)."""
+    seq = [[person(100 + 5 * i, 200)] for i in range(30)]
+    seq += [[] for _ in range(20)]
+    back = 100 + 5 * (50 if walks_on else 29)
+    seq += [[person(back + 5 * i, 200)] for i in range(10)]
+    ids = {p["track_id"] for f in track(frames(seq)) for p in f["people"]}
+    assert ids == {0}
+
+
 def test_a_jump_beyond_max_jump_starts_a_new_track() -> None:
     """A person whose keypoints land farther from the prediction than max_jump person sizes is
     somebody else: a new id."""

@@ -10,7 +10,8 @@ The rule, per frame (docs/architecture.md, "People and tracks"):
 
 1. Each live track predicts where its person is now: its last keypoints moved by its velocity
    (the mean of its keypoints' displacement per frame, smoothed) times the frames since it was
-   last seen.
+   last seen, at most ``PREDICT_FRAMES`` of them (a person hidden for longer may have walked
+   on or stopped: the prediction stays between the two).
 2. The cost of giving a person to a track is the smaller of two distances, in person sizes (the
    diagonal of the box around the seen keypoints, the larger of the track's and the person's):
    the keypoints' (mean distance between the person's keypoints and the prediction, over the
@@ -44,6 +45,7 @@ import numpy as np
 
 MIN_COMMON = 3  # keypoints both must see for the cost to use only the seen ones
 VELOCITY_SMOOTHING = 0.5  # weight of the newest displacement in the track's velocity
+PREDICT_FRAMES = 10  # frames a track's velocity is extrapolated over, at most
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,8 @@ class Tracker:
     def _pairs(self, index: int, found: list[_Person]) -> Iterator[tuple[float, int, int]]:
         for t, track in enumerate(self.tracks):
             was = track.last_seen
-            shift = 0.0 if track.velocity is None else track.velocity * (index - track.last)
+            ahead = min(index - track.last, PREDICT_FRAMES)
+            shift = 0.0 if track.velocity is None else track.velocity * ahead
             points, centre = was.points + shift, was.centre + shift
             for p, person in enumerate(found):
                 both = was.seen & person.seen
