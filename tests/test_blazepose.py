@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from posequeue.errors import BatchError
 from posequeue.worker import blazepose, detector
 from posequeue.worker.blazepose import (
     CROP_SIZE,
@@ -305,7 +306,7 @@ def test_regions_keep_up_to_n_separate_people_best_first() -> None:
 def test_regions_of_an_older_worker_are_refused_by_name() -> None:
     """The one-region-or-null layout of a detector worker before --people is refused, saying to run
     one version everywhere, instead of failing somewhere in the landmark stage."""
-    with pytest.raises(ValueError, match="same posequeue version"):
+    with pytest.raises(BatchError, match="same posequeue version"):
         decode_rois(b"[[0.5, 0.5, 0.2, 0.2, 0.0], null]")
     assert decode_rois(b"[[], [[0.5, 0.5, 0.2, 0.2, 0.0]]]") == [[], [Roi(0.5, 0.5, 0.2, 0.2, 0.0)]]
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from posequeue.errors import BatchError
 from posequeue.worker import detector
 from posequeue.worker.roi import Roi, crop, project
 
@@ -111,7 +112,7 @@ def decode_rois(data: bytes) -> list[list[Roi]]:
     if any(
         not isinstance(regions, list) or (regions and not isinstance(regions[0], list)) for regions in frames
     ):
-        raise ValueError(
+        raise BatchError(
             "the batch's regions are in another layout (one per frame, from a detector worker of an "
             "older posequeue): run the same posequeue version on every worker (docs/operations.md, Upgrades)"
         )
