@@ -70,7 +70,8 @@ def _check_people(people: int, spec: ModelSpec) -> None:
     if spec.max_people is not None and people > spec.max_people:
         raise SubmitError(
             f"--people {people}: model {spec.name} finds {spec.max_people} person per frame (it has no "
-            "person detector); use --people 1, or a model with one such as blazepose"
+            "person detector); use --people 1 (and POSEQUEUE_PEOPLE=1 where it is set), or a model "
+            "with one such as blazepose"
         )
 
 
