@@ -1,0 +1,81 @@
+"""People of a job as tracks: per track, arrays over the frames from its first to its last
+appearance, NaN where the person is absent or a keypoint is not trusted.
+
+A person's ``track_id`` comes from the output contract when the tracking step wrote one; without
+it (single-person jobs before tracking existed) the person's place in the frame's list is its track.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+# Per-sample flags (bits), per keypoint and frame; an angle's flags are its keypoints' OR.
+MISSING = 1  # absent, or visibility under the threshold: no measurement
+REJECTED = 2  # measured, but rejected as an outlier (Hampel)
+FILLED = 4  # value interpolated into a gap of at most max_gap frames
+FLAG_LETTERS = ((MISSING, "m"), (REJECTED, "o"), (FILLED, "f"))
+
+
+@dataclass
+class Track:
+    """One person through the job. ``frames`` and ``t`` have one entry per frame of the span;
+    ``xy`` is (frames, keypoints, 2) in displayed-frame pixels, NaN where not measured."""
+
+    track_id: int
+    frames: np.ndarray  # int64 (n,)
+    t: np.ndarray  # float64 (n,) seconds
+    xy: np.ndarray  # float64 (n, k, 2)
+    visibility: np.ndarray  # float64 (n, k), NaN where absent
+    present: np.ndarray  # bool (n,): the person is in the frame at all
+
+    @property
+    def frames_present(self) -> int:
+        return int(self.present.sum())
+
+
+def load_tracks(poses: dict[str, Any], min_visibility: float = 0.5) -> list[Track]:
+    """Tracks of a poses document (the output contract), longest-present first.
+
+    Raises:
+        ValueError: the document is not a poses document (names what is missing).
+    """
+    for key in ("frames", "model"):
+        if key not in poses:
+            raise ValueError(f"poses document has no {key!r}: pass the job's poses.json")
+    frames = poses["frames"]
+    k = len(poses["model"]["keypoints"])
+    times = np.array([f["t"] for f in frames], dtype=float) if frames else np.zeros(0)
+    seen: dict[int, list[tuple[int, list[list[float]]]]] = {}
+    for i, frame in enumerate(frames):
+        for p, person in enumerate(frame["people"]):
+            seen.setdefault(int(person.get("track_id", p)), []).append((i, person["keypoints"]))
+    tracks = [_track(tid, rows, times, k, min_visibility) for tid, rows in seen.items()]
+    return sorted(tracks, key=lambda tr: (-tr.frames_present, tr.track_id))
+
+
+def _track(
+    track_id: int, rows: list[tuple[int, list[list[float]]]], times: np.ndarray, k: int, min_vis: float
+) -> Track:
+    first, last = rows[0][0], rows[-1][0]
+    n = last - first + 1
+    data = np.full((n, k, 5), np.nan)
+    present = np.zeros(n, dtype=bool)
+    idx = np.array([i for i, _ in rows]) - first
+    values = np.array([kps for _, kps in rows], dtype=float)
+    data[idx, :, : values.shape[2]] = values[:, :, :5]
+    present[idx] = True
+    xy = data[:, :, :2].copy()
+    visibility = data[:, :, 3] if values.shape[2] > 3 else np.where(present[:, None], 1.0, np.nan)
+    xy[~(visibility >= min_vis)] = np.nan  # NaN visibility (absent) compares False: missing too
+    return Track(track_id, np.arange(first, last + 1), times[first : last + 1], xy, visibility, present)
+
+
+def flag_text(flags: np.ndarray) -> np.ndarray:
+    """Flag bits as short strings ("m", "of", ...), one per sample."""
+    out = np.full(flags.shape, "", dtype=object)
+    for bit, letter in FLAG_LETTERS:
+        out = np.where(flags & bit, out + letter, out)
+    return out
