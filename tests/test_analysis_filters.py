@@ -62,3 +62,11 @@ def test_one_euro_restarts_after_a_gap() -> None:
     x = np.array([0.0, 0, 0, 0, np.nan, 100, 100, 100, 100, 100])[:, None]
     y = one_euro(t, x)[:, 0]
     assert np.isnan(y[4]) and y[5] == 100
+
+
+def test_every_filter_name_has_a_smoother() -> None:
+    """The parameter check (which imports no scipy) and the filters agree on the names."""
+    from posequeue.analysis.filters import SMOOTHERS
+    from posequeue.analysis.params import FILTERS
+
+    assert tuple(SMOOTHERS) == FILTERS

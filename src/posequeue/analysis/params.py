@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from posequeue.analysis.filters import SMOOTHERS
-
 DEFAULT_CUTOFF = 6.0
+FILTERS = ("butterworth", "one-euro", "none")  # filters.SMOOTHERS' keys; no scipy import here
 
 
 @dataclass(frozen=True)
@@ -34,8 +33,8 @@ class Params:
     overlay: bool = True  # [--no-overlay]
 
     def __post_init__(self) -> None:
-        if self.filter not in SMOOTHERS:
-            raise ValueError(f"filter {self.filter!r} unknown: use one of {', '.join(SMOOTHERS)}")
+        if self.filter not in FILTERS:
+            raise ValueError(f"filter {self.filter!r} unknown: use one of {', '.join(FILTERS)}")
         checks = [
             ("max_gap", self.max_gap >= 0, "0 or more frames"),
             ("min_visibility", 0 <= self.min_visibility <= 1, "between 0 and 1"),
