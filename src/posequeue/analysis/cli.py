@@ -128,6 +128,11 @@ def print_state(job_id: str, result: dict[str, Any], as_json: bool) -> None:
             print(f"{name}: {result['results'][name]}")
 
 
+def _matches(name: str, pattern: str) -> bool:
+    """A file name against a FORMATS pattern: exact, a folder ("plots/"), or "" (everything)."""
+    return name == pattern or not pattern or (pattern.endswith("/") and name.startswith(pattern))
+
+
 def fetch(job: dict[str, Any], fmt: str, output: str | None) -> int:
     """Write an analysis output of a job: one file to ``output`` (or stdout), several into the
     folder ``output`` (default: ``./{job id}``). Returns the exit code."""
@@ -142,9 +147,7 @@ def fetch(job: dict[str, Any], fmt: str, output: str | None) -> int:
         error = f": {result['error']}" if result.get("error") else ""
         print(f"error: job {job['job_id']} has no analysis outputs yet ({why}{error})", file=sys.stderr)
         return EXIT_FAILED
-    names = [
-        n for n in uris if any(n == w or (w.endswith("/") or not w) and n.startswith(w) for w in FORMATS[fmt])
-    ]
+    names = [n for n in uris if any(_matches(n, pattern) for pattern in FORMATS[fmt])]
     if not names:
         print(f"error: job {job['job_id']}'s analysis has no {fmt} output", file=sys.stderr)
         return EXIT_FAILED
