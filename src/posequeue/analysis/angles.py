@@ -13,10 +13,11 @@ left of its heel, the person faces left and that side's vectors are mirrored (x 
 knee flexion reads the same whichever way the person walks; central vectors follow the sum of both
 sides; pelvis, trunk and shoulders are never mirrored.
 
-Continuity: each series is unwrapped over time (a step of more than half a turn between measured
+Continuity: the filtered series is unwrapped over time (a step of more than half a turn between
 samples is taken as the short way round), so an angle passing 180 degrees goes on to 181, not
--179; the first measured value is in (-180, 180] ((-90, 90] for pelvis and shoulders, whose sign
-is ambiguous by half a turn).
+-179, then shifted by whole turns so that its median is in (-180, 180] ((-90, 90] for pelvis and
+shoulders, whose sign is ambiguous by half a turn); each raw sample is put on the filtered
+series' branch, so the two never differ by a turn.
 """
 
 from __future__ import annotations
@@ -111,17 +112,52 @@ def available(keypoints: list[str]) -> list[AngleDef]:
     return [a for a in ANGLES if all(set(keypoints_of(p)) <= have for p in a.points)]
 
 
-def facing_left(xy: np.ndarray, keypoints: list[str]) -> dict[str, np.ndarray]:
+def facing_left(xy: np.ndarray, keypoints: list[str], t: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Per frame, whether each side ("left", "right", "both") faces left: toes left of the heel.
-    Unknown (a foot not seen, or a model without feet) counts as facing right, unmirrored."""
+
+    A facing that lasts under ``MIN_FACING_S`` (with ``t``) takes the facing before it, so a
+    foot's slip does not mirror a few frames (which would flip their angles, the very thing this
+    step is for); a longer one starts at its first frame (the whole video is known: no lag).
+    Frames where the foot is not seen keep the facing before them. Unknown throughout (a foot
+    never seen, or a model without feet) counts as facing right: unmirrored.
+    """
     idx = {name: i for i, name in enumerate(keypoints)}
     n = xy.shape[0]
+    times = np.arange(n, dtype=float) if t is None else t
     lean = {}
     for side in ("left", "right"):
         toe, heel = idx.get(f"{side}_foot_index"), idx.get(f"{side}_heel")
-        lean[side] = xy[:, toe, 0] - xy[:, heel, 0] if toe is not None and heel is not None else np.zeros(n)
-    both = np.nan_to_num(lean["left"]) + np.nan_to_num(lean["right"])
-    return {"left": lean["left"] < 0, "right": lean["right"] < 0, "both": both < 0, "none": np.zeros(n, bool)}
+        lean[side] = (
+            np.sign(np.nan_to_num(xy[:, toe, 0] - xy[:, heel, 0]))
+            if toe is not None and heel is not None
+            else np.zeros(n)
+        )
+    lean["both"] = np.sign(lean["left"] + lean["right"])
+    out = {side: _steady(v, times, 0.0 if t is None else MIN_FACING_S) < 0 for side, v in lean.items()}
+    out["none"] = np.zeros(n, dtype=bool)
+    return out
+
+
+MIN_FACING_S = 0.3
+
+
+def _steady(sign: np.ndarray, t: np.ndarray, min_s: float) -> np.ndarray:
+    """Signs (-1, 0 unknown, +1) with unknowns carried forward (then backward) and runs shorter
+    than ``min_s`` seconds given the sign of the run before them (the first: of the run after)."""
+    known = np.flatnonzero(sign)
+    if known.size == 0:
+        return sign
+    filled = sign[known[np.clip(np.searchsorted(known, np.arange(sign.size), side="right") - 1, 0, None)]]
+    edges = np.flatnonzero(np.diff(filled)) + 1
+    starts, ends = np.r_[0, edges], np.r_[edges, sign.size]
+    out = filled.copy()
+    values = [float(filled[s]) for s in starts]
+    long_ = [t[e - 1] - t[s] >= min_s for s, e in zip(starts, ends, strict=True)]
+    current = next((v for v, ok in zip(values, long_, strict=True) if ok), values[0])
+    for s, e, v, ok in zip(starts, ends, values, long_, strict=True):
+        current = v if ok else current
+        out[s:e] = current
+    return out
 
 
 def point(
@@ -150,21 +186,26 @@ def wrapped(adef: AngleDef, pts: list[np.ndarray], mirror: np.ndarray) -> np.nda
 
 
 def unwrap(deg: np.ndarray, period: float = 360.0) -> np.ndarray:
-    """Continuous in time across missing samples: steps over half a period go the short way."""
+    """Continuous in time across missing samples (steps over half a period go the short way),
+    then shifted by whole periods so that the median lies in the canonical range."""
     out = deg.copy()
     ok = ~np.isnan(deg)
     if ok.sum() > 1:
         out[ok] = np.unwrap(deg[ok], period=period)
+        half = period / 2
+        median = float(np.median(out[ok]))
+        out[ok] -= period * np.floor((median + half) / period)
     return out
 
 
-def align(series: np.ndarray, reference: np.ndarray, period: float = 360.0) -> np.ndarray:
-    """Shift an unwrapped series by whole periods to sit on the reference's branch."""
+def onto(series: np.ndarray, reference: np.ndarray, period: float = 360.0) -> np.ndarray:
+    """Each sample of a wrapped series put on the branch of the reference at the same time:
+    the two never differ by a whole turn (samples without a reference are unwrapped alone)."""
+    out = unwrap(series, period)
     both = ~(np.isnan(series) | np.isnan(reference))
-    if not both.any():
-        return series
-    turns = np.round(np.median(reference[both] - series[both]) / period)
-    return series + turns * period
+    half = period / 2
+    out[both] = reference[both] + (half - np.mod(half - (series[both] - reference[both]), period))
+    return out
 
 
 @dataclass
@@ -192,8 +233,9 @@ def compute(
         raw_pts.append(p)
         smooth_pts.append(point(smooth_xy, flags, keypoints, name)[0])
         point_flags |= f
-    raw = unwrap(wrapped(adef, raw_pts, mirror), adef.period)
-    filtered = align(unwrap(wrapped(adef, smooth_pts, mirror), adef.period), raw, adef.period)
+    # the filtered series is smooth, so its unwrapping is the reliable one; raw samples follow it
+    filtered = unwrap(wrapped(adef, smooth_pts, mirror), adef.period)
+    raw = onto(wrapped(adef, raw_pts, mirror), filtered, adef.period)
     point_flags[np.isnan(raw)] |= MISSING
     return AngleSeries(raw, filtered, derivative(t, filtered), point_flags)
 

@@ -123,7 +123,7 @@ def analyze_track(track: Track, keypoints: list[str], params: Params, notes: lis
         )
     else:
         smooth = filled.copy()
-    facing = ang.facing_left(smooth, keypoints) if params.flip_left_right else _unmirrored(t.size)
+    facing = ang.facing_left(smooth, keypoints, t) if params.flip_left_right else _unmirrored(t.size)
     raw = np.where((flags & REJECTED)[:, :, None].astype(bool), np.nan, measured)
     series = {
         a.name: ang.compute(a, t, raw, smooth, flags, keypoints, facing) for a in ang.available(keypoints)
