@@ -51,9 +51,11 @@ def write_angles_csv(analysis: Analysis, path: Path) -> None:
 
 
 def write_speeds_csv(analysis: Analysis, path: Path) -> None:
-    """Speeds of the filtered keypoints, px/s, and m/s where the track has a scale."""
+    """Speeds of the filtered keypoints, px/s, and m/s when a track has a scale."""
     names = analysis.keypoints
-    header = ["frame", "t", "track", *(f"{k}_px_s" for k in names), *(f"{k}_m_s" for k in names)]
+    metric = any(tr.px_per_m for tr in analysis.tracks)
+    header = ["frame", "t", "track", *(f"{k}_px_s" for k in names)]
+    header += [f"{k}_m_s" for k in names] if metric else []
     with path.open("w") as fh:
         fh.write(",".join(header) + "\n")
         for tr in analysis.tracks:
@@ -64,7 +66,7 @@ def write_speeds_csv(analysis: Analysis, path: Path) -> None:
                 [str(tr.track.track_id)] * tr.speed.shape[0],
             ]
             cols += [_fmt(tr.speed[:, k], 2) for k in range(len(names))]
-            cols += [_fmt(metres[:, k], 3) for k in range(len(names))]
+            cols += [_fmt(metres[:, k], 3) for k in range(len(names))] if metric else []
             fh.writelines(",".join(row) + "\n" for row in zip(*cols, strict=True))
 
 
