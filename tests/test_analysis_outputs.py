@@ -124,17 +124,18 @@ def test_opensim_files_read_back(written: Any) -> None:
 
 
 def test_plots_are_pngs(written: Any) -> None:
-    """One PNG per angle of each track."""
+    """One PNG per angle of each track, left and right together (26 angles, 15 plots)."""
     analysis, files, _ = written
     plots = [p for name, p in files.items() if name.startswith("plots/")]
-    assert len(plots) == len(analysis.tracks[0].angles)
+    assert len(analysis.tracks[0].angles) == 26 and len(plots) == 15
+    assert "plots/track0_knee.png" in files and "plots/track0_trunk.png" in files
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in plots)
 
 
 @pytest.mark.skipif(CHROMIUM is None and os.environ.get("CI") != "true", reason="chromium not installed")
 def test_report_renders_in_headless_chromium(written: Any, tmp_path: Path) -> None:
     """report.html opens offline in Debian's chromium: the screenshot shows the embedded plots'
-    filtered-line blue, so the page and its images rendered."""
+    left-side blue, so the page and its images rendered."""
     assert CHROMIUM, "chromium is required in CI (apt-get install -y chromium)"
     _, files, _ = written
     shot = tmp_path / "report.png"
@@ -142,7 +143,7 @@ def test_report_renders_in_headless_chromium(written: Any, tmp_path: Path) -> No
     from PIL import Image
 
     pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3).astype(int)
-    blue = np.abs(pixels - [0x1F, 0x5F, 0xBF]).sum(axis=1) < 40
+    blue = np.abs(pixels - [0x00, 0x72, 0xB2]).sum(axis=1) < 40
     assert blue.sum() > 500, "no plot drawn in the screenshot"
     assert "Range of motion" in files["report.html"].read_text()
 

@@ -6,7 +6,7 @@
 | speeds.csv | per track and frame, each keypoint's speed (px/s, m/s with a scale) |
 | analysis.json | summary per track (range of motion, frames), parameters, definitions, versions |
 | markers.trc, angles.mot | OpenSim files of the main track (others: markers_track{ID}.trc, ...) |
-| plots/track{ID}_{angle}.png | each angle over time, raw against filtered |
+| plots/track{ID}_{angle}.png | each angle over time (left and right together), raw against filtered |
 | overlay.mp4 | the video with each track's skeleton, ID and main angles (needs the video) |
 | report.html | one page with all of the above |
 """

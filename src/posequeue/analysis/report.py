@@ -95,9 +95,9 @@ def write_report(analysis: Analysis, folder: Path, overlay: Path | None, path: P
             _rom_table(summary["angles"]),
             "<h3>Angles over time</h3><div class=grid>",
             *(
-                f'<img alt="{name}" src="{_data_uri(folder / plot_name(tid, name), "image/png")}">'
-                for name in tr.angles
-                if (folder / plot_name(tid, name)).exists()
+                f'<img alt="{html.escape(rel)}" src="{_data_uri(folder / rel, "image/png")}">'
+                for rel in dict.fromkeys(plot_name(tid, name) for name in tr.angles)
+                if (folder / rel).exists()
             ),
             "</div>",
         ]
