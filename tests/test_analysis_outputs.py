@@ -167,3 +167,20 @@ def screenshot(page: Path, out: Path, profile: Path, size: str = "1200,2400") ->
     ]
     subprocess.run(cmd, check=True, capture_output=True, timeout=120)
     assert out.exists()
+
+
+def test_every_track_gets_its_opensim_files(tmp_path: Path) -> None:
+    """The track present in most frames writes markers.trc / angles.mot, every other track its
+    own markers_track{ID}.trc / angles_track{ID}.mot; angles.csv holds both tracks."""
+    from synthetic_poses import poses_document, standing
+
+    n = 30
+    people = np.stack([standing(n), standing(n) + [300, 0]], axis=1)
+    people[:10, 0] = np.nan  # track 4 is present in fewer frames than track 9
+    analysis = analyze(poses_document(people, np.arange(n) / 30, tracks=[4, 9]))
+    files = write_outputs(analysis, tmp_path, plots=False)
+    assert {"markers.trc", "angles.mot", "markers_track4.trc", "angles_track4.mot"} <= set(files)
+    assert parse_trc(files["markers.trc"])["head"]["NumFrames"] == str(n)
+    assert parse_trc(files["markers_track4.trc"])["head"]["OrigDataStartFrame"] == "11"
+    with files["angles.csv"].open() as fh:
+        assert {row["track"] for row in csv.DictReader(fh)} == {"4", "9"}
