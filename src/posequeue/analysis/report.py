@@ -89,8 +89,13 @@ def write_report(analysis: Analysis, folder: Path, overlay: Path | None, path: P
             f'<h2 id="track{tid}">Track {tid}</h2>',
             f"<p>{summary['t_start']:.2f}-{summary['t_end']:.2f} s; present in {frames['present']} of "
             f"{frames['frames']} frames; frames with a filled keypoint {frames['with_filled']}, with a "
-            f"rejected one {frames['with_rejected']}; Butterworth cutoff {tr.cutoff or '-'} Hz; scale "
-            f"{summary['px_per_m'] or 'none (px only)'} px/m.</p>",
+            f"rejected one {frames['with_rejected']}; Butterworth cutoff {tr.cutoff or '-'} Hz; "
+            + (
+                f"scale {summary['px_per_m']} px/m"
+                if summary["px_per_m"]
+                else "no scale: speeds in px/s only"
+            )
+            + ".</p>",
             "<h3>Range of motion (degrees; times in s; peak velocity in deg/s)</h3>",
             _rom_table(summary["angles"]),
             "<h3>Angles over time</h3><div class=grid>",
