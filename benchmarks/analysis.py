@@ -33,20 +33,27 @@ def _cpu() -> float:
 
 
 def synthetic_job(minutes: float, path: Path) -> int:
-    """Write a poses.json of one person walking in place with a turning arm; returns frames."""
+    """Write a poses.json (as finalise does) of one person with a turning arm; returns frames."""
     from synthetic_poses import rotating_arm
 
+    from posequeue.results import ResultWriter
+
     doc, _ = rotating_arm(seconds=minutes * 60, fps=30.0)
-    path.write_text(json.dumps(doc, separators=(",", ":")))
+    head = {k: v for k, v in doc.items() if k != "frames"}
+    with ResultWriter(path.parent, head, doc["model"]["keypoints"]) as out:
+        for frame in doc["frames"]:
+            out.write(frame)
+    (path.parent / "poses.csv").unlink()
     return len(doc["frames"])
 
 
 def time_analysis(poses_path: Path, out: Path) -> dict[str, Any]:
     from posequeue.analysis import opensim
-    from posequeue.analysis.pipeline import analyze
+    from posequeue.analysis.pipeline import analyze_frames
     from posequeue.analysis.plots import write_plots
     from posequeue.analysis.report import write_report
     from posequeue.analysis.tables import write_analysis_json, write_angles_csv, write_speeds_csv
+    from posequeue.analysis.tracks import read_poses
 
     steps: dict[str, float] = {}
     start = last = _cpu()
@@ -57,10 +64,9 @@ def time_analysis(poses_path: Path, out: Path) -> dict[str, Any]:
         steps[name] = round(now - last, 2)
         last = now
 
-    poses = json.loads(poses_path.read_bytes())
-    lap("read poses.json")
-    analysis = analyze(poses)
-    lap("analyse (mask, Hampel, fill, Butterworth, angles, speeds)")
+    head, frames = read_poses(poses_path.read_bytes())
+    analysis = analyze_frames(head, frames)
+    lap("read poses.json (frame by frame) and analyse (mask, Hampel, fill, filter, angles, speeds)")
     write_angles_csv(analysis, out / "angles.csv")
     lap("angles.csv")
     write_speeds_csv(analysis, out / "speeds.csv")

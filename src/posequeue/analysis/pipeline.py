@@ -3,6 +3,7 @@ a summary. Pure: a poses document in, an ``Analysis`` out."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +15,7 @@ from posequeue.analysis.gaps import fill_gaps
 from posequeue.analysis.params import DEFAULT_CUTOFF, Params
 from posequeue.analysis.scale import pixels_per_metre
 from posequeue.analysis.summary import frame_counts, range_of_motion
-from posequeue.analysis.tracks import FILLED, MISSING, REJECTED, Track, load_tracks
+from posequeue.analysis.tracks import FILLED, MISSING, REJECTED, Track, check_document, tracks_of
 
 
 @dataclass
@@ -71,13 +72,22 @@ class Analysis:
 
 def analyze(poses: dict[str, Any], params: Params | None = None) -> Analysis:
     """Analyse a poses document (the output contract) with the given parameters."""
-    params = params or Params()
-    keypoints = list(poses["model"]["keypoints"])
+    check_document(poses)
     head = {k: v for k, v in poses.items() if k != "frames"}
+    return analyze_frames(head, poses["frames"], params)
+
+
+def analyze_frames(
+    head: dict[str, Any], frames: Iterable[dict[str, Any]], params: Params | None = None
+) -> Analysis:
+    """Analyse a document's head (job, video, model) and its frames, read one at a time."""
+    params = params or Params()
+    keypoints = list(head["model"]["keypoints"])
     notes: list[str] = []
-    results = []
-    for track in load_tracks(poses, params.min_visibility):
-        results.append(analyze_track(track, keypoints, params, notes))
+    results = [
+        analyze_track(track, keypoints, params, notes)
+        for track in tracks_of(frames, len(keypoints), params.min_visibility)
+    ]
     if not results:
         notes.append("nobody was detected in any frame: there is nothing to analyse")
     return Analysis(head, params, results, notes)

@@ -4,22 +4,23 @@ them). No Celery here: the task (``analysis.task``) and tests call ``run_analysi
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from posequeue.analysis.outputs import CONTENT_TYPES, write_outputs
 from posequeue.analysis.params import Params
-from posequeue.analysis.pipeline import analyze
+from posequeue.analysis.pipeline import analyze_frames
+from posequeue.analysis.tracks import read_poses
 from posequeue.results import job_prefix
 from posequeue.store import Store
 
 
-def overlay_source(poses: dict, store: Store) -> str | None:  # type: ignore[type-arg]
+def overlay_source(head: dict[str, Any]) -> str | None:
     """Where PyAV can read the job's video from this host: the input as submitted (an s3://
     upload, a URL, or a local path that exists here); None when it cannot (a local file on
     another host), and the overlay is skipped with a note."""
-    source = str(poses.get("video", {}).get("source") or "")
+    source = str(head.get("video", {}).get("source") or "")
     if not source:
         return None
     if source.startswith(("s3://", "http://", "https://", "file://")):
@@ -35,9 +36,9 @@ def run_analysis(job_id: str, params: Params, store: Store) -> dict[str, str]:
         ValueError: the parameters do not suit this video (e.g. a cutoff above Nyquist).
     """
     prefix = job_prefix(job_id)
-    poses = json.loads(store.get_bytes(prefix + "poses.json"))
-    analysis = analyze(poses, params)
-    video = overlay_source(poses, store) if params.overlay else None
+    head, frames = read_poses(store.get_bytes(prefix + "poses.json"))
+    analysis = analyze_frames(head, frames, params)
+    video = overlay_source(head) if params.overlay else None
     if params.overlay and video is None:
         analysis.notes.append("no overlay: the job's video is not readable from the analysis worker's host")
     if not analysis.tracks:
