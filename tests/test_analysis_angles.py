@@ -11,6 +11,7 @@ from posequeue.analysis.angles import ANGLE_NAMES
 from posequeue.analysis.params import Params
 from posequeue.analysis.pipeline import analyze
 from posequeue.analysis.tracks import FILLED, MISSING, REJECTED
+from posequeue.errors import AnalysisError
 
 
 def _error(series: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -96,7 +97,7 @@ def test_knee_flexion_is_positive() -> None:
 def test_explicit_cutoff_above_nyquist_is_refused() -> None:
     """--cutoff at or above half the frame rate is an error naming the limit; the default adapts."""
     poses, _ = rotating_arm(seconds=2, fps=10, gaps=False, outliers=False)
-    with pytest.raises(ValueError, match="Nyquist frequency 5 Hz"):
+    with pytest.raises(AnalysisError, match="Nyquist frequency 5 Hz"):
         analyze(poses, Params(cutoff=6.0))
     result = analyze(poses)
     assert result.tracks[0].cutoff == 4.0 and "cutoff lowered" in result.notes[0]

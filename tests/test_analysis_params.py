@@ -9,6 +9,7 @@ import pytest
 
 from posequeue.analysis.cli import FORMATS, _matches, add_param_options, params_from_args
 from posequeue.analysis.params import Params
+from posequeue.errors import AnalysisError
 
 
 @pytest.mark.parametrize(
@@ -23,7 +24,7 @@ from posequeue.analysis.params import Params
 )
 def test_bad_parameters_are_named(change: dict, message: str) -> None:  # type: ignore[type-arg]
     """A bad value is refused with the parameter's name, its value and what it must be."""
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(AnalysisError, match=message):
         Params(**change)
 
 
@@ -31,7 +32,7 @@ def test_json_round_trip_and_unknown_keys() -> None:
     """Parameters travel as JSON in the task message; an unknown key is an error naming it."""
     p = Params(cutoff=4.0, person_height=1.8, filter="one-euro")
     assert Params.from_json(p.to_json()) == p
-    with pytest.raises(ValueError, match="unknown analysis parameters \\['cutof'\\]"):
+    with pytest.raises(AnalysisError, match="unknown analysis parameters \\['cutof'\\]"):
         Params.from_json({"cutof": 4})
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from posequeue.analysis.params import FILTERS, Params
+from posequeue.config.schemas import Job
 
 # --format NAME -> the files it fetches (a trailing / fetches a folder's files)
 FORMATS: dict[str, tuple[str, ...]] = {
@@ -72,7 +73,7 @@ def add_param_options(p: argparse.ArgumentParser) -> None:
 
 
 def params_from_args(args: argparse.Namespace) -> Params:
-    """The analysis parameters of parsed options (ValueError names a bad one)."""
+    """The analysis parameters of parsed options (AnalysisError names a bad one)."""
     from dataclasses import fields
 
     return Params(**{f.name: getattr(args, f.name) for f in fields(Params) if hasattr(args, f.name)})
@@ -95,23 +96,29 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from posequeue.analysis import state
-    from posequeue.cli import EXIT_FAILED, EXIT_REFUSED, _jobs
-    from posequeue.jobs import JobNotFound
+    from posequeue.cli import _jobs
+    from posequeue.config.schemas import JobStatus
+    from posequeue.errors import EXIT_FAILED, EXIT_REFUSED, AnalysisError, JobNotFound
 
     try:
         params = params_from_args(args)
         jobs = _jobs()
         job = jobs.get(args.job)
-    except (ValueError, JobNotFound) as exc:
+    except (AnalysisError, JobNotFound) as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return EXIT_REFUSED
-    if job["status"] != "done":
-        print(f"error: job {args.job} is {job['status']}: only a done job can be analysed", file=sys.stderr)
+    if job.status is not JobStatus.DONE:
+        print(
+            f"error: job {args.job} is {job.status.value}: only a done job can be analysed", file=sys.stderr
+        )
         return EXIT_REFUSED
     state.request(jobs, args.job, params)
     if not args.json:
         print(f"analysis of job {args.job} queued", file=sys.stderr)
-    result = state.wait(jobs, args.job, timeout=args.timeout) if args.wait else state.read(jobs.get(args.job))
+    if args.wait:
+        result = state.wait(jobs, args.job, timeout=args.timeout)
+    else:
+        result = jobs.get(args.job).analysis_summary()
     print_state(args.job, result, args.json)
     return EXIT_FAILED if result.get("status") == "failed" else 0
 
@@ -133,23 +140,22 @@ def _matches(name: str, pattern: str) -> bool:
     return name == pattern or not pattern or (pattern.endswith("/") and name.startswith(pattern))
 
 
-def fetch(job: dict[str, Any], fmt: str, output: str | None) -> int:
+def fetch(job: Job, fmt: str, output: str | None) -> int:
     """Write an analysis output of a job: one file to ``output`` (or stdout), several into the
     folder ``output`` (default: ``./{job id}``). Returns the exit code."""
-    from posequeue.analysis.state import read
-    from posequeue.cli import EXIT_FAILED
-    from posequeue.store import StoreError, read_uri
+    from posequeue.errors import EXIT_FAILED, StoreError
+    from posequeue.store import read_uri
 
-    result = read(job)
+    result = job.analysis_summary()
     uris: dict[str, str] = result.get("results") or {}
     if not uris:
         why = f"its analysis is {result['status']}" if result else "it has no analysis"
         error = f": {result['error']}" if result.get("error") else ""
-        print(f"error: job {job['job_id']} has no analysis outputs yet ({why}{error})", file=sys.stderr)
+        print(f"error: job {job.job_id} has no analysis outputs yet ({why}{error})", file=sys.stderr)
         return EXIT_FAILED
     names = [n for n in uris if any(_matches(n, pattern) for pattern in FORMATS[fmt])]
     if not names:
-        print(f"error: job {job['job_id']}'s analysis has no {fmt} output", file=sys.stderr)
+        print(f"error: job {job.job_id}'s analysis has no {fmt} output", file=sys.stderr)
         return EXIT_FAILED
     try:
         if len(FORMATS[fmt]) == 1 and not FORMATS[fmt][0].endswith("/") and FORMATS[fmt][0]:
@@ -160,7 +166,7 @@ def fetch(job: dict[str, Any], fmt: str, output: str | None) -> int:
             else:
                 sys.stdout.buffer.write(data)
             return 0
-        folder = Path(output or job["job_id"])
+        folder = Path(output or job.job_id)
         for name in names:
             target = folder / name
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from posequeue.errors import AnalysisError
+
 DEFAULT_CUTOFF = 6.0
 FILTERS = ("butterworth", "one-euro", "none")  # filters.SMOOTHERS' keys; no scipy import here
 
@@ -34,7 +36,7 @@ class Params:
 
     def __post_init__(self) -> None:
         if self.filter not in FILTERS:
-            raise ValueError(f"filter {self.filter!r} unknown: use one of {', '.join(FILTERS)}")
+            raise AnalysisError(f"filter {self.filter!r} unknown: use one of {', '.join(FILTERS)}")
         checks = [
             ("max_gap", self.max_gap >= 0, "0 or more frames"),
             ("min_visibility", 0 <= self.min_visibility <= 1, "between 0 and 1"),
@@ -53,7 +55,7 @@ class Params:
         ]
         for name, ok, want in checks:
             if not ok:
-                raise ValueError(f"{name} = {getattr(self, name)!r}: must be {want}")
+                raise AnalysisError(f"{name} = {getattr(self, name)!r}: must be {want}")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,5 +66,5 @@ class Params:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown analysis parameters {sorted(unknown)}: known are {sorted(known)}")
+            raise AnalysisError(f"unknown analysis parameters {sorted(unknown)}: known are {sorted(known)}")
         return cls(**data)

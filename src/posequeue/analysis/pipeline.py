@@ -16,6 +16,7 @@ from posequeue.analysis.params import DEFAULT_CUTOFF, Params
 from posequeue.analysis.scale import pixels_per_metre
 from posequeue.analysis.summary import frame_counts, range_of_motion
 from posequeue.analysis.tracks import FILLED, MISSING, REJECTED, Track, check_document, tracks_of
+from posequeue.errors import AnalysisError
 
 
 @dataclass
@@ -98,7 +99,7 @@ def effective_cutoff(t: np.ndarray, params: Params, notes: list[str]) -> float:
     nyq = nyquist(t)
     if params.cutoff is not None:
         if params.cutoff >= nyq:
-            raise ValueError(
+            raise AnalysisError(
                 f"cutoff {params.cutoff} Hz is not below the Nyquist frequency {nyq:.3g} Hz of this video "
                 f"({2 * nyq:.3g} fps): choose a cutoff under {nyq:.3g}"
             )

@@ -33,7 +33,7 @@ def run_analysis(job_id: str, params: Params, store: Store) -> dict[str, str]:
 
     Raises:
         StoreError: poses.json cannot be read or an output cannot be written.
-        ValueError: the parameters do not suit this video (e.g. a cutoff above Nyquist).
+        AnalysisError: the parameters do not suit this video (e.g. a cutoff above Nyquist).
     """
     prefix = job_prefix(job_id)
     head, frames = read_poses(store.get_bytes(prefix + "poses.json"))

@@ -10,62 +10,39 @@ from __future__ import annotations
 
 import json
 import time
-from enum import Enum
 from typing import Any
 
 from posequeue.analysis.params import Params
 from posequeue.config import queues
 from posequeue.config.celery_app import ANALYZE_TASK, app
-from posequeue.jobs import Jobs, job_key
+from posequeue.config.keys import job_key
+from posequeue.config.schemas import AnalysisStatus
+from posequeue.jobs import Jobs
 
-
-class AnalysisStatus(str, Enum):
-    OFF = "off"
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-
-    @property
-    def finished(self) -> bool:
-        return self in (AnalysisStatus.OFF, AnalysisStatus.DONE, AnalysisStatus.FAILED)
+__all__ = ["AnalysisStatus", "mark", "request", "wait"]
+_STAMPS = {
+    AnalysisStatus.QUEUED: "analysis_queued_at",
+    AnalysisStatus.RUNNING: "analysis_started_at",
+    AnalysisStatus.DONE: "analysis_finished_at",
+    AnalysisStatus.FAILED: "analysis_finished_at",
+    AnalysisStatus.OFF: "analysis_finished_at",
+}
 
 
 def mark(jobs: Jobs, job_id: str, status: AnalysisStatus, **fields: Any) -> None:
-    """Record the analysis's status (and its error, results, params, as given) on the job."""
-    mapping: dict[str, Any] = {"analysis": status.value, f"analysis_{status.value}_at": time.time()}
+    """Record the analysis's status (and its error, results, params, as given) on the job; a
+    new analysis clears the previous one's error, results and times."""
+    mapping: dict[str, Any] = {"analysis": status.value, _STAMPS[status]: time.time()}
     for name, value in fields.items():
         mapping[f"analysis_{name}"] = json.dumps(value) if isinstance(value, dict) else value
-    if status is not AnalysisStatus.FAILED:
-        jobs.r.hdel(job_key(job_id), "analysis_error")
-    jobs.r.hset(job_key(job_id), mapping=mapping)
-
-
-def read(job: dict[str, Any]) -> dict[str, Any]:
-    """The analysis part of a job record (as ``Jobs.get`` returns it), decoded; {} if none."""
-    if "analysis" not in job:
-        return {}
-    out: dict[str, Any] = {"status": job["analysis"]}
-    for name in ("error", "results", "params"):
-        value = job.get(f"analysis_{name}")
-        if value is not None:
-            out[name] = json.loads(value) if name != "error" and isinstance(value, str) else value
-    for name in ("queued_at", "running_at", "done_at", "failed_at"):
-        if f"analysis_{name}" in job:
-            out[name] = float(job[f"analysis_{name}"])
-    return out
-
-
-def wait(jobs: Jobs, job_id: str, poll: float = 0.5, timeout: float | None = None) -> dict[str, Any]:
-    """Poll until the job's analysis ends (or the timeout passes); return its state."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        state = read(jobs.get(job_id))
-        if not state or AnalysisStatus(state["status"]).finished:
-            return state
-        if deadline is not None and time.monotonic() > deadline:
-            return state
-        time.sleep(poll)
+    stale = ["analysis_error"] if status is not AnalysisStatus.FAILED else []
+    if status is AnalysisStatus.QUEUED:
+        stale += ["analysis_results", "analysis_started_at", "analysis_finished_at"]
+    with jobs.r.pipeline() as pipe:
+        if stale:
+            pipe.hdel(job_key(job_id), *stale)
+        pipe.hset(job_key(job_id), mapping=mapping)
+        pipe.execute()
 
 
 def request(jobs: Jobs, job_id: str, params: Params) -> None:
@@ -73,3 +50,16 @@ def request(jobs: Jobs, job_id: str, params: Params) -> None:
     (and needs no scipy)."""
     mark(jobs, job_id, AnalysisStatus.QUEUED, params=params.to_json())
     app.send_task(ANALYZE_TASK, args=[job_id, params.to_json()], queue=queues.ANALYSIS)
+
+
+def wait(jobs: Jobs, job_id: str, poll: float = 0.5, timeout: float | None = None) -> dict[str, Any]:
+    """Poll until the job's analysis ends (or the timeout passes); return its summary
+    (``Job.analysis_summary``: {} when the job has none)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        job = jobs.get(job_id)
+        if job.analysis is None or job.analysis.finished:
+            return job.analysis_summary()
+        if deadline is not None and time.monotonic() > deadline:
+            return job.analysis_summary()
+        time.sleep(poll)

@@ -14,12 +14,14 @@ from __future__ import annotations
 from typing import Any
 
 from posequeue.analysis.params import Params
-from posequeue.analysis.state import AnalysisStatus, mark
+from posequeue.analysis.state import mark
 from posequeue.config.celery_app import ANALYZE_TASK, app
+from posequeue.config.schemas import AnalysisStatus, JobStatus
 from posequeue.config.settings import get_settings
-from posequeue.jobs import JobNotFound, get_jobs
+from posequeue.errors import AnalysisError, JobNotFound, StoreError
+from posequeue.jobs import get_jobs
 from posequeue.logs import get_logger
-from posequeue.store import StoreError, open_store
+from posequeue.store import open_store
 
 log = get_logger(__name__)
 ANALYSIS_TIME_LIMIT = 6 * 3600  # a 1-hour 1080p overlay takes about an hour on one core
@@ -38,8 +40,8 @@ def analyze_task(job_id: str, params: dict[str, Any]) -> None:
     except JobNotFound:
         log.warning("analysis.no_job", job_id=job_id)
         return
-    if job["status"] != "done":
-        mark(jobs, job_id, AnalysisStatus.FAILED, error=f"job {job_id} is {job['status']}, not done")
+    if job.status is not JobStatus.DONE:
+        mark(jobs, job_id, AnalysisStatus.FAILED, error=f"job {job_id} is {job.status.value}, not done")
         return
     mark(jobs, job_id, AnalysisStatus.RUNNING)
     try:
@@ -49,7 +51,7 @@ def analyze_task(job_id: str, params: dict[str, Any]) -> None:
     except ImportError as exc:
         reason = f"this worker lacks the analysis extra ({exc}): pip install 'posequeue[analysis]'"
         mark(jobs, job_id, AnalysisStatus.FAILED, error=reason)
-    except (ValueError, StoreError) as exc:
+    except (AnalysisError, StoreError) as exc:
         mark(jobs, job_id, AnalysisStatus.FAILED, error=str(exc))
     except Exception as exc:  # the worker and other jobs go on; the reason is on the job
         log.exception("analysis.error", job_id=job_id)

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from posequeue.errors import AnalysisError
+
 # Per-sample flags (bits), per keypoint and frame; an angle's flags are its keypoints' OR.
 MISSING = 1  # absent, or visibility under the threshold: no measurement
 REJECTED = 2  # measured, but rejected as an outlier (Hampel)
@@ -42,17 +44,17 @@ def load_tracks(poses: dict[str, Any], min_visibility: float = 0.5) -> list[Trac
     """Tracks of a poses document (the output contract), longest-present first.
 
     Raises:
-        ValueError: the document is not a poses document (names what is missing).
+        AnalysisError: the document is not a poses document (names what is missing).
     """
     check_document(poses)
     return tracks_of(poses["frames"], len(poses["model"]["keypoints"]), min_visibility)
 
 
 def check_document(poses: dict[str, Any]) -> None:
-    """Raises ValueError naming what a poses document lacks."""
+    """Raises AnalysisError naming what a poses document lacks."""
     for key in ("frames", "model"):
         if key not in poses:
-            raise ValueError(f"poses document has no {key!r}: pass the job's poses.json")
+            raise AnalysisError(f"poses document has no {key!r}: pass the job's poses.json")
 
 
 def tracks_of(frames: Iterable[dict[str, Any]], k: int, min_visibility: float = 0.5) -> list[Track]:

@@ -20,9 +20,16 @@ from posequeue.store import open_store
 
 
 def submit(
-    video: str, *, settings: Settings, jobs: Jobs, model: str | None = None, batch_size: int | None = None
+    video: str,
+    *,
+    settings: Settings,
+    jobs: Jobs,
+    model: str | None = None,
+    batch_size: int | None = None,
+    analysis: bool = True,
 ) -> str:
-    """Check and enqueue ``video`` (a local path or ``s3://`` URI); return the job id."""
+    """Check and enqueue ``video`` (a local path or ``s3://`` URI); return the job id.
+    ``analysis``: run the motion analysis when the job is done (docs/analysis.md)."""
     try:
         spec = get_model(model or settings.default_model)
         size = settings.batch_size if batch_size is None else batch_size
@@ -40,6 +47,10 @@ def submit(
     except (ModelError, VideoError, StoreError) as exc:
         raise SubmitError(str(exc)) from None
     jobs.create(job_id=job_id, model=spec.name, video=source, batch_size=size, source=video)
+    if not analysis:
+        from posequeue.analysis.state import AnalysisStatus, mark
+
+        mark(jobs, job_id, AnalysisStatus.OFF)
     app.send_task(INGEST_TASK, args=[Cursor(job_id).to_dict()])
     return job_id
 
