@@ -37,12 +37,11 @@ def _submitted(env: dict[str, str], *extra: str) -> str:
 
 
 def _analysis(job_id: str, env: dict[str, str]) -> dict:  # type: ignore[type-arg]
-    from posequeue.analysis.state import read, wait
+    from posequeue.analysis.state import wait
     from posequeue.jobs import Jobs
 
     jobs = Jobs.from_url(env["POSEQUEUE_BROKER_URL"])
-    wait(jobs, job_id, poll=0.2, timeout=240)
-    return read(jobs.get(job_id))
+    return wait(jobs, job_id, poll=0.2, timeout=240)
 
 
 def test_every_job_is_analysed_and_results_fetch_the_outputs(start_worker, isolated, tmp_path: Path) -> None:
