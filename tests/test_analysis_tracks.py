@@ -10,7 +10,7 @@ import numpy as np
 from synthetic_poses import poses_document, standing
 
 from posequeue.analysis.tracks import load_tracks, read_poses, tracks_of
-from posequeue.results import ResultWriter
+from posequeue.results import CONTRACT, ResultWriter
 
 
 def test_streamed_reading_gives_the_parsed_document(tmp_path: Path) -> None:
@@ -19,7 +19,7 @@ def test_streamed_reading_gives_the_parsed_document(tmp_path: Path) -> None:
     n = 12
     people = np.stack([standing(n), standing(n) + 50], axis=1)
     people[3, 1] = np.nan  # nobody second in frame 3
-    doc = poses_document(people, np.arange(n) / 25, tracks=[0, 5])
+    doc = {"contract": CONTRACT, **poses_document(people, np.arange(n) / 25, tracks=[0, 5])}
     head = {k: v for k, v in doc.items() if k != "frames"}
     with ResultWriter(tmp_path, head, doc["model"]["keypoints"]) as out:
         for frame in doc["frames"]:
