@@ -29,8 +29,9 @@ class Settings(BaseSettings):
     model_specs: str = Field("", description="model spec files (TOML) or folders of them, ':'-separated")
     batch_size: int = Field(8, ge=1, le=256, description="frames per inference batch")
     segment_seconds: float = Field(2.0, gt=0, description="video seconds per ingest task")
-    max_inflight_frames: int = Field(256, ge=1, description="per-job window of frames in flight")
-    max_inflight_mb: int = Field(128, ge=1, description="per-job window of frame bytes in Redis")
+    max_redis_mb: int = Field(
+        256, ge=1, description="Redis memory (MiB) for the frames of every job together (config/budget.py)"
+    )
     work_long_side: int = Field(1280, ge=64, description="frames travel scaled to this long side")
     payload_ttl: int = Field(3600, ge=5, description="seconds a batch payload lives in Redis")
     # A host that dies holds its unacked batches until this runs out; batches take seconds, so

@@ -1,0 +1,231 @@
+"""One memory budget for the payloads of every job together (``POSEQUEUE_MAX_REDIS_MB``).
+
+Every batch hash's bytes (its meta and payloads, measured as stored, whatever the codec) are
+reserved in a ledger on the broker before the batch is stored, and released when its payload
+leaves Redis. The ledger admits payloads up to ``limit_bytes``: three quarters of the setting,
+the last quarter left for what Redis holds beside the stored batches (a batch being read sits
+in its reader's output buffer as a second copy, and queues, records and results take a few MB).
+
+Fairness: a job may hold at most an equal share of the ledger, ``limit / competing jobs``
+(jobs holding bytes, and jobs refused in the last ``WAITING_SECONDS``), and always one batch:
+a job holding nothing is admitted whenever its batch fits in what is free. A long video that
+holds the whole ledger when a short one arrives is refused more as its batches finish, while
+the short one takes the freed bytes, until both hold a half. The global limit is never
+exceeded by an admission (``force`` replays of already decided work excepted, see ``acquire``).
+
+Release is atomic with the payload's removal (one Lua script deletes the batch hash and its
+reservation); a stage hand-over sets the reservation to the bytes the hash holds afterwards; a
+failed or cancelled job's batch hashes are deleted with their reservations. A reservation has
+a lease that ends with its payload's TTL: one whose holder died before storing or releasing it
+(an ingest killed between the two, a hash that expired) lapses then, at the latest.
+
+Keys (``config/keys.py``): ``pq:budget:held`` (batch key -> bytes), ``pq:budget:leases``
+(batch key -> lease end, unix seconds), ``pq:budget:jobs`` (job id -> bytes held),
+``pq:budget:waiting`` (job id -> when it was last refused), ``pq:budget:last`` (job id ->
+bytes of its last batch, the size a job asks for before it decodes), ``pq:budget:peak`` (the
+most the ledger has held, for monitoring and tests).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from posequeue.config.keys import (
+    BUDGET_HELD,
+    BUDGET_JOBS,
+    BUDGET_LAST,
+    BUDGET_LEASES,
+    BUDGET_PEAK,
+    BUDGET_WAITING,
+    batch_key,
+)
+
+PAYLOAD_SHARE = 0.75  # of POSEQUEUE_MAX_REDIS_MB that stored payloads may take
+WAITING_SECONDS = 30  # a refused job competes for this long after its last try
+_KEYS = [BUDGET_HELD, BUDGET_LEASES, BUDGET_JOBS, BUDGET_WAITING, BUDGET_LAST, BUDGET_PEAK]
+
+# Shared head of the scripts: the ledger's keys and the release of one reservation (which
+# also deletes the batch hash when ``drop`` is true). Lapsed leases are released first.
+_HEAD = """
+local held, leases, jobs, waiting, last, peak = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local now = tonumber(ARGV[1])
+local function job_of(key) return string.match(key, ':batch:(.+):[^:]+$') end
+local function release(key, drop)
+  local b = redis.call('HGET', held, key)
+  if b then
+    local j = job_of(key)
+    if redis.call('HINCRBY', jobs, j, -tonumber(b)) <= 0 then redis.call('HDEL', jobs, j) end
+    redis.call('HDEL', held, key)
+  end
+  redis.call('ZREM', leases, key)
+  if drop then redis.call('DEL', key) end
+end
+for _, key in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', now)) do release(key, false) end
+"""
+
+# ARGV: now, job, batch key ('' to ask only), bytes, lease end, limit, waiting seconds, force.
+# Returns {admitted (0/1), bytes held by all jobs, this job's share}.
+_ACQUIRE = (
+    _HEAD
+    + """
+local job, key, bytes, lease = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local limit, live, force = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8] == '1'
+local old = 0
+if key ~= '' then old = tonumber(redis.call('HGET', held, key) or '0') end
+local total, competing, n = 0, {[job] = true}, 1
+local all = redis.call('HGETALL', jobs)
+for i = 1, #all, 2 do
+  total = total + tonumber(all[i + 1])
+  if not competing[all[i]] then competing[all[i]] = true; n = n + 1 end
+end
+redis.call('ZREMRANGEBYSCORE', waiting, '-inf', now - live)
+for _, j in ipairs(redis.call('ZRANGE', waiting, 0, -1)) do
+  if not competing[j] then competing[j] = true; n = n + 1 end
+end
+local share = math.floor(limit / n)
+local mine = tonumber(redis.call('HGET', jobs, job) or '0')
+local grow = bytes - old
+if not force and old == 0 and (total + grow > limit or (mine > 0 and mine + grow > share)) then
+  redis.call('ZADD', waiting, now, job)
+  return {0, total, share}
+end
+if key == '' then return {1, total, share} end
+redis.call('ZREM', waiting, job)
+redis.call('HSET', held, key, bytes)
+redis.call('HINCRBY', jobs, job, grow)
+redis.call('ZADD', leases, lease, key)
+redis.call('HSET', last, job, bytes)
+if total + grow > tonumber(redis.call('GET', peak) or '0') then redis.call('SET', peak, total + grow) end
+return {1, total + grow, share}
+"""
+)
+
+# ARGV: now, batch key. Deletes the batch hash and releases its reservation.
+_DROP = _HEAD + "release(ARGV[2], true)\nreturn 1\n"
+
+# ARGV: now, batch key, number of fields to delete, those fields, then field/value pairs to
+# set. The stage hand-over: a hash already deleted (the batch finished or its job ended) is
+# not recreated; the reservation becomes the bytes the hash holds afterwards.
+_ADVANCE = (
+    _HEAD
+    + """
+local key, ndrop = ARGV[2], tonumber(ARGV[3])
+if redis.call('EXISTS', key) == 0 then return 0 end
+local set = {}
+for i = 4 + ndrop, #ARGV do set[#set + 1] = ARGV[i] end
+if #set > 0 then redis.call('HSET', key, unpack(set)) end
+for i = 4, 3 + ndrop do redis.call('HDEL', key, ARGV[i]) end
+local old = redis.call('HGET', held, key)
+if old then
+  local size = 0
+  for _, f in ipairs(redis.call('HKEYS', key)) do size = size + redis.call('HSTRLEN', key, f) end
+  redis.call('HSET', held, key, size)
+  redis.call('HINCRBY', jobs, job_of(key), size - tonumber(old))
+end
+return 1
+"""
+)
+
+# ARGV: now, job id. A job that ended: its batch hashes go with their reservations.
+_RELEASE_JOB = (
+    _HEAD
+    + """
+local prefix, n = ARGV[2], 0
+local keys = redis.call('HKEYS', held)
+for _, key in ipairs(keys) do
+  if job_of(key) == prefix then release(key, true); n = n + 1 end
+end
+redis.call('HDEL', jobs, prefix)
+redis.call('HDEL', last, prefix)
+redis.call('ZREM', waiting, prefix)
+return n
+"""
+)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The ledger's answer to a request."""
+
+    admitted: bool
+    held: int  # bytes reserved by every job together, this request included when admitted
+    share: int  # the most the asking job may hold while the others compete
+
+
+def _admission(reply: list[int]) -> Admission:
+    admitted, held, share = reply
+    return Admission(bool(admitted), int(held), int(share))
+
+
+class Budget:
+    """The payload ledger of one broker (every producer and worker of a fleet shares it)."""
+
+    def __init__(self, client: Any, limit_bytes: int) -> None:
+        self.r, self.limit = client, limit_bytes
+        self._acquire = client.register_script(_ACQUIRE)
+        self._drop = client.register_script(_DROP)
+        self._advance = client.register_script(_ADVANCE)
+        self._release_job = client.register_script(_RELEASE_JOB)
+
+    @staticmethod
+    def limit_for(max_redis_mb: int) -> int:
+        """Bytes of stored payloads a ``POSEQUEUE_MAX_REDIS_MB`` setting admits."""
+        return int(max_redis_mb * 2**20 * PAYLOAD_SHARE)
+
+    def acquire(self, job_id: str, index: int, nbytes: int, lease_s: int, force: bool = False) -> Admission:
+        """Reserve ``nbytes`` for batch ``index`` of the job before it is stored. A batch that
+        already holds a reservation (a redelivered segment storing it again) is admitted and
+        its reservation set to ``nbytes``. ``force``: admit whatever the ledger holds, for a
+        replay of a segment whose extent was already decided (its batches were admitted once)."""
+        key = batch_key(job_id, index)
+        args = [
+            time.time(),
+            job_id,
+            key,
+            nbytes,
+            time.time() + lease_s,
+            self.limit,
+            WAITING_SECONDS,
+            int(force),
+        ]
+        return _admission(self._acquire(_KEYS, args))
+
+    def fits(self, job_id: str, nbytes: int) -> Admission:
+        """Would a batch of ``nbytes`` be admitted now? Reserves nothing; a refusal counts the
+        job as waiting (it competes for the ledger's share from then on)."""
+        args = [time.time(), job_id, "", nbytes, 0, self.limit, WAITING_SECONDS, 0]
+        return _admission(self._acquire(_KEYS, args))
+
+    def last_batch_bytes(self, job_id: str) -> int:
+        """Bytes of the job's last admitted batch (0 before its first)."""
+        return int(self.r.hget(BUDGET_LAST, job_id) or 0)
+
+    def drop(self, job_id: str, index: int) -> None:
+        """Delete batch ``index``'s hash and release its reservation, atomically."""
+        self._drop(_KEYS, [time.time(), batch_key(job_id, index)])
+
+    def advance(self, job_id: str, index: int, payload: dict[str, bytes], drop: list[str]) -> bool:
+        """Stage hand-over: set ``payload``, delete ``drop``, reserve what the hash then holds.
+        False (nothing written) when the hash is gone: the batch finished or its job ended."""
+        args: list[Any] = [time.time(), batch_key(job_id, index), len(drop), *drop]
+        for name, value in payload.items():
+            args += [name, value]
+        return bool(self._advance(_KEYS, args))
+
+    def release_job(self, job_id: str) -> int:
+        """Delete the job's stored batches and release their reservations; how many there were."""
+        return int(self._release_job(_KEYS, [time.time(), job_id]))
+
+    def peak(self) -> int:
+        """The most bytes the ledger has held at once (since ``reset_peak``)."""
+        return int(self.r.get(BUDGET_PEAK) or 0)
+
+    def reset_peak(self) -> None:
+        self.r.delete(BUDGET_PEAK)
+
+    def held(self) -> dict[str, int]:
+        """Bytes held per job (after lapsed leases are released)."""
+        self._drop(_KEYS, [time.time(), ""])  # each script releases lapsed leases first
+        return {k.decode(): int(v) for k, v in self.r.hgetall(BUDGET_JOBS).items()}
