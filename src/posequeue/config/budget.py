@@ -6,12 +6,20 @@ leaves Redis. The ledger admits payloads up to ``limit_bytes``: three quarters o
 the last quarter left for what Redis holds beside the stored batches (a batch being read sits
 in its reader's output buffer as a second copy, and queues, records and results take a few MB).
 
-Fairness: a job may hold at most an equal share of the ledger, ``limit / competing jobs``
-(jobs holding bytes, and jobs refused in the last ``WAITING_SECONDS``), and always one batch:
-a job holding nothing is admitted whenever its batch fits in what is free. A long video that
-holds the whole ledger when a short one arrives is refused more as its batches finish, while
-the short one takes the freed bytes, until both hold a half. The global limit is never
-exceeded by an admission (``force`` replays of already decided work excepted, see ``acquire``).
+Fairness, two rules:
+
+- Equal shares: a job may hold at most ``limit / competing jobs`` (jobs holding bytes, and
+  jobs refused within the last ``WAITING_SECONDS``), but always one batch: a job holding
+  nothing may take a batch that fits in what is free. A long video that holds the whole
+  ledger when a short one arrives is refused more as its batches finish, while the short one
+  takes the freed bytes, until each holds its share.
+- First come, first served among the refused: a job is refused while another job has been
+  waiting longer and holds no more than it does, so when free bytes are scarce (shares
+  smaller than a batch: more jobs than batches fit) jobs take turns in the order they were
+  first refused instead of racing for each freed batch.
+
+The limit is never exceeded by an admission (``force`` replays of already decided work
+excepted, see ``acquire``).
 
 Release is atomic with the payload's removal (one Lua script deletes the batch hash and its
 reservation); a stage hand-over sets the reservation to the bytes the hash holds afterwards; a
@@ -21,7 +29,8 @@ a lease that ends with its payload's TTL: one whose holder died before storing o
 
 Keys (``config/keys.py``): ``pq:budget:held`` (batch key -> bytes), ``pq:budget:leases``
 (batch key -> lease end, unix seconds), ``pq:budget:jobs`` (job id -> bytes held),
-``pq:budget:waiting`` (job id -> when it was last refused), ``pq:budget:last`` (job id ->
+``pq:budget:waiting`` (job id -> when it was first refused), ``pq:budget:tried`` (job id ->
+when it was last refused), ``pq:budget:last`` (job id ->
 bytes of its last batch, the size a job asks for before it decodes), ``pq:budget:peak`` (the
 most the ledger has held, for monitoring and tests).
 """
@@ -38,18 +47,20 @@ from posequeue.config.keys import (
     BUDGET_LAST,
     BUDGET_LEASES,
     BUDGET_PEAK,
+    BUDGET_TRIED,
     BUDGET_WAITING,
     batch_key,
 )
 
 PAYLOAD_SHARE = 0.75  # of POSEQUEUE_MAX_REDIS_MB that stored payloads may take
 WAITING_SECONDS = 30  # a refused job competes for this long after its last try
-_KEYS = [BUDGET_HELD, BUDGET_LEASES, BUDGET_JOBS, BUDGET_WAITING, BUDGET_LAST, BUDGET_PEAK]
+_KEYS = [BUDGET_HELD, BUDGET_LEASES, BUDGET_JOBS, BUDGET_WAITING, BUDGET_LAST, BUDGET_PEAK, BUDGET_TRIED]
 
 # Shared head of the scripts: the ledger's keys and the release of one reservation (which
 # also deletes the batch hash when ``drop`` is true). Lapsed leases are released first.
 _HEAD = """
-local held, leases, jobs, waiting, last, peak = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local held, leases, jobs, waiting = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local last, peak, tried = KEYS[5], KEYS[6], KEYS[7]
 local now = tonumber(ARGV[1])
 local function job_of(key) return string.match(key, ':batch:(.+):[^:]+$') end
 local function release(key, drop)
@@ -80,19 +91,32 @@ for i = 1, #all, 2 do
   total = total + tonumber(all[i + 1])
   if not competing[all[i]] then competing[all[i]] = true; n = n + 1 end
 end
-redis.call('ZREMRANGEBYSCORE', waiting, '-inf', now - live)
-for _, j in ipairs(redis.call('ZRANGE', waiting, 0, -1)) do
-  if not competing[j] then competing[j] = true; n = n + 1 end
+local mine = tonumber(redis.call('HGET', jobs, job) or '0')
+local since = tonumber(redis.call('ZSCORE', waiting, job) or now)
+local ahead = false  -- a job waiting longer than this one, holding no more than it
+local queue = redis.call('ZRANGE', waiting, 0, -1, 'WITHSCORES')
+for i = 1, #queue, 2 do
+  local j, first = queue[i], tonumber(queue[i + 1])
+  if tonumber(redis.call('HGET', tried, j) or '0') < now - live then
+    redis.call('ZREM', waiting, j)
+    redis.call('HDEL', tried, j)
+  else
+    if not competing[j] then competing[j] = true; n = n + 1 end
+    if j ~= job and first < since and tonumber(redis.call('HGET', jobs, j) or '0') <= mine then
+      ahead = true
+    end
+  end
 end
 local share = math.floor(limit / n)
-local mine = tonumber(redis.call('HGET', jobs, job) or '0')
 local grow = bytes - old
-if not force and old == 0 and (total + grow > limit or (mine > 0 and mine + grow > share)) then
-  redis.call('ZADD', waiting, now, job)
+if not force and old == 0 and (total + grow > limit or (mine > 0 and mine + grow > share) or ahead) then
+  redis.call('ZADD', waiting, 'NX', now, job)
+  redis.call('HSET', tried, job, now)
   return {0, total, share}
 end
 if key == '' then return {1, total, share} end
 redis.call('ZREM', waiting, job)
+redis.call('HDEL', tried, job)
 redis.call('HSET', held, key, bytes)
 redis.call('HINCRBY', jobs, job, grow)
 redis.call('ZADD', leases, lease, key)
@@ -140,6 +164,7 @@ end
 redis.call('HDEL', jobs, prefix)
 redis.call('HDEL', last, prefix)
 redis.call('ZREM', waiting, prefix)
+redis.call('HDEL', tried, prefix)
 return n
 """
 )

@@ -14,7 +14,8 @@ Payload budget (``config/budget.py``):
     pq:budget:held                   hash: batch key -> bytes reserved for it
     pq:budget:leases                 sorted set: batch key -> when its reservation lapses
     pq:budget:jobs                   hash: job id -> bytes its batches hold
-    pq:budget:waiting                sorted set: job id -> when it was last refused
+    pq:budget:waiting                sorted set: job id -> when it was first refused (in turn)
+    pq:budget:tried                  hash: job id -> when it was last refused (still waiting)
     pq:budget:last                   hash: job id -> bytes of its last admitted batch
     pq:budget:peak                   the most bytes the ledger has held at once
     pq:job:{id}:seg:{k}:frames       frames segment k took, decided before its hand-over
@@ -40,6 +41,7 @@ BUDGET_JOBS = f"{PREFIX}:budget:jobs"
 BUDGET_WAITING = f"{PREFIX}:budget:waiting"
 BUDGET_LAST = f"{PREFIX}:budget:last"
 BUDGET_PEAK = f"{PREFIX}:budget:peak"
+BUDGET_TRIED = f"{PREFIX}:budget:tried"
 
 
 def job_key(job_id: str) -> str:

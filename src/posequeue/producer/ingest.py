@@ -27,6 +27,7 @@ from posequeue.config.models import get_model
 from posequeue.config.queues import stage_queue
 from posequeue.config.schemas import BatchMeta, Cursor, Job, JobStatus
 from posequeue.config.settings import get_settings
+from posequeue.errors import BatchError
 from posequeue.jobs import Jobs, get_jobs
 from posequeue.logs import get_logger
 from posequeue.monitor import queue_depth
@@ -254,9 +255,15 @@ class _Batcher:
         ).to_dict()
         payload = {"frames": np.stack(self.pixels).tobytes()}
         stored = len(json.dumps(meta)) + sum(len(v) for v in payload.values())
-        admission = self.jobs.budget.acquire(
-            self.cur.job_id, index, max(stored, n * self.later_frame_bytes), self.ttl, force=self.replay
-        )
+        reserve = max(stored, n * self.later_frame_bytes)
+        if reserve > self.jobs.budget.limit:  # would never be admitted, and would hold up the queue
+            raise BatchError(
+                f"one batch of this video takes {reserve / 2**20:.1f} MiB in Redis, more than the "
+                f"memory budget admits ({self.jobs.budget.limit / 2**20:.1f} MiB, 3/4 of "
+                "POSEQUEUE_MAX_REDIS_MB): raise POSEQUEUE_MAX_REDIS_MB or lower POSEQUEUE_BATCH_SIZE "
+                "or POSEQUEUE_WORK_LONG_SIDE"
+            )
+        admission = self.jobs.budget.acquire(self.cur.job_id, index, reserve, self.ttl, force=self.replay)
         if not admission.admitted:
             self.refused = True
             self.pixels, self.times, self.pts = [], [], []
