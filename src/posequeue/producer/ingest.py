@@ -2,14 +2,16 @@
 
 Each task decodes its segment, preprocesses frames for the model's first stage, stores batches
 once in Redis (claim-check) with a small message on the stage's queue, then hands the rest of the
-video to the next segment's task. A job keeps a bounded window of batches in flight: when it is
-full the task defers itself with a countdown instead of blocking a worker.
+video to the next segment's task. Each batch is admitted by the memory budget shared by every
+job (``config/budget.py``) before it is stored; when it is refused the segment ends there and
+the next segment's task starts a moment later, and a task whose job would not be admitted
+defers itself with a countdown instead of blocking a worker.
 
 Deferring sends the task again and returns (``retry(throw=False)``) rather than raising Celery's
 ``Retry``: a raised ``Retry`` ends in a reference cycle (its traceback holds the tracer's frame,
 which holds the ExceptionInfo, which holds the ``Retry``), so each one stays in memory until a
 full garbage collection, about 0.37 MB each (billiard copies every frame's ``co_positions``).
-Throttled by the window, a producer defers about three times a segment; its pool process grew
+Throttled by a full budget, a producer defers about three times a segment; its pool process grew
 0.11 MB per batch (docs/performance.md).
 """
 
