@@ -221,3 +221,36 @@ def test_a_short_job_submitted_later_is_not_starved(isolated, start_worker, tmp_
     assert r.hget(keys.job_key(long_id), "status") == b"running"
     [long_done] = r.hmget(keys.job_key(long_id), "frames_done")
     assert int(long_done) < 900  # far from its end
+
+
+def test_a_segment_ends_where_the_budget_refuses_and_a_replay_ends_there_too(jobs, tmp_path) -> None:
+    """With the budget full, a segment stores nothing and asks to run again; a redelivered
+    segment whose end was recorded stores exactly the frames the first delivery took, whatever
+    the budget holds then, and hands over after them."""
+    from posequeue.config.schemas import Cursor
+    from posequeue.producer.ingest import _ingest_segment, _Outcome
+    from posequeue.producer.video import probe
+
+    video = videos.make_long(tmp_path / "v.mp4", seconds=3, width=320, height=240)
+    job_id = jobs.create(job_id=jobs.new_id(), model="blazepose", video=str(video), batch_size=8, source="v")
+    jobs.mark_running(job_id, probe(str(video)).to_dict())
+    other = jobs.new_id()
+    try:
+        # Given a budget that another job holds entirely
+        assert jobs.budget.acquire(other, 0, jobs.budget.limit, 60).admitted
+        # When the first segment runs, then it stores nothing and is to run again
+        assert _ingest_segment(jobs, jobs.get(job_id), Cursor(job_id)) is _Outcome.REFUSED
+        assert jobs.get(job_id).batches_enqueued == 0
+        # Given a first delivery that took 20 frames before the budget refused the rest
+        assert jobs.decide_segment(job_id, 0, 20) == 20
+        assert jobs.decide_segment(job_id, 0, 60) == 20  # the first decision stands
+        # When the segment is delivered again, the budget still full
+        assert _ingest_segment(jobs, jobs.get(job_id), Cursor(job_id)) is _Outcome.HANDED_OVER
+        # Then it stores those 20 frames again, in the same batches, and hands over after them
+        frames = [json.loads(jobs.r.hget(keys.batch_key(job_id, k), "meta"))["frames"] for k in range(3)]
+        assert frames == [list(range(8)), list(range(8, 16)), list(range(16, 20))]
+        assert not jobs.r.exists(keys.batch_key(job_id, 3)) and jobs.handed_over(job_id, 0)
+        assert jobs.get(job_id).batches_enqueued == 3
+    finally:
+        jobs.fail(job_id, "test over")  # its hand-over's message is dropped as stale
+        jobs.budget.release_job(other)

@@ -13,10 +13,11 @@ Fairness, two rules:
   nothing may take a batch that fits in what is free. A long video that holds the whole
   ledger when a short one arrives is refused more as its batches finish, while the short one
   takes the freed bytes, until each holds its share.
-- First come, first served among the refused: a job is refused while another job has been
-  waiting longer and holds no more than it does, so when free bytes are scarce (shares
-  smaller than a batch: more jobs than batches fit) jobs take turns in the order they were
-  first refused instead of racing for each freed batch.
+- First come, first served among the refused when room is scarce: a job is refused while
+  another job has been waiting longer, holds no more than it does, and would then no longer
+  find room for its next batch, so when free bytes are scarce (shares smaller than a batch:
+  more jobs than batches fit) jobs take turns in the order they were first refused instead of
+  racing for each freed batch; room enough for both goes to whoever asks.
 
 The limit is never exceeded by an admission (``force`` replays of already decided work
 excepted, see ``acquire``).
@@ -93,7 +94,10 @@ for i = 1, #all, 2 do
 end
 local mine = tonumber(redis.call('HGET', jobs, job) or '0')
 local since = tonumber(redis.call('ZSCORE', waiting, job) or now)
-local ahead = false  -- a job waiting longer than this one, holding no more than it
+local grow = bytes - old
+-- A job waiting longer than this one, holding no more than it, whose next batch (its last
+-- size, or this one's) would no longer fit if this one were admitted: its turn comes first.
+local ahead = false
 local queue = redis.call('ZRANGE', waiting, 0, -1, 'WITHSCORES')
 for i = 1, #queue, 2 do
   local j, first = queue[i], tonumber(queue[i + 1])
@@ -103,12 +107,12 @@ for i = 1, #queue, 2 do
   else
     if not competing[j] then competing[j] = true; n = n + 1 end
     if j ~= job and first < since and tonumber(redis.call('HGET', jobs, j) or '0') <= mine then
-      ahead = true
+      local need = tonumber(redis.call('HGET', last, j) or bytes)
+      if total + grow + need > limit then ahead = true end
     end
   end
 end
 local share = math.floor(limit / n)
-local grow = bytes - old
 if not force and old == 0 and (total + grow > limit or (mine > 0 and mine + grow > share) or ahead) then
   redis.call('ZADD', waiting, 'NX', now, job)
   redis.call('HSET', tried, job, now)
