@@ -173,6 +173,7 @@ def concurrent_jobs(
     width: int = 1280,
     height: int = 720,
     every: float = 0.05,
+    timeout: float = 1800,
 ) -> dict[str, Any]:
     """``jobs`` person videos submitted at once to one ``posequeue worker`` (every stage) with
     default settings: peak Redis ``used_memory`` (sampled, and the server's own
@@ -191,6 +192,8 @@ def concurrent_jobs(
         ids = [submit(video, env, wait=False)["job_id"] for _ in range(jobs)]
         peak, peak_at = base, 0.0
         while True:
+            if time.monotonic() - t0 > timeout:
+                raise TimeoutError(f"jobs not done after {timeout} s")
             states = [client.hget(f"pq:job:{j}", "status") for j in ids]
             used = int(client.info("memory")["used_memory"])
             if used > peak:
