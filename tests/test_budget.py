@@ -254,3 +254,21 @@ def test_a_segment_ends_where_the_budget_refuses_and_a_replay_ends_there_too(job
     finally:
         jobs.fail(job_id, "test over")  # its hand-over's message is dropped as stale
         jobs.budget.release_job(other)
+
+
+def test_queues_shows_the_budget(isolated, r) -> None:
+    """``posequeue queues`` reports the budget: the limit, what is held, its peak, who waits."""
+    budget = Budget(r, Budget.limit_for(8))
+    assert budget.acquire("a", 0, 3 * MB, 60).admitted
+    assert not budget.acquire("b", 0, 4 * MB, 60).admitted
+    env = {**isolated, "POSEQUEUE_MAX_REDIS_MB": "8"}
+    report = json.loads(posequeue("queues", "--json", env=env).stdout)["budget"]
+    assert report == {
+        "limit_mb": 6.0,
+        "held_mb": 3.0,
+        "peak_mb": 3.0,
+        "jobs_holding": 1,
+        "jobs_waiting": ["b"],
+    }
+    text = posequeue("queues", env=env).stdout
+    assert "memory budget: 3.0 of 6.0 MiB held by 1 jobs, 1 waiting (peak 3.0 MiB)" in text

@@ -254,6 +254,19 @@ class Budget:
     def reset_peak(self) -> None:
         self.r.delete(BUDGET_PEAK)
 
+    def report(self) -> dict[str, Any]:
+        """The ledger for ``posequeue queues``: limit, held, peak (MiB), jobs waiting their turn."""
+        held = self.held()
+        waiting = [j.decode() for j in self.r.zrange(BUDGET_WAITING, 0, -1)]
+        mib = 2**20
+        return {
+            "limit_mb": round(self.limit / mib, 1),
+            "held_mb": round(sum(held.values()) / mib, 1),
+            "peak_mb": round(self.peak() / mib, 1),
+            "jobs_holding": len(held),
+            "jobs_waiting": waiting,
+        }
+
     def held(self) -> dict[str, int]:
         """Bytes held per job (after lapsed leases are released)."""
         self._drop(_KEYS, [time.time(), ""])  # each script releases lapsed leases first
