@@ -27,7 +27,7 @@ from celery import Task
 from posequeue.config.celery_app import FINALIZE_TASK, INFER_TASK, INGEST_TASK, app, defer
 from posequeue.config.models import get_model
 from posequeue.config.queues import stage_queue
-from posequeue.config.schemas import BatchMeta, Cursor, Job, JobStatus
+from posequeue.config.schemas import BatchMeta, Cursor, Job, JobStatus, detections_per_frame
 from posequeue.config.settings import get_settings
 from posequeue.errors import BatchError
 from posequeue.jobs import Jobs, get_jobs
@@ -130,8 +130,9 @@ def _ingest_segment(jobs: Jobs, job: Job, cur: Cursor) -> _Outcome:
     settings = get_settings()
     spec = get_model(job.model)
     decided = jobs.segment_frames(cur.job_id, cur.segment)  # set: this is a replay
+    people = detections_per_frame(job.people, job.follow)
     batcher = _Batcher(
-        jobs, cur, spec.name, spec.first_stage.name, job.batch_size, replay=decided is not None
+        jobs, cur, spec.name, spec.first_stage.name, job.batch_size, people, replay=decided is not None
     )
     stats = DecodeStats()
     started = time.perf_counter()
@@ -196,8 +197,11 @@ class _Batcher:
     each admitted by the memory budget first. A batch holds frames of one size; a size change
     mid-stream starts a new batch."""
 
-    def __init__(self, jobs: Jobs, cur: Cursor, model: str, stage: str, size: int, replay: bool) -> None:
+    def __init__(
+        self, jobs: Jobs, cur: Cursor, model: str, stage: str, size: int, people: int, replay: bool
+    ) -> None:
         self.jobs, self.cur, self.model, self.size, self.replay = jobs, cur, model, size, replay
+        self.people = people  # separate detections the detector keeps per frame
         self.pixels: list[np.ndarray] = []
         self.times: list[float] = []
         self.pts: list[int | None] = []
@@ -209,7 +213,7 @@ class _Batcher:
         self.queue = stage_queue(model, stage)
         self.stage = stage
         spec = get_model(model)
-        # Bytes per frame that a later stage's payload may take (a crop per frame): reserved
+        # Bytes per detection that a later stage's payload may take (a crop each): reserved
         # up front, so a hand-over never needs more than its batch was admitted with.
         self.later_frame_bytes = max(
             (
@@ -254,10 +258,11 @@ class _Batcher:
             self.display,
             (w, h),
             self.model,
+            self.people,
         ).to_dict()
         payload = {"frames": np.stack(self.pixels).tobytes()}
         stored = len(json.dumps(meta)) + sum(len(v) for v in payload.values())
-        reserve = max(stored, n * self.later_frame_bytes)
+        reserve = max(stored, n * self.people * self.later_frame_bytes)
         if reserve > self.jobs.budget.limit:  # would never be admitted, and would hold up the queue
             raise BatchError(
                 f"one batch of this video takes {reserve / 2**20:.1f} MiB in Redis, more than the "
