@@ -272,3 +272,24 @@ def test_queues_shows_the_budget(isolated, r) -> None:
     }
     text = posequeue("queues", env=env).stdout
     assert "memory budget: 3.0 of 6.0 MiB held by 1 jobs, 1 waiting (peak 3.0 MiB)" in text
+
+
+def test_a_1000_fps_video_is_bounded_by_the_budget(isolated, start_worker, tmp_path) -> None:
+    """A container claiming 1000 frames a second gets no larger share of Redis: the budget
+    counts the batches as stored, not the frame rate (the old per-job window admitted a
+    segment of 2,000 frames before decoding it)."""
+    env = {**isolated, "POSEQUEUE_MAX_REDIS_MB": "8"}
+    names = ("POSEQUEUE_BROKER_URL", "POSEQUEUE_STORE", "POSEQUEUE_MAX_REDIS_MB")
+    start_worker("--stage", "ingest", **{k: env[k] for k in names})  # nobody takes the batches
+    video = videos.make_video(tmp_path / "fast.mp4", width=160, height=120, fps=1000, frames=1000)
+    job_id = json.loads(posequeue("submit", str(video), "--json", env=env).stdout)["job_id"]
+    r = redis.Redis.from_url(env["POSEQUEUE_BROKER_URL"])
+    budget = Budget(r, Budget.limit_for(8))
+    deadline = time.monotonic() + 60
+    # A batch reserves what its frames may hold after the detector: a 256x256 crop each.
+    while budget.held().get(job_id, 0) + 8 * 256 * 256 * 3 <= budget.limit:
+        assert time.monotonic() < deadline, budget.held()
+        time.sleep(0.05)
+    hashes = [k for k in r.keys(keys.batch_key(job_id, "*")) if k.count(b":") == 3]
+    stored = sum(r.hstrlen(k, f) for k in hashes for f in r.hkeys(k))
+    assert stored <= budget.peak() <= budget.limit and len(hashes) < 1000 / 8
