@@ -293,3 +293,17 @@ def test_a_1000_fps_video_is_bounded_by_the_budget(isolated, start_worker, tmp_p
     hashes = [k for k in r.keys(keys.batch_key(job_id, "*")) if k.count(b":") == 3]
     stored = sum(r.hstrlen(k, f) for k in hashes for f in r.hkeys(k))
     assert stored <= budget.peak() <= budget.limit and len(hashes) < 1000 / 8
+
+
+def test_a_reservation_whose_batch_was_deleted_without_release_is_released(r) -> None:
+    """A batch hash deleted by something that did not release it (an older version, a delete
+    by pattern) gives its bytes back once the reservation is older than the store grace; a
+    younger one, whose batch may not be stored yet, is kept."""
+    budget = Budget(r, 10 * MB, store_grace=0.5)
+    assert budget.acquire("a", 0, 10 * MB, 60).admitted  # never stored: no hash
+    assert not budget.acquire("b", 0, 1 * MB, 60).admitted  # within the grace: kept
+    deadline = time.monotonic() + 5
+    while not budget.acquire("b", 0, 1 * MB, 60).admitted:
+        assert time.monotonic() < deadline, budget.held()
+        time.sleep(0.1)
+    assert budget.held() == {"b": 1 * MB}

@@ -26,14 +26,18 @@ Release is atomic with the payload's removal (one Lua script deletes the batch h
 reservation); a stage hand-over sets the reservation to the bytes the hash holds afterwards; a
 failed or cancelled job's batch hashes are deleted with their reservations. A reservation has
 a lease that ends with its payload's TTL: one whose holder died before storing or releasing it
-(an ingest killed between the two, a hash that expired) lapses then, at the latest.
+(an ingest killed between the two, a hash that expired) lapses then, at the latest; and each
+admission first releases the reservations made more than ``STORE_GRACE_SECONDS`` ago whose
+batch hash no longer exists (deleted by something that did not release it, e.g. a process of
+an older version), so the ledger heals from the keys themselves.
 
 Keys (``config/keys.py``): ``pq:budget:held`` (batch key -> bytes), ``pq:budget:leases``
 (batch key -> lease end, unix seconds), ``pq:budget:jobs`` (job id -> bytes held),
 ``pq:budget:waiting`` (job id -> when it was first refused), ``pq:budget:tried`` (job id ->
 when it was last refused), ``pq:budget:last`` (job id ->
 bytes of its last batch, the size a job asks for before it decodes), ``pq:budget:peak`` (the
-most the ledger has held, for monitoring and tests).
+most the ledger has held, for monitoring and tests), ``pq:budget:since`` (batch key -> when
+it was reserved).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from posequeue.config.keys import (
     BUDGET_LAST,
     BUDGET_LEASES,
     BUDGET_PEAK,
+    BUDGET_SINCE,
     BUDGET_TRIED,
     BUDGET_WAITING,
     batch_key,
@@ -55,13 +60,23 @@ from posequeue.config.keys import (
 
 PAYLOAD_SHARE = 0.75  # of POSEQUEUE_MAX_REDIS_MB that stored payloads may take
 WAITING_SECONDS = 30  # a refused job competes for this long after its last try
-_KEYS = [BUDGET_HELD, BUDGET_LEASES, BUDGET_JOBS, BUDGET_WAITING, BUDGET_LAST, BUDGET_PEAK, BUDGET_TRIED]
+STORE_GRACE_SECONDS = 30  # a reservation whose batch hash is missing after this was never stored
+_KEYS = [
+    BUDGET_HELD,
+    BUDGET_LEASES,
+    BUDGET_JOBS,
+    BUDGET_WAITING,
+    BUDGET_LAST,
+    BUDGET_PEAK,
+    BUDGET_TRIED,
+    BUDGET_SINCE,
+]
 
 # Shared head of the scripts: the ledger's keys and the release of one reservation (which
 # also deletes the batch hash when ``drop`` is true). Lapsed leases are released first.
 _HEAD = """
 local held, leases, jobs, waiting = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local last, peak, tried = KEYS[5], KEYS[6], KEYS[7]
+local last, peak, tried, since = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local now = tonumber(ARGV[1])
 local function job_of(key) return string.match(key, ':batch:(.+):[^:]+$') end
 local function release(key, drop)
@@ -72,18 +87,26 @@ local function release(key, drop)
     redis.call('HDEL', held, key)
   end
   redis.call('ZREM', leases, key)
+  redis.call('ZREM', since, key)
   if drop then redis.call('DEL', key) end
 end
 for _, key in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', now)) do release(key, false) end
 """
 
-# ARGV: now, job, batch key ('' to ask only), bytes, lease end, limit, waiting seconds, force.
+# ARGV: now, job, batch key ('' to ask only), bytes, lease end, limit, waiting seconds, force,
+# grace (seconds a reservation may wait for its hash).
 # Returns {admitted (0/1), bytes held by all jobs, this job's share}.
 _ACQUIRE = (
     _HEAD
     + """
 local job, key, bytes, lease = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local limit, live, force = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8] == '1'
+-- Reservations made more than a grace ago whose batch hash is gone: deleted without a release
+-- (by a process of an older version, or one that deleted keys by pattern). Younger ones may
+-- not be stored yet.
+for _, k in ipairs(redis.call('ZRANGEBYSCORE', since, '-inf', now - tonumber(ARGV[9]))) do
+  if redis.call('EXISTS', k) == 0 then release(k, false) end
+end
 local old = 0
 if key ~= '' then old = tonumber(redis.call('HGET', held, key) or '0') end
 local total, competing, n = 0, {[job] = true}, 1
@@ -93,7 +116,7 @@ for i = 1, #all, 2 do
   if not competing[all[i]] then competing[all[i]] = true; n = n + 1 end
 end
 local mine = tonumber(redis.call('HGET', jobs, job) or '0')
-local since = tonumber(redis.call('ZSCORE', waiting, job) or now)
+local my_turn = tonumber(redis.call('ZSCORE', waiting, job) or now)
 local grow = bytes - old
 -- A job waiting longer than this one, holding no more than it, whose next batch (its last
 -- size, or this one's) would no longer fit if this one were admitted: its turn comes first.
@@ -106,7 +129,7 @@ for i = 1, #queue, 2 do
     redis.call('HDEL', tried, j)
   else
     if not competing[j] then competing[j] = true; n = n + 1 end
-    if j ~= job and first < since and tonumber(redis.call('HGET', jobs, j) or '0') <= mine then
+    if j ~= job and first < my_turn and tonumber(redis.call('HGET', jobs, j) or '0') <= mine then
       local need = tonumber(redis.call('HGET', last, j) or bytes)
       if total + grow + need > limit then ahead = true end
     end
@@ -124,6 +147,7 @@ redis.call('HDEL', tried, job)
 redis.call('HSET', held, key, bytes)
 redis.call('HINCRBY', jobs, job, grow)
 redis.call('ZADD', leases, lease, key)
+if old == 0 then redis.call('ZADD', since, now, key) end
 redis.call('HSET', last, job, bytes)
 if total + grow > tonumber(redis.call('GET', peak) or '0') then redis.call('SET', peak, total + grow) end
 return {1, total + grow, share}
@@ -191,8 +215,8 @@ def _admission(reply: list[int]) -> Admission:
 class Budget:
     """The payload ledger of one broker (every producer and worker of a fleet shares it)."""
 
-    def __init__(self, client: Any, limit_bytes: int) -> None:
-        self.r, self.limit = client, limit_bytes
+    def __init__(self, client: Any, limit_bytes: int, store_grace: float = STORE_GRACE_SECONDS) -> None:
+        self.r, self.limit, self.grace = client, limit_bytes, store_grace
         self._acquire = client.register_script(_ACQUIRE)
         self._drop = client.register_script(_DROP)
         self._advance = client.register_script(_ADVANCE)
@@ -208,23 +232,14 @@ class Budget:
         already holds a reservation (a redelivered segment storing it again) is admitted and
         its reservation set to ``nbytes``. ``force``: admit whatever the ledger holds, for a
         replay of a segment whose extent was already decided (its batches were admitted once)."""
-        key = batch_key(job_id, index)
-        args = [
-            time.time(),
-            job_id,
-            key,
-            nbytes,
-            time.time() + lease_s,
-            self.limit,
-            WAITING_SECONDS,
-            int(force),
-        ]
+        key, now = batch_key(job_id, index), time.time()
+        args = [now, job_id, key, nbytes, now + lease_s, self.limit, WAITING_SECONDS, int(force), self.grace]
         return _admission(self._acquire(_KEYS, args))
 
     def fits(self, job_id: str, nbytes: int) -> Admission:
         """Would a batch of ``nbytes`` be admitted now? Reserves nothing; a refusal counts the
         job as waiting (it competes for the ledger's share from then on)."""
-        args = [time.time(), job_id, "", nbytes, 0, self.limit, WAITING_SECONDS, 0]
+        args = [time.time(), job_id, "", nbytes, 0, self.limit, WAITING_SECONDS, 0, self.grace]
         return _admission(self._acquire(_KEYS, args))
 
     def last_batch_bytes(self, job_id: str) -> int:

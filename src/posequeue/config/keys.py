@@ -18,6 +18,7 @@ Payload budget (``config/budget.py``):
     pq:budget:tried                  hash: job id -> when it was last refused (still waiting)
     pq:budget:last                   hash: job id -> bytes of its last admitted batch
     pq:budget:peak                   the most bytes the ledger has held at once
+    pq:budget:since                  sorted set: batch key -> when it was reserved
     pq:job:{id}:seg:{k}:frames       frames segment k took, decided before its hand-over
 Workers:
     pq:held:{host}:{pid}             set of the delivery tags a threaded worker process holds
@@ -42,6 +43,7 @@ BUDGET_WAITING = f"{PREFIX}:budget:waiting"
 BUDGET_LAST = f"{PREFIX}:budget:last"
 BUDGET_PEAK = f"{PREFIX}:budget:peak"
 BUDGET_TRIED = f"{PREFIX}:budget:tried"
+BUDGET_SINCE = f"{PREFIX}:budget:since"
 
 
 def job_key(job_id: str) -> str:
