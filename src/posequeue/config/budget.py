@@ -31,6 +31,10 @@ admission first releases the reservations made more than ``STORE_GRACE_SECONDS``
 batch hash no longer exists (deleted by something that did not release it, e.g. a process of
 an older version), so the ledger heals from the keys themselves.
 
+The scripts delete, rewrite and look for batch hashes on the broker, where they live; a
+layout that puts payloads on Redis servers of their own must run those steps there (and give
+up the atomicity of release and deletion, or keep the ledger beside the payloads).
+
 Keys (``config/keys.py``): ``pq:budget:held`` (batch key -> bytes), ``pq:budget:leases``
 (batch key -> lease end, unix seconds), ``pq:budget:jobs`` (job id -> bytes held),
 ``pq:budget:waiting`` (job id -> when it was first refused), ``pq:budget:tried`` (job id ->
