@@ -212,7 +212,12 @@ def test_a_short_job_submitted_later_is_not_starved(isolated, start_worker, tmp_
     long_video = videos.make_long(tmp_path / "long.mp4", seconds=30, width=320, height=240)
     long_id = json.loads(posequeue("submit", str(long_video), "--json", env=env).stdout)["job_id"]
     deadline = time.monotonic() + 60
-    while budget.held().get(long_id, 0) + 8 * 320 * 240 * 3 <= budget.limit:  # until long holds it all
+
+    def full() -> bool:  # long's next batch would not fit
+        last = budget.last_batch_bytes(long_id)
+        return last > 0 and budget.held().get(long_id, 0) + last > budget.limit
+
+    while not full():
         assert time.monotonic() < deadline
         time.sleep(0.05)
     short = videos.make_long(tmp_path / "short.mp4", seconds=1, width=320, height=240)
@@ -286,8 +291,9 @@ def test_a_1000_fps_video_is_bounded_by_the_budget(isolated, start_worker, tmp_p
     r = redis.Redis.from_url(env["POSEQUEUE_BROKER_URL"])
     budget = Budget(r, Budget.limit_for(8))
     deadline = time.monotonic() + 60
-    # A batch reserves what its frames may hold after the detector: a 256x256 crop each.
-    while budget.held().get(job_id, 0) + 8 * 256 * 256 * 3 <= budget.limit:
+    # Until the job's next batch (a batch reserves at least the 256x256 crops it may hold after
+    # the detector) would not fit.
+    while budget.held().get(job_id, 0) + budget.last_batch_bytes(job_id) <= budget.limit:
         assert time.monotonic() < deadline, budget.held()
         time.sleep(0.05)
     hashes = [k for k in r.keys(keys.batch_key(job_id, "*")) if k.count(b":") == 3]
