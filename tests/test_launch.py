@@ -12,17 +12,18 @@ from posequeue.worker.launch import worker_role
 
 
 def test_an_all_stage_worker_serves_ingest_and_every_stage_queue() -> None:
-    """With no stage a worker serves the producers' queue and each model stage's, prefork,
-    unpinned, with a single-thread process per core of this host (a CPU model's default)."""
+    """With no stage a worker serves the producers' queue, each model stage's and the analysis
+    queue, prefork, unpinned, with a single-thread process per core of this host (a CPU
+    model's default)."""
     role = worker_role("blazepose")
     cores = len(os.sched_getaffinity(0))
-    assert role.queues == ("ingest", "pose.blazepose.detector", "pose.blazepose.landmarks")
+    assert role.queues == ("ingest", "pose.blazepose.detector", "pose.blazepose.landmarks", "analysis")
     assert role.stages == ("detector", "landmarks") and role.serves_ingest
     assert (role.name, role.pool, role.cores, role.env) == ("blazepose-all", "prefork", (), {})
     assert role.per_core and role.concurrency == cores
     assert role.command() == ["posequeue", "worker", "--model", "blazepose", "--stage", "all"]
     assert role.celery_argv("INFO") == [
-        *("worker", "-Q", "ingest,pose.blazepose.detector,pose.blazepose.landmarks"),
+        *("worker", "-Q", "ingest,pose.blazepose.detector,pose.blazepose.landmarks,analysis"),
         *("-n", "blazepose-all@%h", "-l", "INFO", "-P", "prefork", "-c", str(cores)),
     ]
 
@@ -37,6 +38,13 @@ def test_a_pinned_cpu_worker_runs_a_process_per_core_of_its_group_unless_told() 
         False,
         1,
     )
+
+
+def test_an_analysis_worker_serves_the_analysis_queue_only() -> None:
+    """--stage analysis: the analysis queue, no model stage (so no model files, no runtime)."""
+    role = worker_role("blazepose", "analysis")
+    assert (role.queues, role.stages, role.serves_ingest) == (("analysis",), (), False)
+    assert role.name == "blazepose-analysis"
 
 
 def test_a_stage_worker_on_cores_is_named_after_them() -> None:

@@ -73,16 +73,6 @@ def _span(nonzero: np.ndarray) -> tuple[int, int]:
     return (int(hits[0]), int(hits[-1]) + 1) if len(hits) else (0, 1)
 
 
-def estimate_frame_bytes(codec: str, first_stage_kind: str, width: int, height: int) -> int:
-    """Bytes one working frame takes in Redis, from above, before it is encoded (for the
-    in-flight window): JPEG at quality 98 of a noisy camera picture stays under a quarter of
-    the raw size (measured: 0.15 at 1280x720 with noise of sigma 3)."""
-    raw = width * height * 3
-    if codec == RAW or first_stage_kind != LOSSY_KIND:
-        return raw
-    return raw // 4 + 224 * 224 * 3
-
-
 class Payload:
     """One batch's pixels as a stage reads them: decoded on first use, once."""
 
