@@ -132,11 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out", help="folder for the store, preview and logs")
     p.set_defaults(run=cmd_demo)
 
+    from posequeue.api.cli import add_command as add_api  # FastAPI loads when it runs
     from posequeue.convert.cli import add_command as add_convert  # TensorFlow loads when it runs
     from posequeue.fleet.cli import add_commands  # plan, flower
     from posequeue.neuron.cli import add_command as add_compile
 
     add_commands(sub)
+    add_api(sub)
     add_compile(sub)
     add_convert(sub)
     return parser
@@ -325,6 +327,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_results(args: argparse.Namespace) -> int:
     from posequeue.jobs import JobNotFound
+    from posequeue.results import ResultNotReady, result_uri
     from posequeue.store import StoreError, read_uri
 
     try:
@@ -332,15 +335,9 @@ def cmd_results(args: argparse.Namespace) -> int:
     except JobNotFound as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return EXIT_REFUSED
-    if job["status"] != "done":
-        print(
-            f"error: job {args.job} is {job['status']}" + (f": {job['error']}" if job.get("error") else ""),
-            file=sys.stderr,
-        )
-        return EXIT_FAILED
     try:
-        data = read_uri(job["results"][args.format])  # where the fleet wrote it
-    except StoreError as exc:
+        data = read_uri(result_uri(job, args.format))  # where the fleet wrote it
+    except (ResultNotReady, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     if args.output:

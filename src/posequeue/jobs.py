@@ -8,6 +8,8 @@ Keys (all under ``pq:``):
     pq:job:{id}:recover    guard: the job's lost batches were looked for (producer/recover.py)
     pq:batch:{id}:{k}      hash: the pixels and meta of batch k (claim-check, with a TTL)
     pq:jobs                sorted set of job ids by submission time
+    pq:callbacks           sorted set: job ids with a callback_url -> when the API's callback
+                           sender looks at them next (api/callbacks.py)
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import redis
 from posequeue.config.schemas import JobStatus
 
 JOBS = "pq:jobs"
+CALLBACKS = "pq:callbacks"
 FINISHED_TTL = 7 * 24 * 3600  # job records outlive the job by a week
 
 # Records a finished batch (ARGV[1], with ARGV[2] frames, at time ARGV[3]) and says whether the
@@ -91,9 +94,18 @@ class Jobs:
     def new_id() -> str:
         return uuid.uuid4().hex
 
-    def create(self, *, job_id: str, model: str, video: str, batch_size: int, source: str) -> str:
+    def create(
+        self,
+        *,
+        job_id: str,
+        model: str,
+        video: str,
+        batch_size: int,
+        source: str,
+        callback_url: str | None = None,
+    ) -> str:
         now = time.time()
-        fields = {
+        fields: dict[str, Any] = {
             "status": JobStatus.QUEUED.value,
             "model": model,
             "video": video,
@@ -103,9 +115,13 @@ class Jobs:
             "frames_done": 0,
             "batches_enqueued": 0,
         }
+        if callback_url:
+            fields["callback_url"] = callback_url
         with self.r.pipeline() as pipe:
             pipe.hset(job_key(job_id), mapping=fields)
             pipe.zadd(JOBS, {job_id: now})
+            if callback_url:  # in the same transaction: no job ends without its callback queued
+                pipe.zadd(CALLBACKS, {job_id: now})
             pipe.execute()
         return job_id
 
@@ -283,8 +299,12 @@ class Jobs:
     def handed_over(self, job_id: str, segment: int) -> bool:
         return bool(self.r.exists(f"{job_key(job_id)}:seg:{segment}"))
 
-    def recent(self, limit: int = 20) -> list[str]:
-        return [j.decode() for j in self.r.zrevrange(JOBS, 0, limit - 1)]
+    def recent(self, limit: int = 20, offset: int = 0) -> list[str]:
+        """Job ids, newest first."""
+        return [j.decode() for j in self.r.zrevrange(JOBS, offset, offset + limit - 1)]
+
+    def count(self) -> int:
+        return int(self.r.zcard(JOBS))
 
 
 class JobFailedError(RuntimeError):
@@ -309,6 +329,7 @@ def summary(job: dict[str, Any]) -> dict[str, Any]:
         "error",
         "results",
         "video_info",
+        "callback_url",
     )
     out = {k: job[k] for k in keys if k in job}
     if "finished_at" in job and "submitted_at" in job:

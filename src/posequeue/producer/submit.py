@@ -15,54 +15,91 @@ from posequeue.config.models import get_model
 from posequeue.config.schemas import Cursor
 from posequeue.config.settings import Settings
 from posequeue.jobs import Jobs, summary
-from posequeue.producer.video import probe
-from posequeue.store import open_store
+from posequeue.producer.video import VideoError, probe
+from posequeue.store import StoreError, open_store
 
 
 class SubmitError(ValueError):
-    """A submission refused before any job exists (bad input, unknown model, store down)."""
+    """A submission refused before any job exists (bad input, unknown model, store down).
+
+    ``reason`` says which, for callers that answer in kind (the HTTP API's status codes):
+    ``batch_size``, ``unknown_model``, ``missing``, ``not_a_video`` or ``store``."""
+
+    def __init__(self, message: str, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def submit(
-    video: str, *, settings: Settings, jobs: Jobs, model: str | None = None, batch_size: int | None = None
+    video: str,
+    *,
+    settings: Settings,
+    jobs: Jobs,
+    model: str | None = None,
+    batch_size: int | None = None,
+    callback_url: str | None = None,
+    upload_as: str | None = None,
 ) -> str:
-    """Check and enqueue ``video`` (a local path or ``s3://`` URI); return the job id."""
+    """Check and enqueue ``video`` (a local path or ``s3://`` URI); return the job id.
+
+    ``upload_as``: the local file is handed over (an upload the HTTP API spooled): it goes into
+    the store under this name whatever the store, as the caller removes its copy.
+    ``callback_url`` is recorded on the job for the API's callback sender (api/callbacks.py)."""
     try:
         spec = get_model(model or settings.default_model)
-        size = settings.batch_size if batch_size is None else batch_size
-        compiled = spec.first_stage.compiled_batch
-        if size < 1 or size % compiled:
-            raise SubmitError(
-                f"--batch-size {size} must be a positive multiple of the compiled "
-                f"batch size {compiled} of {spec.name}"
-            )
-        job_id = Jobs.new_id()
-        source = _resolve(video, job_id, settings)
-        probe(source)  # exists, is a video, has a decodable video stream
-    except SubmitError:
-        raise
-    except ValueError as exc:  # UnknownModelError, VideoError, StoreError's kin
-        raise SubmitError(str(exc)) from None
-    except RuntimeError as exc:  # StoreError
-        raise SubmitError(str(exc)) from None
-    jobs.create(job_id=job_id, model=spec.name, video=source, batch_size=size, source=video)
+    except ValueError as exc:  # UnknownModelError
+        raise SubmitError(str(exc), "unknown_model") from None
+    size = settings.batch_size if batch_size is None else batch_size
+    compiled = spec.first_stage.compiled_batch
+    if size < 1 or size % compiled:
+        raise SubmitError(
+            f"--batch-size {size} must be a positive multiple of the compiled batch size "
+            f"{compiled} of {spec.name}",
+            "batch_size",
+        )
+    job_id = Jobs.new_id()
+    source = _resolve(video, job_id, settings, upload_as)
+    jobs.create(
+        job_id=job_id,
+        model=spec.name,
+        video=source,
+        batch_size=size,
+        source=upload_as or video,
+        callback_url=callback_url,
+    )
     app.send_task(INGEST_TASK, args=[Cursor(job_id).to_dict()])
     return job_id
 
 
-def _resolve(video: str, job_id: str, settings: Settings) -> str:
+def _probe(source: str) -> None:
+    """Exists, is a video (by its content, not its name), has a decodable video stream."""
+    try:
+        probe(source)
+    except VideoError as exc:
+        raise SubmitError(str(exc), "not_a_video") from None
+    except StoreError as exc:  # the s3:// object is missing or unreadable
+        raise SubmitError(str(exc), "missing") from None
+
+
+def _resolve(video: str, job_id: str, settings: Settings, upload_as: str | None) -> str:
     """Where producers will read the video. A local file is read in place when the store is a
-    local folder (one host); with an S3 store it is uploaded so producers on any host can read it."""
+    local folder (one host); with an S3 store it is uploaded so producers on any host can read it.
+    A local file is probed before any upload: a refused file never reaches the store."""
     if video.startswith("s3://"):
+        _probe(video)
         return video
     path = Path(video).expanduser()
     if not path.is_file():
-        raise SubmitError(f"{video}: no such file")
-    if settings.store.startswith("s3://"):
+        raise SubmitError(f"{video}: no such file", "missing")
+    _probe(str(path))
+    if upload_as is None and not settings.store.startswith("s3://"):
+        return str(path.resolve())
+    try:
         store = open_store(settings.store)
         store.check()
-        return store.put_file(f"inputs/{job_id}/{path.name}", path, "video/*")
-    return str(path.resolve())
+        return store.put_file(f"inputs/{job_id}/{upload_as or path.name}", path, "video/*")
+    except StoreError as exc:
+        raise SubmitError(str(exc), "store") from None
 
 
 def wait(

@@ -1,0 +1,230 @@
+// The posequeue page: sign in with a token, upload with progress, follow jobs, open results.
+// Plain JavaScript against the /v1 API; the token stays in this browser's localStorage.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const TOKEN_KEY = "posequeue-token";
+let token = localStorage.getItem(TOKEN_KEY) || "";
+let timer = null;
+let shown = 20;
+
+async function api(path, options = {}) {
+  const headers = Object.assign({}, options.headers || {});
+  if (token) headers.Authorization = "Bearer " + token;
+  const response = await fetch(path, Object.assign({}, options, { headers }));
+  if (response.status === 401) { signIn(); throw new Error("sign in first"); }
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(body.message || response.statusText);
+  return body;
+}
+
+function show(id) {
+  for (const s of ["signin", "home", "job"]) $(s).hidden = s !== id;
+  $("signout").hidden = !token;
+}
+
+function signIn() {
+  clearTimeout(timer);
+  show("signin");
+  $("token").focus();
+}
+
+$("signin-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  token = $("token").value.trim();
+  try {
+    await api("/v1/jobs?limit=1");
+    localStorage.setItem(TOKEN_KEY, token);
+    $("signin-error").textContent = "";
+    route();
+  } catch (err) {
+    $("signin-error").textContent = "That token was not accepted.";
+  }
+});
+
+$("signout").addEventListener("click", () => {
+  localStorage.removeItem(TOKEN_KEY);
+  token = "";
+  signIn();
+});
+
+// -- upload ----------------------------------------------------------------------------------
+$("upload-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const form = new FormData();
+  for (const [name, value] of new FormData($("upload-form"))) {
+    if (name !== "file" && value === "") continue;  // unset options take the server's defaults
+    form.append(name, value);
+  }
+  const xhr = new XMLHttpRequest();  // fetch() reports no upload progress
+  const bar = $("upload-progress");
+  bar.hidden = false; bar.value = 0;
+  $("upload-error").textContent = "";
+  $("upload-button").disabled = true;
+  xhr.upload.onprogress = (e) => { if (e.lengthComputable) bar.value = e.loaded / e.total; };
+  xhr.onload = () => {
+    $("upload-button").disabled = false;
+    bar.hidden = true;
+    let body = {};
+    try { body = JSON.parse(xhr.responseText); } catch (e) { /* not JSON */ }
+    if (xhr.status === 202) { location.hash = "#/jobs/" + body.id; return; }
+    if (xhr.status === 401) { signIn(); return; }
+    $("upload-error").textContent = body.message || ("upload failed: HTTP " + xhr.status);
+  };
+  xhr.onerror = () => {
+    $("upload-button").disabled = false;
+    $("upload-error").textContent = "the upload did not reach the server";
+  };
+  xhr.open("POST", "/v1/jobs");
+  if (token) xhr.setRequestHeader("Authorization", "Bearer " + token);
+  xhr.send(form);
+});
+
+// -- jobs list -------------------------------------------------------------------------------
+function when(t) { return t ? new Date(t * 1000).toLocaleString() : ""; }
+function seconds(job) {
+  const end = job.finished_at || Date.now() / 1000;
+  return job.submitted_at ? (end - job.submitted_at).toFixed(1) + " s" : "";
+}
+function cell(row, content) { const td = row.insertCell(); td.append(content); return td; }
+
+async function loadModels() {
+  const select = $("model");
+  if (select.options.length) return;
+  const { models, default: chosen } = await api("/v1/models");
+  for (const name of models) select.add(new Option(name, name, false, name === chosen));
+}
+
+async function home() {
+  show("home");
+  try {
+    await loadModels();
+    const page = await api("/v1/jobs?limit=" + shown);
+    const body = $("jobs").tBodies[0];
+    body.replaceChildren();
+    for (const job of page.jobs) {
+      const row = body.insertRow();
+      const link = document.createElement("a");
+      link.href = "#/jobs/" + job.id; link.textContent = job.id.slice(0, 8);
+      cell(row, link);
+      const status = document.createElement("span");
+      status.className = "status " + job.status; status.textContent = job.status;
+      cell(row, status);
+      const bar = document.createElement("progress");
+      bar.max = 1; bar.value = job.progress.fraction;
+      cell(row, bar);
+      cell(row, when(job.submitted_at));
+      cell(row, seconds(job));
+    }
+    $("more").hidden = !page.next;
+    const busy = page.jobs.some((j) => j.status === "queued" || j.status === "running");
+    timer = setTimeout(route, busy ? 1000 : 5000);
+  } catch (err) {
+    $("upload-error").textContent = err.message;
+  }
+}
+$("more").addEventListener("click", () => { shown += 20; route(); });
+
+// -- one job ---------------------------------------------------------------------------------
+function byName(files) { return Object.fromEntries(files.map((f) => [f.name, f])); }
+
+function showVideo(files) {
+  // the overlay (analysis) when it exists, else the input video as uploaded
+  const pick = files["overlay.mp4"] || Object.values(files).find((f) => f.name.startsWith("input"));
+  const video = $("video");
+  if (!pick) { video.hidden = true; return; }
+  if (video.dataset.name !== pick.name) {
+    video.dataset.name = pick.name;
+    video.src = pick.link;
+    video.hidden = false;
+    $("video-note").textContent = pick.name === "overlay.mp4"
+      ? "The video with the skeletons and angles drawn."
+      : "The input video (the overlay appears here when the analysis has made it).";
+  }
+}
+
+function showPlots(files) {
+  const images = Object.values(files).filter((f) => f.type.startsWith("image/"));
+  const plots = images.filter((f) => f.name !== "preview.png");
+  const wanted = plots.length ? plots : images;  // the poses preview until plots exist
+  const box = $("plots");
+  if (box.dataset.names === wanted.map((f) => f.name).join()) return;
+  box.dataset.names = wanted.map((f) => f.name).join();
+  box.replaceChildren(...wanted.map((f) => {
+    const img = document.createElement("img");
+    img.src = f.link; img.alt = f.name; img.title = f.name;
+    return img;
+  }));
+}
+
+function statRows(value, path, rows) {
+  // every object with numeric min and max in analysis.json is one range-of-motion row
+  if (!value || typeof value !== "object") return rows;
+  if (typeof value.min === "number" && typeof value.max === "number") rows.push([path.join(" / "), value]);
+  else for (const [k, v] of Object.entries(value)) statRows(v, path.concat(k), rows);
+  return rows;
+}
+
+async function showRom(files) {
+  const box = $("rom");
+  const file = files["analysis.json"];
+  if (!file || box.dataset.done) return;
+  box.dataset.done = "1";
+  const data = await (await fetch(file.link)).json();
+  const rows = statRows(data.summary || data, [], []);
+  if (!rows.length) return;
+  const cols = ["min", "max", "mean", "p5", "p95"];
+  const table = document.createElement("table");
+  table.createTHead().insertRow().append(...["", ...cols].map((c) => {
+    const th = document.createElement("th"); th.textContent = c; return th;
+  }));
+  const body = table.createTBody();
+  for (const [name, s] of rows) {
+    const row = body.insertRow();
+    cell(row, name);
+    for (const c of cols) cell(row, typeof s[c] === "number" ? s[c].toFixed(1) : "");
+  }
+  const title = document.createElement("h3");
+  title.textContent = "Range of motion";
+  box.replaceChildren(title, table);
+}
+
+async function jobPage(id) {
+  show("job");
+  if ($("job-id").textContent !== id) {
+    $("job-id").textContent = id;
+    for (const box of ["plots", "rom"]) { $(box).replaceChildren(); delete $(box).dataset.names; delete $(box).dataset.done; }
+    $("video").removeAttribute("src"); delete $("video").dataset.name; $("video").hidden = true;
+  }
+  try {
+    const job = await api("/v1/jobs/" + id);
+    const status = $("job-status");
+    status.textContent = job.status; status.className = "status " + job.status;
+    $("job-progress").value = job.progress.fraction;
+    $("job-frames").textContent = job.progress.frames_done + " / " + (job.progress.frames_total || "?") + " frames";
+    $("job-error").textContent = job.error || "";
+    $("job-warnings").replaceChildren(...job.warnings.map((w) => { const li = document.createElement("li"); li.textContent = w; return li; }));
+    const files = byName(job.files);
+    showVideo(files);
+    if (job.status === "done") { showPlots(files); await showRom(files); }
+    $("downloads").replaceChildren(...job.files.map((f) => {
+      const li = document.createElement("li");
+      const a = document.createElement("a");
+      a.href = f.link; a.textContent = f.name; a.download = f.name.split("/").pop();
+      li.append(a);
+      return li;
+    }));
+    if (job.status === "queued" || job.status === "running") timer = setTimeout(route, 1000);
+  } catch (err) {
+    $("job-error").textContent = err.message;
+  }
+}
+
+function route() {
+  clearTimeout(timer);
+  const match = location.hash.match(/^#\/jobs\/([0-9a-f]{32})$/);
+  if (match) jobPage(match[1]); else home();
+}
+
+window.addEventListener("hashchange", route);
+route();
