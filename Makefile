@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint unit integration compat bench accuracy clean
+.PHONY: demo test lint browser unit integration compat bench accuracy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,9 +27,17 @@ lint: $(VENV)/.test-installed
 	$(BIN)/ruff format --check src tests scripts benchmarks
 	$(BIN)/mypy
 
-test: lint
+test: lint browser
 	$(BIN)/pytest
 	$(MAKE) compat
+
+# The API page's test (tests/test_api_page.py) drives Debian's chromium through Playwright, never
+# Playwright's own browser download. CI (CI=true) installs it when missing (root and apt-get
+# needed; the test fails there without it); elsewhere the test skips and this says how.
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$(CI)" = true ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+	  else echo "browser: no chromium: tests/test_api_page.py skips (apt-get install -y chromium)"; fi; }
 
 # The inf1 worker environment: Python 3.10, TensorFlow 2.10.1 (what the last tensorflow-neuron
 # for inf1 is built on) and numpy 1.23 (TensorFlow 2.10 predates numpy 1.24's removals; the Neuron

@@ -271,7 +271,7 @@ def _submit(
         )
     except SubmitError as exc:
         message = str(exc).replace(f"{folder}/", "") if folder else str(exc)  # no spool paths
-        code = "unknown_model" if exc.reason == "unknown_model" else exc.reason
+        code = {"store": "store_unavailable"}.get(exc.reason, exc.reason)
         raise ApiError(SUBMIT_STATUS.get(exc.reason, 422), code, message) from None
 
 
