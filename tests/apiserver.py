@@ -4,6 +4,7 @@ loopback port, reached over HTTP with httpx."""
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,13 +28,22 @@ def api_env(env: dict[str, str], **extra: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def running_api(env: dict[str, str], log: Path, health: str = "/healthz") -> Iterator[httpx.Client]:
-    """Serve ``posequeue api`` with ``env``; yield a client with the first token."""
+def serving_api(
+    env: dict[str, str], log: Path, health: str = "/healthz"
+) -> Iterator[tuple[httpx.Client, subprocess.Popen[bytes]]]:
+    """Serve ``posequeue api`` with ``env``; yield a client with the first token, and the process."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "posequeue.cli", "api", "--port", str(port), "--loglevel", "warning"]
     with (
-        serving(cmd, env, base + health, log),
+        serving(cmd, env, base + health, log) as proc,
         httpx.Client(base_url=base, headers={"Authorization": f"Bearer {TOKENS[0]}"}, timeout=30) as client,
     ):
+        yield client, proc
+
+
+@contextlib.contextmanager
+def running_api(env: dict[str, str], log: Path, health: str = "/healthz") -> Iterator[httpx.Client]:
+    """Serve ``posequeue api`` with ``env``; yield a client with the first token."""
+    with serving_api(env, log, health) as (client, _):
         yield client

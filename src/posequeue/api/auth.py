@@ -66,7 +66,7 @@ class Tokens:
         """``path`` with a query that lets a client without the token fetch it for an hour."""
         if not self.enabled:
             return path
-        expires = int((now or time.time()) + LINK_LIFETIME)
+        expires = int((time.time() if now is None else now) + LINK_LIFETIME)
         return f"{path}?expires={expires}&sig={self._signature(path, expires)}"
 
     def link_valid(self, path: str, expires: str | None, sig: str | None) -> bool:

@@ -173,7 +173,7 @@ async function showRom(files) {
   const data = await (await fetch(file.link)).json();
   const rows = statRows(data.summary || data, [], []);
   if (!rows.length) return;
-  const cols = ["min", "max", "mean", "p5", "p95"];
+  const cols = ["min", "max", "range", "mean", "p5", "p95"];
   const table = document.createElement("table");
   table.createTHead().insertRow().append(...["", ...cols].map((c) => {
     const th = document.createElement("th"); th.textContent = c; return th;
