@@ -76,6 +76,13 @@ def test_sign_in_upload_and_watch_the_job_finish(page_api: httpx.Client) -> None
                 "() => { const v = document.getElementById('video'); return !v.hidden && v.readyState >= 2 }",
                 timeout=30_000,
             )
+            # the poses are drawn over the input video: the canvas holds opaque pixels
+            page.wait_for_function(
+                "() => { const c = document.getElementById('skeleton');"
+                " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+                " for (let i = 3; i < d.length; i += 4) if (d[i]) return true; return false }",
+                timeout=30_000,
+            )
             expect(page.locator("#downloads a", has_text="poses.json")).to_have_count(1)
             preview = page.locator("#plots img[alt='preview.png']")
             expect(preview).to_have_count(1)

@@ -356,8 +356,17 @@ def _draw_preview(job: dict[str, Any], store: Store) -> str:
         return store.put_file(job_prefix(job["job_id"]) + PREVIEW, path, "image/png")
 
 
-@authed.get("/models", summary="Models this server can submit to")
+@authed.get("/models", summary="Models this server can submit to: keypoint names and skeleton edges")
 def list_models(request: Request) -> dict[str, Any]:
     from posequeue.config.models import all_models
 
-    return {"default": request.app.state.settings.default_model, "models": sorted(all_models())}
+    models = [
+        {
+            "name": m.name,
+            "runtime": m.runtime,
+            "keypoints": list(m.keypoints),
+            "edges": [list(e) for e in m.edges],
+        }
+        for m in sorted(all_models().values(), key=lambda m: m.name)
+    ]
+    return {"default": request.app.state.settings.default_model, "models": models}

@@ -88,11 +88,14 @@ function seconds(job) {
 }
 function cell(row, content) { const td = row.insertCell(); td.append(content); return td; }
 
+let models = null;  // name -> {keypoints, edges}
+
 async function loadModels() {
+  if (models) return;
+  const answer = await api("/v1/models");
+  models = Object.fromEntries(answer.models.map((m) => [m.name, m]));
   const select = $("model");
-  if (select.options.length) return;
-  const { models, default: chosen } = await api("/v1/models");
-  for (const name of models) select.add(new Option(name, name, false, name === chosen));
+  for (const m of answer.models) select.add(new Option(m.name, m.name, false, m.name === answer.default));
 }
 
 async function home() {
@@ -165,6 +168,67 @@ function statRows(value, path, rows) {
   return rows;
 }
 
+// -- the poses drawn over the input video, until the analysis's overlay.mp4 exists ----------------
+const MAX_FRAMES_DRAWN = 20000;  // a longer job's poses.json is too big to load into a page
+let poses = null;  // {id, frames, times, edges}
+
+async function loadPoses(job, files) {
+  if (files["overlay.mp4"] || !files["poses.json"] || (poses && poses.id === job.id)) return;
+  if ((job.progress.frames_total || 0) > MAX_FRAMES_DRAWN) return;
+  poses = { id: job.id, frames: [], times: [], edges: [] };
+  const data = await (await fetch(files["poses.json"].link)).json();
+  await loadModels();
+  const model = models[data.model.name];
+  poses = { id: job.id, frames: data.frames, times: data.frames.map((f) => f.t), edges: model ? model.edges : [] };
+  $("skeleton-toggle").hidden = false;
+  drawPoses();
+}
+
+function frameAt(t) {  // the last frame shown at or before t (binary search over presentation times)
+  let lo = 0, hi = poses.times.length - 1;
+  if (hi < 0 || t < poses.times[0] - 0.001) return null;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (poses.times[mid] <= t + 0.001) lo = mid; else hi = mid - 1;
+  }
+  return poses.frames[lo];
+}
+
+function drawPoses() {
+  const video = $("video"), canvas = $("skeleton");
+  canvas.width = video.clientWidth; canvas.height = video.clientHeight;
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  if (!poses || !poses.frames.length || !video.videoWidth || !$("show-skeleton").checked) return;
+  if (video.dataset.name === "overlay.mp4") return;
+  // the video is letterboxed into its box; poses are in pixels of the displayed frame
+  const scale = Math.min(canvas.width / video.videoWidth, canvas.height / video.videoHeight);
+  const ox = (canvas.width - video.videoWidth * scale) / 2, oy = (canvas.height - video.videoHeight * scale) / 2;
+  const frame = frameAt(video.currentTime);
+  if (!frame) return;
+  const seen = (k) => k[3] >= 0.5;
+  const at = (k) => [ox + k[0] * scale, oy + k[1] * scale];
+  ctx.lineWidth = 3; ctx.strokeStyle = "#39ff14"; ctx.fillStyle = "#ff3b30";
+  for (const person of frame.people) {
+    const kps = person.keypoints;
+    for (const [a, b] of poses.edges) {
+      if (!kps[a] || !kps[b] || !seen(kps[a]) || !seen(kps[b])) continue;
+      ctx.beginPath(); ctx.moveTo(...at(kps[a])); ctx.lineTo(...at(kps[b])); ctx.stroke();
+    }
+    for (const k of kps) if (seen(k)) { ctx.beginPath(); ctx.arc(...at(k), 3, 0, 2 * Math.PI); ctx.fill(); }
+  }
+}
+
+function followVideo() {
+  const video = $("video");
+  const next = () => { drawPoses(); if (!video.paused) video.requestVideoFrameCallback(next); };
+  video.addEventListener("play", () => video.requestVideoFrameCallback(next));
+  for (const e of ["seeked", "loadeddata", "pause"]) video.addEventListener(e, drawPoses);
+  window.addEventListener("resize", drawPoses);
+  $("show-skeleton").addEventListener("change", drawPoses);
+}
+followVideo();
+
 async function showRom(files) {
   const box = $("rom");
   const file = files["analysis.json"];
@@ -195,6 +259,7 @@ async function jobPage(id) {
     $("job-id").textContent = id;
     for (const box of ["plots", "rom"]) { $(box).replaceChildren(); delete $(box).dataset.names; delete $(box).dataset.done; }
     $("video").removeAttribute("src"); delete $("video").dataset.name; $("video").hidden = true;
+    poses = null; $("skeleton-toggle").hidden = true; drawPoses();
   }
   try {
     const job = await api("/v1/jobs/" + id);
@@ -206,7 +271,7 @@ async function jobPage(id) {
     $("job-warnings").replaceChildren(...job.warnings.map((w) => { const li = document.createElement("li"); li.textContent = w; return li; }));
     const files = byName(job.files);
     showVideo(files);
-    if (job.status === "done") { showPlots(files); await showRom(files); }
+    if (job.status === "done") { showPlots(files); await loadPoses(job, files); await showRom(files); }
     $("downloads").replaceChildren(...job.files.map((f) => {
       const li = document.createElement("li");
       const a = document.createElement("a");
