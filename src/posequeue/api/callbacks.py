@@ -76,7 +76,8 @@ class Sender:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._client.close()
 

@@ -11,11 +11,12 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.responses import Response
 
@@ -36,7 +37,13 @@ PREVIEW = "preview.png"
 SUBMIT_STATUS = {"not_a_video": 415, "store": 503}
 
 
-def require_token(request: Request) -> None:
+# Declared for the OpenAPI description (the "Authorize" button of /docs); Tokens.check decides.
+bearer = HTTPBearer(auto_error=False, description="one of POSEQUEUE_API_TOKENS")
+
+
+def require_token(
+    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> None:
     request.app.state.tokens.check(request)
 
 
