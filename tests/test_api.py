@@ -47,11 +47,16 @@ def wait_done(client: httpx.Client, job_id: str, timeout: float = 120) -> dict[s
 
 
 @pytest.fixture(scope="module")
-def done_job(api: httpx.Client) -> dict[str, Any]:
+def submitted(api: httpx.Client) -> httpx.Response:
+    """The answer to the sample video's upload."""
+    return upload(api, batch_size="8")
+
+
+@pytest.fixture(scope="module")
+def done_job(api: httpx.Client, submitted: httpx.Response) -> dict[str, Any]:
     """The sample video uploaded once and run to done."""
-    response = upload(api, batch_size="8")
-    assert response.status_code == 202, response.text
-    return wait_done(api, response.json()["id"])
+    assert submitted.status_code == 202, submitted.text
+    return wait_done(api, submitted.json()["id"])
 
 
 def refusal(response: httpx.Response, status: int, code: str) -> str:
@@ -73,14 +78,12 @@ def test_an_upload_answers_202_and_runs_to_done(api: httpx.Client, done_job: dic
     assert {"poses.json", "poses.csv", "manifest.json", "input.mp4", "preview.png"} <= names
 
 
-def test_the_202_names_the_job_and_its_url(api: httpx.Client) -> None:
+def test_the_202_names_the_job_and_its_url(submitted: httpx.Response) -> None:
     """A submission answers at once with the job's id, status and URL (also in Location)."""
-    response = upload(api)
-    body = response.json()
-    assert response.status_code == 202
+    body = submitted.json()
+    assert submitted.status_code == 202
     assert body["status"] == "queued" and body["url"] == f"/v1/jobs/{body['id']}"
-    assert response.headers["location"] == body["url"]
-    assert wait_done(api, body["id"])["status"] == "done"
+    assert submitted.headers["location"] == body["url"]
 
 
 def test_results_are_the_files_the_workers_wrote(

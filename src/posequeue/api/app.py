@@ -22,6 +22,14 @@ from posequeue.store import StoreError, open_store
 
 log = get_logger(__name__)
 STATIC = Path(__file__).parent / "static"
+# The page loads nothing but its own files and talks to nothing but this API.
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 def create_app(settings: Settings | None = None, tokens: Tokens | None = None) -> FastAPI:
@@ -70,7 +78,7 @@ def create_app(settings: Settings | None = None, tokens: Tokens | None = None) -
 
     @app.get("/", include_in_schema=False)
     def page(request: Request) -> FileResponse:
-        return FileResponse(STATIC / "index.html")
+        return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
