@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,5 +99,60 @@ def test_sign_in_upload_and_watch_the_job_finish(page_api: httpx.Client) -> None
             page.click("text=all jobs")
             row = page.locator("#jobs tbody tr", has_text=job_id[:8])
             expect(row.locator(".status")).to_have_text("done")
+        finally:
+            browser.close()
+
+
+def test_the_job_page_shows_the_analysis_outputs_once_they_exist(
+    page_api: httpx.Client, store_root: str, tmp_path: Path
+) -> None:
+    """When overlay.mp4, plots and analysis.json appear beside the poses, the job page plays the
+    overlay instead of the input (no poses drawn over it), shows the plots instead of the
+    preview, and a range-of-motion table from analysis.json."""
+    import json
+
+    from playwright.sync_api import expect, sync_playwright
+
+    from posequeue.results import job_prefix
+    from posequeue.store import open_store
+
+    response = page_api.post("/v1/jobs", files={"file": (SAMPLE.name, SAMPLE.read_bytes(), "video/mp4")})
+    job_id = response.json()["id"]
+    deadline = time.monotonic() + 120
+    while page_api.get(f"/v1/jobs/{job_id}").json()["status"] != "done":
+        assert time.monotonic() < deadline, "the job did not finish"
+        time.sleep(0.2)
+    # the analysis step's outputs, as it lays them out under the job's prefix (issue 14)
+    store, prefix = open_store(store_root), job_prefix(job_id)
+    store.put_file(prefix + "overlay.mp4", SAMPLE)
+    plot = tmp_path / "plot.png"
+    plot.write_bytes(page_api.get(f"/v1/jobs/{job_id}/results/preview.png").content)
+    store.put_file(prefix + "plots/track1_right_knee.png", plot)
+    stats = {"min": 10.5, "max": 120.4, "range": 109.9, "mean": 60.0, "p5": 12.0, "p95": 118.0}
+    store.put_bytes(
+        prefix + "analysis.json",
+        json.dumps({"tracks": [{"track_id": 1, "angles": {"right_knee": stats}}]}).encode(),
+    )
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page.add_init_script(f"localStorage.setItem('posequeue-token', '{TOKENS[0]}')")  # signed in
+            page.goto(f"{page_api.base_url}#/jobs/{job_id}")
+            expect(page.locator("#job-status")).to_have_text("done")
+            page.wait_for_function(
+                "() => { const v = document.getElementById('video');"
+                " return v.dataset.name === 'overlay.mp4' && v.readyState >= 2 }",
+                timeout=30_000,
+            )
+            expect(page.locator("#plots img")).to_have_count(1)
+            expect(page.locator("#plots img")).to_have_attribute("alt", "plots/track1_right_knee.png")
+            row = page.locator("#rom tbody tr")
+            expect(row).to_have_count(1)
+            expect(row).to_contain_text("track 1: right knee")
+            expect(row).to_contain_text("120.4")
+            expect(page.locator("#skeleton-toggle")).to_be_hidden()
+            expect(page.locator("#downloads a", has_text="analysis.json")).to_have_count(1)
         finally:
             browser.close()

@@ -229,13 +229,22 @@ function followVideo() {
 }
 followVideo();
 
+function romRows(data) {
+  // analysis.json: {"tracks": [{"track_id", "angles": {name: {min, max, ...}}}]}; else any min/max
+  if (Array.isArray(data.tracks)) {
+    return data.tracks.flatMap((tr) => Object.entries(tr.angles || {}).map(
+      ([name, s]) => ["track " + tr.track_id + ": " + name.replaceAll("_", " "), s]));
+  }
+  return statRows(data, [], []);
+}
+
 async function showRom(files) {
   const box = $("rom");
   const file = files["analysis.json"];
   if (!file || box.dataset.done) return;
   box.dataset.done = "1";
   const data = await (await fetch(file.link)).json();
-  const rows = statRows(data.summary || data, [], []);
+  const rows = romRows(data);
   if (!rows.length) return;
   const cols = ["min", "max", "range", "mean", "p5", "p95"];
   const table = document.createElement("table");
