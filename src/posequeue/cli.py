@@ -282,9 +282,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _progress_bar() -> Any:
+    from posequeue.jobs import progress
+
     def show(job: dict[str, Any]) -> None:
-        total = job.get("frames_total") or (job.get("video_info") or {}).get("frame_count") or 0
-        done = job.get("frames_done", 0)
+        done, total = progress(job)
         width = 30
         filled = int(width * done / total) if total else 0
         line = f"\r{job['status']:8} [{'#' * filled}{'.' * (width - filled)}] {done}/{total or '?'} frames"

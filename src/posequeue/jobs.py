@@ -337,6 +337,13 @@ def summary(job: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def progress(job: dict[str, Any]) -> tuple[int, int]:
+    """Frames done, and the total: counted once ingest has read the whole video, the container's
+    estimate before (0 when neither is known yet)."""
+    total = job.get("frames_total") or (job.get("video_info") or {}).get("frame_count") or 0
+    return int(job.get("frames_done", 0)), int(total)
+
+
 def publish(app: Any, jobs: Jobs, job_id: str) -> None:
     """Put the job's summary in the Celery result backend under the job id."""
     job = summary(jobs.get(job_id))

@@ -24,7 +24,7 @@ from posequeue.api import ranges, upload
 from posequeue.api.auth import Tokens
 from posequeue.api.errors import ApiError
 from posequeue.config.settings import Settings
-from posequeue.jobs import JobNotFound, Jobs, summary
+from posequeue.jobs import JobNotFound, Jobs, progress, summary
 from posequeue.producer.submit import SubmitError, submit
 from posequeue.results import job_prefix, result_files
 from posequeue.store import Store, StoreError
@@ -113,8 +113,7 @@ def job_url(job_id: str) -> str:
 def brief(job: dict[str, Any]) -> dict[str, Any]:
     """A job as lists show it: the CLI's summary, its URL and progress."""
     out = summary(job)
-    total = job.get("frames_total") or (job.get("video_info") or {}).get("frame_count") or 0
-    done = job.get("frames_done", 0)
+    done, total = progress(job)
     out.update(
         id=job["job_id"],
         url=job_url(job["job_id"]),
