@@ -204,7 +204,7 @@ def test_a_callback_is_signed_retried_and_recorded(api: httpx.Client) -> None:
         assert event["event"] == "job.done" and event["job"]["id"] == job_id
         assert event["job"]["status"] == "done"
     job = api.get(f"/v1/jobs/{job_id}").json()
-    assert job["callback_status"] == "delivered" and job["callback_attempts"] == "2"
+    assert job["callback_status"] == "delivered" and job["callback_attempts"] == 2
     assert job["callback_url"] == url
 
 

@@ -123,9 +123,11 @@ def brief(job: dict[str, Any]) -> dict[str, Any]:
             "fraction": _fraction(job, done, total),
         },
     )
-    for name in ("callback_status", "callback_attempts", "callback_error"):
+    for name in ("callback_status", "callback_error"):
         if name in job:
             out[name] = job[name]
+    if "callback_attempts" in job:
+        out["callback_attempts"] = int(job["callback_attempts"])
     return out
 
 
