@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from posequeue import __version__
-from posequeue.api import errors, routes
+from posequeue.api import errors, routes, views
 from posequeue.api.auth import Tokens
 from posequeue.api.callbacks import Sender
 from posequeue.config.settings import Settings, get_settings
@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None, tokens: Tokens | None = None) -
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sender = None
         if settings.callback_secret:  # without a secret no job can ask for a callback
-            sender = Sender(jobs, settings.callback_secret, lambda job: routes.describe(job, store, tokens))
+            sender = Sender(jobs, settings.callback_secret, lambda job: views.describe(job, store, tokens))
             sender.start()
         yield
         if sender:

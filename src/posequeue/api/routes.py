@@ -21,18 +21,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starlette.responses import Response
 
 from posequeue.api import ranges, upload
-from posequeue.api.auth import Tokens
 from posequeue.api.errors import ApiError
+from posequeue.api.views import PREVIEW, brief, describe, files, input_uri, job_url
 from posequeue.config.settings import Settings
-from posequeue.jobs import JobNotFound, Jobs, progress, summary
+from posequeue.jobs import JobNotFound, Jobs
 from posequeue.producer.submit import SubmitError, submit
-from posequeue.results import job_prefix, result_files
+from posequeue.results import job_prefix
 from posequeue.store import Store, StoreError
 
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")  # Jobs.new_id(): uuid4().hex
 JSON_BODY_LIMIT = 64 * 1024
 FORM_OVERHEAD = 1 << 20  # multipart boundaries and option fields around the video
-PREVIEW = "preview.png"
 # SubmitError.reason -> HTTP status: the client's input, or (store) the server's store
 SUBMIT_STATUS = {"not_a_video": 415, "store": 503}
 
@@ -104,80 +103,6 @@ def _job(request: Request, job_id: str) -> dict[str, Any]:
     except JobNotFound as exc:
         raise ApiError(404, "no_such_job", exc.args[0]) from None
     return job
-
-
-def job_url(job_id: str) -> str:
-    return f"/v1/jobs/{job_id}"
-
-
-def brief(job: dict[str, Any]) -> dict[str, Any]:
-    """A job as lists show it: the CLI's summary, its URL and progress."""
-    out = summary(job)
-    done, total = progress(job)
-    out.update(
-        id=job["job_id"],
-        url=job_url(job["job_id"]),
-        progress={
-            "frames_done": done,
-            "frames_total": total or None,
-            "fraction": _fraction(job, done, total),
-        },
-    )
-    for name in ("callback_status", "callback_error"):
-        if name in job:
-            out[name] = job[name]
-    if "callback_attempts" in job:
-        out["callback_attempts"] = int(job["callback_attempts"])
-    return out
-
-
-def _fraction(job: dict[str, Any], done: int, total: int) -> float:
-    if job["status"] == "done":
-        return 1.0
-    return round(min(done / total, 0.999), 4) if total else 0.0
-
-
-def input_uri(job: dict[str, Any], store: Store) -> str | None:
-    """The job's input video when the API may serve it: in S3, or uploaded to the store (a CLI
-    job's local file elsewhere on a host is not served)."""
-    video = str(job.get("video", ""))
-    return video if video.startswith(("s3://", store.root + "/")) else None
-
-
-def input_name(uri: str) -> str:
-    suffix = Path(uri.rsplit("/", 1)[-1]).suffix.lower()
-    return "input" + (suffix if re.fullmatch(r"\.[a-z0-9]{1,8}", suffix) else "")
-
-
-def files(job: dict[str, Any], store: Store) -> dict[str, str]:
-    """Name -> URI of every file the job offers: results, analysis outputs, the input video."""
-    found = result_files(job, store) if job["status"] == "done" else {}
-    uri = input_uri(job, store)
-    if uri:
-        found.setdefault(input_name(uri), uri)
-    return found
-
-
-def describe(job: dict[str, Any], store: Store, tokens: Tokens) -> dict[str, Any]:
-    """A job as ``GET /v1/jobs/{id}`` shows it (and callbacks send it)."""
-    out = brief(job)
-    warnings = []
-    if job.get("corrupt_packets"):
-        warnings.append(f"{job['corrupt_packets']} corrupt packets of the video were skipped")
-    out["warnings"] = warnings
-    offered = files(job, store)
-    if job["status"] == "done" and PREVIEW not in offered and input_uri(job, store) is not None:
-        offered[PREVIEW] = ""  # drawn on first request (preview.py), then kept in the store
-    out["files"] = [
-        {
-            "name": name,
-            "url": f"{job_url(job['job_id'])}/results/{name}",
-            "link": tokens.sign(f"{job_url(job['job_id'])}/results/{name}"),
-            "type": ranges.content_type(name),
-        }
-        for name in sorted(offered)
-    ]
-    return out
 
 
 # -- endpoints ------------------------------------------------------------------------------
