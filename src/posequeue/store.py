@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import shutil
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -43,10 +44,16 @@ def split_s3(uri: str) -> tuple[str, str]:
     return parsed.netloc, parsed.path.lstrip("/")
 
 
+_CLIENT_LOCK = threading.Lock()
+
+
 def s3_client() -> Any:
     import boto3  # boto3 reads AWS_* variables, AWS_ENDPOINT_URL included
 
-    return boto3.client("s3")
+    # boto3.client() builds on the shared default session, which is not thread-safe: the API
+    # serves requests from a thread pool. A client, once made, is.
+    with _CLIENT_LOCK:
+        return boto3.client("s3")
 
 
 class FileStore:
