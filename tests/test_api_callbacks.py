@@ -17,7 +17,8 @@ import pytest
 from helpers import free_port
 
 from posequeue.api.callbacks import ATTEMPTS, Sender
-from posequeue.jobs import CALLBACKS, Jobs
+from posequeue.config.keys import CALLBACKS
+from posequeue.jobs import Jobs
 
 pytestmark = pytest.mark.integration
 SECRET = "s"
@@ -49,9 +50,7 @@ def receiver() -> Iterator[str]:
 
 @pytest.fixture
 def sender(jobs: Jobs) -> Iterator[Sender]:
-    s = Sender(
-        jobs, SECRET, lambda job: {"id": job["job_id"], "status": job["status"], "error": job.get("error")}
-    )
+    s = Sender(jobs, SECRET, lambda job: {"id": job.job_id, "status": job.status.value, "error": job.error})
     yield s
     s.stop()
 
@@ -76,7 +75,7 @@ def test_a_failed_job_calls_back_with_its_error(jobs: Jobs, sender: Sender, rece
     job_id = new_job(jobs, receiver)
     jobs.fail(job_id, "the video stopped decoding at 0:12")
     assert sender.run_once(time.time()) >= 1
-    until(lambda: jobs.get(job_id).get("callback_status") == "delivered")
+    until(lambda: jobs.get(job_id).callback_status == "delivered")
     body = Recorder.bodies[-1]
     event = json.loads(body)
     assert event["event"] == "job.failed" and event["job"]["error"] == "the video stopped decoding at 0:12"
@@ -103,25 +102,25 @@ def test_a_receiver_that_never_answers_is_given_up_on(jobs: Jobs, sender: Sender
     for attempt in range(1, ATTEMPTS + 1):
         due = jobs.r.zscore(CALLBACKS, job_id)
         sender.run_once(due)  # as if the backoff had passed
-        until(lambda a=attempt: int(jobs.get(job_id).get("callback_attempts", 0)) == a)
+        until(lambda a=attempt: jobs.get(job_id).callback_attempts == a)
         if attempt < ATTEMPTS:
-            until(lambda: jobs.get(job_id)["callback_status"] == "retrying")
+            until(lambda: jobs.get(job_id).callback_status == "retrying")
             wait = jobs.r.zscore(CALLBACKS, job_id) - time.time()
             assert 2 ** (attempt - 1) - 1 < wait <= 2 ** (attempt - 1)
     job = jobs.get(job_id)
-    assert job["callback_status"] == "failed" and "ConnectError" in job["callback_error"]
+    assert job.callback_status == "failed" and "ConnectError" in str(job.callback_error)
     assert jobs.r.zscore(CALLBACKS, job_id) is None
 
 
 def test_two_api_processes_send_an_attempt_once(jobs: Jobs, sender: Sender, receiver: str) -> None:
     """Two senders looking at the same due entry at once: one claims it, one POST goes out."""
-    other = Sender(jobs, SECRET, lambda job: {"id": job["job_id"]})
+    other = Sender(jobs, SECRET, lambda job: {"id": job.job_id})
     try:
         job_id = new_job(jobs, receiver)
         jobs.fail(job_id, "x")
         now = time.time()
         claims = [sender.run_once(now), other.run_once(now)]
-        until(lambda: jobs.get(job_id).get("callback_status") == "delivered")
+        until(lambda: jobs.get(job_id).callback_status == "delivered")
         assert sorted(claims) == [0, 1]
         assert len(Recorder.bodies) == 1
     finally:

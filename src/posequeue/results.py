@@ -10,6 +10,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from posequeue.config.schemas import Job, JobStatus
+from posequeue.errors import ResultNotReady
 from posequeue.store import Store
 
 CSV_HEADER = ("frame", "t", "person", "keypoint", "x", "y", "z", "visibility", "presence")
@@ -23,27 +25,22 @@ def job_prefix(job_id: str) -> str:
     return f"jobs/{job_id}/"
 
 
-class ResultNotReady(RuntimeError):
-    """The job has no results (yet): it is queued, running or failed; the message says which."""
-
-
-def result_uri(job: dict[str, Any], kind: str) -> str:
+def result_uri(job: Job, kind: str) -> str:
     """Where a done job's result ``kind`` (``json``, ``csv``, ...) was written."""
-    if job["status"] != "done":
-        error = f": {job['error']}" if job.get("error") else ""
-        raise ResultNotReady(f"job {job['job_id']} is {job['status']}{error}")
-    try:
-        return str(job["results"][kind])
-    except KeyError:
-        raise ResultNotReady(f"job {job['job_id']} has no {kind} result") from None
+    if job.status is not JobStatus.DONE:
+        error = f": {job.error}" if job.error else ""
+        raise ResultNotReady(f"job {job.job_id} is {job.status.value}{error}")
+    if kind not in job.results:
+        raise ResultNotReady(f"job {job.job_id} has no {kind} result")
+    return job.results[kind]
 
 
-def result_files(job: dict[str, Any], store: Store) -> dict[str, str]:
+def result_files(job: Job, store: Store) -> dict[str, str]:
     """A job's result files, name (relative to the job's folder, e.g. ``poses.csv``) -> URI:
     those recorded on the job and whatever else lies under its prefix in the store (analysis
     outputs), but not the per-batch parts."""
-    files = {uri.rsplit("/", 1)[-1]: uri for uri in (job.get("results") or {}).values()}
-    prefix = job_prefix(job["job_id"])
+    files = {uri.rsplit("/", 1)[-1]: uri for uri in job.results.values()}
+    prefix = job_prefix(job.job_id)
     for key in store.keys(prefix):
         name = key[len(prefix) :]
         if not name.startswith("parts/"):

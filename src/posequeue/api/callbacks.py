@@ -29,7 +29,9 @@ from typing import Any
 
 import httpx
 
-from posequeue.jobs import CALLBACKS, JobNotFound, Jobs, job_key
+from posequeue.config.keys import CALLBACKS, job_key
+from posequeue.config.schemas import Job
+from posequeue.jobs import JobNotFound, Jobs
 from posequeue.logs import get_logger
 
 log = get_logger(__name__)
@@ -63,7 +65,7 @@ def backoff(attempt: int) -> float:
 class Sender:
     """The callback sender of one API process (a daemon thread; ``start`` and ``stop``)."""
 
-    def __init__(self, jobs: Jobs, secret: str, describe: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    def __init__(self, jobs: Jobs, secret: str, describe: Callable[[Job], dict[str, Any]]) -> None:
         self.jobs, self.secret, self.describe = jobs, secret, describe
         self._claim = jobs.r.register_script(_CLAIM)
         self._stop = threading.Event()
@@ -105,10 +107,10 @@ class Sender:
         except JobNotFound:
             self.jobs.r.zrem(CALLBACKS, job_id)
             return
-        if job["status"] not in ("done", "failed"):
+        if not job.status.finished:
             self.jobs.r.zadd(CALLBACKS, {job_id: time.time() + 1.0})
             return
-        attempt = int(job.get("callback_attempts", 0)) + 1
+        attempt = job.callback_attempts + 1
         error = self._post(job, attempt)
         key = job_key(job_id)
         with self.jobs.r.pipeline() as pipe:
@@ -131,21 +133,22 @@ class Sender:
             error=error,
         )
 
-    def _post(self, job: dict[str, Any], attempt: int) -> str | None:
+    def _post(self, job: Job, attempt: int) -> str | None:
         """POST the signed body once; None when the receiver took it, else why not."""
+        event = f"job.{job.status.value}"
         body = json.dumps(
-            {"event": f"job.{job['status']}", "sent_at": time.time(), "job": self.describe(job)},
+            {"event": event, "sent_at": time.time(), "job": self.describe(job)},
             separators=(",", ":"),
         ).encode()
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "posequeue-callback",
             SIGNATURE_HEADER: signature(body, self.secret),
-            "X-Posequeue-Event": f"job.{job['status']}",
+            "X-Posequeue-Event": event,
             "X-Posequeue-Attempt": str(attempt),
         }
         try:
-            response = self._client.post(job["callback_url"], content=body, headers=headers)
+            response = self._client.post(str(job.callback_url), content=body, headers=headers)
         except httpx.HTTPError as exc:
             return f"{type(exc).__name__}: {exc}"
         if 200 <= response.status_code < 300:

@@ -23,6 +23,7 @@ from starlette.responses import Response
 from posequeue.api import ranges, upload
 from posequeue.api.errors import ApiError
 from posequeue.api.views import PREVIEW, brief, describe, files, input_uri, job_url
+from posequeue.config.schemas import Job, JobStatus
 from posequeue.config.settings import Settings
 from posequeue.jobs import JobNotFound, Jobs
 from posequeue.producer.submit import SubmitError, submit
@@ -97,9 +98,9 @@ def check_job_id(job_id: str) -> str:
     return job_id
 
 
-def _job(request: Request, job_id: str) -> dict[str, Any]:
+def _job(request: Request, job_id: str) -> Job:
     try:
-        job: dict[str, Any] = request.app.state.jobs.get(check_job_id(job_id))
+        job: Job = request.app.state.jobs.get(check_job_id(job_id))
     except JobNotFound as exc:
         raise ApiError(404, "no_such_job", exc.args[0]) from None
     return job
@@ -256,7 +257,7 @@ def get_result(
     job = _job(request, job_id)
     offered = files(job, state.store)
     try:
-        if name == PREVIEW and name not in offered and job["status"] == "done":
+        if name == PREVIEW and name not in offered and job.status is JobStatus.DONE:
             offered[name] = _draw_preview(job, state.store)
     except (StoreError, ValueError) as exc:  # the video or poses unreadable now
         raise ApiError(503, "store_unavailable", f"cannot draw the preview: {exc}") from None
@@ -265,7 +266,7 @@ def get_result(
         raise ApiError(
             404,
             "no_such_result",
-            f"job {job_id} ({job['status']}) has no file {name[:100]!r}; it has: {names}",
+            f"job {job_id} ({job.status.value}) has no file {name[:100]!r}; it has: {names}",
         )
     try:
         return ranges.serve(offered[name], name, request.headers.get("range"), request.method == "HEAD")
@@ -273,7 +274,7 @@ def get_result(
         raise ApiError(503, "store_unavailable", str(exc)) from None
 
 
-def _draw_preview(job: dict[str, Any], store: Store) -> str:
+def _draw_preview(job: Job, store: Store) -> str:
     """The poses drawn on a few frames (preview.py, as `make demo` shows), kept in the store."""
     from posequeue.config.models import get_model
     from posequeue.preview import render
@@ -282,11 +283,11 @@ def _draw_preview(job: dict[str, Any], store: Store) -> str:
 
     video = input_uri(job, store)
     if video is None:
-        raise ApiError(404, "no_such_result", f"job {job['job_id']}'s video is not in the store")
+        raise ApiError(404, "no_such_result", f"job {job.job_id}'s video is not in the store")
     poses = json.loads(read_uri(result_uri(job, "json")))
     with tempfile.TemporaryDirectory(prefix="posequeue-preview-") as tmp:
-        path = render(video, poses, get_model(job["model"]).edges, Path(tmp) / PREVIEW)
-        return store.put_file(job_prefix(job["job_id"]) + PREVIEW, path, "image/png")
+        path = render(video, poses, get_model(job.model).edges, Path(tmp) / PREVIEW)
+        return store.put_file(job_prefix(job.job_id) + PREVIEW, path, "image/png")
 
 
 @authed.get("/models", summary="Models this server can submit to: keypoint names and skeleton edges")

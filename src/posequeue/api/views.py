@@ -10,7 +10,8 @@ from typing import Any
 
 from posequeue.api import ranges
 from posequeue.api.auth import Tokens
-from posequeue.jobs import progress, summary
+from posequeue.config.schemas import Job, JobStatus
+from posequeue.jobs import summary
 from posequeue.results import result_files
 from posequeue.store import Store
 
@@ -21,38 +22,38 @@ def job_url(job_id: str) -> str:
     return f"/v1/jobs/{job_id}"
 
 
-def brief(job: dict[str, Any]) -> dict[str, Any]:
+def brief(job: Job) -> dict[str, Any]:
     """A job as lists show it: the CLI's summary, its URL and progress."""
     out = summary(job)
-    done, total = progress(job)
+    total = job.frames_expected or 0
     out.update(
-        id=job["job_id"],
-        url=job_url(job["job_id"]),
+        id=job.job_id,
+        url=job_url(job.job_id),
         progress={
-            "frames_done": done,
+            "frames_done": job.frames_done,
             "frames_total": total or None,
-            "fraction": _fraction(job, done, total),
+            "fraction": _fraction(job, total),
         },
     )
-    for name in ("callback_status", "callback_error"):
-        if name in job:
-            out[name] = job[name]
-    if "callback_attempts" in job:
-        out["callback_attempts"] = int(job["callback_attempts"])
+    if job.callback_status is not None:
+        out.update(
+            callback_status=job.callback_status,
+            callback_attempts=job.callback_attempts,
+            callback_error=job.callback_error,
+        )
     return out
 
 
-def _fraction(job: dict[str, Any], done: int, total: int) -> float:
-    if job["status"] == "done":
+def _fraction(job: Job, total: int) -> float:
+    if job.status is JobStatus.DONE:
         return 1.0
-    return round(min(done / total, 0.999), 4) if total else 0.0
+    return round(min(job.frames_done / total, 0.999), 4) if total else 0.0
 
 
-def input_uri(job: dict[str, Any], store: Store) -> str | None:
+def input_uri(job: Job, store: Store) -> str | None:
     """The job's input video when the API may serve it: in S3, or uploaded to the store (a CLI
     job's local file elsewhere on a host is not served)."""
-    video = str(job.get("video", ""))
-    return video if video.startswith(("s3://", store.root + "/")) else None
+    return job.video if job.video.startswith(("s3://", store.root + "/")) else None
 
 
 def input_name(uri: str) -> str:
@@ -60,30 +61,36 @@ def input_name(uri: str) -> str:
     return "input" + (suffix if re.fullmatch(r"\.[a-z0-9]{1,8}", suffix) else "")
 
 
-def files(job: dict[str, Any], store: Store) -> dict[str, str]:
+def files(job: Job, store: Store) -> dict[str, str]:
     """Name -> URI of every file the job offers: results, analysis outputs, the input video."""
-    found = result_files(job, store) if job["status"] == "done" else {}
+    found = result_files(job, store) if job.status is JobStatus.DONE else {}
     uri = input_uri(job, store)
     if uri:
         found.setdefault(input_name(uri), uri)
     return found
 
 
-def describe(job: dict[str, Any], store: Store, tokens: Tokens) -> dict[str, Any]:
+def warnings(job: Job) -> list[str]:
+    """What a person should know about a job that did not fail."""
+    found = []
+    if job.corrupt_packets:
+        found.append(f"{job.corrupt_packets} corrupt packets of the video were skipped")
+    return found
+
+
+def describe(job: Job, store: Store, tokens: Tokens) -> dict[str, Any]:
     """A job as ``GET /v1/jobs/{id}`` shows it (and callbacks send it)."""
     out = brief(job)
-    warnings = []
-    if job.get("corrupt_packets"):
-        warnings.append(f"{job['corrupt_packets']} corrupt packets of the video were skipped")
-    out["warnings"] = warnings
+    out["warnings"] = warnings(job)
     offered = files(job, store)
-    if job["status"] == "done" and PREVIEW not in offered and input_uri(job, store) is not None:
+    if job.status is JobStatus.DONE and PREVIEW not in offered and input_uri(job, store) is not None:
         offered[PREVIEW] = ""  # drawn on first request (preview.py), then kept in the store
+    base = job_url(job.job_id)
     out["files"] = [
         {
             "name": name,
-            "url": f"{job_url(job['job_id'])}/results/{name}",
-            "link": tokens.sign(f"{job_url(job['job_id'])}/results/{name}"),
+            "url": f"{base}/results/{name}",
+            "link": tokens.sign(f"{base}/results/{name}"),
             "type": ranges.content_type(name),
         }
         for name in sorted(offered)

@@ -8,26 +8,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from posequeue.config.celery_app import INGEST_TASK, app
 from posequeue.config.models import get_model
-from posequeue.config.schemas import Cursor
+from posequeue.config.schemas import Cursor, Job
 from posequeue.config.settings import Settings
-from posequeue.jobs import Jobs, summary
-from posequeue.producer.video import VideoError, probe
-from posequeue.store import StoreError, open_store
-
-
-class SubmitError(ValueError):
-    """A submission refused before any job exists (bad input, unknown model, store down).
-
-    ``reason`` says which, for callers that answer in kind (the HTTP API's status codes):
-    ``batch_size``, ``unknown_model``, ``missing``, ``not_a_video`` or ``store``."""
-
-    def __init__(self, message: str, reason: str = "invalid") -> None:
-        super().__init__(message)
-        self.reason = reason
+from posequeue.errors import ModelError, StoreError, SubmitError, VideoError
+from posequeue.jobs import Jobs
+from posequeue.producer.video import probe
+from posequeue.store import open_store
 
 
 def submit(
@@ -47,7 +36,7 @@ def submit(
     ``callback_url`` is recorded on the job for the API's callback sender (api/callbacks.py)."""
     try:
         spec = get_model(model or settings.default_model)
-    except ValueError as exc:  # UnknownModelError
+    except ModelError as exc:  # an unknown model, a bad spec
         raise SubmitError(str(exc), "unknown_model") from None
     size = settings.batch_size if batch_size is None else batch_size
     compiled = spec.first_stage.compiled_batch
@@ -105,17 +94,17 @@ def _resolve(video: str, job_id: str, settings: Settings, upload_as: str | None)
 def wait(
     job_id: str,
     jobs: Jobs,
-    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    on_progress: Callable[[Job], None] | None = None,
     poll: float = 0.5,
     timeout: float | None = None,
-) -> dict[str, Any]:
-    """Poll the job until it ends; return its summary."""
+) -> Job:
+    """Poll the job until it ends (or ``timeout`` seconds pass); return its record."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        job = summary(jobs.get(job_id))
+        job = jobs.get(job_id)
         if on_progress:
             on_progress(job)
-        if job["status"] in ("done", "failed"):
+        if job.status.finished:
             return job
         if deadline is not None and time.monotonic() > deadline:
             return job
