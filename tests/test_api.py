@@ -328,7 +328,10 @@ def test_every_endpoint_but_healthz_needs_a_token(api: httpx.Client, done_job: d
     health = bare.get("/healthz")
     assert health.status_code == 200 and health.json() == {"status": "ok", "redis": "ok", "store": "ok"}
     assert bare.get("/").status_code == 200 and "posequeue" in bare.get("/").text
-    assert bare.get("/docs").status_code == 200
+    docs = bare.get("/docs")
+    assert docs.status_code == 200 and "cdn." not in docs.text  # Swagger UI from this server
+    assert bare.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200
+    assert "/v1/jobs/{job_id}/results/{name}" in bare.get("/openapi.json").json()["paths"]
 
 
 def test_a_public_address_without_tokens_is_refused() -> None:

@@ -99,6 +99,10 @@ def test_sign_in_upload_and_watch_the_job_finish(page_api: httpx.Client) -> None
             page.click("text=all jobs")
             row = page.locator("#jobs tbody tr", has_text=job_id[:8])
             expect(row.locator(".status")).to_have_text("done")
+
+            page.goto(f"{page_api.base_url}/docs")  # Swagger UI, with nothing from a CDN
+            expect(page.locator(".swagger-ui .info .title")).to_contain_text("posequeue")
+            expect(page.locator(".opblock-summary-path", has_text="/v1/jobs/{job_id}")).not_to_have_count(0)
         finally:
             browser.close()
 

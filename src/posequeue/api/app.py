@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 from posequeue import __version__
 from posequeue.api import errors, routes, views
@@ -48,7 +49,9 @@ def create_app(settings: Settings | None = None, tokens: Tokens | None = None) -
         if sender:
             sender.stop()
 
-    app = FastAPI(
+    # FastAPIOffline: FastAPI whose /docs (Swagger UI) and /redoc load their scripts from this
+    # server (bundled in fastapi-offline), not from a CDN: they work on a host without internet.
+    app = FastAPIOffline(
         title="posequeue",
         version=__version__,
         description="Submit videos for pose estimation, follow jobs, fetch results. Every /v1 "
