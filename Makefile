@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint browser unit integration compat bench accuracy clean
+.PHONY: demo test lint browser api-load unit integration compat bench accuracy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ browser:
 	@command -v chromium >/dev/null || { \
 	  if [ "$(CI)" = true ]; then apt-get update -qq && apt-get install -y -qq chromium; \
 	  else echo "browser: no chromium: tests/test_api_page.py skips (apt-get install -y chromium)"; fi; }
+
+# The API's load test (not in `make test`): 50 concurrent uploads, no 5xx, every job done (~2 min);
+# figures printed and written to api-load.json (docs/api.md).
+api-load: $(VENV)/.test-installed
+	POSEQUEUE_LOAD_TEST=1 $(BIN)/pytest -q -s tests/test_api_load.py
 
 # The inf1 worker environment: Python 3.10, TensorFlow 2.10.1 (what the last tensorflow-neuron
 # for inf1 is built on) and numpy 1.23 (TensorFlow 2.10 predates numpy 1.24's removals; the Neuron
