@@ -276,7 +276,8 @@ class Jobs:
         """Job ids, newest first."""
         return [j.decode() for j in self.r.zrevrange(JOBS, offset, offset + limit - 1)]
 
-    def count(self) -> int:
+    def count_jobs(self) -> int:
+        """Jobs in the index (submitted and not yet trimmed)."""
         return int(self.r.zcard(JOBS))
 
 

@@ -222,7 +222,7 @@ def list_jobs(
             found.append(brief(jobs.get(job_id)))
         except JobNotFound:  # its record expired; the id stays in the index
             continue
-    total = jobs.count()
+    total = jobs.count_jobs()
     following = offset + limit
     return {
         "jobs": found,
