@@ -78,6 +78,14 @@ def test_an_upload_answers_202_and_runs_to_done(api: httpx.Client, done_job: dic
     assert {"poses.json", "poses.csv", "manifest.json", "input.mp4", "preview.png"} <= names
 
 
+def test_options_reach_the_job_as_the_cli_passes_them(api: httpx.Client) -> None:
+    """people and follow given as form fields are recorded on the job as `submit --people 2
+    --follow best-score` records them (the job's summary shows them)."""
+    job_id = upload(api, people="2", follow="best-score", batch_size="4").json()["id"]
+    job = wait_done(api, job_id)
+    assert (job["people"], job["follow"], job["status"]) == (2, "best-score", "done")
+
+
 def test_the_202_names_the_job_and_its_url(submitted: httpx.Response) -> None:
     """A submission answers at once with the job's id, status and URL (also in Location)."""
     body = submitted.json()
@@ -243,6 +251,8 @@ def test_an_upload_over_the_limit_is_refused(api: httpx.Client, tmp_path: Path) 
         ({"batch_size": "0"}, 422, "invalid_request", "batch_size"),
         ({"batch_size": "many"}, 422, "invalid_request", "batch_size"),
         ({"people": "2", "colour": "red"}, 422, "invalid_request", "colour"),
+        ({"people": "0"}, 422, "people", "--people 0"),
+        ({"follow": "loudest"}, 422, "invalid_request", "follow"),
         ({"callback_url": "ftp://example.com/x"}, 422, "invalid_request", "callback_url"),
     ],
 )

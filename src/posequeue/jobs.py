@@ -6,6 +6,7 @@ The keys are built in ``config/keys.py`` (listed there); the record's fields and
 
 from __future__ import annotations
 
+import enum
 import json
 import time
 import uuid
@@ -91,6 +92,8 @@ class Jobs:
         video: str,
         batch_size: int,
         source: str,
+        people: int = 1,
+        follow: str = "most-present",
         callback_url: str | None = None,
     ) -> str:
         now = time.time()
@@ -100,6 +103,8 @@ class Jobs:
             "video": video,
             "source": source,
             "batch_size": batch_size,
+            "people": people,
+            "follow": follow,
             "submitted_at": now,
             "frames_done": 0,
             "batches_enqueued": 0,
@@ -304,7 +309,9 @@ SUMMARY_FIELDS = (
     "error",
     "results",
     "video_info",
-    "callback_url",
+    "people",  # added with output contract 2, after the fields clients had already
+    "follow",
+    "callback_url",  # a job submitted through the HTTP API with one
 )
 
 
@@ -315,7 +322,7 @@ def summary(job: Job) -> dict[str, Any]:
         value = getattr(job, name)
         if value is None or value == {}:
             continue
-        out[name] = value.value if isinstance(value, JobStatus) else value
+        out[name] = value.value if isinstance(value, enum.Enum) else value
     if job.finished_at is not None:
         out["elapsed_s"] = round(job.finished_at - job.submitted_at, 3)
     return out

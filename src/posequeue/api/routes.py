@@ -23,7 +23,7 @@ from starlette.responses import Response
 from posequeue.api import ranges, upload
 from posequeue.api.errors import ApiError
 from posequeue.api.views import PREVIEW, brief, describe, files, input_uri, job_url
-from posequeue.config.schemas import Job, JobStatus
+from posequeue.config.schemas import Follow, Job, JobStatus
 from posequeue.config.settings import Settings
 from posequeue.jobs import JobNotFound, Jobs
 from posequeue.producer.submit import SubmitError, submit
@@ -57,6 +57,8 @@ class JobOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
     model: str | None = Field(None, description="model name (default: POSEQUEUE_DEFAULT_MODEL)")
     batch_size: int | None = Field(None, ge=1, le=256, description="frames per inference batch")
+    people: int | None = Field(None, description="most people per frame, each with a track_id (default 1)")
+    follow: Follow | None = Field(None, description="which people: most-present (default) or best-score")
     callback_url: str | None = Field(None, description="POSTed to, signed, when the job ends")
 
     @field_validator("callback_url")
@@ -200,6 +202,8 @@ def _submit(
             jobs=state.jobs,
             model=options.model,
             batch_size=options.batch_size,
+            people=options.people,
+            follow=None if options.follow is None else options.follow.value,
             callback_url=options.callback_url,
             upload_as=upload_as,
         )

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from posequeue.config.celery_app import INGEST_TASK, app
-from posequeue.config.models import get_model
-from posequeue.config.schemas import Cursor, Job
-from posequeue.config.settings import Settings
+from posequeue.config.models import ModelSpec, get_model
+from posequeue.config.schemas import Cursor, Follow, Job
+from posequeue.config.settings import MAX_PEOPLE, Settings
 from posequeue.errors import ModelError, StoreError, SubmitError, VideoError
 from posequeue.jobs import Jobs
 from posequeue.producer.video import probe
@@ -26,6 +26,8 @@ def submit(
     jobs: Jobs,
     model: str | None = None,
     batch_size: int | None = None,
+    people: int | None = None,
+    follow: str | None = None,
     callback_url: str | None = None,
     upload_as: str | None = None,
 ) -> str:
@@ -46,6 +48,11 @@ def submit(
             f"{compiled} of {spec.name}",
             "batch_size",
         )
+    people = settings.people if people is None else people
+    follow = _follow(settings.follow if follow is None else follow)
+    _check_people(people, spec)
+    if spec.max_people == 1:  # one person per frame, no candidates: nothing to choose from
+        follow = Follow.BEST_SCORE.value
     job_id = Jobs.new_id()
     source = _resolve(video, job_id, settings, upload_as)
     jobs.create(
@@ -54,10 +61,33 @@ def submit(
         video=source,
         batch_size=size,
         source=upload_as or video,
+        people=people,
+        follow=follow,
         callback_url=callback_url,
     )
     app.send_task(INGEST_TASK, args=[Cursor(job_id).to_dict()])
     return job_id
+
+
+def _check_people(people: int, spec: ModelSpec) -> None:
+    if not 1 <= people <= MAX_PEOPLE:
+        raise SubmitError(
+            f"--people {people}: give a number of people per frame from 1 to {MAX_PEOPLE}", "people"
+        )
+    if spec.max_people is not None and people > spec.max_people:
+        raise SubmitError(
+            f"--people {people}: model {spec.name} finds {spec.max_people} person per frame (it has no "
+            "person detector); use --people 1 (and POSEQUEUE_PEOPLE=1 where it is set), or a model "
+            "with one such as blazepose",
+            "people",
+        )
+
+
+def _follow(value: str) -> str:
+    choices = [f.value for f in Follow]
+    if value not in choices:
+        raise SubmitError(f"--follow {value!r}: choose one of {', '.join(choices)}", "follow")
+    return value
 
 
 def _probe(source: str) -> None:
