@@ -208,15 +208,17 @@ function drawPoses() {
   if (!frame) return;
   const seen = (k) => k[3] >= 0.5;
   const at = (k) => [ox + k[0] * scale, oy + k[1] * scale];
-  ctx.lineWidth = 3; ctx.strokeStyle = "#39ff14"; ctx.fillStyle = "#ff3b30";
-  for (const person of frame.people) {
+  const colours = ["#39ff14", "#00c8ff", "#ffd60a", "#ff2fd6", "#ff8c00", "#b388ff"];
+  ctx.lineWidth = 3; ctx.fillStyle = "#ff3b30";
+  frame.people.forEach((person, i) => {
     const kps = person.keypoints;
+    ctx.strokeStyle = colours[(person.track_id ?? i) % colours.length];  // one colour per track
     for (const [a, b] of poses.edges) {
       if (!kps[a] || !kps[b] || !seen(kps[a]) || !seen(kps[b])) continue;
       ctx.beginPath(); ctx.moveTo(...at(kps[a])); ctx.lineTo(...at(kps[b])); ctx.stroke();
     }
     for (const k of kps) if (seen(k)) { ctx.beginPath(); ctx.arc(...at(k), 3, 0, 2 * Math.PI); ctx.fill(); }
-  }
+  });
 }
 
 function followVideo() {
