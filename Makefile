@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint browser api-load unit integration compat bench accuracy clean
+.PHONY: demo test lint chromium api-load unit integration compat bench accuracy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,17 +27,18 @@ lint: $(VENV)/.test-installed
 	$(BIN)/ruff format --check src tests scripts benchmarks
 	$(BIN)/mypy
 
-test: lint browser
+# report.html and the API's page are checked in headless chromium (tests/test_analysis_outputs.py,
+# tests/test_api_page.py through Playwright, never Playwright's own browser download), which skip
+# without it except in CI: there it is installed (Debian's package) when missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	if [ "$(CI)" = true ]; then $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; \
+	else echo "note: no chromium: the report's and the API page's browser tests skip (apt-get install -y chromium)"; fi
+
+test: lint chromium
 	$(BIN)/pytest
 	$(MAKE) compat
-
-# The API page's test (tests/test_api_page.py) drives Debian's chromium through Playwright, never
-# Playwright's own browser download. CI (CI=true) installs it when missing (root and apt-get
-# needed; the test fails there without it); elsewhere the test skips and this says how.
-browser:
-	@command -v chromium >/dev/null || { \
-	  if [ "$(CI)" = true ]; then apt-get update -qq && apt-get install -y -qq chromium; \
-	  else echo "browser: no chromium: tests/test_api_page.py skips (apt-get install -y chromium)"; fi; }
 
 # The API's load test (not in `make test`): 50 concurrent uploads, no 5xx, every job done (~2 min);
 # figures printed and written to api-load.json (docs/api.md).

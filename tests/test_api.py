@@ -37,11 +37,13 @@ def upload(client: httpx.Client, path: Path = SAMPLE, **fields: str) -> httpx.Re
         return client.post("/v1/jobs", files={"file": (path.name, fh, "video/mp4")}, data=fields)
 
 
-def wait_done(client: httpx.Client, job_id: str, timeout: float = 120) -> dict[str, Any]:
+def wait_done(client: httpx.Client, job_id: str, timeout: float = 180) -> dict[str, Any]:
+    """Poll until the job has ended and its analysis (if any) too."""
     deadline = time.monotonic() + timeout
     while True:
         job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] in ("done", "failed") or time.monotonic() > deadline:
+        analysing = job.get("analysis", {}).get("status") in ("queued", "running")
+        if (job["status"] in ("done", "failed") and not analysing) or time.monotonic() > deadline:
             return job
         time.sleep(0.2)
 
@@ -76,6 +78,8 @@ def test_an_upload_answers_202_and_runs_to_done(api: httpx.Client, done_job: dic
     assert done_job["url"] == f"/v1/jobs/{done_job['id']}"
     names = {f["name"] for f in done_job["files"]}
     assert {"poses.json", "poses.csv", "manifest.json", "input.mp4", "preview.png"} <= names
+    assert done_job["analysis"]["status"] == "done", done_job["analysis"]
+    assert {"overlay.mp4", "analysis.json", "report.html", "angles.csv"} <= names  # the analysis's
 
 
 def test_options_reach_the_job_as_the_cli_passes_them(api: httpx.Client) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,23 +72,21 @@ def test_sign_in_upload_and_watch_the_job_finish(page_api: httpx.Client) -> None
             status = page.locator("#job-status")
             expect(status).to_have_text("done", timeout=120_000)
             expect(page.locator("#job-frames")).to_have_text("90 / 90 frames")
+            # then the motion analysis: the overlay video plays, the plots and the ROM table show
+            expect(page.locator("#job-analysis")).to_have_text("Motion analysis: done", timeout=180_000)
             page.wait_for_function(
-                "() => { const v = document.getElementById('video'); return !v.hidden && v.readyState >= 2 }",
-                timeout=30_000,
-            )
-            # the poses are drawn over the input video: the canvas holds opaque pixels
-            page.wait_for_function(
-                "() => { const c = document.getElementById('skeleton');"
-                " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
-                " for (let i = 3; i < d.length; i += 4) if (d[i]) return true; return false }",
+                "() => { const v = document.getElementById('video');"
+                " return !v.hidden && v.dataset.name === 'overlay.mp4' && v.readyState >= 2 }",
                 timeout=30_000,
             )
             expect(page.locator("#downloads a", has_text="poses.json")).to_have_count(1)
-            preview = page.locator("#plots img[alt='preview.png']")
-            expect(preview).to_have_count(1)
+            expect(page.locator("#downloads a", has_text="report.html")).to_have_count(1)
+            expect(page.locator("#plots img").first).to_be_visible()
+            expect(page.locator("#plots img[alt='preview.png']")).to_have_count(0)
+            expect(page.locator("#rom tbody tr").first).to_be_visible()
             page.wait_for_function(
-                "() => { const i = document.querySelector('#plots img');"
-                " return i && i.complete && i.naturalWidth > 0 }",
+                "() => [...document.querySelectorAll('#plots img')]"
+                ".every((i) => i.complete && i.naturalWidth > 0)",
                 timeout=60_000,
             )
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
@@ -107,56 +104,38 @@ def test_sign_in_upload_and_watch_the_job_finish(page_api: httpx.Client) -> None
             browser.close()
 
 
-def test_the_job_page_shows_the_analysis_outputs_once_they_exist(
-    page_api: httpx.Client, store_root: str, tmp_path: Path
-) -> None:
-    """When overlay.mp4, plots and analysis.json appear beside the poses, the job page plays the
-    overlay instead of the input (no poses drawn over it), shows the plots instead of the
-    preview, and a range-of-motion table from analysis.json."""
-    import json
-
+def test_without_analysis_the_page_draws_the_poses_on_the_input(page_api: httpx.Client) -> None:
+    """A job submitted without the analysis shows the input video with the poses drawn over it
+    as it plays, and the poses preview; no range-of-motion table."""
     from playwright.sync_api import expect, sync_playwright
 
-    from posequeue.results import job_prefix
-    from posequeue.store import open_store
-
-    response = page_api.post("/v1/jobs", files={"file": (SAMPLE.name, SAMPLE.read_bytes(), "video/mp4")})
-    job_id = response.json()["id"]
-    deadline = time.monotonic() + 120
-    while page_api.get(f"/v1/jobs/{job_id}").json()["status"] != "done":
-        assert time.monotonic() < deadline, "the job did not finish"
-        time.sleep(0.2)
-    # the analysis step's outputs, as it lays them out under the job's prefix (issue 14)
-    store, prefix = open_store(store_root), job_prefix(job_id)
-    store.put_file(prefix + "overlay.mp4", SAMPLE)
-    plot = tmp_path / "plot.png"
-    plot.write_bytes(page_api.get(f"/v1/jobs/{job_id}/results/preview.png").content)
-    store.put_file(prefix + "plots/track1_right_knee.png", plot)
-    stats = {"min": 10.5, "max": 120.4, "range": 109.9, "mean": 60.0, "p5": 12.0, "p95": 118.0}
-    store.put_bytes(
-        prefix + "analysis.json",
-        json.dumps({"tracks": [{"track_id": 1, "angles": {"right_knee": stats}}]}).encode(),
+    response = page_api.post(
+        "/v1/jobs",
+        files={"file": (SAMPLE.name, SAMPLE.read_bytes(), "video/mp4")},
+        data={"analysis": "false"},
     )
-
+    job_id = response.json()["id"]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 900})
             page.add_init_script(f"localStorage.setItem('posequeue-token', '{TOKENS[0]}')")  # signed in
             page.goto(f"{page_api.base_url}#/jobs/{job_id}")
-            expect(page.locator("#job-status")).to_have_text("done")
+            expect(page.locator("#job-status")).to_have_text("done", timeout=120_000)
             page.wait_for_function(
                 "() => { const v = document.getElementById('video');"
-                " return v.dataset.name === 'overlay.mp4' && v.readyState >= 2 }",
+                " return v.dataset.name === 'input.mp4' && v.readyState >= 2 }",
                 timeout=30_000,
             )
-            expect(page.locator("#plots img")).to_have_count(1)
-            expect(page.locator("#plots img")).to_have_attribute("alt", "plots/track1_right_knee.png")
-            row = page.locator("#rom tbody tr")
-            expect(row).to_have_count(1)
-            expect(row).to_contain_text("track 1: right knee")
-            expect(row).to_contain_text("120.4")
-            expect(page.locator("#skeleton-toggle")).to_be_hidden()
-            expect(page.locator("#downloads a", has_text="analysis.json")).to_have_count(1)
+            # the poses are drawn over the input video: the canvas holds opaque pixels
+            page.wait_for_function(
+                "() => { const c = document.getElementById('skeleton');"
+                " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+                " for (let i = 3; i < d.length; i += 4) if (d[i]) return true; return false }",
+                timeout=30_000,
+            )
+            expect(page.locator("#plots img[alt='preview.png']")).to_have_count(1)
+            expect(page.locator("#rom tbody tr")).to_have_count(0)
+            expect(page.locator("#job-analysis")).to_have_text("")
         finally:
             browser.close()

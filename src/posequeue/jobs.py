@@ -348,6 +348,8 @@ def summary(job: Job) -> dict[str, Any]:
         out[name] = value.value if isinstance(value, enum.Enum) else value
     if job.finished_at is not None:
         out["elapsed_s"] = round(job.finished_at - job.submitted_at, 3)
+    if job.analysis is not None:
+        out["analysis"] = job.analysis_summary()
     return out
 
 

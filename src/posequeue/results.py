@@ -43,6 +43,7 @@ def result_files(job: Job, store: Store) -> dict[str, str]:
     those recorded on the job and whatever else lies under its prefix in the store (analysis
     outputs), but not the per-batch parts."""
     files = {uri.rsplit("/", 1)[-1]: uri for uri in job.results.values()}
+    files.update(job.analysis_results)  # the analysis's outputs, by name
     prefix = job_prefix(job.job_id)
     for key in store.keys(prefix):
         name = key[len(prefix) :]

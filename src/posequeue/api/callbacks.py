@@ -107,7 +107,8 @@ class Sender:
         except JobNotFound:
             self.jobs.r.zrem(CALLBACKS, job_id)
             return
-        if not job.status.finished:
+        if not job.status.finished or (job.analysis is not None and not job.analysis.finished):
+            # a done job's callback waits for its analysis, so that it lists the analysis's files
             self.jobs.r.zadd(CALLBACKS, {job_id: time.time() + 1.0})
             return
         attempt = job.callback_attempts + 1

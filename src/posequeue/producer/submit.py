@@ -28,11 +28,13 @@ def submit(
     batch_size: int | None = None,
     people: int | None = None,
     follow: str | None = None,
+    analysis: bool = True,
     callback_url: str | None = None,
     upload_as: str | None = None,
 ) -> str:
     """Check and enqueue ``video`` (a local path or ``s3://`` URI); return the job id.
 
+    ``analysis``: run the motion analysis when the job is done (docs/analysis.md).
     ``upload_as``: the local file is handed over (an upload the HTTP API spooled): it goes into
     the store under this name whatever the store, as the caller removes its copy.
     ``callback_url`` is recorded on the job for the API's callback sender (api/callbacks.py)."""
@@ -65,6 +67,10 @@ def submit(
         follow=follow,
         callback_url=callback_url,
     )
+    if not analysis:
+        from posequeue.analysis.state import AnalysisStatus, mark
+
+        mark(jobs, job_id, AnalysisStatus.OFF)
     app.send_task(INGEST_TASK, args=[Cursor(job_id).to_dict()])
     return job_id
 

@@ -56,6 +56,7 @@ $("upload-form").addEventListener("submit", (event) => {
     if (name !== "file" && value === "") continue;  // unset options take the server's defaults
     form.append(name, value);
   }
+  form.set("analysis", $("analysis").checked ? "true" : "false");
   const xhr = new XMLHttpRequest();  // fetch() reports no upload progress
   const bar = $("upload-progress");
   bar.hidden = false; bar.value = 0;
@@ -290,7 +291,11 @@ async function jobPage(id) {
       li.append(a);
       return li;
     }));
-    if (job.status === "queued" || job.status === "running") timer = setTimeout(route, 1000);
+    const ongoing = job.status === "queued" || job.status === "running";
+    const analysing = job.analysis && (job.analysis.status === "queued" || job.analysis.status === "running");
+    $("job-analysis").textContent = job.analysis && job.analysis.status !== "off"
+      ? "Motion analysis: " + job.analysis.status + (job.analysis.error ? " (" + job.analysis.error + ")" : "") : "";
+    if (ongoing || analysing) timer = setTimeout(route, 1000);
   } catch (err) {
     $("job-error").textContent = err.message;
   }
