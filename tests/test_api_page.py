@@ -84,6 +84,7 @@ def test_sign_in_upload_and_watch_the_job_finish(page_api: httpx.Client) -> None
             expect(page.locator("#plots img").first).to_be_visible()
             expect(page.locator("#plots img[alt='preview.png']")).to_have_count(0)
             expect(page.locator("#rom tbody tr").first).to_be_visible()
+            expect(page.locator("#skeleton-toggle")).to_be_hidden()  # the overlay has its own
             page.wait_for_function(
                 "() => [...document.querySelectorAll('#plots img')]"
                 ".every((i) => i.complete && i.naturalWidth > 0)",

@@ -141,6 +141,8 @@ function showVideo(files) {
     video.dataset.name = pick.name;
     video.src = pick.link;
     video.hidden = false;
+    if (pick.name === "overlay.mp4") $("skeleton-toggle").hidden = true;  // drawn in the video
+    drawPoses();
     $("video-note").textContent = pick.name === "overlay.mp4"
       ? "The video with the skeletons and angles drawn."
       : "The input video (the overlay appears here when the analysis has made it).";
