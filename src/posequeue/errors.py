@@ -52,11 +52,22 @@ class VideoError(JobError, ValueError):
 
 
 class SubmitError(PosequeueError, ValueError):
-    """A submission refused before any job exists (bad input, unknown model, store down)."""
+    """A submission refused before any job exists (bad input, unknown model, store down).
+
+    ``reason`` says which, for callers that answer in kind (the HTTP API's status codes):
+    ``batch_size``, ``unknown_model``, ``missing``, ``not_a_video`` or ``store``."""
+
+    def __init__(self, message: str, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class StoreError(PosequeueError, RuntimeError):
     """The store cannot be read or written; the message says which URI and why."""
+
+
+class ResultNotReady(PosequeueError, RuntimeError):
+    """The job has no results (yet): it is queued, running or failed; the message says which."""
 
 
 class AnalysisError(PosequeueError, ValueError):
