@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint chromium unit integration compat bench bench-scale accuracy clean
+.PHONY: demo test lint chromium api-load unit integration compat bench bench-scale accuracy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,17 +27,23 @@ lint: $(VENV)/.test-installed
 	$(BIN)/ruff format --check src tests scripts benchmarks
 	$(BIN)/mypy
 
-# report.html is checked in headless chromium (tests/test_analysis_outputs.py), which skips
+# report.html and the API's page are checked in headless chromium (tests/test_analysis_outputs.py,
+# tests/test_api_page.py through Playwright, never Playwright's own browser download), which skip
 # without it except in CI: there it is installed (Debian's package) when missing.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 chromium:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 	if [ "$(CI)" = true ]; then $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; \
-	else echo "note: no chromium: the report's browser test skips (apt-get install -y chromium)"; fi
+	else echo "note: no chromium: the report's and the API page's browser tests skip (apt-get install -y chromium)"; fi
 
 test: lint chromium
 	$(BIN)/pytest
 	$(MAKE) compat
+
+# The API's load test (not in `make test`): 50 concurrent uploads, no 5xx, every job done (~2 min);
+# figures printed and written to api-load.json (docs/api.md).
+api-load: $(VENV)/.test-installed
+	POSEQUEUE_LOAD_TEST=1 $(BIN)/pytest -q -s tests/test_api_load.py
 
 # The inf1 worker environment: Python 3.10, TensorFlow 2.10.1 (what the last tensorflow-neuron
 # for inf1 is built on) and numpy 1.23 (TensorFlow 2.10 predates numpy 1.24's removals; the Neuron

@@ -160,11 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_demo)
 
     from posequeue.analysis.cli import add_commands as add_analyze
+    from posequeue.api.cli import add_command as add_api  # FastAPI loads when it runs
     from posequeue.convert.cli import add_command as add_convert  # TensorFlow loads when it runs
     from posequeue.fleet.cli import add_commands  # plan, flower
     from posequeue.neuron.cli import add_command as add_compile
 
     add_commands(sub)
+    add_api(sub)
     add_analyze(sub)
     add_compile(sub)
     add_convert(sub)
@@ -313,6 +315,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_results(args: argparse.Namespace) -> int:
     from posequeue.config.schemas import JobStatus
     from posequeue.jobs import JobNotFound
+    from posequeue.results import ResultNotReady, result_uri
     from posequeue.store import StoreError, read_uri
 
     try:
@@ -331,8 +334,8 @@ def cmd_results(args: argparse.Namespace) -> int:
 
         return fetch(job, args.format, args.output)
     try:
-        data = read_uri(job.results[args.format])  # where the fleet wrote it
-    except StoreError as exc:
+        data = read_uri(result_uri(job, args.format))  # where the fleet wrote it
+    except (ResultNotReady, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     if args.output:

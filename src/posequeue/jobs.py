@@ -18,6 +18,7 @@ import redis
 
 from posequeue.config.budget import Budget
 from posequeue.config.keys import (
+    CALLBACKS,
     JOBS,
     batch_key,
     deliveries_key,
@@ -110,9 +111,10 @@ class Jobs:
         source: str,
         people: int = 1,
         follow: str = "most-present",
+        callback_url: str | None = None,
     ) -> str:
         now = time.time()
-        fields = {
+        fields: dict[str, Any] = {
             "status": JobStatus.QUEUED.value,
             "model": model,
             "video": video,
@@ -124,9 +126,13 @@ class Jobs:
             "frames_done": 0,
             "batches_enqueued": 0,
         }
+        if callback_url:
+            fields["callback_url"] = callback_url
         with self.r.pipeline() as pipe:
             pipe.hset(job_key(job_id), mapping=fields)
             pipe.zadd(JOBS, {job_id: now})
+            if callback_url:  # in the same transaction: no job ends without its callback queued
+                pipe.zadd(CALLBACKS, {job_id: now})
             pipe.execute()
         return job_id
 
@@ -328,8 +334,13 @@ class Jobs:
         value = self.r.get(segment_frames_key(job_id, segment))
         return None if value is None else int(value)
 
-    def recent(self, limit: int = 20) -> list[str]:
-        return [j.decode() for j in self.r.zrevrange(JOBS, 0, limit - 1)]
+    def recent(self, limit: int = 20, offset: int = 0) -> list[str]:
+        """Job ids, newest first."""
+        return [j.decode() for j in self.r.zrevrange(JOBS, offset, offset + limit - 1)]
+
+    def count_jobs(self) -> int:
+        """Jobs in the index (submitted and not yet trimmed)."""
+        return int(self.r.zcard(JOBS))
 
 
 class JobFailedError(PosequeueError, RuntimeError):
@@ -357,6 +368,7 @@ SUMMARY_FIELDS = (
     "video_info",
     "people",  # added with output contract 2, after the fields clients had already
     "follow",
+    "callback_url",  # a job submitted through the HTTP API with one
 )
 
 

@@ -2,6 +2,8 @@
 
 Job state (``posequeue.jobs``):
     pq:jobs                          sorted set of job ids by submission time
+    pq:callbacks                     sorted set: ids of jobs with a callback_url -> when the
+                                     API's callback sender looks at them next (``api/callbacks.py``)
     pq:job:{id}                      hash: the job record (``config.schemas.Job``)
     pq:job:{id}:done                 set of finished batch indices (the fan-in)
     pq:job:{id}:finalizing           lock held by the finalise task while it writes the results
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 PREFIX = "pq"
 JOBS = f"{PREFIX}:jobs"
+CALLBACKS = f"{PREFIX}:callbacks"
 WORKERS = f"{PREFIX}:workers"
 BUDGET_HELD = f"{PREFIX}:budget:held"
 BUDGET_LEASES = f"{PREFIX}:budget:leases"

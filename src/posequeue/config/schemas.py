@@ -95,6 +95,11 @@ class Job:
     analysis_queued_at: float | None = None
     analysis_started_at: float | None = None
     analysis_finished_at: float | None = None
+    # set by the HTTP API (api/callbacks.py): where to POST when the job ends, and how that went
+    callback_url: str | None = None
+    callback_status: str | None = None  # retrying, delivered or failed
+    callback_attempts: int = 0
+    callback_error: str | None = None
 
     @classmethod
     def from_hash(cls, job_id: str, raw: Mapping[bytes, bytes], batches_done: int) -> Job:

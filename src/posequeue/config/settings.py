@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(Path.home() / ".cache" / "posequeue")
     lock_dir: Path = Field(Path("/tmp/posequeue-locks"), description="per-core claim files")
     log_format: str = Field("console", pattern="^(console|json)$")
+    # The HTTP API (`posequeue api`, docs/api.md)
+    api_tokens: str = Field("", description="bearer tokens the API accepts, comma-separated")
+    api_token_file: Path | None = Field(None, description="file of API tokens, one a line")
+    api_max_upload_mb: int = Field(2048, ge=1, description="largest video the API accepts")
+    callback_secret: str = Field("", description="HMAC-SHA256 key signing the API's callbacks")
 
     @field_validator("store")
     @classmethod
