@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint chromium api-load unit integration compat bench accuracy clean
+.PHONY: demo test lint chromium api-load unit integration compat bench bench-scale accuracy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -99,6 +99,14 @@ bench: $(VENV)/.test-installed $(MP_VENV)/.installed $(BENCH_VENV)/.installed
 	$(BIN)/python benchmarks/perf.py --mediapipe-python $(MP_VENV)/bin/python
 	$(BIN)/python benchmarks/spine.py
 	$(BENCH_VENV)/bin/python benchmarks/ray_data.py
+
+# Scale: N pinned workers (up to the cores less one), one Redis or payload shards, each payload
+# codec, the model real and off the host, 640x360 to 1920x1080; JSON in scale-results.json.
+# Bounded by SCALE_TIME_LIMIT seconds; installs nothing (see the script's docstring for a host
+# without network).
+SCALE_TIME_LIMIT ?= 540
+bench-scale: $(VENV)/.test-installed
+	$(BIN)/python benchmarks/scale.py --time-limit $(SCALE_TIME_LIMIT)
 
 # The accuracy references: regenerates the test videos and MediaPipe's outputs for them in
 # tests/fixtures/accuracy (committed).

@@ -84,8 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--concurrency",
         type=int,
-        default=1,
-        help="pool processes with --threads 1 (default 1: one process per core group)",
+        help="pool processes with --threads 1 (default: for a CPU runtime given neither "
+        "--threads nor --concurrency, one single-thread process pinned to each core it may "
+        "use, the layout measured fastest; else 1)",
     )
     p.add_argument("--loglevel", default="INFO")
     p.set_defaults(run=cmd_worker)

@@ -66,6 +66,11 @@ class StoreError(PosequeueError, RuntimeError):
     """The store cannot be read or written; the message says which URI and why."""
 
 
+class PayloadUnreachable(StoreError):
+    """A Redis that holds batch payloads cannot be reached (a payload server restarting):
+    retried as a store error is, then the job fails saying which setting to check."""
+
+
 class ResultNotReady(PosequeueError, RuntimeError):
     """The job has no results (yet): it is queued, running or failed; the message says which."""
 

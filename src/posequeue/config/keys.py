@@ -10,7 +10,9 @@ Job state (``posequeue.jobs``):
     pq:job:{id}:seg:{k}              marker: segment k has handed over to segment k+1
     pq:job:{id}:recover              guard: the job's lost batches were looked for
                                      (``producer/recover.py``)
-    pq:batch:{id}:{k}                hash: the pixels and meta of batch k (claim-check, with a TTL)
+    pq:batch:{id}:{k}                hash: the pixels and meta of batch k (claim-check, with a TTL);
+                                     on the payload server its key hashes to
+                                     (``payload/shards.py``), the broker by default
     pq:batch:{id}:{k}:deliveries:{s} counter: starts of stage s of batch k
 Payload budget (``config/budget.py``):
     pq:budget:held                   hash: batch key -> bytes reserved for it

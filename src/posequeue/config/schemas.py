@@ -149,6 +149,8 @@ class BatchMeta:
 
     Frames travel at a working resolution (``work``: width, height), upright; coordinates are
     normalised between stages and turned into pixels of the displayed frame (``display``) last.
+    ``payload`` says how the pixels are encoded (``payload/codec.py``); a worker of an older
+    version refuses the field, so a mixed fleet fails the job with a message, not bad keypoints.
     """
 
     job_id: str
@@ -159,6 +161,7 @@ class BatchMeta:
     work: tuple[int, int]
     model: str
     people: int = 1  # separate detections kept per frame (detections_per_frame)
+    payload: dict[str, Any] = field(default_factory=lambda: {"codec": "raw"})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
