@@ -1,6 +1,6 @@
 """Threaded workers: task threads in one process share its loaded models, so one thread's Redis
 I/O, pre- and post-processing run while another thread's batch is in the model (the model calls
-themselves are serialised in ``worker/model.py``).
+themselves are serialised in ``worker/stages.py``).
 
 Celery's thread pool keeps neither of prefork's two guards, so this module puts them back:
 
