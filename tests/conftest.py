@@ -231,7 +231,7 @@ def anymotion(monkeypatch: pytest.MonkeyPatch) -> str:
     """The worked example spec (docs/examples/anymotion.toml: one stage, ``pose``) known to this
     process for one test, as a built-in model is: get_settings() is cached per process, so
     POSEQUEUE_MODEL_SPECS is for subprocesses (see ``user_spec``)."""
-    from posequeue.config.models import CATALOGUE
+    from posequeue.config.catalogue import CATALOGUE
     from posequeue.config.specs import load_spec
 
     monkeypatch.setitem(CATALOGUE, "anymotion", load_spec(ROOT / "docs" / "examples" / "anymotion.toml"))

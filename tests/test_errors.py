@@ -13,7 +13,7 @@ RAISED_IN = {
     "VideoError": "posequeue.producer.video",
     "SubmitError": "posequeue.producer.submit",
     "StoreError": "posequeue.store",
-    "UnknownModelError": "posequeue.config.models",
+    "UnknownModelError": "posequeue.config.catalogue",
     "SpecError": "posequeue.config.specs",
     "MissingModel": "posequeue.worker.model_files",
     "ModelLoadError": "posequeue.worker.runtimes",

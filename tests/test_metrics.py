@@ -16,7 +16,7 @@ import redis
 from conftest import SAMPLE, posequeue
 from helpers import free_port, serving
 
-from posequeue.config.models import CATALOGUE
+from posequeue.config.catalogue import CATALOGUE
 from posequeue.fleet.metrics import (
     CLOUDWATCH_BACKLOG_CAP,
     Snapshot,

@@ -370,7 +370,7 @@ def cmd_queues(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from posequeue.config.models import all_models
+    from posequeue.config.catalogue import all_models
     from posequeue.config.queues import stage_queue
 
     models: list[dict[str, Any]] = [

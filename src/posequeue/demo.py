@@ -75,7 +75,7 @@ def _wait_ready(worker: subprocess.Popen, timeout: float = 120) -> None:  # type
 
 
 def _submit_and_report(video: Path, out: Path, worker: subprocess.Popen) -> int:  # type: ignore[type-arg]
-    from posequeue.config.models import get_model
+    from posequeue.config.catalogue import get_model
     from posequeue.config.schemas import Job, JobStatus
     from posequeue.config.settings import get_settings
     from posequeue.jobs import Jobs

@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from posequeue.config.models import (
+from posequeue.config.catalogue import (
     CATALOGUE,
     KEYPOINT_SETS,
     RUNTIMES,

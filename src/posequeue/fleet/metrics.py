@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from posequeue.config import keys
-from posequeue.config.models import ModelSpec, all_models
+from posequeue.config.catalogue import ModelSpec, all_models
 from posequeue.config.queues import stage_queue
 from posequeue.config.schemas import JobStatus
 from posequeue.errors import EXIT_FAILED

@@ -268,7 +268,7 @@ def worker_programs(plan: dict[str, Any], model: str | None = None) -> list[Prog
     Raises :class:`UpError` for a plan this host cannot run, or one whose workers name a model
     other than ``model``.
     """
-    from posequeue.config.models import get_model
+    from posequeue.config.catalogue import get_model
     from posequeue.errors import ModelError, WorkerConfigError
     from posequeue.fleet.plan import DEFAULT_MODEL
     from posequeue.worker.launch import ALL, worker_role

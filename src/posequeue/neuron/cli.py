@@ -21,7 +21,7 @@ compile call is checked, then it stops (exit 2) saying how to install it."""
 
 def add_command(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``compile`` to a parser's subcommands (it sets ``run``)."""
-    from posequeue.config.models import KEYPOINT_SETS
+    from posequeue.config.catalogue import KEYPOINT_SETS
     from posequeue.neuron.plan import DEFAULT_NO_FUSE
 
     p = subparsers.add_parser(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from posequeue.config.models import KEYPOINT_SETS, ModelSpec, StageSpec
+from posequeue.config.catalogue import KEYPOINT_SETS, ModelSpec, StageSpec
 from posequeue.config.specs import load_spec
 from posequeue.errors import CompileError
 from posequeue.neuron.savedmodel import SERVING, Signature, is_savedmodel, read_signature

@@ -9,8 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from posequeue.config.catalogue import ModelSpec, get_model
 from posequeue.config.celery_app import INGEST_TASK, app
-from posequeue.config.models import ModelSpec, get_model
 from posequeue.config.schemas import Cursor, Follow, Job
 from posequeue.config.settings import MAX_PEOPLE, Settings
 from posequeue.errors import ModelError, StoreError, SubmitError, VideoError

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from posequeue.config import queues
-from posequeue.config.models import get_model
+from posequeue.config.catalogue import get_model
 from posequeue.errors import WorkerConfigError
 from posequeue.worker.pinning import format_cores, neuron_env, parse_cores, usable_cores
 

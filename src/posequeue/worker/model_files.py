@@ -13,7 +13,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from posequeue.config.models import ModelSpec, StageSpec
+from posequeue.config.catalogue import ModelSpec, StageSpec
 from posequeue.errors import MissingModel
 
 WHEEL = "mediapipe==0.10.14"

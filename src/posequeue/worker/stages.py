@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from posequeue.config.models import ModelSpec, StageSpec, get_model
+from posequeue.config.catalogue import ModelSpec, StageSpec, get_model
 from posequeue.config.schemas import BatchMeta
 from posequeue.config.settings import get_settings
 from posequeue.errors import ModelOutputError

@@ -10,8 +10,8 @@ import time
 import structlog
 from celery import Task, signals
 
+from posequeue.config.catalogue import get_model
 from posequeue.config.celery_app import FINALIZE_TASK, INFER_TASK, app
-from posequeue.config.models import get_model
 from posequeue.config.queues import stage_queue
 from posequeue.config.schemas import BatchMeta
 from posequeue.config.settings import get_settings
