@@ -106,7 +106,7 @@ def settings():  # type: ignore[no-untyped-def]
 def model_dir() -> Path:
     """The bundled model files, fetched once (pip download of the mediapipe wheel, cached)."""
     from posequeue.config.settings import Settings
-    from posequeue.worker.model_files import blazepose_dir
+    from posequeue.worker.model_cache import blazepose_dir
 
     s = Settings()
     return blazepose_dir(s.cache_dir, s.model_dir)

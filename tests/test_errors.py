@@ -15,7 +15,7 @@ RAISED_IN = {
     "StoreError": "posequeue.store",
     "UnknownModelError": "posequeue.config.catalogue",
     "SpecError": "posequeue.config.specs",
-    "MissingModel": "posequeue.worker.model_files",
+    "MissingModel": "posequeue.worker.model_cache",
     "ModelLoadError": "posequeue.worker.runtimes",
     "CoreSpecError": "posequeue.worker.pinning",
     "UnknownInstanceError": "posequeue.fleet.instances",

@@ -36,7 +36,7 @@ def run_demo(video: Path, out: Path) -> int:
         get_settings.cache_clear()
         settings = get_settings()
         print(f"store: {settings.store}", file=sys.stderr)
-        from posequeue.worker.model_files import blazepose_dir
+        from posequeue.worker.model_cache import blazepose_dir
 
         print(f"model files: {blazepose_dir(settings.cache_dir, settings.model_dir)}", file=sys.stderr)
         log_path = out / "worker.log"

@@ -163,7 +163,7 @@ def run(role: WorkerRole, loglevel: str = "INFO") -> int:
             pin_cpu(list(role.cores))  # before the pool forks: children inherit the affinity
         bind_process(cores=role.cores_spec)
     if role.stages:
-        from posequeue.worker.model_files import blazepose_dir
+        from posequeue.worker.model_cache import blazepose_dir
 
         blazepose_dir(settings.cache_dir, settings.model_dir)  # fetch in the parent; load in the child
     if role.serves_ingest:  # producers need PyAV; model-stage hosts do not
