@@ -27,9 +27,9 @@ import tfn_standin  # noqa: E402
 
 from posequeue.cli import main  # noqa: E402
 from posequeue.config.specs import load_spec  # noqa: E402
+from posequeue.neuron.checks import SAVED_MODEL_COMPILE, CompileError, Options, prepare, scope_matcher  # noqa: E402
 from posequeue.neuron.cli import parse_input_shape  # noqa: E402
 from posequeue.neuron.compile import run  # noqa: E402
-from posequeue.neuron.plan import SAVED_MODEL_COMPILE, CompileError, Options, prepare, scope_matcher  # noqa: E402
 from posequeue.worker.runtimes import NEURON_INSTALL, make_runtime  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent

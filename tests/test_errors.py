@@ -21,7 +21,7 @@ RAISED_IN = {
     "UnknownInstanceError": "posequeue.fleet.instances",
     "PlanError": "posequeue.fleet.plan",
     "UpError": "posequeue.fleet.up",
-    "CompileError": "posequeue.neuron.plan",
+    "CompileError": "posequeue.neuron.checks",
     "SavedModelError": "posequeue.neuron.savedmodel",
     "NeuronMissing": "posequeue.neuron.compile",
     "ConvertError": "posequeue.convert",

@@ -22,7 +22,7 @@ compile call is checked, then it stops (exit 2) saying how to install it."""
 def add_command(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``compile`` to a parser's subcommands (it sets ``run``)."""
     from posequeue.config.catalogue import KEYPOINT_SETS
-    from posequeue.neuron.plan import DEFAULT_NO_FUSE
+    from posequeue.neuron.checks import DEFAULT_NO_FUSE
 
     p = subparsers.add_parser(
         "compile",
@@ -77,7 +77,7 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
 
 def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
     """``NAME=D0,D1,...`` -> (NAME, dims); the batch (D0) may be -1."""
-    from posequeue.neuron.plan import CompileError
+    from posequeue.neuron.checks import CompileError
 
     name, sep, dims = text.partition("=")
     try:
@@ -95,8 +95,8 @@ def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
 
 def cmd_compile(args: argparse.Namespace) -> int:
     from posequeue.config.specs import SpecError
+    from posequeue.neuron.checks import DEFAULT_NO_FUSE, CompileError, Options, prepare, tensorflow_or_refuse
     from posequeue.neuron.compile import NeuronMissing, import_neuron, low_ratio, run
-    from posequeue.neuron.plan import DEFAULT_NO_FUSE, CompileError, Options, prepare, tensorflow_or_refuse
     from posequeue.neuron.savedmodel import SavedModelError
     from posequeue.worker.runtimes import NEURON_INSTALL
 

@@ -1,6 +1,6 @@
 """``posequeue compile``: SavedModels compiled for Inferentia (inf1) by tensorflow-neuron.
 
-:func:`posequeue.neuron.plan.prepare` makes every check that needs no tensorflow-neuron (the
+:func:`posequeue.neuron.checks.prepare` makes every check that needs no tensorflow-neuron (the
 SavedModels, their signatures, the example input shapes, the ops kept on the CPU); :func:`run`
 then compiles each stage into ``OUT/<stage>`` and writes ``OUT/<name>.toml`` (a model spec with
 runtime ``neuron``) and ``OUT/compile-report.json``.
@@ -34,7 +34,7 @@ import numpy as np
 
 from posequeue.config.specs import dump_spec
 from posequeue.errors import NeuronMissing
-from posequeue.neuron.plan import TRACE, Plan, StageJob, scope_matcher, traceable
+from posequeue.neuron.checks import TRACE, Plan, StageJob, scope_matcher, traceable
 from posequeue.neuron.savedmodel import SERVING, Signature, read_signature
 
 REPORT = "compile-report.json"
