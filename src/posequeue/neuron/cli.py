@@ -110,8 +110,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
             keypoints=args.keypoints,
         )
         tf = tensorflow_or_refuse()
-        plan = prepare(Path(args.source), Path(args.output), options, tf)
-        for job in plan.jobs:
+        checked = prepare(Path(args.source), Path(args.output), options, tf)
+        for job in checked.jobs:
             print(
                 f"{job.stage.name}: {job.source}, input {job.input} as {job.shapes[job.input]}, "
                 f"{len(job.no_fuse_ops)} ops kept on the CPU",
@@ -125,7 +125,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         print(f"error: checked, but not compiled: {NEURON_INSTALL}", file=sys.stderr)
         return EXIT_REFUSED
     try:
-        report = run(plan, tf, tfn)
+        report = run(checked, tf, tfn)
     except Exception as exc:  # the compiler's own failure: its traceback, then which model failed
         traceback.print_exc()
         print(
@@ -134,7 +134,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILED
-    for warning in (*plan.notes, *low_ratio(report)):
+    for warning in (*checked.notes, *low_ratio(report)):
         print(f"note: {warning}", file=sys.stderr)
     ratios = {stage["name"]: stage["on_neuron_ratio"] for stage in report["stages"]}
     print(json.dumps({"output": report["output"], "spec": report["spec"], "on_neuron_ratio": ratios}))
