@@ -2,7 +2,7 @@
 
 Everything is read from Redis at scrape time (no state in this process, so any number of
 exporters may run): queue depths, the recent job records, and the per-worker throughput the
-workers report themselves (``posequeue.fleet.worker_stats``). The autoscaling signal is the
+workers report themselves (``posequeue.worker.stats``). The autoscaling signal is the
 backlog in seconds: frames waiting on a stage's queue divided by the frames per second the live
 workers of that stage can do. See docs/metrics.md for each metric's meaning and limits.
 """
@@ -27,8 +27,8 @@ from posequeue.config.schemas import JobStatus
 from posequeue.errors import EXIT_FAILED
 
 if TYPE_CHECKING:  # Redis, Celery and structlog load when the command runs, not with the parser
-    from posequeue.fleet.worker_stats import WorkerRate
     from posequeue.jobs import Jobs
+    from posequeue.worker.stats import WorkerRate
 
 DEFAULT_PORT = 9808
 DEFAULT_ADDRESS = "127.0.0.1"
@@ -126,8 +126,8 @@ def collect(
 ) -> Snapshot:
     """Read the fleet's state from Redis."""
     from posequeue.config.queues import all_queues
-    from posequeue.fleet.worker_stats import read_rates
     from posequeue.monitor import queue_depth
+    from posequeue.worker.stats import read_rates
 
     now = time.time() if now is None else now
     depths = {name: queue_depth(jobs, name) for name in all_queues()}
@@ -177,7 +177,7 @@ def _family(name: str, help_text: str, samples: Iterable[Sample]) -> list[str]:
 
 def render(s: Snapshot) -> str:
     """The snapshot in Prometheus' text exposition format (0.0.4); every metric is a gauge."""
-    from posequeue.fleet.worker_stats import WINDOW_S
+    from posequeue.worker.stats import WINDOW_S
 
     def per_worker(attr: str) -> list[Sample]:
         return [

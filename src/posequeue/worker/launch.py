@@ -176,7 +176,7 @@ def run(role: WorkerRole, loglevel: str = "INFO") -> int:
     if ANALYSIS in role.queues:
         import posequeue.analysis.task  # noqa: F401  (scipy, matplotlib and PyAV load when it runs)
     if role.stages:
-        import posequeue.fleet.worker_stats  # noqa: F401  (per-worker frames/s for `posequeue metrics`)
+        import posequeue.worker.stats  # noqa: F401  (per-worker frames/s for `posequeue metrics`)
         from posequeue.worker import tasks
 
         # The task processes are forked from this one (prefork's pool, or the threaded worker's
