@@ -18,6 +18,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FAILED = 1  # the work was tried and failed (a job failed, results unreadable)
 EXIT_REFUSED = 2  # refused before any work: bad input, settings, model or cores
+EXIT_RESTART = 75  # a threaded worker's child asking to be replaced (its watchdog), like a killed one
 
 
 class PosequeueError(Exception):

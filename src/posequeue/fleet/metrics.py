@@ -24,7 +24,7 @@ from posequeue.config import keys
 from posequeue.config.catalogue import ModelSpec, all_models
 from posequeue.config.queues import stage_queue
 from posequeue.config.schemas import JobStatus
-from posequeue.errors import EXIT_FAILED
+from posequeue.errors import EXIT_FAILED, EXIT_REFUSED
 
 if TYPE_CHECKING:  # Redis, Celery and structlog load when the command runs, not with the parser
     from posequeue.jobs import Jobs
@@ -374,7 +374,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
             f"(got {args.recent_jobs})",
             file=sys.stderr,
         )
-        return 2
+        return EXIT_REFUSED
     from posequeue.jobs import Jobs
 
     settings = get_settings()

@@ -8,7 +8,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from posequeue.cli import EXIT_FAILED, EXIT_REFUSED
+from posequeue.errors import EXIT_FAILED, EXIT_REFUSED
 
 DESCRIPTION = """\
 Compile a SavedModel, or each stage of a model spec (runtime "tensorflow"), for Inferentia (inf1)
