@@ -440,19 +440,6 @@ def test_compose_for_cpu_uses_cpuset() -> None:
     assert service["cpuset"] == str(host.core_id(0)) and "devices" not in service
 
 
-def test_to_yaml_round_trips_awkward_values() -> None:
-    """Quotes, colons, hashes, empty containers, numbers and null survive a YAML round trip."""
-    yaml = pytest.importorskip("yaml")
-    from posequeue.fleet.render import to_yaml
-
-    value = {
-        "a: b": ["x # y", 'say "hi"', "", "yes", "0-1", 3, 1.5, None, True, [], {}],
-        "nested": [{"k": "v", "l": ["m"]}],
-        "empty": {},
-    }
-    assert yaml.safe_load(to_yaml(value)) == value
-
-
 def test_systemd_units() -> None:
     """One unit per worker with its pinning env and an ExecStart with --cores, plus a target."""
     p = plan("inf1.xlarge", {"detector": 2, "landmarks": 2})
