@@ -441,7 +441,8 @@ def test_compose_for_cpu_uses_cpuset() -> None:
 
 
 def test_systemd_units() -> None:
-    """One unit per worker with its pinning env and an ExecStart with --cores, plus a target."""
+    """One unit per worker with its pinning env and an ExecStart with --cores, plus a target; a
+    worker that refuses its configuration (exit 2) is not restarted, as under `posequeue up`."""
     p = plan("inf1.xlarge", {"detector": 2, "landmarks": 2})
     text = render_systemd(p)
     assert text.count("[Service]") == 2
@@ -451,6 +452,7 @@ def test_systemd_units() -> None:
     ) in text
     assert 'Environment="NEURON_RT_VISIBLE_CORES=0-1"' in text
     assert "# file: posequeue.target" in text and "WantedBy=posequeue.target" in text
+    assert text.count("RestartPreventExitStatus=2\n") == 2  # a refused worker is not restarted
 
 
 def test_compose_for_two_models(anymotion: str) -> None:

@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from posequeue.cli import EXIT_REFUSED
 from posequeue.fleet.plan import ModelRate, Plan, StageKey, WorkerPlan
 
 # Celery's warm shutdown (SIGTERM) lets the running batch finish; give it longer than the default
@@ -197,6 +198,9 @@ def _unit(plan: Plan, w: WorkerPlan, executable: str) -> str:
         f"ExecStart={command}\n"
         "Restart=always\n"
         "RestartSec=5\n"
+        "# Exit 2: the worker refused its configuration (claimed cores, unknown model, missing\n"
+        "# model files); a restart cannot help, as `posequeue up` does not restart it either.\n"
+        f"RestartPreventExitStatus={EXIT_REFUSED}\n"
         "# SIGTERM to the main process only: Celery's warm shutdown finishes the running batch.\n"
         "KillMode=mixed\n"
         f"TimeoutStopSec={STOP_GRACE_SECONDS}\n"
