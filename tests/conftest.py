@@ -8,6 +8,8 @@ here before any posequeue module that reads them is imported.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import signal
@@ -251,7 +253,8 @@ def user_spec(folder: Path, name: str, stage: str = "pose") -> dict[str, str]:
 def posequeue(
     *args: str, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """Run the ``posequeue`` command as a user would."""
+    """Run the ``posequeue`` command as a user would, in a process of its own: for what needs
+    one (a submission accepted by an isolated fleet, ``--wait``, servers). ``cli`` runs the rest."""
     return subprocess.run(
         [sys.executable, "-m", "posequeue.cli", *args],
         env=env or dict(os.environ),
@@ -259,3 +262,44 @@ def posequeue(
         text=True,
         timeout=timeout,
     )
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``posequeue ARGS`` in this process (``posequeue.cli.main``) with ``env`` as the whole
+    environment, and return what ``posequeue`` returns: the same command line, parser and exit
+    codes, without starting an interpreter (about a second per call here, and CPU the workers
+    under test need). For commands that end on their own: refusals, status, results, queues,
+    models, plan. A submission under another broker needs ``posequeue``: the Celery app that
+    sends it is built once per process from the session's settings."""
+    from posequeue import cli as command
+
+    env = dict(os.environ if env is None else env)
+    if args[:1] == ("submit",) and env.get("POSEQUEUE_BROKER_URL") != os.environ["POSEQUEUE_BROKER_URL"]:
+        raise ValueError("cli('submit') sends with the session's broker: use posequeue() for another one")
+    saved = dict(os.environ)
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        os.environ.clear()
+        os.environ.update(env)
+        _forget_settings()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = command.main(list(args))
+            except SystemExit as exc:  # argparse's usage errors and --help
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        _forget_settings()
+    return subprocess.CompletedProcess(["posequeue", *args], code, out.getvalue(), err.getvalue())
+
+
+def _forget_settings() -> None:
+    """Drop what this process read from its environment, so that the next reader sees the
+    environment as it is now."""
+    from posequeue.config.settings import get_settings
+    from posequeue.config.specs import user_models
+    from posequeue.jobs import get_jobs
+
+    for cached in (get_settings, user_models, get_jobs):
+        cached.cache_clear()

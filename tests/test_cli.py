@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import SAMPLE, posequeue
+from conftest import SAMPLE, cli, posequeue
 
 pytestmark = pytest.mark.integration
 
@@ -18,24 +18,24 @@ def test_submit_wait_status_results_queues(worker, tmp_path) -> None:
     assert job["status"] == "done" and job["frames_total"] == 90 and job["batches_total"] == 23
     assert set(job["results"]) == {"json", "csv", "manifest"}
 
-    status = json.loads(posequeue("status", job["job_id"], "--json").stdout)
+    status = json.loads(cli("status", job["job_id"], "--json").stdout)
     assert status["status"] == "done" and status["frames_done"] == 90
 
-    human = posequeue("status", job["job_id"]).stdout
+    human = cli("status", job["job_id"]).stdout
     assert f"job {job['job_id']}: done, 90/90 frames" in human
 
     target = tmp_path / "poses.json"
-    assert posequeue("results", job["job_id"], "-o", str(target)).returncode == 0
+    assert cli("results", job["job_id"], "-o", str(target)).returncode == 0
     assert len(json.loads(target.read_text())["frames"]) == 90
 
-    queues = json.loads(posequeue("queues", "--json").stdout)
+    queues = json.loads(cli("queues", "--json").stdout)
     assert {"ingest", "pose.blazepose.landmarks"} <= set(queues["queues"])
     assert all(job["job_id"] != j["job_id"] for j in queues["jobs"])  # finished jobs not listed
 
 
 def test_submit_without_wait_returns_queued_at_once(worker) -> None:
     """submit returns at once with a job id and status queued; the job goes on without it."""
-    out = posequeue("submit", str(SAMPLE), "--json")
+    out = cli("submit", str(SAMPLE), "--json")
     job = json.loads(out.stdout.strip().splitlines()[-1])
     assert job["status"] == "queued" and len(job["job_id"]) == 32
 
@@ -43,13 +43,13 @@ def test_submit_without_wait_returns_queued_at_once(worker) -> None:
 def test_unknown_job(redis_url) -> None:
     """status and results of an unknown job say so and exit non-zero."""
     for cmd in ("status", "results"):
-        out = posequeue(cmd, "0" * 32)
+        out = cli(cmd, "0" * 32)
         assert out.returncode == 2 and "no job" in out.stderr
 
 
 def test_worker_refuses_unknown_stage(redis_url) -> None:
     """A worker for a stage the model does not have names the stages it has."""
-    out = posequeue("worker", "--stage", "segmenter")
+    out = cli("worker", "--stage", "segmenter")
     assert out.returncode == 2 and "no stage 'segmenter'" in out.stderr
     assert "detector, landmarks" in out.stderr
     assert "Traceback" not in out.stderr
@@ -57,14 +57,14 @@ def test_worker_refuses_unknown_stage(redis_url) -> None:
 
 def test_worker_refuses_bad_cores(redis_url) -> None:
     """A malformed --cores value is refused with the accepted forms."""
-    out = posequeue("worker", "--cores", "1-a")
+    out = cli("worker", "--cores", "1-a")
     assert out.returncode == 2 and "0-1" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_worker_refuses_threads_with_prefork_concurrency(redis_url) -> None:
     """Task threads and several prefork processes are two different pools: asking for both is
     refused, naming each."""
-    out = posequeue("worker", "--threads", "2", "--concurrency", "2")
+    out = cli("worker", "--threads", "2", "--concurrency", "2")
     assert out.returncode == 2 and "--threads 1 --concurrency N" in out.stderr
     assert "Traceback" not in out.stderr
 
@@ -90,6 +90,7 @@ def test_second_worker_on_claimed_cores_is_refused(start_worker, isolated) -> No
     naming the holder."""
     env = {k: isolated[k] for k in ("POSEQUEUE_BROKER_URL", "POSEQUEUE_STORE")}
     start_worker("--stage", "landmarks", "--cores", "1", **env)
+    # in a process of its own: the claim it makes before the refusal lasts as long as its process
     out = posequeue("worker", "--stage", "detector", "--cores", "0-1", env=isolated, timeout=60)
     assert out.returncode == 2
     assert "cpu core 1 is already claimed by worker blazepose-landmarks-c1" in out.stderr

@@ -9,7 +9,7 @@ import os
 import re
 
 import pytest
-from conftest import posequeue, user_spec
+from conftest import cli, user_spec
 
 from posequeue.fleet.cli import add_commands
 from posequeue.fleet.instances import CATALOGUE, UnknownInstanceError, get_instance
@@ -594,7 +594,7 @@ def test_plan_command_with_a_user_model(tmp_path) -> None:  # type: ignore[no-un
     yaml = pytest.importorskip("yaml")
     env = user_spec(tmp_path, "blazepose-tf")
     layout = ["inf1.xlarge", "--per-chip", "blazepose-tf:pose=2,landmarks=2"]
-    result = posequeue("plan", *layout, "--format", "json", env=env)
+    result = cli("plan", *layout, "--format", "json", env=env)
     assert result.returncode == 0, result.stderr
     pose, landmarks = json.loads(result.stdout)["workers"]
     assert (pose["name"], pose["model"], pose["queue"], pose["cores"]) == (
@@ -608,16 +608,16 @@ def test_plan_command_with_a_user_model(tmp_path) -> None:  # type: ignore[no-un
         "pose.blazepose.landmarks",
         [2, 3],
     )
-    compose = posequeue("plan", *layout, "--format", "compose", env=env)
+    compose = cli("plan", *layout, "--format", "compose", env=env)
     services = yaml.safe_load(compose.stdout)["services"]
     assert all(COMPOSE_SERVICE.match(name) for name in services)
     assert services["blazepose-tf-pose-c0-1"]["command"][2:4] == ["--model", "blazepose-tf"]
     units = re.findall(
-        r"^# file: (\S+\.service)$", posequeue("plan", *layout, "--format", "systemd", env=env).stdout, re.M
+        r"^# file: (\S+\.service)$", cli("plan", *layout, "--format", "systemd", env=env).stdout, re.M
     )
     assert units == ["posequeue-blazepose-tf-pose-c0-1.service", "posequeue-blazepose-landmarks-c2-3.service"]
     assert all(SYSTEMD_UNIT.match(u) for u in units)
-    table = posequeue("plan", *layout, "--throughput", "blazepose-tf:pose=50,landmarks=150", env=env)
+    table = cli("plan", *layout, "--throughput", "blazepose-tf:pose=50,landmarks=150", env=env)
     assert "expected frames/s of blazepose-tf: 100.0 (limited by pose)" in table.stdout
     assert "expected frames/s of blazepose: 300.0 (limited by landmarks;" in table.stdout
 
@@ -642,6 +642,6 @@ def test_plan_command_refuses_unknown_or_unusable_models(
 ) -> None:
     """An unknown model or stage, or a spec name unusable in queue and unit names: exit 2 and
     the reason."""
-    result = posequeue("plan", "inf1.xlarge", "--per-chip", per_chip, env=user_spec(tmp_path, model))
+    result = cli("plan", "inf1.xlarge", "--per-chip", per_chip, env=user_spec(tmp_path, model))
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("error: ") and message in result.stderr

@@ -173,15 +173,15 @@ def test_models_command_lists_and_checks_spec_files(tmp_path: Path) -> None:
     file is refused (exit 2) naming the file and the field."""
     import os
 
-    from conftest import posequeue
+    from conftest import cli
 
     write(tmp_path, BASIC)
     env = {**os.environ, "POSEQUEUE_MODEL_SPECS": str(tmp_path)}
-    listed = {m["name"]: m for m in json.loads(posequeue("models", "--json", env=env).stdout)}
+    listed = {m["name"]: m for m in json.loads(cli("models", "--json", env=env).stdout)}
     assert listed["blazepose"]["source"] == "built in"
     assert listed["anymotion"]["runtime"] == "neuron"
     assert listed["anymotion"]["source"] == str(tmp_path / "model.toml")
     assert listed["anymotion"]["stages"][0]["queue"] == "pose.anymotion.pose"
     write(tmp_path, BASIC.replace('resize = "letterbox"', 'resize = "crop"'))
-    broken = posequeue("models", env=env)
+    broken = cli("models", env=env)
     assert broken.returncode == 2 and "model.toml: stage 'pose' preprocess resize: 'crop'" in broken.stderr

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SAMPLE, posequeue, user_spec
+from conftest import ROOT, SAMPLE, cli, posequeue, user_spec
 
 from posequeue.fleet.plan import plan
 from posequeue.fleet.up import Backoff, Program, Supervisor, UpError, worker_programs
@@ -325,25 +325,25 @@ def test_plans_written_before_workers_named_their_model_still_load(anymotion: st
 
 def test_up_refuses_without_a_plan(tmp_path: Path) -> None:
     """`posequeue up` needs a plan file or an instance and a layout; errors exit 2."""
-    assert posequeue("up").returncode == 2
-    bad = posequeue("up", "cpu", "--per-chip", "detector=99")
+    assert cli("up").returncode == 2
+    bad = cli("up", "cpu", "--per-chip", "detector=99")
     assert bad.returncode == 2 and "needs 99 cores per chip" in bad.stderr
     path = tmp_path / "plan.json"
     path.write_text("[]")
-    assert "is not a plan" in posequeue("up", "--plan", str(path)).stderr
+    assert "is not a plan" in cli("up", "--plan", str(path)).stderr
 
 
 def test_up_checks_models_and_stages(tmp_path: Path) -> None:
     """`posequeue up` with a user's model: an unknown model or stage exits 2 with the reason; a
     two-model Neuron plan on this CPU machine is refused for its missing device."""
     env = user_spec(tmp_path, "blazepose-tf")
-    unknown = posequeue("up", "cpu", "--per-chip", "movenet:pose=1", env=env)
+    unknown = cli("up", "cpu", "--per-chip", "movenet:pose=1", env=env)
     assert unknown.returncode == 2 and "unknown model 'movenet'" in unknown.stderr
-    stage = posequeue("up", "cpu", "--per-chip", "blazepose-tf:landmarks=1", env=env)
+    stage = cli("up", "cpu", "--per-chip", "blazepose-tf:landmarks=1", env=env)
     assert stage.returncode == 2 and "has no stage 'landmarks'; its stages: pose" in stage.stderr
     if Path("/dev/neuron0").exists():
         pytest.skip("this host has /dev/neuron0")
-    split = posequeue("up", "inf1.xlarge", "--per-chip", "blazepose-tf:pose=2,landmarks=2", env=env)
+    split = cli("up", "inf1.xlarge", "--per-chip", "blazepose-tf:pose=2,landmarks=2", env=env)
     assert split.returncode == 2
     assert "worker blazepose-tf-pose-c0-1 needs /dev/neuron0" in split.stderr
 
