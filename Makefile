@@ -33,8 +33,19 @@ test: lint
 
 # The inf1 worker environment: Python 3.10, TensorFlow 2.10.1 (what the last tensorflow-neuron
 # for inf1 is built on) and numpy 1.23 (TensorFlow 2.10 predates numpy 1.24's removals; the Neuron
-# image pins the same). The whole suite runs again there, with the TensorFlow
-# tests (runtimes, users' models, convert, compile) that skip where TensorFlow is missing.
+# image pins the same). What runs there is what the Neuron image runs: the tests marked `compat`
+# (pytest -m compat), i.e. the TensorFlow tests that skip elsewhere (runtimes, users' models,
+# convert, compile), the worker's code path (model stages and their numerics against MediaPipe,
+# detector, regions, keypoints, pinning and core claims, worker launch and refusals, job state,
+# stores, spec files, settings, model files), a job end to end through real workers (prefork, and
+# both stages in one task), a killed task process of a threaded worker, the task failure policy
+# against an unwritable store, the workers' own frames/s; and an import of every module.
+# Not again there: producer (decode, ingest, backpressure), fleet (plan, up, Docker, Flower,
+# metrics exporter) and Celery's own prefork redelivery: the Neuron image has no producer extra
+# (docker/Dockerfile.neuron), producers run on Python 3.11 (Dockerfile.producer), and that code is
+# the same Python on both; what could differ on 3.10 is the standard library, which mypy checks
+# against 3.10 in `make lint` (python_version = "3.10"), and module-level names, which the import
+# test catches..
 COMPAT_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10) \
                  $(shell python3.10 -c 'import sys; print(sys.executable)' 2>/dev/null))
 COMPAT_VENV ?= .venv-compat
@@ -51,7 +62,7 @@ compat:
 	       "inf1 environment (TensorFlow 2.10.1, numpy 1.x) and the TensorFlow tests were NOT run"; \
 	  test "$(CI)" != true; \
 	else \
-	  $(MAKE) $(COMPAT_VENV)/.installed && $(COMPAT_VENV)/bin/pytest; \
+	  $(MAKE) $(COMPAT_VENV)/.installed && $(COMPAT_VENV)/bin/pytest -m compat; \
 	fi
 
 unit: $(VENV)/.test-installed

@@ -26,6 +26,8 @@ from posequeue.worker.blazepose import (
 )
 from posequeue.worker.roi import Roi
 
+pytestmark = pytest.mark.compat
+
 RAW_LANDMARKS = 39  # the model outputs 39 landmarks; the first 33 are the pose
 COLD = -30.0  # a heatmap logit far below the refinement threshold
 

@@ -47,6 +47,7 @@ def test_unknown_job(redis_url) -> None:
         assert out.returncode == 2 and "no job" in out.stderr
 
 
+@pytest.mark.compat
 def test_worker_refuses_unknown_stage(redis_url) -> None:
     """A worker for a stage the model does not have names the stages it has."""
     out = cli("worker", "--stage", "segmenter")
@@ -55,12 +56,14 @@ def test_worker_refuses_unknown_stage(redis_url) -> None:
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.compat
 def test_worker_refuses_bad_cores(redis_url) -> None:
     """A malformed --cores value is refused with the accepted forms."""
     out = cli("worker", "--cores", "1-a")
     assert out.returncode == 2 and "0-1" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.compat
 def test_worker_refuses_threads_with_prefork_concurrency(redis_url) -> None:
     """Task threads and several prefork processes are two different pools: asking for both is
     refused, naming each."""
@@ -69,6 +72,7 @@ def test_worker_refuses_threads_with_prefork_concurrency(redis_url) -> None:
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.compat
 def test_worker_pins_its_processes_to_cores(start_worker, isolated) -> None:
     """--cores pins the worker and the process it runs tasks in to those CPU cores."""
     import os
@@ -85,6 +89,7 @@ def test_worker_pins_its_processes_to_cores(start_worker, isolated) -> None:
     assert "blazepose-all-c0@" in worker.log.read_text()  # the worker's name shows its cores
 
 
+@pytest.mark.compat
 def test_second_worker_on_claimed_cores_is_refused(start_worker, isolated) -> None:
     """A second worker naming a core another worker on this host holds is refused at start-up,
     naming the holder."""
@@ -96,6 +101,7 @@ def test_second_worker_on_claimed_cores_is_refused(start_worker, isolated) -> No
     assert "cpu core 1 is already claimed by worker blazepose-landmarks-c1" in out.stderr
 
 
+@pytest.mark.compat
 def test_worker_pool_by_runtime(start_worker, isolated, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """A Neuron model's worker runs two task threads by default (its model calls leave the CPU
     free for the other thread's host work); a CPU model's worker runs the prefork pool."""

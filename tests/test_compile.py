@@ -32,6 +32,8 @@ from posequeue.neuron.compile import run  # noqa: E402
 from posequeue.neuron.plan import SAVED_MODEL_COMPILE, CompileError, Options, prepare, scope_matcher  # noqa: E402
 from posequeue.worker.runtimes import NEURON_INSTALL, make_runtime  # noqa: E402
 
+pytestmark = pytest.mark.compat
+
 TESTS = Path(__file__).resolve().parent
 
 

@@ -7,6 +7,8 @@ import threading
 
 import pytest
 
+pytestmark = pytest.mark.compat
+
 
 @pytest.fixture
 def job(jobs):  # type: ignore[no-untyped-def]

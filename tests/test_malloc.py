@@ -11,6 +11,8 @@ import pytest
 PROBE = """
 import resource, sys
 import numpy as np
+
+pytestmark = pytest.mark.compat
 if sys.argv[1] == "on":
     from posequeue.malloc import reuse_freed_memory
     assert reuse_freed_memory()

@@ -35,6 +35,7 @@ def check_contract(result: dict, frames: int, width: int, height: int) -> None:
                 assert 0.0 <= vis <= 1.0 and 0.0 <= pres <= 1.0
 
 
+@pytest.mark.compat
 def test_sample_video_end_to_end(worker, settings, jobs, store_root) -> None:
     """The sample video gives a done job whose JSON, CSV, manifest and result-backend summary
     agree, with a person found in most frames, near where the astronaut is drawn."""
@@ -157,6 +158,7 @@ def run_sample(isolated: dict[str, str], start_worker, *layout: tuple[str, ...])
     return results, [x for w in workers for x in infer_lines(w.log)]
 
 
+@pytest.mark.compat
 def test_all_stage_worker_runs_both_stages_in_one_task(isolated, start_worker) -> None:  # type: ignore[no-untyped-def]
     """A worker serving both stages runs the landmarks in the detector's task (no crops through
     Redis, no second task); workers split by stage hand each batch over through the landmark

@@ -9,6 +9,8 @@ import pytest
 
 from posequeue.results import CSV_HEADER, ResultWriter, csv_rows
 
+pytestmark = pytest.mark.compat
+
 NAMES = ["nose", "left_eye"]
 HEAD = {"job_id": "j", "video": {"width": 4, "height": 3}, "model": {"name": "m", "keypoints": NAMES}}
 

@@ -10,6 +10,8 @@ import pytest
 from posequeue.config.models import CATALOGUE, COCO_KEYPOINTS, Coords, Preprocess
 from posequeue.config.specs import SpecError, dump_spec, load_spec, spec_files, user_models
 
+pytestmark = pytest.mark.compat
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "docs" / "examples" / "anymotion.toml"
 

@@ -17,7 +17,7 @@ import videos
 from conftest import SAMPLE, posequeue
 from helpers import load_results
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.compat]
 pytest.importorskip("tensorflow")
 
 FLEET = ("POSEQUEUE_BROKER_URL", "POSEQUEUE_STORE", "POSEQUEUE_MODEL_SPECS")
