@@ -19,10 +19,14 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
+
+if TYPE_CHECKING:
+    from posequeue.config.settings import Settings
+    from posequeue.jobs import Jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "samples" / "astronaut.mp4"
@@ -91,14 +95,14 @@ def store_root() -> str:
 
 
 @pytest.fixture(scope="session")
-def jobs(redis_url: str):  # type: ignore[no-untyped-def]
+def jobs(redis_url: str) -> Jobs:
     from posequeue.jobs import Jobs
 
     return Jobs.from_url(redis_url)
 
 
 @pytest.fixture(scope="session")
-def settings():  # type: ignore[no-untyped-def]
+def settings() -> Settings:
     from posequeue.config.settings import Settings
 
     return Settings()

@@ -261,7 +261,7 @@ def test_regions_and_crops() -> None:
     scores[0, index] = 3.0
     boxes[0, index, 2:4] = 50
     boxes[0, index, 4:] = ((kps - anchor) * 224).reshape(-1)
-    pads = [(0.0, 0.0, 0.0, 0.0)] * 2
+    pads: list[tuple[float, ...]] = [(0.0, 0.0, 0.0, 0.0)] * 2
     rois = regions({detector.BOXES: boxes, detector.SCORES: scores}, pads, (300, 300))
     assert rois[1] is None and rois[0] is not None
     assert (rois[0].x, rois[0].y) == pytest.approx((0.5, 0.6), abs=1e-6)

@@ -102,7 +102,7 @@ def test_second_worker_on_claimed_cores_is_refused(start_worker, isolated) -> No
 
 
 @pytest.mark.compat
-def test_worker_pool_by_runtime(start_worker, isolated, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_worker_pool_by_runtime(start_worker, isolated, tmp_path) -> None:
     """A Neuron model's worker runs two task threads by default (its model calls leave the CPU
     free for the other thread's host work); a CPU model's worker runs the prefork pool."""
     # Given a one-stage Neuron model (its runtime cannot load here: the worker starts and logs it)

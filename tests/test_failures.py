@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import time
+from typing import Any
 
 import pytest
 import videos
@@ -16,7 +18,7 @@ from conftest import SAMPLE, cli, posequeue
 pytestmark = pytest.mark.integration
 
 
-def refused(result) -> dict:  # type: ignore[no-untyped-def]
+def refused(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     assert result.returncode == 2, result.stderr
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["status"] == "failed" and out["refused"] is True and out["job_id"] is None

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def s3_fleet(bucket, isolated, start_worker):  # type: ignore[no-untyped-def]
+def s3_fleet(bucket, isolated, start_worker):
     env = {**isolated, "POSEQUEUE_STORE": f"s3://{bucket}/fleet"}
     start_worker(POSEQUEUE_BROKER_URL=env["POSEQUEUE_BROKER_URL"], POSEQUEUE_STORE=env["POSEQUEUE_STORE"])
     return env

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import ROOT, SAMPLE, cli, posequeue, user_spec
@@ -283,7 +284,7 @@ def test_plan_file_model_and_stage_checks() -> None:
         worker_programs({"instance": "cpu", "workers": []})
 
 
-def _on_this_host(data: dict, stand_in: Path) -> dict:  # type: ignore[type-arg]
+def _on_this_host(data: dict[str, Any], stand_in: Path) -> dict[str, Any]:
     """The plan with an existing path standing in for each worker's /dev/neuronN."""
     workers = [{**w, "devices": [str(stand_in)] * len(w["devices"])} for w in data["workers"]]
     return {**data, "workers": workers}
