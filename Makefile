@@ -33,19 +33,24 @@ test: lint
 
 # The inf1 worker environment: Python 3.10, TensorFlow 2.10.1 (what the last tensorflow-neuron
 # for inf1 is built on) and numpy 1.23 (TensorFlow 2.10 predates numpy 1.24's removals; the Neuron
-# image pins the same). What runs there is what the Neuron image runs: the tests marked `compat`
-# (pytest -m compat), i.e. the TensorFlow tests that skip elsewhere (runtimes, users' models,
-# convert, compile), the worker's code path (model stages and their numerics against MediaPipe,
-# detector, regions, keypoints, pinning and core claims, worker launch and refusals, job state,
-# stores, spec files, settings, model files), a job end to end through real workers (prefork, and
-# both stages in one task), a killed task process of a threaded worker, the task failure policy
-# against an unwritable store, the workers' own frames/s; and an import of every module.
-# Not again there: producer (decode, ingest, backpressure), fleet (plan, up, Docker, Flower,
-# metrics exporter) and Celery's own prefork redelivery: the Neuron image has no producer extra
-# (docker/Dockerfile.neuron), producers run on Python 3.11 (Dockerfile.producer), and that code is
-# the same Python on both; what could differ on 3.10 is the standard library, which mypy checks
-# against 3.10 in `make lint` (python_version = "3.10"), and module-level names, which the import
-# test catches..
+# image pins the same). What runs there is the tests marked `compat` (pytest -m compat): what can
+# differ there. The TensorFlow tests that skip elsewhere (runtimes, users' models, convert,
+# compile); the worker's numerics under numpy 1.23 (model stages and their accuracy against
+# MediaPipe, detector, regions, keypoints); what leans on the OS and on process start (pinning,
+# core claims, worker launch and its refusals, a threaded worker's killed task process, malloc);
+# what reads files and settings through libraries that are older on 3.10 (spec files through
+# tomli, settings through pydantic-settings, stores, model files, job state); a job end to end
+# through a real worker; and an import of every module.
+# Not again there: the producer (decode, ingest, backpressure), the fleet commands (plan, up,
+# Docker, Flower, metrics) and the pure-Python orchestration and policies (failure handling,
+# redelivery, fan-in): the Neuron image has no producer extra (docker/Dockerfile.neuron),
+# producers and fleet tools run on Python 3.11 images (Dockerfile.producer, Dockerfile.cpu), and
+# pure Python behaves the same on 3.10 except where the standard library differs, which mypy
+# checks against 3.10 in `make lint` (python_version = "3.10") and the import test catches at
+# module level. Before, the whole suite ran there again: about half of `make test`.
+# Not pytest-xdist: on two cores the integration tests' workers already use both, and tests
+# with deadlines (a kill landing mid-job, redelivery after the visibility timeout) would only
+# get slower and flakier in parallel.
 COMPAT_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10) \
                  $(shell python3.10 -c 'import sys; print(sys.executable)' 2>/dev/null))
 COMPAT_VENV ?= .venv-compat

@@ -75,6 +75,9 @@ def pytest_configure(config: pytest.Config) -> None:
     redis.Redis.from_url(url).flushdb()
     os.environ["POSEQUEUE_BROKER_URL"] = url
     os.environ["POSEQUEUE_STORE"] = (tmp / "store").as_uri()
+    # Core claims of this session's workers: test sessions running at once on this machine would
+    # otherwise refuse each other's `--cores`.
+    os.environ["POSEQUEUE_LOCK_DIR"] = str(tmp / "locks")
     os.environ.setdefault("POSEQUEUE_LOG_FORMAT", "json")
 
 

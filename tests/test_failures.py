@@ -92,7 +92,6 @@ def test_video_broken_after_submission_fails_job_and_worker_goes_on(isolated, st
     assert json.loads(ok.stdout.splitlines()[-1])["status"] == "done"
 
 
-@pytest.mark.compat
 def test_unwritable_result_store_fails_job(isolated, start_worker, jobs) -> None:
     """Workers that cannot write to their S3 store fail the job with a reason a person can act
     on (after a few retries) instead of leaving it running: a batch's task (on this all-stage

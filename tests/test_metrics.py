@@ -207,7 +207,6 @@ def test_rates_sum_a_workers_processes_over_the_window(isolated: dict[str, str])
 
 
 @pytest.mark.integration
-@pytest.mark.compat
 def test_worker_reports_frames_per_second(isolated: dict[str, str], start_worker) -> None:
     """After a real worker processed the sample video, its frames/s and the capacity are > 0."""
     # Given a worker serving every queue of the isolated fleet

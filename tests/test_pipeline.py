@@ -161,7 +161,6 @@ def run_sample(
     return results, [x for w in workers for x in infer_lines(w.log)]
 
 
-@pytest.mark.compat
 def test_all_stage_worker_runs_both_stages_in_one_task(isolated, start_worker) -> None:
     """A worker serving both stages runs the landmarks in the detector's task (no crops through
     Redis, no second task); workers split by stage hand each batch over through the landmark
