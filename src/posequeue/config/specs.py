@@ -28,6 +28,7 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+from pydantic.fields import FieldInfo
 
 from posequeue.config.models import (
     CATALOGUE,
@@ -70,7 +71,7 @@ def _queue_name(value: str) -> str:
     return value
 
 
-QueueName = Annotated[str, AfterValidator(_queue_name)]
+QueueName = Annotated[StrictStr, AfterValidator(_queue_name), Field(description=f"a name ({NAME_RULE})")]
 Channels = Annotated[
     tuple[StrictFloat, StrictFloat, StrictFloat], Field(description="three numbers, one per channel")
 ]
@@ -122,8 +123,10 @@ class StageTable(_Table):
     # runtime's default.
     dynamic_batch: Annotated[StrictBool | None, Field(description="true or false")] = None
     payload: Annotated[str, _one_of(("frames", "crops"))] = "frames"
-    preprocess: PreprocessTable = PreprocessTable()
-    coords: CoordsTable = CoordsTable()
+    preprocess: Annotated[PreprocessTable, Field(description="a [stages.preprocess] table")] = (
+        PreprocessTable()
+    )
+    coords: Annotated[CoordsTable, Field(description="a [stages.coords] table")] = CoordsTable()
 
     @field_validator("shape")
     @classmethod
@@ -310,10 +313,7 @@ def _problems(exc: ValidationError, data: dict[str, Any]) -> list[str]:
         if error["type"] == "extra_forbidden":
             unknown.setdefault(loc[:-1], []).append(str(loc[-1]))
             continue
-        at = loc  # the field: an item's error (mean[1], edges[0]) is said of its whole field
-        while at and isinstance(at[-1], int):
-            at = at[:-1]
-        field = _table(at[:-1]).model_fields.get(str(at[-1])) if at else None
+        field, at = _field(loc)  # an item's error (mean[1], edges[0]) is said of its whole field
         if error["type"] == "value_error":
             message = str(error.get("ctx", {}).get("error"))
         elif error["type"] == "missing" and at == loc:
@@ -336,6 +336,22 @@ def _value(data: Any, loc: tuple[Any, ...]) -> Any:
     for part in loc:
         data = data[part]
     return data
+
+
+def _field(loc: tuple[Any, ...]) -> tuple[FieldInfo | None, tuple[Any, ...]]:
+    """The field an error's ``loc`` is in, and that field's own loc: ('stages', 0, 'preprocess',
+    'mean', 1) is in [stages.preprocess]'s ``mean``; parts past a field (item indices, a union's
+    member) are dropped."""
+    table: type[BaseModel] = SpecFile
+    field, end, i = None, 0, 0
+    while i < len(loc) and isinstance(loc[i], str) and loc[i] in table.model_fields:
+        field, end = table.model_fields[loc[i]], i + 1
+        inner = _TABLES.get(loc[i])
+        step = 2 if loc[i] == "stages" else 1  # [[stages]] is a list of tables
+        if inner is None or i + step >= len(loc) or (step == 2 and not isinstance(loc[i + 1], int)):
+            break
+        table, i = inner, i + step
+    return field, loc[:end]
 
 
 def _table(loc: tuple[Any, ...]) -> type[BaseModel]:
