@@ -96,7 +96,7 @@ def test_sigkill_pool_process_mid_job(
                 time.monotonic() < deadline
             ):
                 time.sleep(0.05)  # until the process has been replaced
-        time.sleep(0.002)
+        time.sleep(0.01)  # a batch runs for tens of ms: still several looks at each
     deadline = time.monotonic() + 120
     while (job := status(job_id, isolated))["status"] not in ("done", "failed"):
         assert time.monotonic() < deadline, job
