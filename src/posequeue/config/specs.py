@@ -41,15 +41,12 @@ from posequeue.config.models import (
     StageSpec,
 )
 from posequeue.config.queues import INGEST, NAME, NAME_RULE
+from posequeue.errors import SpecError
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # Python 3.10, where tensorflow-neuron for inf1 runs
     import tomli as tomllib
-
-
-class SpecError(ValueError):
-    """A spec file that cannot be used; the message names the file, the field and the fix."""
 
 
 # -- the file's schema (pydantic): every table refuses unknown fields ---------------------------

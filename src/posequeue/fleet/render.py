@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from posequeue.cli import EXIT_REFUSED
+from posequeue.errors import EXIT_REFUSED
 from posequeue.fleet.plan import ModelRate, Plan, StageKey, WorkerPlan
 
 # Celery's warm shutdown (SIGTERM) lets the running batch finish; give it longer than the default

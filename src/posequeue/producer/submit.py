@@ -8,19 +8,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from posequeue.config.celery_app import INGEST_TASK, app
 from posequeue.config.models import get_model
-from posequeue.config.schemas import Cursor
+from posequeue.config.schemas import Cursor, Job
 from posequeue.config.settings import Settings
-from posequeue.jobs import Jobs, summary
+from posequeue.errors import ModelError, StoreError, SubmitError, VideoError
+from posequeue.jobs import Jobs
 from posequeue.producer.video import probe
 from posequeue.store import open_store
-
-
-class SubmitError(ValueError):
-    """A submission refused before any job exists (bad input, unknown model, store down)."""
 
 
 def submit(
@@ -41,9 +37,7 @@ def submit(
         probe(source)  # exists, is a video, has a decodable video stream
     except SubmitError:
         raise
-    except ValueError as exc:  # UnknownModelError, VideoError, StoreError's kin
-        raise SubmitError(str(exc)) from None
-    except RuntimeError as exc:  # StoreError
+    except (ModelError, VideoError, StoreError) as exc:
         raise SubmitError(str(exc)) from None
     jobs.create(job_id=job_id, model=spec.name, video=source, batch_size=size, source=video)
     app.send_task(INGEST_TASK, args=[Cursor(job_id).to_dict()])
@@ -68,17 +62,17 @@ def _resolve(video: str, job_id: str, settings: Settings) -> str:
 def wait(
     job_id: str,
     jobs: Jobs,
-    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    on_progress: Callable[[Job], None] | None = None,
     poll: float = 0.5,
     timeout: float | None = None,
-) -> dict[str, Any]:
-    """Poll the job until it ends; return its summary."""
+) -> Job:
+    """Poll the job until it ends (or ``timeout`` seconds pass); return its record."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        job = summary(jobs.get(job_id))
+        job = jobs.get(job_id)
         if on_progress:
             on_progress(job)
-        if job["status"] in ("done", "failed"):
+        if job.status.finished:
             return job
         if deadline is not None and time.monotonic() > deadline:
             return job

@@ -9,9 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-
-class CoreSpecError(ValueError):
-    """A ``--cores`` value that is not a list of core indices or ranges."""
+from posequeue.errors import CoreSpecError
 
 
 def parse_cores(spec: str) -> list[int]:
