@@ -9,12 +9,13 @@ import pytest
 
 from posequeue.config import keys
 from posequeue.config.schemas import Job, JobStatus
+from posequeue.jobs import Jobs
 
 pytestmark = pytest.mark.compat
 
 
 @pytest.fixture
-def job(jobs):  # type: ignore[no-untyped-def]
+def job(jobs: Jobs) -> str:
     job_id = jobs.new_id()
     jobs.create(job_id=job_id, model="blazepose", video="v.mp4", batch_size=8, source="v.mp4")
     jobs.mark_running(job_id, {"width": 4, "height": 3})

@@ -148,14 +148,14 @@ def run_sample(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The sample video through workers started with each of ``layout``'s arguments; the
     results and the workers' infer.batch log lines."""
-    from conftest import posequeue
+    from conftest import cli, posequeue
 
     env = {k: isolated[k] for k in ("POSEQUEUE_BROKER_URL", "POSEQUEUE_STORE")}
     workers = [start_worker(*args, **env) for args in layout]
     done = posequeue("submit", str(SAMPLE), "--wait", "--json", "--timeout", "180", env=isolated)
     assert done.returncode == 0, done.stderr
     job_id = json.loads(done.stdout.splitlines()[-1])["job_id"]
-    results = json.loads(posequeue("results", job_id, env=isolated).stdout)
+    results = json.loads(cli("results", job_id, env=isolated).stdout)
     for w in workers:
         w.stop()
     return results, [x for w in workers for x in infer_lines(w.log)]

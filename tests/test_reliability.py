@@ -40,7 +40,7 @@ def holds_started_batch(r: redis.Redis, stage: str) -> bool:
 def restarted_runs(r: redis.Redis, job_id: str, stage: str) -> int:
     """Batches whose ``stage`` was started more than once (a started batch was redelivered)."""
     counters = r.keys(keys.deliveries_key(job_id, "*", stage))
-    return sum(int(v) >= 2 for v in r.mget(counters)) if counters else 0
+    return sum(int(v or 0) >= 2 for v in r.mget(counters)) if counters else 0
 
 
 def requeued_at_once(log: str, threads: str) -> bool:
@@ -106,7 +106,7 @@ def test_sigkill_pool_process_mid_job(
     assert job["status"] == "done", job.get("error")
     assert kills >= 1 and requeued_at_once(victim.log.read_text(), threads)
     assert restarted_runs(r, job_id, stage) >= 1  # a kill hit a batch that had started
-    out = posequeue("results", job_id, env=isolated)
+    out = cli("results", job_id, env=isolated)
     frames = json.loads(out.stdout)["frames"]
     assert [f["index"] for f in frames] == list(range(frames_total))
     assert job["frames_done"] == frames_total
@@ -118,16 +118,21 @@ def test_backpressure_bounds_batches_in_redis(isolated, start_worker, tmp_path) 
     video = videos.make_long(tmp_path / "long.mp4", seconds=40, width=320, height=240)
     window = 20  # batches of 8 frames; larger than two segments, so the window is what binds
     env = {**isolated, "POSEQUEUE_MAX_INFLIGHT_FRAMES": str(window * 8)}
-    start_worker(
+    producer = start_worker(
         "--stage",
         "ingest",
         **{k: env[k] for k in ("POSEQUEUE_BROKER_URL", "POSEQUEUE_STORE", "POSEQUEUE_MAX_INFLIGHT_FRAMES")},
     )
     job_id = json.loads(posequeue("submit", str(video), "--json", env=env).stdout)["job_id"]
     r = redis.Redis.from_url(env["POSEQUEUE_BROKER_URL"])
-    time.sleep(6)  # ample time to decode all 1200 frames were there no window
+    # The producer finds the window full and defers its next segment (it logs each deferral)
+    # instead of decoding on; counted after its second look, so it had a chance to go on.
+    deadline = time.monotonic() + 60
+    while producer.log.read_text().count('"ingest.deferred"') < 2:
+        assert time.monotonic() < deadline, producer.log.read_text()[-2000:]
+        time.sleep(0.1)
     batches = len(r.keys(keys.batch_key(job_id, "*")))
-    queue = json.loads(posequeue("queues", "--json", env=env).stdout)
+    queue = json.loads(cli("queues", "--json", env=env).stdout)
     # A segment (2 s = 60 frames = 8 batches) is decoded only when it fits in the window.
     assert window - 8 < batches <= window
     assert queue["queues"]["pose.blazepose.detector"] == batches
@@ -168,7 +173,7 @@ def test_whole_worker_killed_batches_redelivered_after_visibility_timeout(
     assert job["status"] == "done", job.get("error")
     waited = time.monotonic() - killed_at
     assert 8 <= waited < 40, waited  # after the visibility timeout, found by a timely sweep
-    frames = json.loads(posequeue("results", job_id, env=env).stdout)["frames"]
+    frames = json.loads(cli("results", job_id, env=env).stdout)["frames"]
     assert [f["index"] for f in frames] == list(range(600))
 
 
@@ -198,7 +203,9 @@ def test_lost_message_is_resent(stage, isolated, start_worker) -> None:
     while r.llen(queue) < batches:  # every batch waits for the stage, nobody serves it yet
         assert time.monotonic() < deadline, r.llen(queue)
         time.sleep(0.1)
-    message = json.loads(r.rpop(queue))  # the oldest, as a worker's BRPOP takes it
+    popped = r.rpop(queue)  # the oldest, as a worker's BRPOP takes it
+    assert isinstance(popped, bytes)
+    message = json.loads(popped)
     lost = json.loads(base64.b64decode(message["body"]))[0][1]
 
     def resent() -> list[tuple[int, str]]:
@@ -217,7 +224,7 @@ def test_lost_message_is_resent(stage, isolated, start_worker) -> None:
         assert time.monotonic() < deadline, job
         time.sleep(0.2)
     assert job["status"] == "done", job.get("error")
-    frames = json.loads(posequeue("results", job_id, env=env).stdout)["frames"]
+    frames = json.loads(cli("results", job_id, env=env).stdout)["frames"]
     assert [f["index"] for f in frames] == list(range(90))
     assert resent() == [(lost, stage)]
     assert restarted_runs(r, job_id, stage) == 0  # no batch ran twice in the stage
