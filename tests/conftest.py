@@ -305,7 +305,9 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     if args[:1] == ("submit",) and env.get("POSEQUEUE_BROKER_URL") != os.environ["POSEQUEUE_BROKER_URL"]:
         raise ValueError("cli('submit') sends with the session's broker: use posequeue() for another one")
     saved = dict(os.environ)
-    out, err = io.StringIO(), io.StringIO()
+    # Text over bytes, as sys.stdout is: `results` writes the file's bytes to stdout.buffer.
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
+    err = io.StringIO()
     try:
         os.environ.clear()
         os.environ.update(env)
@@ -319,7 +321,8 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         os.environ.clear()
         os.environ.update(saved)
         _forget_settings()
-    return subprocess.CompletedProcess(["posequeue", *args], code, out.getvalue(), err.getvalue())
+    stdout = out.buffer.getvalue().decode()
+    return subprocess.CompletedProcess(["posequeue", *args], code, stdout, err.getvalue())
 
 
 def _forget_settings() -> None:

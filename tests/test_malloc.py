@@ -7,12 +7,12 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.compat
+
 # Page faults taken by a second 8 MB buffer filled after a first one was freed, in a new process.
 PROBE = """
 import resource, sys
 import numpy as np
-
-pytestmark = pytest.mark.compat
 if sys.argv[1] == "on":
     from posequeue.malloc import reuse_freed_memory
     assert reuse_freed_memory()

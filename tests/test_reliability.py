@@ -156,14 +156,16 @@ def test_whole_worker_killed_batches_redelivered_after_visibility_timeout(
     )
     first = start_worker(**{k: env[k] for k in keys})
     job_id = json.loads(posequeue("submit", str(video), "--json", env=env).stdout)["job_id"]
+    r = redis.Redis.from_url(env["POSEQUEUE_BROKER_URL"])
     deadline = time.monotonic() + 60
-    while status(job_id, env)["frames_done"] < 100:
+    # Mid-job, while the worker holds a message (not in the moment between a batch's ack and
+    # the next message: a frames_done just raised is often that moment)
+    while status(job_id, env)["frames_done"] < 100 or not r.hlen("unacked"):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     os.killpg(first.proc.pid, signal.SIGKILL)  # the whole worker, main process included
     first.proc.wait()
     killed_at = time.monotonic()
-    r = redis.Redis.from_url(env["POSEQUEUE_BROKER_URL"])
     assert r.hlen("unacked") >= 1  # what the dead worker had taken
     start_worker(**{k: env[k] for k in keys})
     deadline = time.monotonic() + 120
