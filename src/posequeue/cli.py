@@ -324,10 +324,15 @@ def cmd_queues(args: argparse.Namespace) -> int:
     for name, depth in report["queues"].items():
         print(f"{name:32} {depth:8d} queued")
     print(f"{'unacked (running or reserved)':32} {report['unacked']:8d}")
+    budget = report["budget"]
+    print(
+        f"memory budget: {budget['held_mb']} of {budget['limit_mb']} MiB held by {budget['jobs_holding']} "
+        f"jobs, {len(budget['jobs_waiting'])} waiting (peak {budget['peak_mb']} MiB)"
+    )
     for job in report["jobs"]:
         print(
-            f"job {job['job_id']}: {job['status']}, {job['inflight']} batches in flight, "
-            f"{job['frames_done']}/{job.get('frames_total', '?')} frames"
+            f"job {job['job_id']}: {job['status']}, {job['inflight']} batches in flight "
+            f"({job['budget_mb']} MiB), {job['frames_done']}/{job.get('frames_total', '?')} frames"
         )
     return 0
 

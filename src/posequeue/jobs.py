@@ -16,6 +16,7 @@ from typing import Any
 
 import redis
 
+from posequeue.config.budget import Budget
 from posequeue.config.keys import (
     JOBS,
     batch_key,
@@ -24,6 +25,7 @@ from posequeue.config.keys import (
     finalize_lock_key,
     handover_key,
     job_key,
+    segment_frames_key,
 )
 from posequeue.config.schemas import Job, JobStatus
 from posequeue.errors import JobNotFound, PosequeueError
@@ -70,9 +72,14 @@ def _batch_fields(raw: dict[bytes, bytes]) -> dict[str, Any] | None:
 class Jobs:
     """The job records of one Redis database."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, max_redis_mb: int | None = None) -> None:
         self.r: Any = client  # redis-py's stubs type replies as bytes | str; ours are bytes
         self._complete = client.register_script(_COMPLETE)
+        if max_redis_mb is None:
+            from posequeue.config.settings import get_settings
+
+            max_redis_mb = get_settings().max_redis_mb
+        self.budget = Budget(client, Budget.limit_for(max_redis_mb))
 
     @classmethod
     def from_url(cls, url: str) -> Jobs:
@@ -153,6 +160,7 @@ class Jobs:
             )
             self._expire(pipe, job_id)
             pipe.execute()
+        self.budget.release_job(job_id)  # its pixels leave Redis now, not when workers meet them
         return True
 
     def finish(self, job_id: str, results: dict[str, str], finished_at: float) -> None:
@@ -167,6 +175,7 @@ class Jobs:
             )
             self._expire(pipe, job_id)
             pipe.execute()
+        self.budget.release_job(job_id)  # nothing should be left; a stray redelivery's batch goes
 
     def _expire(self, pipe: Any, job_id: str) -> None:
         key = job_key(job_id)
@@ -196,19 +205,17 @@ class Jobs:
         return BatchStart(JobStatus(status.decode()) if status else None, _batch_fields(raw), int(count))
 
     def advance_batch(self, job_id: str, index: int, payload: dict[str, bytes], drop: list[str]) -> None:
-        """Store what a stage made for the next one and drop what no later stage reads."""
-        key = batch_key(job_id, index)
-        with self.r.pipeline() as pipe:
-            pipe.hset(key, mapping=payload)
-            if drop:
-                pipe.hdel(key, *drop)
-            pipe.execute()
+        """Store what a stage made for the next one and drop what no later stage reads; the
+        batch's reservation in the budget becomes what its hash then holds. A hash already
+        gone (the batch finished, or its job ended) is not recreated."""
+        self.budget.advance(job_id, index, payload, drop)
 
     def is_batch_done(self, job_id: str, index: int) -> bool:
         return bool(self.r.sismember(done_key(job_id), index))
 
     def drop_batch(self, job_id: str, index: int) -> None:
-        self.r.delete(batch_key(job_id, index))
+        """Delete the batch's hash and release its bytes in the budget (atomically)."""
+        self.budget.drop(job_id, index)
 
     def inflight(self, job_id: str) -> int:
         """Batches put on a queue and not yet finished."""
@@ -270,6 +277,22 @@ class Jobs:
 
     def handed_over(self, job_id: str, segment: int) -> bool:
         return bool(self.r.exists(handover_key(job_id, segment)))
+
+    def decide_segment(self, job_id: str, segment: int, frames: int) -> int:
+        """Record that segment k took ``frames`` frames (before its hand-over is sent); the
+        count recorded first wins and is returned. A segment's end depends on the budget at
+        the time, so a redelivered segment must end where the first one did."""
+        key = segment_frames_key(job_id, segment)
+        with self.r.pipeline() as pipe:
+            pipe.set(key, frames, nx=True, ex=FINISHED_TTL)
+            pipe.get(key)
+            _, recorded = pipe.execute()
+        return int(recorded)
+
+    def segment_frames(self, job_id: str, segment: int) -> int | None:
+        """The frames segment k took, if its end was decided (see ``decide_segment``)."""
+        value = self.r.get(segment_frames_key(job_id, segment))
+        return None if value is None else int(value)
 
     def recent(self, limit: int = 20) -> list[str]:
         return [j.decode() for j in self.r.zrevrange(JOBS, 0, limit - 1)]

@@ -4,7 +4,7 @@ kombu's Redis transport pops a message (BRPOP) before it records it in the ``una
 worker killed in between loses the message for good (acks late, reject on worker lost and the
 visibility timeout cover every other moment). The batch's payload is still in Redis, so the
 ingest task, which runs every few seconds while its job is in flight (deciding on a segment,
-waiting on a full window, or watching once every frame is queued), re-sends the stage task of a
+waiting on the memory budget, or watching once every frame is queued), re-sends the stage task of a
 batch that is not done and that no queue and no worker holds:
 
 - at most once per interval per job: ``POSEQUEUE_VISIBILITY_TIMEOUT``, at most 60 s (a Redis

@@ -6,6 +6,7 @@ A packet that fails to decode is skipped and counted, not fatal.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -164,17 +165,26 @@ def iter_frames(
 
 
 def read_segment(
-    source: str, after_pts: int | None, seconds: float, stats: DecodeStats, max_frames: int = 100_000
+    source: str,
+    after_pts: int | None,
+    seconds: float,
+    stats: DecodeStats,
+    max_frames: int = 100_000,
+    skip: int = 0,
 ) -> Iterator[Decoded]:
     """Yield the frames after ``after_pts`` that start within ``seconds`` of the first one.
 
     Seeks to the keyframe at or before ``after_pts``; if the container cannot seek exactly (the
     first frame decoded lies beyond ``after_pts``) it decodes from the start instead, so no
-    frame is ever lost or repeated. Streams without timestamps are read in one segment.
+    frame is ever lost or repeated. Streams without timestamps are read in one segment unless
+    the reader stops early (the memory budget): the next one then starts from the beginning
+    (``after_pts`` None) and ``skip`` the frames already taken.
     """
     with _open(source) as container:
         stream = _video_stream(container, source)
         frames = _frames_after(container, stream, after_pts, stats)
+        if after_pts is None and skip:
+            frames = itertools.islice(frames, skip, None)
         start_t: float | None = None
         for n, item in enumerate(frames):
             if start_t is None:
