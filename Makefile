@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint unit integration compat bench accuracy clean
+.PHONY: demo test lint chromium api-load unit integration compat bench bench-scale accuracy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,9 +27,23 @@ lint: $(VENV)/.test-installed
 	$(BIN)/ruff format --check src tests scripts benchmarks
 	$(BIN)/mypy
 
-test: lint
+# report.html and the API's page are checked in headless chromium (tests/test_analysis_outputs.py,
+# tests/test_api_page.py through Playwright, never Playwright's own browser download), which skip
+# without it except in CI: there it is installed (Debian's package) when missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	if [ "$(CI)" = true ]; then $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; \
+	else echo "note: no chromium: the report's and the API page's browser tests skip (apt-get install -y chromium)"; fi
+
+test: lint chromium
 	$(BIN)/pytest
 	$(MAKE) compat
+
+# The API's load test (not in `make test`): 50 concurrent uploads, no 5xx, every job done (~2 min);
+# figures printed and written to api-load.json (docs/api.md).
+api-load: $(VENV)/.test-installed
+	POSEQUEUE_LOAD_TEST=1 $(BIN)/pytest -q -s tests/test_api_load.py
 
 # The inf1 worker environment: Python 3.10, TensorFlow 2.10.1 (what the last tensorflow-neuron
 # for inf1 is built on) and numpy 1.23 (TensorFlow 2.10 predates numpy 1.24's removals; the Neuron
@@ -101,6 +115,14 @@ bench: $(VENV)/.test-installed $(MP_VENV)/.installed $(BENCH_VENV)/.installed
 	$(BIN)/python benchmarks/perf.py --mediapipe-python $(MP_VENV)/bin/python
 	$(BIN)/python benchmarks/spine.py
 	$(BENCH_VENV)/bin/python benchmarks/ray_data.py
+
+# Scale: N pinned workers (up to the cores less one), one Redis or payload shards, each payload
+# codec, the model real and off the host, 640x360 to 1920x1080; JSON in scale-results.json.
+# Bounded by SCALE_TIME_LIMIT seconds; installs nothing (see the script's docstring for a host
+# without network).
+SCALE_TIME_LIMIT ?= 540
+bench-scale: $(VENV)/.test-installed
+	$(BIN)/python benchmarks/scale.py --time-limit $(SCALE_TIME_LIMIT)
 
 # The accuracy references: regenerates the test videos and MediaPipe's outputs for them in
 # tests/fixtures/accuracy (committed).

@@ -366,7 +366,10 @@ def latency(tmp: Path, video: Path, repeats: int = 3) -> dict[str, Any]:
 
 
 LAYOUTS: dict[str, list[tuple[str, ...]]] = {
+    # The default on a CPU host: one single-thread pool process pinned to each core.
     "one_all_stage_worker": [()],
+    # The default until issue 13: one process, its runtime on every core.
+    "one_all_stage_worker_one_process": [("--concurrency", "1")],
     "two_all_stage_workers_pinned_one_core_each": [("--cores", "0"), ("--cores", "1")],
     "two_all_stage_workers_unpinned": [(), ()],
     "three_processes_ingest_detector_landmarks": [

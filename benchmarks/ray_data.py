@@ -38,11 +38,13 @@ from typing import Any
 
 import numpy as np
 from perf import layouts
-from spine import ROOT, report  # also puts tests/ on sys.path
+from spine import ROOT, raw_loops, report  # also puts tests/ on sys.path
 
 BATCH = 8
 SEGMENT_FRAMES = 60  # 2 s at 30 fps: posequeue's POSEQUEUE_SEGMENT_SECONDS
-POSEQUEUE_LAYOUTS = {1: "one_all_stage_worker", 2: "two_all_stage_workers_pinned_one_core_each"}
+# posequeue's layout compared with each Ray run: the default worker (one single-thread process
+# per core) against the pinned actors, one process with a two-thread runtime against one actor.
+POSEQUEUE_LAYOUTS = {1: "one_all_stage_worker_one_process", 2: "one_all_stage_worker"}
 RAY_NICENESS = "RAY_worker_niceness"  # Ray's config override for its workers' nice value
 RAY_KEYS = {1: "1_actor", 2: "2_actors_pinned_one_core_each"}  # the Ray run matching each layout
 
@@ -242,6 +244,7 @@ def main() -> None:
         video = videos.make_person_video(tmp / "long.mp4", seconds=args.seconds, width=640, height=360)
         figures["video"] = {"seconds": args.seconds, "size": "640x360", "batch_size": BATCH}
         ours: dict[int, np.ndarray] = {}
+        figures["raw_two_model_loop_before"] = chained(raw_loops())
         if "posequeue" not in skip:
             (tmp / "layouts").mkdir()
             figures["posequeue"] = layouts(tmp / "layouts", video, tuple(POSEQUEUE_LAYOUTS.values()))
@@ -262,7 +265,27 @@ def main() -> None:
                         "ratio_vs_wall": round(pq / ray_fig["frames_per_s_wall"], 3),
                         "keypoints_vs_posequeue": agreement(ours[n], theirs[n]),
                     }
+        figures["raw_two_model_loop_after"] = chained(raw_loops())
+        raw = (
+            figures["raw_two_model_loop_before"]["frames_per_s"]
+            + figures["raw_two_model_loop_after"]["frames_per_s"]
+        ) / 2
+        figures["posequeue_over_raw_two_model_loop"] = {
+            name: round(fig["frames_per_s"] / raw, 3) for name, fig in figures.get("posequeue", {}).items()
+        }
     report(figures, args.out)
+
+
+def chained(loops: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """The raw two-model loop: both models one after the other on each batch, the worker's
+    threads (all cores), from each model's raw loop."""
+    det, lm = (loops[s]["frames_per_s_worker_threads"] for s in ("detector", "landmarks"))
+    det1, lm1 = (loops[s]["frames_per_s_one_core"] for s in ("detector", "landmarks"))
+    return {
+        "models": loops,
+        "frames_per_s": round(1 / (1 / det + 1 / lm), 1),
+        "one_core_times_cores_frames_per_s": round(len(os.sched_getaffinity(0)) / (1 / det1 + 1 / lm1), 1),
+    }
 
 
 if __name__ == "__main__":

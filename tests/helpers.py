@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (on the loopback address)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def wait_job(jobs: Any, job_id: str, timeout: float = 120) -> dict[str, Any]:

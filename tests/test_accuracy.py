@@ -5,12 +5,16 @@ portrait phone video with display rotation, at variable frame rate, leaving the 
 from __future__ import annotations
 
 import pytest
-from accuracy import compare, reference, videos
+from accuracy import compare, frame_error, reference, videos
 from helpers import load_results, wait_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.compat]
 MAX_ERROR = 0.02  # median over frames of the mean keypoint distance / keypoint diagonal
 MIN_AGREEMENT = 0.9  # share of frames where both agree whether a person is there
+# Over the frames of all the videos together (issue 13's bar for a payload codec: frames as JPEG
+# gave 0.0065 and 0.986 where raw frames give 0.0059 and 0.986).
+MAX_POOLED_ERROR = 0.01
+MIN_POOLED_AGREEMENT = 0.95
 
 
 @pytest.mark.parametrize("video", videos(), ids=lambda p: p.stem)
@@ -23,3 +27,24 @@ def test_matches_mediapipe(video, worker, settings, jobs, store_root) -> None:
     figures = compare(load_results(store_root, job)["frames"], reference(video))
     assert figures["person_found_agreement"] >= MIN_AGREEMENT, figures
     assert figures["compared"] > 0 and figures["median_error_visible"] <= MAX_ERROR, figures
+
+
+def test_all_videos_together_within_one_percent(worker, settings, jobs, store_root) -> None:
+    """Over every frame of the accuracy videos, as the default payload codec carries them: the
+    median keypoint error within 1% of the person's size, a person found in the same frames
+    at least 95% of the time."""
+    from posequeue.producer.submit import submit
+
+    ids = {video: submit(str(video), settings=settings, jobs=jobs) for video in videos()}
+    errors, agree = [], []
+    for video, job_id in ids.items():
+        job = wait_job(jobs, job_id)
+        assert job["status"] == "done", job.get("error")
+        frames = load_results(store_root, job)["frames"]
+        for frame, theirs in zip(frames, reference(video), strict=True):
+            ours = frame["people"][0]["keypoints"] if frame["people"] else None
+            agree.append((ours is None) == (theirs is None))
+            if ours is not None and theirs is not None:
+                errors.append(frame_error(ours, theirs)[0])
+    assert sorted(errors)[len(errors) // 2] <= MAX_POOLED_ERROR
+    assert sum(agree) / len(agree) >= MIN_POOLED_AGREEMENT

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from conftest import SAMPLE, cli, posequeue
@@ -104,7 +105,8 @@ def test_second_worker_on_claimed_cores_is_refused(start_worker, isolated) -> No
 @pytest.mark.compat
 def test_worker_pool_by_runtime(start_worker, isolated, tmp_path) -> None:
     """A Neuron model's worker runs two task threads by default (its model calls leave the CPU
-    free for the other thread's host work); a CPU model's worker runs the prefork pool."""
+    free for the other thread's host work); a CPU model's worker runs the prefork pool, a
+    single-thread process per core it may use."""
     # Given a one-stage Neuron model (its runtime cannot load here: the worker starts and logs it)
     spec = tmp_path / "poseneuron.toml"
     spec.write_text(
@@ -115,6 +117,6 @@ def test_worker_pool_by_runtime(start_worker, isolated, tmp_path) -> None:
     # When a worker is started for it and one for BlazePose's landmarks, neither naming --threads
     neuron = start_worker("--model", "poseneuron", "--cores", "0", **env)
     cpu = start_worker("--stage", "landmarks", **env)
-    # Then the first runs two task threads under the supervisor, the second the prefork pool
+    # Then the first runs two task threads under the supervisor, the second a prefork process per core
     assert "concurrency: 2 (thread)" in neuron.log.read_text()
-    assert "concurrency: 1 (prefork)" in cpu.log.read_text()
+    assert f"concurrency: {len(os.sched_getaffinity(0))} (prefork)" in cpu.log.read_text()

@@ -7,7 +7,6 @@ import base64
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -18,7 +17,7 @@ from typing import Any
 
 import pytest
 import redis
-from helpers import serving
+from helpers import free_port, serving
 
 from posequeue.fleet.cli import exposure_problem, is_loopback
 
@@ -46,12 +45,6 @@ def get(url: str, auth: tuple[str, str] | None = None) -> tuple[int, Any]:
             return response.status, json.loads(body) if body.startswith(b"{") else None
     except urllib.error.HTTPError as exc:
         return exc.code, None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from posequeue.errors import CoreSpecError, UnknownModelError, WorkerConfigError
@@ -12,16 +14,39 @@ pytestmark = pytest.mark.compat
 
 
 def test_an_all_stage_worker_serves_ingest_and_every_stage_queue() -> None:
-    """With no stage a worker serves the producers' queue and each model stage's, prefork, unpinned."""
+    """With no stage a worker serves the producers' queue, each model stage's and the analysis
+    queue, prefork, unpinned, with a single-thread process per core of this host (a CPU
+    model's default)."""
     role = worker_role("blazepose")
-    assert role.queues == ("ingest", "pose.blazepose.detector", "pose.blazepose.landmarks")
+    cores = len(os.sched_getaffinity(0))
+    assert role.queues == ("ingest", "pose.blazepose.detector", "pose.blazepose.landmarks", "analysis")
     assert role.stages == ("detector", "landmarks") and role.serves_ingest
     assert (role.name, role.pool, role.cores, role.env) == ("blazepose-all", "prefork", (), {})
+    assert role.per_core and role.concurrency == cores
     assert role.command() == ["posequeue", "worker", "--model", "blazepose", "--stage", "all"]
     assert role.celery_argv("INFO") == [
-        *("worker", "-Q", "ingest,pose.blazepose.detector,pose.blazepose.landmarks"),
-        *("-n", "blazepose-all@%h", "-l", "INFO", "-P", "prefork", "-c", "1"),
+        *("worker", "-Q", "ingest,pose.blazepose.detector,pose.blazepose.landmarks,analysis"),
+        *("-n", "blazepose-all@%h", "-l", "INFO", "-P", "prefork", "-c", str(cores)),
     ]
+
+
+def test_a_pinned_cpu_worker_runs_a_process_per_core_of_its_group_unless_told() -> None:
+    """A CPU worker on a core group runs one process per core of the group; a pool asked for
+    (--concurrency or --threads) and a producer keep one process."""
+    assert worker_role("blazepose", "landmarks", "2-4").concurrency == 3
+    assert not worker_role("blazepose", "landmarks", "2-4", concurrency=1).per_core
+    assert not worker_role("blazepose", "landmarks", "2-4", threads=2).per_core
+    assert (worker_role("blazepose", "ingest").per_core, worker_role("blazepose", "ingest").concurrency) == (
+        False,
+        1,
+    )
+
+
+def test_an_analysis_worker_serves_the_analysis_queue_only() -> None:
+    """--stage analysis: the analysis queue, no model stage (so no model files, no runtime)."""
+    role = worker_role("blazepose", "analysis")
+    assert (role.queues, role.stages, role.serves_ingest) == (("analysis",), (), False)
+    assert role.name == "blazepose-analysis"
 
 
 def test_a_stage_worker_on_cores_is_named_after_them() -> None:

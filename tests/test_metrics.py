@@ -4,7 +4,6 @@ reports, and CloudWatch publication (against moto's server), read from a real Re
 from __future__ import annotations
 
 import math
-import socket
 import sys
 import threading
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import SAMPLE, posequeue
-from helpers import serving
+from helpers import free_port, serving
 
 from posequeue.config.models import CATALOGUE
 from posequeue.fleet.metrics import (
@@ -111,12 +110,6 @@ def test_cloudwatch_data_caps_an_infinite_backlog() -> None:
 
 
 # -- integration: Redis, a metrics process, a worker, moto ----------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def get(url: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=10) as response:

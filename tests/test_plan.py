@@ -643,3 +643,19 @@ def test_plan_command_refuses_unknown_or_unusable_models(
     result = cli("plan", "inf1.xlarge", "--per-chip", per_chip, env=user_spec(tmp_path, model))
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("error: ") and message in result.stderr
+
+
+def test_plan_cpu_without_a_layout_shows_the_default_worker(capsys: pytest.CaptureFixture[str]) -> None:
+    """``plan cpu`` alone says what a plain ``posequeue worker`` starts here (a single-thread
+    process pinned to each core) and how payloads travel; other instances need a layout."""
+    cores = sorted(os.sched_getaffinity(0))
+    assert run_cli("plan", "cpu") == 0
+    out = capsys.readouterr().out
+    assert f"{len(cores)} single-thread processes, one pinned to each core" in out
+    assert "payloads: jpeg frames" in out and "on the broker" in out
+    assert run_cli("plan", "cpu", "--format", "json") == 0
+    layout = json.loads(capsys.readouterr().out)
+    assert [p["cores"] for p in layout["processes"]] == [[c] for c in cores]
+    assert layout["payloads"]["codec"] == "jpeg" and layout["payloads"]["on_broker"]
+    assert run_cli("plan", "inf1.xlarge") == 2
+    assert "give --per-chip" in capsys.readouterr().err

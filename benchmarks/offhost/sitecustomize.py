@@ -9,6 +9,11 @@ worker keeps an accelerator fed. This stand-in can (benchmarks only, never insta
     POSEQUEUE_BENCH_OFFHOST=replay:DIR  each call sleeps the recorded seconds (no CPU, the GIL
                                         released, as a NeuronCore call) and returns the recorded
                                         outputs; the same video gives the same batches
+    POSEQUEUE_BENCH_OFFHOST=loop:DIR    as replay, for any video: a batch not recorded is
+                                        answered by a recorded call of the same input shape
+                                        (or a larger batch, cut to size, its seconds scaled by
+                                        the frames), so one short recording serves any size
+                                        and length (benchmarks/scale.py)
 
 Everything else in the worker is real: Redis, Celery, pre- and post-processing, the store.
 """
@@ -53,13 +58,28 @@ if _MODE:
                     self.calls[path.stem] = {k: data[k] for k in data.files}
 
         def run(self, batch: np.ndarray) -> dict:
-            call = self.calls[_key(batch)]
+            call = self.calls.get(_key(batch)) if _how == "replay" else None
+            if call is None and _how == "loop":
+                return self.any_call(batch)
+            if call is None:
+                raise KeyError(f"no recorded call for this batch {batch.shape} (record it first)")
             time.sleep(float(call["__seconds__"]))
             return {k: v for k, v in call.items() if k != "__seconds__"}
 
+        def any_call(self, batch: np.ndarray) -> dict:
+            n = len(batch)
+            fits = [c for c in self.calls.values() if _batch_of(c) >= n]
+            call = min(fits, key=_batch_of) if fits else max(self.calls.values(), key=_batch_of)
+            have = _batch_of(call)
+            time.sleep(float(call["__seconds__"]) * n / have)
+            return {k: np.resize(v, (n, *v.shape[1:])) for k, v in call.items() if k != "__seconds__"}
+
+    def _batch_of(call: dict) -> int:
+        return min(len(v) for k, v in call.items() if k != "__seconds__")
+
     def make_runtime(kind, path, *args, **kwargs):  # type: ignore[no-untyped-def]
         folder = Path(_folder) / Path(path).stem
-        if _how == "replay":
+        if _how in ("replay", "loop"):
             return Replayer(folder)
         return Recorder(_real(kind, path, *args, **kwargs), folder)
 

@@ -53,9 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--stage",
         default="all",
-        help="'all' (ingest and every model stage: one host does everything), "
-        "'ingest' (producer: decode and batch videos), or a model stage such as "
-        "'landmarks' (default: all)",
+        help="'all' (ingest, every model stage and analysis: one host does everything), "
+        "'ingest' (producer: decode and batch videos), 'analysis' (a done job's motion "
+        "analysis), or a model stage such as 'landmarks' (default: all)",
     )
     p.add_argument(
         "--cores",
@@ -84,8 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--concurrency",
         type=int,
-        default=1,
-        help="pool processes with --threads 1 (default 1: one process per core group)",
+        help="pool processes with --threads 1 (default: for a CPU runtime given neither "
+        "--threads nor --concurrency, one single-thread process pinned to each core it may "
+        "use, the layout measured fastest; else 1)",
     )
     p.add_argument("--loglevel", default="INFO")
     p.set_defaults(run=cmd_worker)
@@ -110,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="wait for the job to end, with progress")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.add_argument("--timeout", type=float, help="with --wait: give up waiting after N seconds")
+    p.add_argument(
+        "--no-analysis",
+        dest="analysis",
+        action="store_false",
+        help="poses only: no motion analysis when the job is done (docs/analysis.md)",
+    )
     p.set_defaults(run=cmd_submit)
 
     p = sub.add_parser("status", help="a job's status, progress, timings and error")
@@ -117,10 +124,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_status)
 
+    from posequeue.analysis.cli import FORMATS as ANALYSIS_FORMATS
+
     p = sub.add_parser("results", help="write a finished job's results to a file or stdout")
     p.add_argument("job")
-    p.add_argument("--format", choices=["json", "csv"], default="json")
-    p.add_argument("-o", "--output", help="file to write (default: stdout)")
+    p.add_argument(
+        "--format",
+        choices=["json", "csv", *ANALYSIS_FORMATS],
+        default="json",
+        help="poses: json, csv; the analysis's files (docs/analysis.md): angles (angles.csv), "
+        "speeds, analysis (analysis.json), trc, mot, overlay, report (report.html and "
+        "overlay.mp4 into the folder -o), plots, opensim, analysis-all (default: json)",
+    )
+    p.add_argument("-o", "--output", help="file to write (default: stdout), or a folder for several files")
     p.set_defaults(run=cmd_results)
 
     p = sub.add_parser("queues", help="depth of each queue and batches in flight")
@@ -143,11 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out", help="folder for the store, preview and logs")
     p.set_defaults(run=cmd_demo)
 
+    from posequeue.analysis.cli import add_commands as add_analyze
+    from posequeue.api.cli import add_command as add_api  # FastAPI loads when it runs
     from posequeue.convert.cli import add_command as add_convert  # TensorFlow loads when it runs
     from posequeue.fleet.cli import add_commands  # plan, flower
     from posequeue.neuron.cli import add_command as add_compile
 
     add_commands(sub)
+    add_api(sub)
+    add_analyze(sub)
     add_compile(sub)
     add_convert(sub)
     return parser
@@ -217,6 +237,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             people=args.people,
             follow=args.follow,
+            analysis=args.analysis,
         )
     except SubmitError as exc:
         if args.json:
@@ -271,6 +292,12 @@ def _print_job(job: Job, as_json: bool) -> None:
         print(f"error: {job.error}")
     for kind, uri in job.results.items():
         print(f"{kind}: {uri}")
+    if job.analysis is not None:
+        error = f": {job.analysis_error}" if job.analysis_error else ""
+        print(f"analysis: {job.analysis.value}{error}")
+        for name in ("report.html", "overlay.mp4"):
+            if name in job.analysis_results:
+                print(f"{name}: {job.analysis_results[name]}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -288,6 +315,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_results(args: argparse.Namespace) -> int:
     from posequeue.config.schemas import JobStatus
     from posequeue.jobs import JobNotFound
+    from posequeue.results import ResultNotReady, result_uri
     from posequeue.store import StoreError, read_uri
 
     try:
@@ -301,9 +329,13 @@ def cmd_results(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILED
+    if args.format not in ("json", "csv"):
+        from posequeue.analysis.cli import fetch
+
+        return fetch(job, args.format, args.output)
     try:
-        data = read_uri(job.results[args.format])  # where the fleet wrote it
-    except StoreError as exc:
+        data = read_uri(result_uri(job, args.format))  # where the fleet wrote it
+    except (ResultNotReady, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     if args.output:

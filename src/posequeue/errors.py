@@ -52,11 +52,33 @@ class VideoError(JobError, ValueError):
 
 
 class SubmitError(PosequeueError, ValueError):
-    """A submission refused before any job exists (bad input, unknown model, store down)."""
+    """A submission refused before any job exists (bad input, unknown model, store down).
+
+    ``reason`` says which, for callers that answer in kind (the HTTP API's status codes):
+    ``batch_size``, ``unknown_model``, ``missing``, ``not_a_video`` or ``store``."""
+
+    def __init__(self, message: str, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class StoreError(PosequeueError, RuntimeError):
     """The store cannot be read or written; the message says which URI and why."""
+
+
+class PayloadUnreachable(StoreError):
+    """A Redis that holds batch payloads cannot be reached (a payload server restarting):
+    retried as a store error is, then the job fails saying which setting to check."""
+
+
+class ResultNotReady(PosequeueError, RuntimeError):
+    """The job has no results (yet): it is queued, running or failed; the message says which."""
+
+
+class AnalysisError(PosequeueError, ValueError):
+    """Analysis parameters that cannot be used (or do not suit the video: a cutoff above its
+    Nyquist frequency), or a document that is not a poses document; the message names the
+    parameter, its value and the fix."""
 
 
 # -- models -----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import redis
 
 from posequeue.config.budget import Budget
 from posequeue.config.keys import (
+    CALLBACKS,
     JOBS,
     batch_key,
     deliveries_key,
@@ -29,6 +30,7 @@ from posequeue.config.keys import (
 )
 from posequeue.config.schemas import Job, JobStatus
 from posequeue.errors import JobNotFound, PosequeueError
+from posequeue.payload.shards import PayloadServers, reaching
 
 FINISHED_TTL = 7 * 24 * 3600  # job records outlive the job by a week
 
@@ -72,7 +74,9 @@ def _batch_fields(raw: dict[bytes, bytes]) -> dict[str, Any] | None:
 class Jobs:
     """The job records of one Redis database."""
 
-    def __init__(self, client: redis.Redis, max_redis_mb: int | None = None) -> None:
+    def __init__(
+        self, client: redis.Redis, max_redis_mb: int | None = None, payload_urls: list[str] | None = None
+    ) -> None:
         self.r: Any = client  # redis-py's stubs type replies as bytes | str; ours are bytes
         self._complete = client.register_script(_COMPLETE)
         if max_redis_mb is None:
@@ -80,10 +84,17 @@ class Jobs:
 
             max_redis_mb = get_settings().max_redis_mb
         self.budget = Budget(client, Budget.limit_for(max_redis_mb))
+        # Batch hashes (meta and pixels) live here; delivery counters, job state and the budget's
+        # ledger on the broker.
+        self.payloads = (
+            PayloadServers.from_urls(payload_urls, client)
+            if payload_urls
+            else PayloadServers([client], client)
+        )
 
     @classmethod
-    def from_url(cls, url: str) -> Jobs:
-        return cls(redis.Redis.from_url(url))
+    def from_url(cls, url: str, payload_urls: list[str] | None = None) -> Jobs:
+        return cls(redis.Redis.from_url(url), payload_urls=payload_urls)
 
     # -- lifecycle -------------------------------------------------------------------------
     @staticmethod
@@ -100,9 +111,10 @@ class Jobs:
         source: str,
         people: int = 1,
         follow: str = "most-present",
+        callback_url: str | None = None,
     ) -> str:
         now = time.time()
-        fields = {
+        fields: dict[str, Any] = {
             "status": JobStatus.QUEUED.value,
             "model": model,
             "video": video,
@@ -114,9 +126,13 @@ class Jobs:
             "frames_done": 0,
             "batches_enqueued": 0,
         }
+        if callback_url:
+            fields["callback_url"] = callback_url
         with self.r.pipeline() as pipe:
             pipe.hset(job_key(job_id), mapping=fields)
             pipe.zadd(JOBS, {job_id: now})
+            if callback_url:  # in the same transaction: no job ends without its callback queued
+                pipe.zadd(CALLBACKS, {job_id: now})
             pipe.execute()
         return job_id
 
@@ -186,7 +202,7 @@ class Jobs:
     def put_batch(self, meta: dict[str, Any], payload: dict[str, bytes], ttl: int) -> None:
         """Store a batch once (claim-check): its meta and payloads, with a TTL, in one round trip."""
         key = batch_key(meta["job_id"], meta["index"])
-        with self.r.pipeline() as pipe:
+        with reaching(), self.payloads.client(key).pipeline() as pipe:
             pipe.hset(key, mapping={"meta": json.dumps(meta), **payload})
             pipe.expire(key, ttl)
             pipe.execute()
@@ -195,26 +211,50 @@ class Jobs:
         """What a stage's task needs before it runs, in one round trip: the job's status, the
         batch's fields (``meta`` decoded, payloads as bytes), and this delivery counted (a batch
         that kills its worker process comes back again and again)."""
+        key = batch_key(job_id, index)
         deliveries = deliveries_key(job_id, index, stage)
-        with self.r.pipeline(transaction=False) as pipe:
+        holder = self.payloads.client(key)
+        with reaching(), self.r.pipeline(transaction=False) as pipe:
             pipe.hget(job_key(job_id), "status")
-            pipe.hgetall(batch_key(job_id, index))
+            if holder is self.r:  # payloads on the broker: one round trip
+                pipe.hgetall(key)
             pipe.incr(deliveries)
             pipe.expire(deliveries, ttl)
-            status, raw, count, _ = pipe.execute()
+            replies = pipe.execute()
+            raw = replies[1] if holder is self.r else holder.hgetall(key)
+        status, count = replies[0], replies[-2]
         return BatchStart(JobStatus(status.decode()) if status else None, _batch_fields(raw), int(count))
 
     def advance_batch(self, job_id: str, index: int, payload: dict[str, bytes], drop: list[str]) -> None:
         """Store what a stage made for the next one and drop what no later stage reads; the
         batch's reservation in the budget becomes what its hash then holds. A hash already
-        gone (the batch finished, or its job ended) is not recreated."""
-        self.budget.advance(job_id, index, payload, drop)
+        gone (the batch finished, or its job ended) is not recreated. On a payload server the
+        hash is rewritten there and its reservation stays what the batch was admitted with (it
+        covers the crops: see ``producer/ingest.py``)."""
+        if self.payloads.on_broker:
+            self.budget.advance(job_id, index, payload, drop)
+            return
+        key = batch_key(job_id, index)
+        holder = self.payloads.client(key)
+        with reaching():
+            if not holder.exists(key):
+                return
+            with holder.pipeline() as pipe:
+                pipe.hset(key, mapping=payload)
+                if drop:
+                    pipe.hdel(key, *drop)
+                pipe.execute()
 
     def is_batch_done(self, job_id: str, index: int) -> bool:
         return bool(self.r.sismember(done_key(job_id), index))
 
     def drop_batch(self, job_id: str, index: int) -> None:
-        """Delete the batch's hash and release its bytes in the budget (atomically)."""
+        """Delete the batch's hash and release its bytes in the budget (atomically when the hash
+        is on the broker; on a payload server, the hash first, then the reservation)."""
+        if not self.payloads.on_broker:
+            key = batch_key(job_id, index)
+            with reaching():
+                self.payloads.client(key).delete(key)
         self.budget.drop(job_id, index)
 
     def inflight(self, job_id: str) -> int:
@@ -294,8 +334,13 @@ class Jobs:
         value = self.r.get(segment_frames_key(job_id, segment))
         return None if value is None else int(value)
 
-    def recent(self, limit: int = 20) -> list[str]:
-        return [j.decode() for j in self.r.zrevrange(JOBS, 0, limit - 1)]
+    def recent(self, limit: int = 20, offset: int = 0) -> list[str]:
+        """Job ids, newest first."""
+        return [j.decode() for j in self.r.zrevrange(JOBS, offset, offset + limit - 1)]
+
+    def count_jobs(self) -> int:
+        """Jobs in the index (submitted and not yet trimmed)."""
+        return int(self.r.zcard(JOBS))
 
 
 class JobFailedError(PosequeueError, RuntimeError):
@@ -323,6 +368,7 @@ SUMMARY_FIELDS = (
     "video_info",
     "people",  # added with output contract 2, after the fields clients had already
     "follow",
+    "callback_url",  # a job submitted through the HTTP API with one
 )
 
 
@@ -336,6 +382,8 @@ def summary(job: Job) -> dict[str, Any]:
         out[name] = value.value if isinstance(value, enum.Enum) else value
     if job.finished_at is not None:
         out["elapsed_s"] = round(job.finished_at - job.submitted_at, 3)
+    if job.analysis is not None:
+        out["analysis"] = job.analysis_summary()
     return out
 
 
@@ -361,4 +409,5 @@ def get_jobs() -> Jobs:
     """This process's job records (redis-py pools reconnect by themselves after a fork)."""
     from posequeue.config.settings import get_settings
 
-    return Jobs.from_url(get_settings().broker_url)
+    settings = get_settings()
+    return Jobs.from_url(settings.broker_url, settings.payload_servers)

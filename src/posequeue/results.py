@@ -10,6 +10,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from posequeue.config.schemas import Job, JobStatus
+from posequeue.errors import ResultNotReady
+from posequeue.store import Store
+
 # The output contract's version, at the top of poses.json; 2 added several people per frame and
 # a track_id per person (and poses.csv's track column). docs/architecture.md, "Output contract".
 CONTRACT = 2
@@ -22,6 +26,30 @@ def part_key(job_id: str, batch: int) -> str:
 
 def job_prefix(job_id: str) -> str:
     return f"jobs/{job_id}/"
+
+
+def result_uri(job: Job, kind: str) -> str:
+    """Where a done job's result ``kind`` (``json``, ``csv``, ...) was written."""
+    if job.status is not JobStatus.DONE:
+        error = f": {job.error}" if job.error else ""
+        raise ResultNotReady(f"job {job.job_id} is {job.status.value}{error}")
+    if kind not in job.results:
+        raise ResultNotReady(f"job {job.job_id} has no {kind} result")
+    return job.results[kind]
+
+
+def result_files(job: Job, store: Store) -> dict[str, str]:
+    """A job's result files, name (relative to the job's folder, e.g. ``poses.csv``) -> URI:
+    those recorded on the job and whatever else lies under its prefix in the store (analysis
+    outputs), but not the per-batch parts."""
+    files = {uri.rsplit("/", 1)[-1]: uri for uri in job.results.values()}
+    files.update(job.analysis_results)  # the analysis's outputs, by name
+    prefix = job_prefix(job.job_id)
+    for key in store.keys(prefix):
+        name = key[len(prefix) :]
+        if not name.startswith("parts/"):
+            files.setdefault(name, store.uri(key))
+    return dict(sorted(files.items()))
 
 
 def dumps(data: Any) -> bytes:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import contextlib
 import io
 import shutil
+import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, Protocol
 from urllib.parse import unquote, urlparse
@@ -41,10 +42,16 @@ def split_s3(uri: str) -> tuple[str, str]:
     return parsed.netloc, parsed.path.lstrip("/")
 
 
+_CLIENT_LOCK = threading.Lock()
+
+
 def s3_client() -> Any:
     import boto3  # boto3 reads AWS_* variables, AWS_ENDPOINT_URL included
 
-    return boto3.client("s3")
+    # boto3.client() builds on the shared default session, which is not thread-safe: the API
+    # serves requests from a thread pool. A client, once made, is.
+    with _CLIENT_LOCK:
+        return boto3.client("s3")
 
 
 class FileStore:
@@ -267,3 +274,44 @@ def read_uri(uri: str) -> bytes:
         return Path(unquote_file_uri(uri)).read_bytes()
     except OSError as exc:
         raise StoreError(f"cannot read {uri}: {exc.strerror}") from None
+
+
+def uri_size(uri: str) -> int:
+    """The size in bytes of the object at a URI (s3:// or file://); StoreError if it is not there."""
+    if uri.startswith("s3://"):
+        bucket, key = split_s3(uri)
+        try:
+            return int(s3_client().head_object(Bucket=bucket, Key=key)["ContentLength"])
+        except Exception as exc:
+            raise StoreError(f"cannot open {uri}: {describe_aws_error(exc)}") from None
+    try:
+        return Path(unquote_file_uri(uri)).stat().st_size
+    except OSError as exc:
+        raise StoreError(f"cannot open {uri}: {exc.strerror}") from None
+
+
+def iter_range(uri: str, start: int, end: int, chunk: int = 1 << 16) -> Iterator[bytes]:
+    """Bytes ``start`` to ``end`` (inclusive) of the object at a URI, streamed in chunks: one
+    ranged GET on S3, a seek on a file; never the whole object in memory."""
+    if uri.startswith("s3://"):
+        bucket, key = split_s3(uri)
+        try:
+            body = s3_client().get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end}")["Body"]
+        except Exception as exc:
+            raise StoreError(f"cannot read {uri}: {describe_aws_error(exc)}") from None
+        with contextlib.closing(body):
+            yield from body.iter_chunks(chunk)
+        return
+    try:
+        fh = Path(unquote_file_uri(uri)).open("rb")  # noqa: SIM115  (closed by the with below)
+    except OSError as exc:
+        raise StoreError(f"cannot read {uri}: {exc.strerror}") from None
+    with fh:
+        fh.seek(start)
+        left = end - start + 1
+        while left > 0:
+            data = fh.read(min(chunk, left))
+            if not data:
+                return
+            left -= len(data)
+            yield data

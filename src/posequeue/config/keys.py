@@ -2,13 +2,17 @@
 
 Job state (``posequeue.jobs``):
     pq:jobs                          sorted set of job ids by submission time
+    pq:callbacks                     sorted set: ids of jobs with a callback_url -> when the
+                                     API's callback sender looks at them next (``api/callbacks.py``)
     pq:job:{id}                      hash: the job record (``config.schemas.Job``)
     pq:job:{id}:done                 set of finished batch indices (the fan-in)
     pq:job:{id}:finalizing           lock held by the finalise task while it writes the results
     pq:job:{id}:seg:{k}              marker: segment k has handed over to segment k+1
     pq:job:{id}:recover              guard: the job's lost batches were looked for
                                      (``producer/recover.py``)
-    pq:batch:{id}:{k}                hash: the pixels and meta of batch k (claim-check, with a TTL)
+    pq:batch:{id}:{k}                hash: the pixels and meta of batch k (claim-check, with a TTL);
+                                     on the payload server its key hashes to
+                                     (``payload/shards.py``), the broker by default
     pq:batch:{id}:{k}:deliveries:{s} counter: starts of stage s of batch k
 Payload budget (``config/budget.py``):
     pq:budget:held                   hash: batch key -> bytes reserved for it
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 PREFIX = "pq"
 JOBS = f"{PREFIX}:jobs"
+CALLBACKS = f"{PREFIX}:callbacks"
 WORKERS = f"{PREFIX}:workers"
 BUDGET_HELD = f"{PREFIX}:budget:held"
 BUDGET_LEASES = f"{PREFIX}:budget:leases"

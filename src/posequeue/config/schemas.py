@@ -24,6 +24,20 @@ class JobStatus(str, enum.Enum):
         return self in (JobStatus.DONE, JobStatus.FAILED)
 
 
+class AnalysisStatus(str, enum.Enum):
+    """A done job's motion analysis (``posequeue.analysis``): none yet is None on the record."""
+
+    OFF = "off"  # submitted with --no-analysis
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (AnalysisStatus.OFF, AnalysisStatus.DONE, AnalysisStatus.FAILED)
+
+
 class Follow(str, enum.Enum):
     """Which people a job keeps when more are seen than ``--people`` allows (docs/architecture.md,
     "People and tracks")."""
@@ -73,6 +87,19 @@ class Job:
     # Records from before --people have neither: one person, the detector's best, as then.
     people: int = 1  # most people per frame (submit --people)
     follow: Follow = Follow.BEST_SCORE  # which people the job keeps (submit --follow)
+    # the motion analysis (analysis/state.py writes these; absent until it is queued or turned off)
+    analysis: AnalysisStatus | None = None
+    analysis_error: str | None = None
+    analysis_results: dict[str, str] = field(default_factory=dict)  # URIs by file name
+    analysis_params: dict[str, Any] = field(default_factory=dict)
+    analysis_queued_at: float | None = None
+    analysis_started_at: float | None = None
+    analysis_finished_at: float | None = None
+    # set by the HTTP API (api/callbacks.py): where to POST when the job ends, and how that went
+    callback_url: str | None = None
+    callback_status: str | None = None  # retrying, delivered or failed
+    callback_attempts: int = 0
+    callback_error: str | None = None
 
     @classmethod
     def from_hash(cls, job_id: str, raw: Mapping[bytes, bytes], batches_done: int) -> Job:
@@ -83,6 +110,17 @@ class Job:
             if name in _JOB_FIELDS:
                 values[name] = _JOB_FIELDS[name](value.decode())
         return cls(**values)
+
+    def analysis_summary(self) -> dict[str, Any]:
+        """The analysis's part of the job summary: status, error, results, params, times."""
+        if self.analysis is None:
+            return {}
+        out: dict[str, Any] = {"status": self.analysis.value}
+        for name in ("error", "results", "params", "queued_at", "started_at", "finished_at"):
+            value = getattr(self, f"analysis_{name}")
+            if value is not None and value != {}:
+                out[name] = value
+        return out
 
     @property
     def frames_expected(self) -> int | None:
@@ -111,6 +149,8 @@ class BatchMeta:
 
     Frames travel at a working resolution (``work``: width, height), upright; coordinates are
     normalised between stages and turned into pixels of the displayed frame (``display``) last.
+    ``payload`` says how the pixels are encoded (``payload/codec.py``); a worker of an older
+    version refuses the field, so a mixed fleet fails the job with a message, not bad keypoints.
     """
 
     job_id: str
@@ -121,6 +161,7 @@ class BatchMeta:
     work: tuple[int, int]
     model: str
     people: int = 1  # separate detections kept per frame (detections_per_frame)
+    payload: dict[str, Any] = field(default_factory=lambda: {"codec": "raw"})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

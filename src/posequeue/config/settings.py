@@ -40,6 +40,13 @@ class Settings(BaseSettings):
     )
     work_long_side: int = Field(1280, ge=64, description="frames travel scaled to this long side")
     payload_ttl: int = Field(3600, ge=5, description="seconds a batch payload lives in Redis")
+    payload_codec: str = Field(
+        "jpeg", pattern="^(raw|jpeg)$", description="how frames travel: jpeg (BlazePose) or raw"
+    )
+    payload_quality: int = Field(98, ge=50, le=100, description="JPEG quality of the jpeg codec")
+    payload_urls: str = Field(
+        "", description="Redis URLs for batch payloads, ','-separated, spread by key (default: broker)"
+    )
     # A host that dies holds its unacked batches until this runs out; batches take seconds, so
     # minutes is enough. Every task's hard time limit stays below it (else duplicate delivery).
     visibility_timeout: int = Field(600, ge=5)
@@ -49,6 +56,11 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(Path.home() / ".cache" / "posequeue")
     lock_dir: Path = Field(Path("/tmp/posequeue-locks"), description="per-core claim files")
     log_format: str = Field("console", pattern="^(console|json)$")
+    # The HTTP API (`posequeue api`, docs/api.md)
+    api_tokens: str = Field("", description="bearer tokens the API accepts, comma-separated")
+    api_token_file: Path | None = Field(None, description="file of API tokens, one a line")
+    api_max_upload_mb: int = Field(2048, ge=1, description="largest video the API accepts")
+    callback_secret: str = Field("", description="HMAC-SHA256 key signing the API's callbacks")
 
     @field_validator("store")
     @classmethod
@@ -84,6 +96,11 @@ class Settings(BaseSettings):
     @property
     def backend_url(self) -> str:
         return self.result_backend or self.broker_url
+
+    @property
+    def payload_servers(self) -> list[str]:
+        """Where batch payloads live: the payload URLs, or the broker."""
+        return [u.strip() for u in self.payload_urls.split(",") if u.strip()] or [self.broker_url]
 
 
 @lru_cache(maxsize=1)

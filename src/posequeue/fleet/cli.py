@@ -33,11 +33,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     p.add_argument("instance", metavar="INSTANCE", help=f"one of: {', '.join(names())}")
     p.add_argument(
         "--per-chip",
-        required=True,
         metavar="[MODEL:]STAGE=CORES[,...]",
         help="cores of one chip per stage: N (one group), A+B (groups of A and B "
         "cores) or GxN (G groups of N); a bare STAGE is one of --model, MODEL:STAGE "
-        "one of another model; ingest=0 adds one producer per host",
+        "one of another model; ingest=0 adds one producer per host. Without it, `cpu` "
+        "shows the default layout of a plain `posequeue worker` on this host",
     )
     p.add_argument(
         "--model",
@@ -79,8 +79,17 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
 def cmd_plan(args: argparse.Namespace) -> int:
     from posequeue.fleet.instances import UnknownInstanceError
     from posequeue.fleet.plan import PlanError, parse_layout, parse_throughput, plan
-    from posequeue.fleet.render import RENDERERS
+    from posequeue.fleet.render import RENDERERS, render_default_cpu
 
+    if args.per_chip is None:
+        if args.instance != "cpu":
+            print(
+                f"error: {args.instance}: give --per-chip (e.g. --per-chip detector=2,landmarks=2)",
+                file=sys.stderr,
+            )
+            return EXIT_REFUSED
+        sys.stdout.write(render_default_cpu(args.model, args.format))
+        return 0
     try:
         layout = parse_layout(args.per_chip)
         throughput = parse_throughput(args.throughput) if args.throughput else None

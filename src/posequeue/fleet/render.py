@@ -7,6 +7,7 @@ The compose fragment is written with PyYAML (a core dependency: `plan` runs on a
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -66,7 +67,59 @@ def render_table(plan: Plan) -> str:
         lines.append("  ".join(cells).rstrip())
     lines.append("")
     lines.extend(_summary(plan))
+    lines.append(payload_line())
     return "\n".join(lines) + "\n"
+
+
+def payload_layout() -> dict[str, Any]:
+    """How and where batch payloads travel, from this environment's settings."""
+    from posequeue.config.settings import get_settings
+
+    s = get_settings()
+    return {
+        "codec": s.payload_codec,
+        "quality": s.payload_quality if s.payload_codec == "jpeg" else None,
+        "servers": [re.sub(r"//[^@/]*@", "//", url) for url in s.payload_servers],  # no passwords
+        "on_broker": s.payload_servers == [s.broker_url],
+    }
+
+
+def payload_line() -> str:
+    p = payload_layout()
+    how = (
+        f"jpeg frames (quality {p['quality']}) + the detector's exact input, ~0.5 MB per 1280x720 frame "
+        "through Redis"
+        if p["codec"] == "jpeg"
+        else "raw frames, 5.5 MB per 1280x720 frame through Redis"
+    )
+    where = "on the broker" if p["on_broker"] else f"on {len(p['servers'])} payload servers, spread by key"
+    return f"payloads: {how}, {where} (POSEQUEUE_PAYLOAD_CODEC, POSEQUEUE_PAYLOAD_URLS)"
+
+
+def render_default_cpu(model: str, fmt: str) -> str:
+    """What a plain ``posequeue worker`` starts on this CPU host (worker/per_core.py)."""
+    from posequeue.fleet.instances import cpu_host
+
+    cores = list(cpu_host().core_ids or ())
+    layout = {
+        "instance": "cpu",
+        "model": model,
+        "command": "posequeue worker",
+        "queues": "ingest and every stage",
+        "processes": [{"cores": [c], "runtime_threads": 1} for c in cores],
+        "payloads": payload_layout(),
+    }
+    if fmt == "json":
+        return json.dumps(layout, indent=2) + "\n"
+    if fmt != "table":
+        return f"--format {fmt} needs --per-chip; the default CPU layout is one command: posequeue worker\n"
+    return (
+        f"cpu: {len(cores)} CPU cores ({', '.join(map(str, cores))})\n"
+        f"default layout: `posequeue worker` (model {model}) serves ingest and every stage with "
+        f"{len(cores)} single-thread processes, one pinned to each core; the fastest layout "
+        "measured on CPU (docs/performance.md). --concurrency 1 gives the old one process on "
+        "every core.\n" + payload_line() + "\n"
+    )
 
 
 def _summary(plan: Plan) -> list[str]:

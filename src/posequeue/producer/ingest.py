@@ -33,6 +33,7 @@ from posequeue.errors import BatchError
 from posequeue.jobs import Jobs, get_jobs
 from posequeue.logs import get_logger
 from posequeue.monitor import queue_depth
+from posequeue.payload.codec import encode
 from posequeue.policy import JobTask, require_running
 from posequeue.producer.preprocess import display_size, work_frame
 from posequeue.producer.recover import resend_lost
@@ -223,7 +224,13 @@ class _Batcher:
             ),
             default=0,
         )
-        self.ttl = get_settings().payload_ttl
+        settings = get_settings()
+        self.ttl, self.codec, self.quality = (
+            settings.payload_ttl,
+            settings.payload_codec,
+            settings.payload_quality,
+        )
+        self.kind = spec.stage(stage).kind
 
     @property
     def taken(self) -> int:
@@ -250,6 +257,7 @@ class _Batcher:
         index = self.cur.first_batch + self.batches
         first = self.cur.first_frame + self.frames
         h, w = self.pixels[0].shape[:2]
+        encoded = encode(np.stack(self.pixels), self.codec, self.kind, self.quality)
         meta = BatchMeta(
             self.cur.job_id,
             index,
@@ -259,8 +267,9 @@ class _Batcher:
             (w, h),
             self.model,
             self.people,
+            encoded.meta,
         ).to_dict()
-        payload = {"frames": np.stack(self.pixels).tobytes()}
+        payload = {"frames": encoded.blob}
         stored = len(json.dumps(meta)) + sum(len(v) for v in payload.values())
         reserve = max(stored, n * self.people * self.later_frame_bytes)
         if reserve > self.jobs.budget.limit:  # would never be admitted, and would hold up the queue

@@ -78,14 +78,18 @@ def resend_lost(jobs: Jobs, job: Job) -> list[int]:
 def _payloads(jobs: Jobs, spec: ModelSpec, job_id: str, indices: list[int]) -> dict[int, tuple[str, int]]:
     """Of ``indices``, the batches whose payload is in Redis: the first stage that can run on
     them and the seconds since they were stored."""
-    with jobs.r.pipeline(transaction=False) as pipe:
-        for index in indices:
-            pipe.hkeys(batch_key(job_id, index))
-            pipe.ttl(batch_key(job_id, index))
-        replies = pipe.execute()
+    found: dict[str, tuple[list[bytes], int]] = {}
+    for client, keys in jobs.payloads.by_client(batch_key(job_id, i) for i in indices):
+        with client.pipeline(transaction=False) as pipe:  # one round trip per payload server
+            for key in keys:
+                pipe.hkeys(key)
+                pipe.ttl(key)
+            replies = pipe.execute()
+        found.update(zip(keys, zip(replies[::2], replies[1::2], strict=True), strict=True))
     ttl, out = get_settings().payload_ttl, {}
-    for index, keys, left in zip(indices, replies[::2], replies[1::2], strict=True):
-        fields = {k.decode() for k in keys}
+    for index in indices:
+        names, left = found[batch_key(job_id, index)]
+        fields = {k.decode() for k in names}
         stage = next((s.name for s in spec.stages if s.payload in fields), None)
         if stage is not None and left >= 0:
             out[index] = (stage, ttl - left)

@@ -58,18 +58,38 @@ def letterbox(
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=0,
     )
-    return boxed, (left / side, top / side, left / side, top / side)
+    return boxed, letterbox_pads(w, h)
+
+
+def letterbox_pads(width: int, height: int) -> tuple[float, ...]:
+    """The padding ``letterbox`` adds to a ``width`` x ``height`` image, as fractions (left,
+    top, right, bottom) of the square: it depends on the size only."""
+    side = max(width, height)
+    left, top = (side - width) / 2 / side, (side - height) / 2 / side
+    return (left, top, left, top)
+
+
+def letterboxed(images: np.ndarray) -> np.ndarray:
+    """The detector's uint8 inputs: each image letterboxed straight into one batch."""
+    size = detector.INPUT_SIZE
+    boxed = np.empty((len(images), size, size, 3), np.uint8)
+    for i, image in enumerate(images):
+        letterbox(image, size, out=boxed[i])
+    return boxed
+
+
+def detector_batch(boxed: np.ndarray) -> np.ndarray:
+    """Letterboxed uint8 inputs to the detector's batch in [-1, 1], converted in one pass (no
+    float temporaries)."""
+    batch = np.multiply(boxed, np.float32(2.0 / 255.0), dtype=np.float32)
+    batch -= 1.0
+    return batch
 
 
 def detector_input(images: np.ndarray) -> tuple[np.ndarray, list[tuple[float, ...]]]:
-    """The detector's batch in [-1, 1]: each image letterboxed straight into one uint8 batch,
-    then converted in one pass (no per-image arrays, no float temporaries)."""
-    size = detector.INPUT_SIZE
-    boxed = np.empty((len(images), size, size, 3), np.uint8)
-    pads = [letterbox(image, size, out=boxed[i])[1] for i, image in enumerate(images)]
-    batch = np.multiply(boxed, np.float32(2.0 / 255.0), dtype=np.float32)
-    batch -= 1.0
-    return batch, pads
+    """The detector's batch in [-1, 1] and each image's padding."""
+    h, w = images.shape[1:3]
+    return detector_batch(letterboxed(images)), [letterbox_pads(w, h)] * len(images)
 
 
 def landmark_input(crops: np.ndarray) -> np.ndarray:

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from posequeue.config import queues
 from posequeue.config.models import get_model
 from posequeue.errors import WorkerConfigError
-from posequeue.worker.pinning import format_cores, neuron_env, parse_cores
+from posequeue.worker.pinning import format_cores, neuron_env, parse_cores, usable_cores
 
 ALL = "all"  # the stage of a worker that serves ingest and every model stage (one host)
 INGEST = queues.INGEST  # the stage of a producer: decode and batch videos, finalise jobs
+ANALYSIS = queues.ANALYSIS  # the stage of a done job's motion analysis (any CPU host)
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class WorkerRole:
     owns and the name it goes by (``{model}-{stage}``, ``-c{cores}`` when pinned)."""
 
     model: str
-    stage: str  # "all", "ingest", or a stage of the model
+    stage: str  # "all", "ingest", "analysis", or a stage of the model
     stages: tuple[str, ...]  # the model stages whose tasks it runs (none for a producer)
     queues: tuple[str, ...]
     cores: tuple[int, ...] = ()  # the core group it claims; () for an unpinned worker
@@ -35,6 +36,7 @@ class WorkerRole:
     concurrency: int = 1  # prefork pool processes (with threads == 1)
     neuron: bool = False  # its stages run on the Neuron runtime, confined by its environment
     neuron_runtime: int = 2  # the Neuron runtime generation (2: libnrt, 1: neuron-rtd)
+    per_core: bool = False  # each pool process pins itself to one of its cores (worker/per_core.py)
 
     @property
     def cores_spec(self) -> str:
@@ -91,14 +93,17 @@ def worker_role(
     cores: str | Sequence[int] | None = None,
     *,
     threads: int | None = None,
-    concurrency: int = 1,
+    concurrency: int | None = None,
     neuron_runtime: int = 2,
 ) -> WorkerRole:
     """The role of a worker serving ``stage`` of ``model`` on ``cores`` (a ``--cores`` text or
     indices).
 
     ``threads`` None picks the default: 2 for a Neuron model served by one process (its calls
-    leave the CPU free for host work), else 1 (Celery's prefork pool).
+    leave the CPU free for host work), else 1 (Celery's prefork pool). With ``threads`` and
+    ``concurrency`` both None, a CPU model's worker runs one single-thread prefork process
+    pinned to each of its cores (all this host's when unpinned): the fastest layout measured on
+    CPU (docs/performance.md); else ``concurrency`` defaults to 1.
 
     Raises:
         UnknownModelError: an unknown model, or a stage it does not have (the message names
@@ -108,13 +113,16 @@ def worker_role(
     """
     spec = get_model(model)
     if stage == ALL:
-        serve, stages = [INGEST, *queues.model_queues(spec)], tuple(s.name for s in spec.stages)
-    elif stage == INGEST:
-        serve, stages = [INGEST], ()
+        stages = tuple(s.name for s in spec.stages)
+        serve = [INGEST, *queues.model_queues(spec), ANALYSIS]
+    elif stage in (INGEST, ANALYSIS):
+        serve, stages = [stage], ()
     else:
         spec.stage(stage)  # names the stages if this one does not exist
         serve, stages = [queues.stage_queue(spec.name, stage)], (stage,)
     neuron = spec.runtime == "neuron" and bool(stages)
+    per_core = bool(stages) and not neuron and threads is None and concurrency is None
+    concurrency = concurrency or 1
     if threads is None:  # an accelerator's model leaves the CPU free: overlap host work with it
         threads = 2 if neuron and concurrency == 1 else 1
     if threads < 1 or (threads > 1 and concurrency != 1):
@@ -130,8 +138,10 @@ def worker_role(
             "plan` lays a host out)"
         )
     group = tuple(parse_cores(cores) if isinstance(cores, str) else cores or ())
+    if per_core:
+        concurrency = len(group or usable_cores())
     return WorkerRole(
-        spec.name, stage, stages, tuple(serve), group, threads, concurrency, neuron, neuron_runtime
+        spec.name, stage, stages, tuple(serve), group, threads, concurrency, neuron, neuron_runtime, per_core
     )
 
 
@@ -159,6 +169,12 @@ def run(role: WorkerRole, loglevel: str = "INFO") -> int:
     if role.serves_ingest:  # producers need PyAV; model-stage hosts do not
         import posequeue.producer.finalize  # noqa: F401  (registers tasks)
         import posequeue.producer.ingest  # noqa: F401
+    if role.per_core:  # before worker.tasks: a pool child pins itself before its models preload
+        from posequeue.worker import per_core
+
+        per_core.assign(list(role.cores) or usable_cores())
+    if ANALYSIS in role.queues:
+        import posequeue.analysis.task  # noqa: F401  (scipy, matplotlib and PyAV load when it runs)
     if role.stages:
         import posequeue.fleet.worker_stats  # noqa: F401  (per-worker frames/s for `posequeue metrics`)
         from posequeue.worker import tasks

@@ -15,6 +15,7 @@ from posequeue.config.models import ModelSpec, StageSpec, get_model
 from posequeue.config.schemas import BatchMeta
 from posequeue.config.settings import get_settings
 from posequeue.errors import ModelOutputError
+from posequeue.payload.codec import Payload
 from posequeue.worker import blazepose, detector, keypoints
 from posequeue.worker.model_files import stage_path
 from posequeue.worker.pinning import cpu_threads
@@ -67,24 +68,27 @@ class Stage:
             return outputs, time.perf_counter() - started
 
 
-def _frames(fields: dict[str, Any], meta: BatchMeta) -> np.ndarray:
-    w, h = meta.work
-    return np.frombuffer(fields["frames"], np.uint8).reshape(len(meta.frames), h, w, 3)
+def _payload(fields: dict[str, Any], meta: BatchMeta) -> Payload:
+    return Payload(fields["frames"], meta.payload, len(meta.frames), meta.work)
 
 
 class DetectorStage(Stage):
     outputs = (detector.BOXES, detector.SCORES)
 
     def run(self, fields: dict[str, Any], meta: BatchMeta) -> StageResult:
-        frames = _frames(fields, meta)
-        batch, pads = blazepose.detector_input(frames)
-        outputs, elapsed = self.infer(batch)
+        pixels = _payload(fields, meta)
+        boxed = pixels.detector_input()
+        if boxed is None:  # frames only: letterbox them here
+            boxed = blazepose.letterboxed(pixels.frames())
+        outputs, elapsed = self.infer(blazepose.detector_batch(boxed))
+        pads = [blazepose.letterbox_pads(*meta.work)] * len(boxed)
         rois = blazepose.regions(outputs, pads, meta.display, keep=meta.people)
-        if not any(rois):  # nobody in any frame: the batch ends here
+        if not any(rois):  # nobody in any frame: the batch ends here (and its JPEGs stay undecoded)
             return StageResult(people=[[] for _ in rois], model_seconds=elapsed)
         # Every region's crop stacked in frame order; the regions, one list per frame, say
         # which frame each crop belongs to.
-        payload = {"crops": blazepose.crops(frames, rois).tobytes(), "rois": blazepose.encode_rois(rois)}
+        crops = blazepose.crops(pixels.frames(), rois)
+        payload = {"crops": crops.tobytes(), "rois": blazepose.encode_rois(rois)}
         return StageResult(payload=payload, model_seconds=elapsed)
 
 
@@ -113,7 +117,7 @@ class KeypointStage(Stage):
         super().__init__(spec, stage)
 
     def run(self, fields: dict[str, Any], meta: BatchMeta) -> StageResult:
-        batch, box = keypoints.model_input(_frames(fields, meta), self.stage)
+        batch, box = keypoints.model_input(_payload(fields, meta).frames(), self.stage)
         outputs, elapsed = self.infer(batch)
         people = keypoints.people(outputs, self.stage, box, meta.display, len(self.spec.keypoints))
         return StageResult(people=people, model_seconds=elapsed)

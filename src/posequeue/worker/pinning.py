@@ -54,6 +54,13 @@ def pin_cpu(cores: list[int]) -> None:
         os.sched_setaffinity(0, cores)
 
 
+def usable_cores() -> list[int]:
+    """The CPU cores this process may run on (its affinity)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
 def cpu_threads() -> int:
     """Threads a runtime should use: the cores this process may run on."""
     if hasattr(os, "sched_getaffinity"):

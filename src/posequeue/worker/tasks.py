@@ -48,8 +48,8 @@ def infer(self: Task, job_id: str, index: int, stage: str) -> dict[str, object] 
     if fields is None:
         if not jobs.is_batch_done(job_id, index):
             raise BatchError(
-                f"batch {index} expired in Redis before a worker ran it; "
-                "start more workers or raise POSEQUEUE_PAYLOAD_TTL"
+                f"batch {index} expired in Redis before a worker ran it (or the payload "
+                "server holding it restarted); start more workers or raise POSEQUEUE_PAYLOAD_TTL"
             )
         return None
     try:
