@@ -228,7 +228,8 @@ import sys
 from posequeue.config.settings import get_settings
 from posequeue.jobs import get_jobs
 from posequeue.producer.submit import submit
-ids = [submit(sys.argv[1], settings=get_settings(), jobs=get_jobs(), analysis=False) for _ in range(int(sys.argv[2]))]
+settings, jobs = get_settings(), get_jobs()
+ids = [submit(sys.argv[1], settings=settings, jobs=jobs, analysis=False) for _ in range(int(sys.argv[2]))]
 print(" ".join(ids))
 """
 

@@ -8,6 +8,8 @@ here before any posequeue module that reads them is imported.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import signal
@@ -17,10 +19,14 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
+
+if TYPE_CHECKING:
+    from posequeue.config.settings import Settings
+    from posequeue.jobs import Jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "samples" / "astronaut.mp4"
@@ -69,6 +75,9 @@ def pytest_configure(config: pytest.Config) -> None:
     redis.Redis.from_url(url).flushdb()
     os.environ["POSEQUEUE_BROKER_URL"] = url
     os.environ["POSEQUEUE_STORE"] = (tmp / "store").as_uri()
+    # Core claims of this session's workers: test sessions running at once on this machine would
+    # otherwise refuse each other's `--cores`.
+    os.environ["POSEQUEUE_LOCK_DIR"] = str(tmp / "locks")
     os.environ.setdefault("POSEQUEUE_LOG_FORMAT", "json")
 
 
@@ -89,14 +98,14 @@ def store_root() -> str:
 
 
 @pytest.fixture(scope="session")
-def jobs(redis_url: str):  # type: ignore[no-untyped-def]
+def jobs(redis_url: str) -> Jobs:
     from posequeue.jobs import Jobs
 
     return Jobs.from_url(redis_url)
 
 
 @pytest.fixture(scope="session")
-def settings():  # type: ignore[no-untyped-def]
+def settings() -> Settings:
     from posequeue.config.settings import Settings
 
     return Settings()
@@ -138,10 +147,21 @@ class Worker:
         raise TimeoutError(f"worker not ready in {timeout}s:\n{self.log.read_text()}")
 
     def children(self) -> list[int]:
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
-        return [int(p) for p in out.stdout.split()]
+        """The processes the worker's main process started. Read from /proc where the kernel
+        lists them (tests call this in tight loops: a pgrep process each time competed with the
+        worker under test for the CPU), else pgrep."""
+        tasks = Path(f"/proc/{self.proc.pid}/task")
+        if not (tasks / str(self.proc.pid) / "children").exists():
+            out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
+            return [int(p) for p in out.stdout.split()]
+        pids: list[int] = []
+        for task in tasks.iterdir():  # a pool may fork from any of its threads
+            with contextlib.suppress(OSError):  # the thread or the process ended meanwhile
+                pids += [int(p) for p in (task / "children").read_text().split()]
+        return sorted(set(pids))
 
     def stop(self) -> None:
+        """Celery's warm shutdown (SIGTERM), as an operator stops a worker; SIGKILL after 15 s."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -149,6 +169,16 @@ class Worker:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        self._fh.close()
+
+    def kill(self) -> None:
+        """SIGKILL to the worker's process group, for a test's end: what it held goes back with
+        its Redis database, which the next ``isolated`` fleet flushes; a warm shutdown would
+        only cost seconds per worker."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
         self._fh.close()
 
 
@@ -166,9 +196,9 @@ class Workers:
         self.started.append(worker)
         return worker
 
-    def close(self) -> None:
+    def close(self, graceful: bool = True) -> None:
         for worker in self.started:
-            worker.stop()
+            worker.stop() if graceful else worker.kill()
 
 
 @pytest.fixture
@@ -176,7 +206,7 @@ def start_worker(model_dir: Path, tmp_path: Path) -> Iterator[Workers]:
     """Workers for one test (stopped when it ends, so no other test's queue sees them)."""
     workers = Workers(tmp_path)
     yield workers
-    workers.close()
+    workers.close(graceful=False)
 
 
 @pytest.fixture(scope="session")
@@ -251,7 +281,8 @@ def user_spec(folder: Path, name: str, stage: str = "pose") -> dict[str, str]:
 def posequeue(
     *args: str, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """Run the ``posequeue`` command as a user would."""
+    """Run the ``posequeue`` command as a user would, in a process of its own: for what needs
+    one (a submission accepted by an isolated fleet, ``--wait``, servers). ``cli`` runs the rest."""
     return subprocess.run(
         [sys.executable, "-m", "posequeue.cli", *args],
         env=env or dict(os.environ),
@@ -259,3 +290,47 @@ def posequeue(
         text=True,
         timeout=timeout,
     )
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``posequeue ARGS`` in this process (``posequeue.cli.main``) with ``env`` as the whole
+    environment, and return what ``posequeue`` returns: the same command line, parser and exit
+    codes, without starting an interpreter (about a second per call here, and CPU the workers
+    under test need). For commands that end on their own: refusals, status, results, queues,
+    models, plan. A submission under another broker needs ``posequeue``: the Celery app that
+    sends it is built once per process from the session's settings."""
+    from posequeue import cli as command
+
+    env = dict(os.environ if env is None else env)
+    if args[:1] == ("submit",) and env.get("POSEQUEUE_BROKER_URL") != os.environ["POSEQUEUE_BROKER_URL"]:
+        raise ValueError("cli('submit') sends with the session's broker: use posequeue() for another one")
+    saved = dict(os.environ)
+    # Text over bytes, as sys.stdout is: `results` writes the file's bytes to stdout.buffer.
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
+    err = io.StringIO()
+    try:
+        os.environ.clear()
+        os.environ.update(env)
+        _forget_settings()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = command.main(list(args))
+            except SystemExit as exc:  # argparse's usage errors and --help
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        _forget_settings()
+    stdout = out.buffer.getvalue().decode()
+    return subprocess.CompletedProcess(["posequeue", *args], code, stdout, err.getvalue())
+
+
+def _forget_settings() -> None:
+    """Drop what this process read from its environment, so that the next reader sees the
+    environment as it is now."""
+    from posequeue.config.settings import get_settings
+    from posequeue.config.specs import user_models
+    from posequeue.jobs import get_jobs
+
+    for cached in (get_settings, user_models, get_jobs):
+        cached.cache_clear()

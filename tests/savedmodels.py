@@ -74,7 +74,7 @@ class _Random:
     def __new__(cls, tf: Any, keypoints: int) -> Any:
         rng = np.random.default_rng(7)
 
-        class Net(tf.Module):  # type: ignore[misc, name-defined]
+        class Net(tf.Module):
             def __init__(self) -> None:
                 super().__init__(name="pose")
                 self.w1 = tf.Variable(rng.normal(0, 0.1, (3, 3, 3, 16)).astype(np.float32))
@@ -90,7 +90,7 @@ class _Random:
 
 class _Brightest:
     def __new__(cls, tf: Any, keypoints: int) -> Any:
-        class Net(tf.Module):  # type: ignore[misc, name-defined]
+        class Net(tf.Module):
             def __init__(self) -> None:
                 super().__init__(name="pose")
                 self.sharpness = tf.Variable(200.0)

@@ -8,7 +8,7 @@ import pytest
 from accuracy import compare, frame_error, reference, videos
 from helpers import load_results, wait_job
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.compat]
 MAX_ERROR = 0.02  # median over frames of the mean keypoint distance / keypoint diagonal
 MIN_AGREEMENT = 0.9  # share of frames where both agree whether a person is there
 # Over the frames of all the videos together (issue 13's bar for a payload codec: frames as JPEG

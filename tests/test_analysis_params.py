@@ -22,7 +22,7 @@ from posequeue.errors import AnalysisError
         ({"cutoff": 0}, "cutoff = 0: must be above 0 Hz"),
     ],
 )
-def test_bad_parameters_are_named(change: dict, message: str) -> None:  # type: ignore[type-arg]
+def test_bad_parameters_are_named(change: dict, message: str) -> None:
     """A bad value is refused with the parameter's name, its value and what it must be."""
     with pytest.raises(AnalysisError, match=message):
         Params(**change)

@@ -36,7 +36,7 @@ def _submitted(env: dict[str, str], *extra: str) -> str:
     return json.loads(done.stdout.strip().splitlines()[-1])["job_id"]
 
 
-def _analysis(job_id: str, env: dict[str, str]) -> dict:  # type: ignore[type-arg]
+def _analysis(job_id: str, env: dict[str, str]) -> dict:
     from posequeue.analysis.state import wait
     from posequeue.jobs import Jobs
 

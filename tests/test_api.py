@@ -264,7 +264,7 @@ def test_bad_options_are_refused_naming_the_option(
     api: httpx.Client, fields: dict[str, str], status: int, code: str, named: str
 ) -> None:
     """An option the CLI would refuse (or does not know) is a 4xx naming it."""
-    assert named in refusal(upload(api, **fields), status, code)
+    assert named in refusal(upload(api, SAMPLE, **fields), status, code)
 
 
 def test_malformed_submissions_are_refused(api: httpx.Client) -> None:

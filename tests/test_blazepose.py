@@ -29,6 +29,8 @@ from posequeue.worker.blazepose import (
 )
 from posequeue.worker.roi import Roi
 
+pytestmark = pytest.mark.compat
+
 RAW_LANDMARKS = 39  # the model outputs 39 landmarks; the first 33 are the pose
 COLD = -30.0  # a heatmap logit far below the refinement threshold
 
@@ -271,7 +273,7 @@ def _detector_outputs(images: int, people: list[tuple[int, int, float]]) -> dict
 def test_regions_and_crops() -> None:
     """regions picks each image's best detection (or none); crops stacks only the frames with one."""
     index = 2 * (14 * 28 + 14)  # anchor centre (0.5179, 0.5179)
-    pads = [(0.0, 0.0, 0.0, 0.0)] * 2
+    pads: list[tuple[float, ...]] = [(0.0, 0.0, 0.0, 0.0)] * 2
     rois = regions(_detector_outputs(2, [(0, index, 3.0)]), pads, (300, 300))
     assert rois[1] == [] and len(rois[0]) == 1
     anchor = detector.anchors()[index]
@@ -289,7 +291,7 @@ def test_regions_keep_up_to_n_separate_people_best_first() -> None:
     stacks each of them in frame order; keep=1 is the best one alone."""
     left, right, far = 2 * (14 * 28 + 6), 2 * (14 * 28 + 22), 2 * (4 * 28 + 14)  # anchor indices
     outputs = _detector_outputs(2, [(0, left, 2.0), (0, right, 4.0), (0, far, 1.0), (1, left, 3.0)])
-    pads = [(0.0, 0.0, 0.0, 0.0)] * 2
+    pads: list[tuple[float, ...]] = [(0.0, 0.0, 0.0, 0.0)] * 2
     two = regions(outputs, pads, (300, 300), keep=2)
     assert [len(r) for r in two] == [2, 1]
     assert two[0][0].x > 0.5 > two[0][1].x  # the right one scores higher, so it comes first

@@ -6,7 +6,7 @@ import json
 import os
 
 import pytest
-from conftest import SAMPLE, posequeue
+from conftest import SAMPLE, cli, posequeue
 
 pytestmark = pytest.mark.integration
 
@@ -19,24 +19,24 @@ def test_submit_wait_status_results_queues(worker, tmp_path) -> None:
     assert job["status"] == "done" and job["frames_total"] == 90 and job["batches_total"] == 23
     assert set(job["results"]) == {"json", "csv", "manifest"}
 
-    status = json.loads(posequeue("status", job["job_id"], "--json").stdout)
+    status = json.loads(cli("status", job["job_id"], "--json").stdout)
     assert status["status"] == "done" and status["frames_done"] == 90
 
-    human = posequeue("status", job["job_id"]).stdout
+    human = cli("status", job["job_id"]).stdout
     assert f"job {job['job_id']}: done, 90/90 frames" in human
 
     target = tmp_path / "poses.json"
-    assert posequeue("results", job["job_id"], "-o", str(target)).returncode == 0
+    assert cli("results", job["job_id"], "-o", str(target)).returncode == 0
     assert len(json.loads(target.read_text())["frames"]) == 90
 
-    queues = json.loads(posequeue("queues", "--json").stdout)
+    queues = json.loads(cli("queues", "--json").stdout)
     assert {"ingest", "pose.blazepose.landmarks"} <= set(queues["queues"])
     assert all(job["job_id"] != j["job_id"] for j in queues["jobs"])  # finished jobs not listed
 
 
 def test_submit_without_wait_returns_queued_at_once(worker) -> None:
     """submit returns at once with a job id and status queued; the job goes on without it."""
-    out = posequeue("submit", str(SAMPLE), "--json")
+    out = cli("submit", str(SAMPLE), "--json")
     job = json.loads(out.stdout.strip().splitlines()[-1])
     assert job["status"] == "queued" and len(job["job_id"]) == 32
 
@@ -44,32 +44,36 @@ def test_submit_without_wait_returns_queued_at_once(worker) -> None:
 def test_unknown_job(redis_url) -> None:
     """status and results of an unknown job say so and exit non-zero."""
     for cmd in ("status", "results"):
-        out = posequeue(cmd, "0" * 32)
+        out = cli(cmd, "0" * 32)
         assert out.returncode == 2 and "no job" in out.stderr
 
 
+@pytest.mark.compat
 def test_worker_refuses_unknown_stage(redis_url) -> None:
     """A worker for a stage the model does not have names the stages it has."""
-    out = posequeue("worker", "--stage", "segmenter")
+    out = cli("worker", "--stage", "segmenter")
     assert out.returncode == 2 and "no stage 'segmenter'" in out.stderr
     assert "detector, landmarks" in out.stderr
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.compat
 def test_worker_refuses_bad_cores(redis_url) -> None:
     """A malformed --cores value is refused with the accepted forms."""
-    out = posequeue("worker", "--cores", "1-a")
+    out = cli("worker", "--cores", "1-a")
     assert out.returncode == 2 and "0-1" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.compat
 def test_worker_refuses_threads_with_prefork_concurrency(redis_url) -> None:
     """Task threads and several prefork processes are two different pools: asking for both is
     refused, naming each."""
-    out = posequeue("worker", "--threads", "2", "--concurrency", "2")
+    out = cli("worker", "--threads", "2", "--concurrency", "2")
     assert out.returncode == 2 and "--threads 1 --concurrency N" in out.stderr
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.compat
 def test_worker_pins_its_processes_to_cores(start_worker, isolated) -> None:
     """--cores pins the worker and the process it runs tasks in to those CPU cores."""
     import os
@@ -86,17 +90,20 @@ def test_worker_pins_its_processes_to_cores(start_worker, isolated) -> None:
     assert "blazepose-all-c0@" in worker.log.read_text()  # the worker's name shows its cores
 
 
+@pytest.mark.compat
 def test_second_worker_on_claimed_cores_is_refused(start_worker, isolated) -> None:
     """A second worker naming a core another worker on this host holds is refused at start-up,
     naming the holder."""
     env = {k: isolated[k] for k in ("POSEQUEUE_BROKER_URL", "POSEQUEUE_STORE")}
     start_worker("--stage", "landmarks", "--cores", "1", **env)
+    # in a process of its own: the claim it makes before the refusal lasts as long as its process
     out = posequeue("worker", "--stage", "detector", "--cores", "0-1", env=isolated, timeout=60)
     assert out.returncode == 2
     assert "cpu core 1 is already claimed by worker blazepose-landmarks-c1" in out.stderr
 
 
-def test_worker_pool_by_runtime(start_worker, isolated, tmp_path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.compat
+def test_worker_pool_by_runtime(start_worker, isolated, tmp_path) -> None:
     """A Neuron model's worker runs two task threads by default (its model calls leave the CPU
     free for the other thread's host work); a CPU model's worker runs the prefork pool, a
     single-thread process per core it may use."""

@@ -32,6 +32,8 @@ from posequeue.neuron.cli import parse_input_shape  # noqa: E402
 from posequeue.neuron.compile import run  # noqa: E402
 from posequeue.worker.runtimes import NEURON_INSTALL, make_runtime  # noqa: E402
 
+pytestmark = pytest.mark.compat
+
 TESTS = Path(__file__).resolve().parent
 
 
@@ -155,6 +157,7 @@ def test_compiled_model_runs_on_neuron_runtime_with_stand_in(
     assert spec_in.name == "images" and spec_in.shape[0] == (None if dynamic else 4)
     assert list(signature.structured_outputs) == ["coords"]
 
+    assert spec.folder is not None
     compiled = make_runtime(
         "neuron",
         spec.folder / stage.file,

@@ -18,6 +18,8 @@ pytest.importorskip("ai_edge_litert")
 from posequeue.convert import UnsupportedOp, blazepose, parity, savedmodel, tflite  # noqa: E402
 from posequeue.worker.runtimes import TensorFlowRuntime  # noqa: E402
 
+pytestmark = pytest.mark.compat
+
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "astronaut.mp4"
 SIZE = (1, 17, 18, 3)  # odd height, even width: SAME padding at stride 2 splits unevenly on one
 

@@ -10,6 +10,8 @@ import pytest
 from posequeue.cli import build_parser, main
 from posequeue.convert import ConvertError, import_tensorflow
 
+pytestmark = pytest.mark.compat
+
 
 @pytest.fixture
 def no_tensorflow(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,6 +14,8 @@ pytest.importorskip("ai_edge_litert")
 from posequeue.convert import UnsupportedOp, ops, tflite  # noqa: E402
 from posequeue.convert.tflite import Graph, Operator, Tensor, densify  # noqa: E402
 
+pytestmark = pytest.mark.compat
+
 DENSE, CSR = 0, 1
 
 

@@ -10,6 +10,8 @@ import pytest
 from posequeue.worker import detector
 from posequeue.worker.detector import Detection, anchors, decode, roi_of, separate
 
+pytestmark = pytest.mark.compat
+
 N = 2254
 SIZE = detector.INPUT_SIZE  # 224
 

@@ -11,20 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import ROOT
 
 from posequeue.cli import build_parser
 from posequeue.fleet.plan import plan
 from posequeue.fleet.render import ENTRYPOINT, render_compose
 
-yaml = pytest.importorskip("yaml")
-
 DOCKER = ROOT / "docker"
 DOCKERFILES = sorted(DOCKER.glob("Dockerfile.*"))
 _DEFAULT = re.compile(r"^\$\{[A-Z_]+:-(.+)\}$")  # ${VAR:-default} -> default
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):  # type: ignore[name-defined,misc]
+class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that refuses a mapping with a key twice (Compose refuses such files)."""
 
     def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
@@ -32,11 +31,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):  # type: ignore[name-defined,misc]
         dupes = {k for k in keys if keys.count(k) > 1}
         if dupes:
             raise yaml.constructor.ConstructorError(None, None, f"duplicate keys {dupes}", node.start_mark)
-        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_compose(text: str) -> dict[str, Any]:
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # type: ignore[no-any-return]
+    return yaml.load(text, Loader=_UniqueKeyLoader)
 
 
 def instruction(dockerfile: Path, name: str) -> list[str] | None:

@@ -5,19 +5,22 @@ serving other jobs."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import time
+from typing import Any
 
 import pytest
 import videos
-from conftest import SAMPLE, posequeue
+from conftest import SAMPLE, cli, posequeue
 
 from posequeue.config import keys
 
 pytestmark = pytest.mark.integration
 
 
-def refused(result) -> dict:  # type: ignore[no-untyped-def]
+def refused(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     assert result.returncode == 2, result.stderr
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["status"] == "failed" and out["refused"] is True and out["job_id"] is None
@@ -38,20 +41,20 @@ def test_bad_video_refused(make, words, tmp_path, redis_url) -> None:
     """A file that is no usable video is refused at submission, naming the file and the fault."""
     path = make(tmp_path)
     started = time.monotonic()
-    out = refused(posequeue("submit", str(path), "--json"))
+    out = refused(cli("submit", str(path), "--json"))
     assert time.monotonic() - started < 15
     assert words in out["error"] and path.name in out["error"]
 
 
 def test_unknown_model_refused(redis_url) -> None:
     """An unknown model name is refused with the list of known models."""
-    out = refused(posequeue("submit", str(SAMPLE), "--model", "openpose", "--json"))
+    out = refused(cli("submit", str(SAMPLE), "--model", "openpose", "--json"))
     assert "unknown model 'openpose'" in out["error"] and "blazepose" in out["error"]
 
 
 def test_bad_batch_size_refused(redis_url) -> None:
     """A batch size below one is refused with the rule it broke."""
-    out = refused(posequeue("submit", str(SAMPLE), "--batch-size", "0", "--json"))
+    out = refused(cli("submit", str(SAMPLE), "--batch-size", "0", "--json"))
     assert "--batch-size" in out["error"]
 
 
@@ -75,14 +78,16 @@ def test_several_people_with_a_whole_frame_model_refused() -> None:
 
 def test_missing_s3_object_refused(bucket) -> None:
     """A missing S3 object is refused, naming its URI."""
-    out = refused(posequeue("submit", f"s3://{bucket}/nope/missing.mp4", "--json"))
+    out = refused(cli("submit", f"s3://{bucket}/nope/missing.mp4", "--json"))
     assert f"s3://{bucket}/nope/missing.mp4" in out["error"]
 
 
-def test_unreachable_store_refused(s3_server, isolated) -> None:
+def test_unreachable_store_refused(s3_server, jobs) -> None:
     """With an S3 store whose bucket does not exist, a local video is refused before any job."""
-    env = {**isolated, "POSEQUEUE_STORE": "s3://no-such-bucket-here/prefix"}
-    out = refused(posequeue("submit", str(SAMPLE), "--json", env=env))
+    before = jobs.recent(1000)
+    env = {**os.environ, "POSEQUEUE_STORE": "s3://no-such-bucket-here/prefix"}
+    out = refused(cli("submit", str(SAMPLE), "--json", env=env))
+    assert jobs.recent(1000) == before  # no job recorded
     assert "no-such-bucket-here" in out["error"] and "not reachable" in out["error"]
 
 
@@ -95,11 +100,11 @@ def test_video_broken_after_submission_fails_job_and_worker_goes_on(isolated, st
     assert first["status"] == "queued"
     path.write_bytes(b"this is no longer a video")
     start_worker(**{k: isolated[k] for k in ("POSEQUEUE_BROKER_URL", "POSEQUEUE_STORE")})
-    failed = json.loads(posequeue("status", first["job_id"], "--json", env=isolated).stdout)
+    failed = json.loads(cli("status", first["job_id"], "--json", env=isolated).stdout)
     deadline = time.monotonic() + 30
     while failed["status"] not in ("done", "failed") and time.monotonic() < deadline:
         time.sleep(0.2)
-        failed = json.loads(posequeue("status", first["job_id"], "--json", env=isolated).stdout)
+        failed = json.loads(cli("status", first["job_id"], "--json", env=isolated).stdout)
     assert failed["status"] == "failed"
     assert "clip.mp4" in failed["error"] and "not a readable video" in failed["error"]
     ok = posequeue("submit", str(SAMPLE), "--wait", "--json", env=isolated)
@@ -182,5 +187,5 @@ def test_batch_that_keeps_killing_its_worker_fails_the_job(isolated, start_worke
     start_worker(**env)
     nxt = posequeue("submit", str(SAMPLE), "--wait", "--json", env=isolated)
     assert json.loads(nxt.stdout.splitlines()[-1])["status"] == "done"  # the worker goes on
-    job = json.loads(posequeue("status", job_id, "--json", env=isolated).stdout)
+    job = json.loads(cli("status", job_id, "--json", env=isolated).stdout)
     assert job["status"] == "failed" and "started 4 times in stage detector" in job["error"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -15,7 +15,7 @@ from posequeue.config.schemas import Cursor, JobStatus
 
 
 @pytest.fixture
-def throttled_job(jobs):  # type: ignore[no-untyped-def]
+def throttled_job(jobs):
     """A running job that the memory budget holds back (another job holds all of it), so every
     ingest run defers itself; failed at the end so the deferred messages left on the ingest
     queue are dropped as stale."""
@@ -32,7 +32,7 @@ def throttled_job(jobs):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def ingest_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
+def ingest_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[MutableMapping[str, Any]]]:
     """The ingest module's log lines and those of ``defer``, captured (a module's cached logger
     may still write to a stream an earlier in-process CLI test was given and has since closed)."""
     import structlog
@@ -70,7 +70,7 @@ def _run_in_tracer(job_id: str, retries: int, task_name: str = "ingest") -> str:
 
 
 @pytest.mark.integration
-def test_backpressure_pins_no_frames(throttled_job, jobs, ingest_logs) -> None:  # type: ignore[no-untyped-def]
+def test_backpressure_pins_no_frames(throttled_job, jobs, ingest_logs) -> None:
     """A deferred ingest run leaves no frame or traceback for the cyclic garbage collector: a
     raised Retry did (Celery's frames and the task's, with their locals, and billiard's copy of
     them: ~0.37 MB a run), and a producer throttled by the budget defers a few times a segment."""
@@ -94,7 +94,7 @@ def test_backpressure_pins_no_frames(throttled_job, jobs, ingest_logs) -> None: 
 
 
 @pytest.mark.integration
-def test_finalize_defers_while_another_holds_the_lock(throttled_job, jobs, ingest_logs) -> None:  # type: ignore[no-untyped-def]
+def test_finalize_defers_while_another_holds_the_lock(throttled_job, jobs, ingest_logs) -> None:
     """A finalise that finds the job's lock held defers itself the same way (no ``Retry``
     raised): counted as a success, to run again in 10 s."""
     assert jobs.lock_finalize(throttled_job, 30)  # another finaliser is at work

@@ -11,6 +11,8 @@ import pytest
 from posequeue.config.catalogue import Coords, Preprocess, StageSpec
 from posequeue.worker.keypoints import model_input, people
 
+pytestmark = pytest.mark.compat
+
 STAGE = StageSpec("pose", "m", (256, 192))
 
 

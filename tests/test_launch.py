@@ -10,6 +10,8 @@ import pytest
 from posequeue.errors import CoreSpecError, UnknownModelError, WorkerConfigError
 from posequeue.worker.launch import worker_role
 
+pytestmark = pytest.mark.compat
+
 
 def test_an_all_stage_worker_serves_ingest_and_every_stage_queue() -> None:
     """With no stage a worker serves the producers' queue, each model stage's and the analysis
@@ -95,7 +97,7 @@ def test_a_neuron_model_gets_task_threads_and_its_runtime_environment(anymotion:
     ],
     ids=["unknown-model", "unknown-stage", "threads-and-processes", "no-threads", "bad-cores"],
 )
-def test_a_role_that_cannot_run_is_refused_with_the_fix(kwargs, error, words) -> None:  # type: ignore[no-untyped-def]
+def test_a_role_that_cannot_run_is_refused_with_the_fix(kwargs, error, words) -> None:
     """Each refusal names the value and what to give instead."""
     with pytest.raises(error, match=words):
         worker_role(**kwargs)

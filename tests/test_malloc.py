@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.compat
+
 # Page faults taken by a second 8 MB buffer filled after a first one was freed, in a new process.
 PROBE = """
 import resource, sys

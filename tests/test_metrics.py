@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +24,7 @@ from posequeue.fleet.metrics import (
     StageBacklog,
     backlog,
     cloudwatch_data,
+    make_server,
     render,
     stage_backlogs,
 )
@@ -87,7 +89,7 @@ def test_render_is_prometheus_text_with_every_gauge() -> None:
     assert got["posequeue_batches_in_flight"] == 5
     assert got['posequeue_jobs{status="done"}'] == 3
     assert got["posequeue_frames_done_total"] == 120
-    worker = 'worker="w\\"1@h",model="blazepose",stage="detector"'
+    worker = 'model="blazepose",stage="detector",worker="w\\"1@h"'  # labels in name order
     assert got[f"posequeue_worker_frames_per_second{{{worker}}}"] == 1.5
     assert got['posequeue_stage_backlog_seconds{model="blazepose",stage="landmarks"}'] == 3.2
     assert 'posequeue_stage_backlog_seconds{model="blazepose",stage="detector"} +Inf' in text
@@ -114,6 +116,32 @@ def get(url: str) -> tuple[int, str]:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
+
+
+def test_the_server_answers_503_when_the_fleet_cannot_be_read() -> None:
+    """A failed reading is a failed scrape (503 with the reason), not a dead exporter; /healthz
+    reports Redis down; the next scrape that can read the fleet answers 200 again."""
+    failing = [True]
+
+    def read() -> Snapshot:
+        if failing[0]:
+            raise ConnectionError("Redis is down")
+        return snapshot()
+
+    server = make_server("127.0.0.1", 0, read, lambda: not failing[0])
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        status, body = get(f"{base}/metrics")
+        assert (status, "Redis is down" in body) == (503, True)
+        assert get(f"{base}/healthz") == (503, "redis unreachable\n")
+        failing[0] = False
+        status, body = get(f"{base}/metrics")
+        assert status == 200 and samples(body)["posequeue_unacked_messages"] == 1
+        assert get(f"{base}/healthz") == (200, "ok\n")
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture
@@ -172,7 +200,7 @@ def test_rates_sum_a_workers_processes_over_the_window(isolated: dict[str, str])
 
 
 @pytest.mark.integration
-def test_worker_reports_frames_per_second(isolated: dict[str, str], start_worker) -> None:  # type: ignore[no-untyped-def]
+def test_worker_reports_frames_per_second(isolated: dict[str, str], start_worker) -> None:
     """After a real worker processed the sample video, its frames/s and the capacity are > 0."""
     # Given a worker serving every queue of the isolated fleet
     start_worker(**isolated)

@@ -8,6 +8,8 @@ import pytest
 
 from posequeue.worker.model_cache import FILES, MissingModel, blazepose_dir, sha256
 
+pytestmark = pytest.mark.compat
+
 
 def test_cached_files_match_their_digests(model_dir) -> None:
     """The fetched files are the ones whose SHA-256 the project pins, with the licence beside."""

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 MIDDLE = 320  # the two people of make_two_people_video stay on their own half of the frame
 
 
-def run(settings, jobs, store_root, path, **kw) -> tuple[dict, dict]:  # type: ignore[no-untyped-def, type-arg]
+def run(settings, jobs, store_root, path, **kw) -> tuple[dict, dict]:
     from posequeue.producer.submit import submit
 
     job = wait_job(jobs, submit(str(path), settings=settings, jobs=jobs, batch_size=8, **kw))
@@ -22,7 +22,7 @@ def run(settings, jobs, store_root, path, **kw) -> tuple[dict, dict]:  # type: i
     return job, load_results(store_root, job)
 
 
-def sides(result: dict) -> list[dict[int, str]]:  # type: ignore[type-arg]
+def sides(result: dict) -> list[dict[int, str]]:
     """Per frame, each person's track id and the half of the frame their nose is in."""
     return [
         {p["track_id"]: "left" if p["keypoints"][0][0] < MIDDLE else "right" for p in f["people"]}
@@ -67,7 +67,7 @@ def test_one_person_follows_the_most_present(worker, settings, jobs, store_root,
     assert sides(best) == [{0: "right"}] * 24 + [{1: "left"}] * 24
 
 
-def test_people_through_workers_split_by_stage(isolated, start_worker, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_people_through_workers_split_by_stage(isolated, start_worker, tmp_path) -> None:
     """Submitted from the command line with --people 2 to one worker per stage (both people's
     crops through Redis between the stages), the two people come back with stable ids."""
     import json

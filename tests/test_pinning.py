@@ -11,6 +11,8 @@ import pytest
 
 from posequeue.worker.pinning import CoreSpecError, cpu_threads, format_cores, parse_cores
 
+pytestmark = pytest.mark.compat
+
 
 @pytest.mark.parametrize(
     ("spec", "cores"),

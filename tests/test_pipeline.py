@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import videos
@@ -14,7 +15,7 @@ from helpers import load_results, wait_job
 pytestmark = pytest.mark.integration
 
 
-def submit(settings, jobs, path: Path, **kw) -> str:  # type: ignore[no-untyped-def]
+def submit(settings, jobs, path: Path, **kw) -> str:
     from posequeue.producer.submit import submit as do_submit
 
     return do_submit(str(path), settings=settings, jobs=jobs, **kw)
@@ -35,6 +36,7 @@ def check_contract(result: dict, frames: int, width: int, height: int) -> None:
                 assert 0.0 <= vis <= 1.0 and 0.0 <= pres <= 1.0
 
 
+@pytest.mark.compat
 def test_sample_video_end_to_end(worker, settings, jobs, store_root) -> None:
     """The sample video gives a done job whose JSON, CSV, manifest and result-backend summary
     agree, with a person found in most frames, near where the astronaut is drawn."""
@@ -136,28 +138,30 @@ def test_corrupt_packets_skipped_and_counted(worker, settings, jobs, store_root,
     assert 0 < job["frames_total"] < 90
 
 
-def infer_lines(log: Path) -> list[dict]:  # type: ignore[type-arg]
+def infer_lines(log: Path) -> list[dict[str, Any]]:
     lines = [json.loads(raw) for raw in log.read_text().splitlines() if '"infer.batch"' in raw]
     return [x for x in lines if x.get("event") == "infer.batch"]
 
 
-def run_sample(isolated: dict[str, str], start_worker, *layout: tuple[str, ...]) -> tuple[dict, list[dict]]:  # type: ignore[no-untyped-def,type-arg]
+def run_sample(
+    isolated: dict[str, str], start_worker, *layout: tuple[str, ...]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The sample video through workers started with each of ``layout``'s arguments; the
     results and the workers' infer.batch log lines."""
-    from conftest import posequeue
+    from conftest import cli, posequeue
 
     env = {k: isolated[k] for k in ("POSEQUEUE_BROKER_URL", "POSEQUEUE_STORE")}
     workers = [start_worker(*args, **env) for args in layout]
     done = posequeue("submit", str(SAMPLE), "--wait", "--json", "--timeout", "180", env=isolated)
     assert done.returncode == 0, done.stderr
     job_id = json.loads(done.stdout.splitlines()[-1])["job_id"]
-    results = json.loads(posequeue("results", job_id, env=isolated).stdout)
+    results = json.loads(cli("results", job_id, env=isolated).stdout)
     for w in workers:
         w.stop()
     return results, [x for w in workers for x in infer_lines(w.log)]
 
 
-def test_all_stage_worker_runs_both_stages_in_one_task(isolated, start_worker) -> None:  # type: ignore[no-untyped-def]
+def test_all_stage_worker_runs_both_stages_in_one_task(isolated, start_worker) -> None:
     """A worker serving both stages runs the landmarks in the detector's task (no crops through
     Redis, no second task); workers split by stage hand each batch over through the landmark
     queue. Both give the same poses."""
@@ -172,7 +176,7 @@ def test_all_stage_worker_runs_both_stages_in_one_task(isolated, start_worker) -
         tasks.setdefault(line["task_id"], []).append(line["stage"])
     assert sorted(tasks.values()) == [["detector", "landmarks"]] * len(tasks)
     # ... the split workers in two
-    stages_per_task = {}
+    stages_per_task: dict[str, set[str]] = {}
     for line in split_lines:
         stages_per_task.setdefault(line["task_id"], set()).add(line["stage"])
     assert all(len(s) == 1 for s in stages_per_task.values()) and len(stages_per_task) == len(fused_lines)

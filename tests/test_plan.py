@@ -7,9 +7,11 @@ import argparse
 import json
 import os
 import re
+from pathlib import Path
 
 import pytest
-from conftest import posequeue, user_spec
+import yaml
+from conftest import cli, user_spec
 
 from posequeue.fleet.cli import add_commands
 from posequeue.fleet.instances import CATALOGUE, UnknownInstanceError, get_instance
@@ -133,7 +135,7 @@ def test_ingest_zero_is_one_unpinned_producer_per_host() -> None:
 
 
 @pytest.mark.parametrize("layout", [{}, {"landmarks": 0}, {"Bad-Name": 1}, {"landmarks": [2, 0]}])
-def test_bad_layouts_are_refused(layout: dict) -> None:  # type: ignore[type-arg]
+def test_bad_layouts_are_refused(layout: dict[str, int]) -> None:
     """Empty layouts, zero-core groups and unusable stage names are PlanErrors."""
     with pytest.raises(PlanError):
         plan("inf1.xlarge", layout)
@@ -249,7 +251,7 @@ def test_two_models_replicated_on_6xlarge(anymotion: str) -> None:
 def test_unknown_models_and_stages_are_refused(
     anymotion: str,
     layout: dict,
-    model: str,  # type: ignore[type-arg]
+    model: str,
     message: str,
 ) -> None:
     """A layout naming a model or stage the catalogue lacks is refused with the known names."""
@@ -365,7 +367,7 @@ def test_throughput_must_match_the_layout(figures: dict[str, float], message: st
         ("blazepose-tf:pose=2x1", {"blazepose-tf:pose": [1, 1]}),
     ],
 )
-def test_parse_layout(text: str, layout: dict) -> None:  # type: ignore[type-arg]
+def test_parse_layout(text: str, layout: dict[str, int]) -> None:
     """N, A+B and GxN forms parse to group sizes."""
     assert parse_layout(text) == layout
 
@@ -407,7 +409,6 @@ def test_json_shape() -> None:
 
 def test_compose_parses_back_with_devices_and_env() -> None:
     """The compose fragment is YAML with one service per worker, its device and pinning env."""
-    yaml = pytest.importorskip("yaml")
     p = plan("inf1.6xlarge", {"ingest": 0, "detector": 2, "landmarks": 2})
     doc = yaml.safe_load(render_compose(p))
     services = doc["services"]
@@ -433,28 +434,15 @@ def test_compose_parses_back_with_devices_and_env() -> None:
 
 def test_compose_for_cpu_uses_cpuset() -> None:
     """On the cpu host a service is confined to its CPU cores and has no devices."""
-    yaml = pytest.importorskip("yaml")
     host = get_instance("cpu")
     doc = yaml.safe_load(render_compose(plan(host, {"landmarks": 1})))
     (service,) = doc["services"].values()
     assert service["cpuset"] == str(host.core_id(0)) and "devices" not in service
 
 
-def test_to_yaml_round_trips_awkward_values() -> None:
-    """Quotes, colons, hashes, empty containers, numbers and null survive a YAML round trip."""
-    yaml = pytest.importorskip("yaml")
-    from posequeue.fleet.render import to_yaml
-
-    value = {
-        "a: b": ["x # y", 'say "hi"', "", "yes", "0-1", 3, 1.5, None, True, [], {}],
-        "nested": [{"k": "v", "l": ["m"]}],
-        "empty": {},
-    }
-    assert yaml.safe_load(to_yaml(value)) == value
-
-
 def test_systemd_units() -> None:
-    """One unit per worker with its pinning env and an ExecStart with --cores, plus a target."""
+    """One unit per worker with its pinning env and an ExecStart with --cores, plus a target; a
+    worker that refuses its configuration (exit 2) is not restarted, as under `posequeue up`."""
     p = plan("inf1.xlarge", {"detector": 2, "landmarks": 2})
     text = render_systemd(p)
     assert text.count("[Service]") == 2
@@ -464,12 +452,12 @@ def test_systemd_units() -> None:
     ) in text
     assert 'Environment="NEURON_RT_VISIBLE_CORES=0-1"' in text
     assert "# file: posequeue.target" in text and "WantedBy=posequeue.target" in text
+    assert text.count("RestartPreventExitStatus=2\n") == 2  # a refused worker is not restarted
 
 
 def test_compose_for_two_models(anymotion: str) -> None:
     """The 2+2 split across two models: one service per worker, each running its own model on
     its own cores, with valid service names."""
-    yaml = pytest.importorskip("yaml")
     text = render_compose(plan("inf1.xlarge", {"anymotion:pose": 2, "blazepose:landmarks": 2}))
     assert text.startswith(
         "# posequeue plan inf1.xlarge --per-chip anymotion:pose=2,blazepose:landmarks=2 --model blazepose\n"
@@ -599,13 +587,12 @@ def test_plan_command_refuses_with_exit_2(argv: list[str], capsys: pytest.Captur
 
 
 # -- users' models, through the command ----------------------------------------------------------
-def test_plan_command_with_a_user_model(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_plan_command_with_a_user_model(tmp_path: Path) -> None:
     """A spec file's model (a name with -) shares a chip with blazepose: the JSON names each
     worker's model and queue, compose and systemd names are valid, --throughput is per model."""
-    yaml = pytest.importorskip("yaml")
     env = user_spec(tmp_path, "blazepose-tf")
     layout = ["inf1.xlarge", "--per-chip", "blazepose-tf:pose=2,landmarks=2"]
-    result = posequeue("plan", *layout, "--format", "json", env=env)
+    result = cli("plan", *layout, "--format", "json", env=env)
     assert result.returncode == 0, result.stderr
     pose, landmarks = json.loads(result.stdout)["workers"]
     assert (pose["name"], pose["model"], pose["queue"], pose["cores"]) == (
@@ -619,16 +606,16 @@ def test_plan_command_with_a_user_model(tmp_path) -> None:  # type: ignore[no-un
         "pose.blazepose.landmarks",
         [2, 3],
     )
-    compose = posequeue("plan", *layout, "--format", "compose", env=env)
+    compose = cli("plan", *layout, "--format", "compose", env=env)
     services = yaml.safe_load(compose.stdout)["services"]
     assert all(COMPOSE_SERVICE.match(name) for name in services)
     assert services["blazepose-tf-pose-c0-1"]["command"][2:4] == ["--model", "blazepose-tf"]
     units = re.findall(
-        r"^# file: (\S+\.service)$", posequeue("plan", *layout, "--format", "systemd", env=env).stdout, re.M
+        r"^# file: (\S+\.service)$", cli("plan", *layout, "--format", "systemd", env=env).stdout, re.M
     )
     assert units == ["posequeue-blazepose-tf-pose-c0-1.service", "posequeue-blazepose-landmarks-c2-3.service"]
     assert all(SYSTEMD_UNIT.match(u) for u in units)
-    table = posequeue("plan", *layout, "--throughput", "blazepose-tf:pose=50,landmarks=150", env=env)
+    table = cli("plan", *layout, "--throughput", "blazepose-tf:pose=50,landmarks=150", env=env)
     assert "expected frames/s of blazepose-tf: 100.0 (limited by pose)" in table.stdout
     assert "expected frames/s of blazepose: 300.0 (limited by landmarks;" in table.stdout
 
@@ -648,12 +635,12 @@ def test_plan_command_with_a_user_model(tmp_path) -> None:  # type: ignore[no-un
 def test_plan_command_refuses_unknown_or_unusable_models(
     tmp_path,
     model: str,
-    per_chip: str,  # type: ignore[no-untyped-def]
+    per_chip: str,
     message: str,
 ) -> None:
     """An unknown model or stage, or a spec name unusable in queue and unit names: exit 2 and
     the reason."""
-    result = posequeue("plan", "inf1.xlarge", "--per-chip", per_chip, env=user_spec(tmp_path, model))
+    result = cli("plan", "inf1.xlarge", "--per-chip", per_chip, env=user_spec(tmp_path, model))
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("error: ") and message in result.stderr
 

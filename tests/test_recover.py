@@ -14,14 +14,14 @@ from posequeue.producer.recover import _held
 
 
 @pytest.fixture
-def queue(jobs, anymotion):  # type: ignore[no-untyped-def]
+def queue(jobs, anymotion):
     """A stage queue no worker serves (the spec is known to this process only); emptied after."""
     name = stage_queue(anymotion, "pose")
     yield name
     jobs.r.delete(name)
 
 
-def test_held_reads_queued_and_unacked_messages(jobs, queue, anymotion, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_held_reads_queued_and_unacked_messages(jobs, queue, anymotion, monkeypatch) -> None:
     """A batch is held when its message waits on the model's stage queue or sits in ``unacked``
     (taken by a worker); other jobs' messages and other queues' unacked entries do not count."""
     import structlog

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import csv
 import json
+from typing import Any
 
 import pytest
 
 from posequeue.results import CSV_HEADER, ResultWriter, csv_rows
 
+pytestmark = pytest.mark.compat
+
 NAMES = ["nose", "left_eye"]
 HEAD = {"job_id": "j", "video": {"width": 4, "height": 3}, "model": {"name": "m", "keypoints": NAMES}}
 
 
-def frame(index: int, people: int = 1) -> dict:  # type: ignore[type-arg]
+def frame(index: int, people: int = 1) -> dict[str, Any]:
     kp = [[1.5, 2.5, -3.0, 0.9, 0.8], [4.0, 5.0, 6.0, 0.1, 0.2]]
     found = [{"track_id": 7 + p, "score": 0.9, "keypoints": kp} for p in range(people)]
     return {"index": index, "t": index / 30, "people": found}

@@ -10,6 +10,8 @@ import pytest
 
 from posequeue.worker.roi import Roi, crop, crop_matrix, project, roi_from_points
 
+pytestmark = pytest.mark.compat
+
 W, H = 640, 360  # a non-square image, so pixel and normalised units differ
 OUT = 256
 

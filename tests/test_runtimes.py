@@ -13,8 +13,10 @@ import pytest
 
 from posequeue.worker.runtimes import NEURON_INSTALL, ModelLoadError, make_runtime, run_in_compiled_batches
 
+pytestmark = pytest.mark.compat
 
-def recording_model(compiled: int | None, calls: list[int]):  # type: ignore[no-untyped-def]
+
+def recording_model(compiled: int | None, calls: list[int]):
     """A model that accepts only ``compiled`` frames a call (any number when None) and returns
     each frame's first pixel, so results can be traced back to frames."""
 

@@ -7,13 +7,13 @@ import json
 
 import boto3
 import pytest
-from conftest import SAMPLE, posequeue
+from conftest import SAMPLE, cli, posequeue
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def s3_fleet(bucket, isolated, start_worker):  # type: ignore[no-untyped-def]
+def s3_fleet(bucket, isolated, start_worker):
     env = {**isolated, "POSEQUEUE_STORE": f"s3://{bucket}/fleet"}
     start_worker(POSEQUEUE_BROKER_URL=env["POSEQUEUE_BROKER_URL"], POSEQUEUE_STORE=env["POSEQUEUE_STORE"])
     return env
@@ -42,6 +42,6 @@ def test_s3_video_input(s3_fleet, bucket, tmp_path) -> None:
     assert job["status"] == "done", job.get("error")
     assert job["results"]["json"] == f"s3://{bucket}/fleet/jobs/{job['job_id']}/poses.json"
     target = tmp_path / "poses.csv"
-    got = posequeue("results", job["job_id"], "--format", "csv", "-o", str(target), env=s3_fleet)
+    got = cli("results", job["job_id"], "--format", "csv", "-o", str(target), env=s3_fleet)
     assert got.returncode == 0, got.stderr
     assert target.read_text().startswith("frame,t,person,track,keypoint,x,y,z,visibility,presence\n")

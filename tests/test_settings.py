@@ -7,6 +7,8 @@ from pydantic import ValidationError
 
 from posequeue.config.settings import Settings
 
+pytestmark = pytest.mark.compat
+
 
 @pytest.mark.parametrize("store", ["s3://bucket/prefix", "s3://bucket", "file:///tmp/store"])
 def test_store_accepted(monkeypatch: pytest.MonkeyPatch, store: str) -> None:

@@ -10,12 +10,14 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 import redis
 import videos
 from conftest import posequeue
 
+from posequeue.config import keys
 from posequeue.embedded import free_port
 from posequeue.jobs import Jobs
 from posequeue.payload.shards import PayloadServers
@@ -56,10 +58,11 @@ class Server:
         self.proc.wait(timeout=10)
 
     def batch_keys(self, job_id: str) -> list[bytes]:
-        return [k for k in self.client.keys(f"pq:batch:{job_id}:*") if b":deliveries:" not in k]
+        found = cast("list[bytes]", self.client.keys(keys.batch_key(job_id, "*")))
+        return [k for k in found if b":deliveries:" not in k]
 
 
-def wait_for(condition, what: str, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+def wait_for(condition, what: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -88,7 +91,7 @@ def submit(video: Path, env: dict[str, str]) -> str:
     return json.loads(posequeue("submit", str(video), "--json", env=env).stdout)["job_id"]
 
 
-def status(job_id: str, env: dict[str, str], wait: bool = False) -> dict:  # type: ignore[type-arg]
+def status(job_id: str, env: dict[str, str], wait: bool = False) -> dict:
     args = ["status", job_id, "--json"]
     deadline = time.monotonic() + 120
     while True:
@@ -102,18 +105,21 @@ def test_key_hash_spreads_batches_and_every_process_agrees() -> None:
     """The server of a batch key is a function of the key alone, and batches land on both."""
     broker = redis.Redis(port=1)
     servers = PayloadServers([redis.Redis(port=2), redis.Redis(port=3)], broker)
-    keys = [f"pq:batch:job:{i}" for i in range(40)]
-    picks = [servers.clients.index(servers.client(k)) for k in keys]
+    batches = [keys.batch_key("job", i) for i in range(40)]
+    picks = [servers.clients.index(servers.client(k)) for k in batches]
     assert set(picks) == {0, 1}
     again = PayloadServers([redis.Redis(port=2), redis.Redis(port=3)], broker)
-    assert picks == [again.clients.index(again.client(k)) for k in keys]
-    assert [len(g) for _, g in servers.by_client(keys)] == [picks.count(picks[0]), 40 - picks.count(picks[0])]
+    assert picks == [again.clients.index(again.client(k)) for k in batches]
+    assert [len(g) for _, g in servers.by_client(batches)] == [
+        picks.count(picks[0]),
+        40 - picks.count(picks[0]),
+    ]
 
 
 def test_broker_url_among_payload_urls_reuses_the_broker(redis_url: str) -> None:
     """Naming the broker as the payload server is the default layout: one round trip a batch."""
     jobs = Jobs.from_url(redis_url, [redis_url])
-    assert jobs.payloads.on_broker and jobs.payloads.client("pq:batch:x:0") is jobs.r
+    assert jobs.payloads.on_broker and jobs.payloads.client(keys.batch_key("x", 0)) is jobs.r
 
 
 def test_split_stages_run_end_to_end_with_pixels_on_the_shards(env, shards, start_worker, tmp_path) -> None:
@@ -126,7 +132,8 @@ def test_split_stages_run_end_to_end_with_pixels_on_the_shards(env, shards, star
     broker = redis.Redis.from_url(env["POSEQUEUE_BROKER_URL"])
     wait_for(lambda: sum(len(s.batch_keys(job_id)) for s in shards) == 12, "12 batches on the shards")
     assert all(s.batch_keys(job_id) for s in shards)
-    assert not [k for k in broker.keys(f"pq:batch:{job_id}:*") if b":deliveries:" not in k]
+    on_broker = cast("list[bytes]", broker.keys(keys.batch_key(job_id, "*")))
+    assert not [k for k in on_broker if b":deliveries:" not in k]
     start_worker("--stage", "detector", "--concurrency", "1", **fleet_env(env))
     start_worker("--stage", "landmarks", "--concurrency", "1", **fleet_env(env))
     job = status(job_id, env, wait=True)

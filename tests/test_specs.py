@@ -10,6 +10,8 @@ import pytest
 from posequeue.config.catalogue import CATALOGUE, COCO_KEYPOINTS, Coords, Preprocess
 from posequeue.config.specs import SpecError, dump_spec, load_spec, spec_files, user_models
 
+pytestmark = pytest.mark.compat
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "docs" / "examples" / "anymotion.toml"
 
@@ -118,6 +120,22 @@ def test_a_wrong_spec_is_refused_naming_the_file_and_field(
     assert str(path) in str(err.value) and message in str(err.value)
 
 
+def test_every_mistake_of_a_spec_is_named_at_once(tmp_path: Path) -> None:
+    """A spec with several mistakes names each (file, field, allowed values), not only the first."""
+    text = BASIC.replace('runtime = "neuron"', 'runtime = "onnx"').replace('order = "yx"', 'order = "zx"')
+    text = text.replace("min_score = 0.3", 'min_score = "high"\ncolour = "red"')
+    with pytest.raises(SpecError) as err:
+        load_spec(write(tmp_path, text))
+    head = f"model spec {tmp_path / 'model.toml'}: "
+    assert str(err.value).startswith(head)
+    assert [line.strip() for line in str(err.value).removeprefix(head).splitlines()] == [
+        "runtime: 'onnx' is not one of tflite, tensorflow, neuron",
+        "stage 'pose' coords order: 'zx' is not one of xy, yx",
+        "stage 'pose' coords min_score: 'high' is not a number",
+        "stage 'pose' coords: unknown field(s) colour; known: convention, min_score, order, output",
+    ]
+
+
 def test_dynamic_batching_is_off_by_default_only_for_neuron(tmp_path: Path) -> None:
     """A neuron model takes only its compiled batch unless compiled with dynamic batching
     (tensorflow-neuron's default); a CPU runtime's model takes any batch."""
@@ -157,15 +175,15 @@ def test_models_command_lists_and_checks_spec_files(tmp_path: Path) -> None:
     file is refused (exit 2) naming the file and the field."""
     import os
 
-    from conftest import posequeue
+    from conftest import cli
 
     write(tmp_path, BASIC)
     env = {**os.environ, "POSEQUEUE_MODEL_SPECS": str(tmp_path)}
-    listed = {m["name"]: m for m in json.loads(posequeue("models", "--json", env=env).stdout)}
+    listed = {m["name"]: m for m in json.loads(cli("models", "--json", env=env).stdout)}
     assert listed["blazepose"]["source"] == "built in"
     assert listed["anymotion"]["runtime"] == "neuron"
     assert listed["anymotion"]["source"] == str(tmp_path / "model.toml")
     assert listed["anymotion"]["stages"][0]["queue"] == "pose.anymotion.pose"
     write(tmp_path, BASIC.replace('resize = "letterbox"', 'resize = "crop"'))
-    broken = posequeue("models", env=env)
+    broken = cli("models", env=env)
     assert broken.returncode == 2 and "model.toml: stage 'pose' preprocess resize: 'crop'" in broken.stderr

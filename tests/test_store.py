@@ -24,6 +24,8 @@ from posequeue.store import (
     unquote_file_uri,
 )
 
+pytestmark = pytest.mark.compat
+
 # ---------------------------------------------------------------------------------------------
 # FileStore
 

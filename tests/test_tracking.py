@@ -15,12 +15,12 @@ RNG = np.random.default_rng(14)
 FIGURE = np.column_stack([RNG.uniform(-30, 30, 33), RNG.uniform(-80, 80, 33)])
 
 
-def person(x: float, y: float, noise: float = 1.0, score: float = 0.9) -> dict:  # type: ignore[type-arg]
+def person(x: float, y: float, noise: float = 1.0, score: float = 0.9) -> dict:
     points = FIGURE + (x, y) + RNG.normal(0, noise, FIGURE.shape)
     return {"score": score, "keypoints": [[px, py, 0.0, 0.9, 0.99] for px, py in points]}
 
 
-def frames(people_per_frame: list[list[dict]]) -> list[dict]:  # type: ignore[type-arg]
+def frames(people_per_frame: list[list[dict]]) -> list[dict]:
     return [{"index": i, "t": i / 30, "people": p} for i, p in enumerate(people_per_frame)]
 
 
@@ -75,7 +75,7 @@ def test_short_disappearance_keeps_the_id_long_one_ends_the_track() -> None:
 
 
 @pytest.mark.parametrize("walks_on", [True, False])
-def test_a_person_hidden_for_20_frames_keeps_the_id_whether_they_walk_on_or_stop(walks_on) -> None:  # type: ignore[no-untyped-def]
+def test_a_person_hidden_for_20_frames_keeps_the_id_whether_they_walk_on_or_stop(walks_on) -> None:
     """A person walking at 5 px a frame, hidden for 20 frames, keeps their id whether they come
     back where walking on would take them or where they were hidden (the prediction is capped)."""
     seq = [[person(100 + 5 * i, 200)] for i in range(30)]
@@ -142,7 +142,7 @@ def test_most_present_keeps_a_later_stretch_that_fits(tmp_path) -> None:
     """With one person, somebody back after more than max_gap frames (a new track) is kept in
     the frames the longest track leaves empty, under the next id; a passer-by while the longest
     track is there is not."""
-    seq: list[list[dict]] = [[] for _ in range(120)]  # type: ignore[type-arg]
+    seq: list[list[dict]] = [[] for _ in range(120)]
     for i in range(0, 60):
         seq[i].append(person(100 + i, 200, score=0.8))
     for i in range(100, 120):  # back, 40 frames later, where they left
@@ -156,7 +156,7 @@ def test_most_present_keeps_a_later_stretch_that_fits(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("kw", [{"max_gap": -1}, {"max_jump": 0}])
-def test_params_are_checked(kw) -> None:  # type: ignore[no-untyped-def]
+def test_params_are_checked(kw) -> None:
     """Parameters out of range are refused with the parameter named."""
     with pytest.raises(ValueError, match=next(iter(kw))):
         TrackParams(**kw)

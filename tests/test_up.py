@@ -5,6 +5,7 @@ integration test runs a CPU plan's real workers through a job, a SIGKILL and a S
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -15,33 +16,37 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import ROOT, SAMPLE, posequeue, user_spec
+from conftest import ROOT, SAMPLE, cli, posequeue, user_spec
 
 from posequeue.fleet.plan import plan
 from posequeue.fleet.up import Backoff, Program, Supervisor, UpError, worker_programs
 
 
-class Out:
+class Out(io.StringIO):
     """A thread-safe text sink the Supervisor writes its merged log to."""
 
     def __init__(self) -> None:
-        self._parts: list[str] = []
+        super().__init__()
         self._lock = threading.Lock()
 
     def write(self, text: str) -> int:
         with self._lock:
-            self._parts.append(text)
-        return len(text)
-
-    def flush(self) -> None:
-        pass
+            return super().write(text)
 
     @property
     def text(self) -> str:
         with self._lock:
-            return "".join(self._parts)
+            return self.getvalue()
+
+
+def found(pattern: str, text: str) -> int:
+    """The integer the first group of ``pattern`` matches in ``text``."""
+    match = re.search(pattern, text)
+    assert match, f"{pattern!r} not in:\n{text}"
+    return int(match[1])
 
 
 def py(code: str) -> tuple[str, ...]:
@@ -91,10 +96,13 @@ class Running:
 def supervise() -> Iterator[Callable[..., tuple[Running, Out]]]:
     started: list[Running] = []
 
-    def start(*programs: Program, **kwargs: object) -> tuple[Running, Out]:
+    def start(
+        *programs: Program, backoff: Backoff | None = None, stop_timeout: float = 5
+    ) -> tuple[Running, Out]:
         out = Out()
-        kwargs.setdefault("stop_timeout", 5)
-        running = Running(Supervisor(programs, out=out, poll=0.02, **kwargs))  # type: ignore[arg-type]
+        running = Running(
+            Supervisor(programs, out=out, poll=0.02, backoff=backoff, stop_timeout=stop_timeout)
+        )
         started.append(running)
         return running, out
 
@@ -194,7 +202,7 @@ def test_stop_kills_what_outlives_the_timeout(supervise) -> None:
     the run returns 1."""
     running, out = supervise(Program("stubborn", py(STUBBORN)), stop_timeout=0.5)
     wait_for(lambda: "grandchild" in out.text, what="the grandchild")
-    grandchild = int(re.search(r"grandchild (\d+)", out.text)[1])  # type: ignore[index]
+    grandchild = found(r"grandchild (\d+)", out.text)
     pid = running.sup.pids()["stubborn"]
     began = time.monotonic()
     assert running.stop() == 1
@@ -210,7 +218,7 @@ def test_a_crash_takes_its_orphans_with_it(supervise) -> None:
     so the new process finds its cores free."""
     running, out = supervise(Program("stubborn", py(STUBBORN)), backoff=Backoff(initial=5))
     wait_for(lambda: "grandchild" in out.text, what="the grandchild")
-    grandchild = int(re.search(r"grandchild (\d+)", out.text)[1])  # type: ignore[index]
+    grandchild = found(r"grandchild (\d+)", out.text)
     os.kill(running.sup.pids()["stubborn"] or 0, signal.SIGKILL)
     wait_for(lambda: not alive(grandchild), timeout=5, what="the orphan to be killed")
     running.stop()
@@ -283,7 +291,7 @@ def test_plan_file_model_and_stage_checks() -> None:
         worker_programs({"instance": "cpu", "workers": []})
 
 
-def _on_this_host(data: dict, stand_in: Path) -> dict:  # type: ignore[type-arg]
+def _on_this_host(data: dict[str, Any], stand_in: Path) -> dict[str, Any]:
     """The plan with an existing path standing in for each worker's /dev/neuronN."""
     workers = [{**w, "devices": [str(stand_in)] * len(w["devices"])} for w in data["workers"]]
     return {**data, "workers": workers}
@@ -325,25 +333,25 @@ def test_plans_written_before_workers_named_their_model_still_load(anymotion: st
 
 def test_up_refuses_without_a_plan(tmp_path: Path) -> None:
     """`posequeue up` needs a plan file or an instance and a layout; errors exit 2."""
-    assert posequeue("up").returncode == 2
-    bad = posequeue("up", "cpu", "--per-chip", "detector=99")
+    assert cli("up").returncode == 2
+    bad = cli("up", "cpu", "--per-chip", "detector=99")
     assert bad.returncode == 2 and "needs 99 cores per chip" in bad.stderr
     path = tmp_path / "plan.json"
     path.write_text("[]")
-    assert "is not a plan" in posequeue("up", "--plan", str(path)).stderr
+    assert "is not a plan" in cli("up", "--plan", str(path)).stderr
 
 
 def test_up_checks_models_and_stages(tmp_path: Path) -> None:
     """`posequeue up` with a user's model: an unknown model or stage exits 2 with the reason; a
     two-model Neuron plan on this CPU machine is refused for its missing device."""
     env = user_spec(tmp_path, "blazepose-tf")
-    unknown = posequeue("up", "cpu", "--per-chip", "movenet:pose=1", env=env)
+    unknown = cli("up", "cpu", "--per-chip", "movenet:pose=1", env=env)
     assert unknown.returncode == 2 and "unknown model 'movenet'" in unknown.stderr
-    stage = posequeue("up", "cpu", "--per-chip", "blazepose-tf:landmarks=1", env=env)
+    stage = cli("up", "cpu", "--per-chip", "blazepose-tf:landmarks=1", env=env)
     assert stage.returncode == 2 and "has no stage 'landmarks'; its stages: pose" in stage.stderr
     if Path("/dev/neuron0").exists():
         pytest.skip("this host has /dev/neuron0")
-    split = posequeue("up", "inf1.xlarge", "--per-chip", "blazepose-tf:pose=2,landmarks=2", env=env)
+    split = cli("up", "inf1.xlarge", "--per-chip", "blazepose-tf:pose=2,landmarks=2", env=env)
     assert split.returncode == 2
     assert "worker blazepose-tf-pose-c0-1 needs /dev/neuron0" in split.stderr
 
@@ -396,7 +404,7 @@ def test_up_runs_a_cpu_plan(isolated, model_dir, tmp_path: Path) -> None:
         assert result.returncode == 0, f"{result.stdout}{result.stderr}\n{text()}"
         assert json.loads(result.stdout.splitlines()[-1])["status"] == "done"
         # When the detector worker's main process is killed, it is restarted and ready again
-        victim = int(re.search(r"started blazepose-detector-c0 \(pid (\d+)\)", text())[1])  # type: ignore[index]
+        victim = found(r"started blazepose-detector-c0 \(pid (\d+)\)", text())
         os.kill(victim, signal.SIGKILL)
         wait_for(lambda: "blazepose-detector-c0 exited (killed by SIGKILL)" in text(), what="the exit")
         wait_for(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -17,7 +18,7 @@ import videos
 from conftest import SAMPLE, posequeue
 from helpers import load_results
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.compat]
 pytest.importorskip("tensorflow")
 
 FLEET = ("POSEQUEUE_BROKER_URL", "POSEQUEUE_STORE", "POSEQUEUE_MODEL_SPECS")
@@ -32,7 +33,7 @@ def fleet_env(isolated: dict[str, str], specs: Path) -> dict[str, str]:
     return {**isolated, "POSEQUEUE_MODEL_SPECS": str(specs)}
 
 
-def submit(video: Path, env: dict[str, str], model: str, *extra: str) -> dict:  # type: ignore[type-arg]
+def submit(video: Path, env: dict[str, str], model: str, *extra: str) -> dict[str, Any]:
     done = posequeue("submit", str(video), "--model", model, "--wait", "--json", *extra, env=env, timeout=180)
     return json.loads(done.stdout.splitlines()[-1]) if done.stdout else {"error": done.stderr}
 

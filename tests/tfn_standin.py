@@ -77,7 +77,7 @@ def trace(func: Any, example_inputs: Any, subgraph_builder_function: Any = None)
 def _model_class() -> type:
     import tensorflow as tf
 
-    class StandInNeuronModel(tf.Module):  # type: ignore[misc, name-defined]
+    class StandInNeuronModel(tf.Module):
         """What tfn.trace returns, minus the NeuronOps: the frozen function, on the CPU."""
 
         def __init__(self, frozen: Any, structure: Any, ratio: float) -> None:

@@ -288,7 +288,7 @@ def _set_mp4_rotation(path: Path, rotation: int, width: int, height: int) -> Non
     moov = _child(buf, 0, len(buf), "moov")
     for kind, s, e in _boxes(buf, *moov):
         mdia = _child(buf, s, e, "mdia") if kind == "trak" else None
-        hdlr = mdia and _child(buf, *mdia, "hdlr")
+        hdlr = mdia and _child(buf, mdia[0], mdia[1], "hdlr")
         if not hdlr or buf[hdlr[0] + 8 : hdlr[0] + 12] != b"vide":
             continue
         tkhd = _child(buf, s, e, "tkhd")

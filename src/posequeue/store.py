@@ -4,7 +4,7 @@ Layout under the store's root:
     inputs/{job_id}/{file name}        uploaded local videos (when producers may be on other hosts)
     jobs/{job_id}/parts/{batch}.json   per-batch results, written idempotently by workers
     jobs/{job_id}/poses.json           the output contract
-    jobs/{job_id}/poses.csv            long format: frame,t,person,keypoint,x,y,z,visibility,presence
+    jobs/{job_id}/poses.csv            long format: frame,t,person,track,keypoint,x,y,z,visibility,presence
     jobs/{job_id}/manifest.json        job summary: status, counts, timings, result URIs
 """
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -93,25 +92,23 @@ def _convert(stage: Stage, source: Path, folder: Path) -> Converted:
 
 
 def spec_text(converted: list[Converted]) -> str:
-    """The model spec for the converted stages (the format config/specs.py reads). Written by
-    hand: JSON strings and lists of strings are valid TOML."""
-    q = json.dumps
-    lines = [
-        f"name = {q(SPEC_NAME)}  # posequeue submit --model {SPEC_NAME}",
-        f"runtime = {q('tensorflow')}",
-        f"keypoints = {q('blazepose')}",
-    ]
+    """The model spec for the converted stages (the format config/specs.py reads); stage paths
+    are the SavedModel folders, relative to the spec file."""
+    import tomli_w
+
+    stages: list[dict[str, object]] = []
     for c in converted:
-        lines += [
-            "",
-            "[[stages]]",
-            f"name = {q(c.stage.name)}",
-            f"kind = {q(c.stage.kind)}",
-            f"path = {q(c.folder.name)}  # SavedModel folder, relative to this file",
-            f"input = {q(c.input)}",
-            f"shape = {q(list(c.shape))}",
-            f"outputs = {q(list(c.stage.outputs))}",
-        ]
+        stage: dict[str, object] = {
+            "name": c.stage.name,
+            "kind": c.stage.kind,
+            "path": c.folder.name,
+            "input": c.input,
+            "shape": list(c.shape),
+            "outputs": list(c.stage.outputs),
+        }
         if c.stage.payload != "frames":
-            lines.append(f"payload = {q(c.stage.payload)}")
-    return "\n".join(lines) + "\n"
+            stage["payload"] = c.stage.payload
+        stages.append(stage)
+    head = f"# posequeue submit --model {SPEC_NAME}; paths are SavedModel folders relative to this file\n"
+    spec = {"name": SPEC_NAME, "runtime": "tensorflow", "keypoints": "blazepose", "stages": stages}
+    return head + tomli_w.dumps(spec)

@@ -14,10 +14,9 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from posequeue.config import keys
@@ -26,7 +25,12 @@ from posequeue.config.queues import stage_queue
 from posequeue.config.schemas import JobStatus
 from posequeue.errors import EXIT_FAILED, EXIT_REFUSED
 
-if TYPE_CHECKING:  # Redis, Celery and structlog load when the command runs, not with the parser
+if TYPE_CHECKING:  # Redis, Celery, structlog and prometheus_client load when the command runs
+    from wsgiref.simple_server import WSGIServer
+
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.metrics_core import Metric
+
     from posequeue.jobs import Jobs
     from posequeue.worker.stats import WorkerRate
 
@@ -36,7 +40,6 @@ DEFAULT_INTERVAL = 60.0
 DEFAULT_RECENT_JOBS = 1000  # job records scanned per scrape, newest first
 # CloudWatch accepts no infinity: a backlog with no live worker is published as a day.
 CLOUDWATCH_BACKLOG_CAP = 86400.0
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 # -- what is measured -----------------------------------------------------------------------
@@ -150,106 +153,134 @@ def collect(
     )
 
 
-# -- Prometheus text format -----------------------------------------------------------------
-def _value(v: float) -> str:
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    if isinstance(v, int) or float(v).is_integer():
-        return str(int(v))
-    return repr(float(v))
+# -- Prometheus (prometheus_client) ----------------------------------------------------------
+# Label names of the per-worker and per-stage families. Every metric is a gauge: the exporter
+# recomputes them all from Redis at each scrape and keeps no state.
+_WORKER = ("worker", "model", "stage")
+_STAGE = ("model", "stage")
 
 
-def _labels(labels: Mapping[str, str]) -> str:
-    if not labels:
-        return ""
-    esc = {k: str(v).replace("\\", r"\\").replace('"', r"\"").replace("\n", r"\n") for k, v in labels.items()}
-    return "{" + ",".join(f'{k}="{v}"' for k, v in esc.items()) + "}"
+def families(s: Snapshot) -> list[Metric]:
+    """The snapshot as Prometheus metric families, every one a gauge."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    from posequeue.worker.stats import WINDOW_S
+
+    def gauge(name: str, help_text: str, labels: Iterable[str], samples: Iterable[Sample]) -> Metric:
+        family = GaugeMetricFamily(name, help_text, labels=list(labels))
+        for values, v in samples:
+            family.add_metric(list(values), v)
+        return family
+
+    def single(name: str, help_text: str, value: float) -> Metric:
+        return GaugeMetricFamily(name, help_text, value=value)
+
+    def per_worker(attr: str) -> list[Sample]:
+        return [((w.worker, w.model, w.stage), getattr(w, attr)) for w in s.workers]
+
+    def per_stage(attr: str) -> list[Sample]:
+        return [((b.model, b.stage), getattr(b, attr)) for b in s.stages]
+
+    return [
+        gauge(
+            "posequeue_queue_depth",
+            "Messages waiting on a queue (all priority levels).",
+            ("queue",),
+            [((q,), d) for q, d in s.queues.items()],
+        ),
+        single(
+            "posequeue_unacked_messages", "Messages taken by workers and not yet acknowledged.", s.unacked
+        ),
+        single(
+            "posequeue_batches_in_flight",
+            "Batches enqueued and not finished, over unfinished jobs among the scanned ones.",
+            s.batches_in_flight,
+        ),
+        gauge(
+            "posequeue_jobs",
+            "Jobs by status among the newest records scanned (--recent-jobs).",
+            ("status",),
+            [((k,), v) for k, v in s.jobs.items()],
+        ),
+        single(
+            "posequeue_frames_done_total",
+            "Frames finished, summed over the scanned jobs (drops when records expire: a gauge).",
+            s.frames_done,
+        ),
+        gauge(
+            "posequeue_worker_frames_per_second",
+            f"Frames a worker finished per second over the last {WINDOW_S} s, idle time included.",
+            _WORKER,
+            per_worker("frames_per_second"),
+        ),
+        gauge(
+            "posequeue_worker_capacity_frames_per_second",
+            "Frames a worker finishes per busy second (summed over its pool processes).",
+            _WORKER,
+            per_worker("capacity"),
+        ),
+        gauge(
+            "posequeue_stage_queued_frames",
+            "Frames waiting for a stage: its queue and earlier stages' queues, times the batch size.",
+            _STAGE,
+            per_stage("queued_frames"),
+        ),
+        gauge(
+            "posequeue_stage_capacity_frames_per_second",
+            "Capacity of a stage's live workers.",
+            _STAGE,
+            per_stage("capacity"),
+        ),
+        gauge(
+            "posequeue_stage_backlog_seconds",
+            "Queued frames / capacity of a stage (+Inf with frames queued and no live worker).",
+            _STAGE,
+            per_stage("seconds"),
+        ),
+        single(
+            "posequeue_backlog_seconds",
+            "Seconds of work waiting: the slowest stage's backlog (the autoscaling signal).",
+            s.backlog_seconds,
+        ),
+        single(
+            "posequeue_queued_batch_frames",
+            "Frames per queued message assumed (mean batch size of unfinished jobs).",
+            s.batch_size,
+        ),
+    ]
 
 
-Sample = tuple[Mapping[str, str], float]
+Sample = tuple[Sequence[str], float]
 
 
-def _family(name: str, help_text: str, samples: Iterable[Sample]) -> list[str]:
-    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
-    lines += [f"{name}{_labels(labels)} {_value(v)}" for labels, v in samples]
-    return lines
+class FleetCollector:
+    """A prometheus_client collector that reads the fleet afresh at each collection."""
+
+    def __init__(self, read: Callable[[], Snapshot]) -> None:
+        self.read = read
+
+    def collect(self) -> Iterable[Metric]:
+        return families(self.read())
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # registering must not read Redis; the names are not known before a reading
+
+
+def registry(read: Callable[[], Snapshot]) -> CollectorRegistry:
+    """A registry holding only the fleet's collector (not the client's process metrics: this
+    process's own memory and CPU are not the fleet's)."""
+    from prometheus_client import CollectorRegistry
+
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(FleetCollector(read))
+    return reg
 
 
 def render(s: Snapshot) -> str:
-    """The snapshot in Prometheus' text exposition format (0.0.4); every metric is a gauge."""
-    from posequeue.worker.stats import WINDOW_S
+    """The snapshot in Prometheus' text exposition format; every metric is a gauge."""
+    from prometheus_client import generate_latest
 
-    def per_worker(attr: str) -> list[Sample]:
-        return [
-            ({"worker": w.worker, "model": w.model, "stage": w.stage}, getattr(w, attr)) for w in s.workers
-        ]
-
-    def per_stage(attr: str) -> list[Sample]:
-        return [({"model": b.model, "stage": b.stage}, getattr(b, attr)) for b in s.stages]
-
-    lines = [
-        *_family(
-            "posequeue_queue_depth",
-            "Messages waiting on a queue (all priority levels).",
-            [({"queue": q}, d) for q, d in s.queues.items()],
-        ),
-        *_family(
-            "posequeue_unacked_messages",
-            "Messages taken by workers and not yet acknowledged.",
-            [({}, s.unacked)],
-        ),
-        *_family(
-            "posequeue_batches_in_flight",
-            "Batches enqueued and not finished, over unfinished jobs among the scanned ones.",
-            [({}, s.batches_in_flight)],
-        ),
-        *_family(
-            "posequeue_jobs",
-            "Jobs by status among the newest records scanned (--recent-jobs).",
-            [({"status": k}, v) for k, v in s.jobs.items()],
-        ),
-        *_family(
-            "posequeue_frames_done_total",
-            "Frames finished, summed over the scanned jobs (drops when records expire: a gauge).",
-            [({}, s.frames_done)],
-        ),
-        *_family(
-            "posequeue_worker_frames_per_second",
-            f"Frames a worker finished per second over the last {WINDOW_S} s, idle time included.",
-            per_worker("frames_per_second"),
-        ),
-        *_family(
-            "posequeue_worker_capacity_frames_per_second",
-            "Frames a worker finishes per busy second (summed over its pool processes).",
-            per_worker("capacity"),
-        ),
-        *_family(
-            "posequeue_stage_queued_frames",
-            "Frames waiting for a stage: its queue and earlier stages' queues, times the batch size.",
-            per_stage("queued_frames"),
-        ),
-        *_family(
-            "posequeue_stage_capacity_frames_per_second",
-            "Capacity of a stage's live workers.",
-            per_stage("capacity"),
-        ),
-        *_family(
-            "posequeue_stage_backlog_seconds",
-            "Queued frames / capacity of a stage (+Inf with frames queued and no live worker).",
-            per_stage("seconds"),
-        ),
-        *_family(
-            "posequeue_backlog_seconds",
-            "Seconds of work waiting: the slowest stage's backlog (the autoscaling signal).",
-            [({}, s.backlog_seconds)],
-        ),
-        *_family(
-            "posequeue_queued_batch_frames",
-            "Frames per queued message assumed (mean batch size of unfinished jobs).",
-            [({}, s.batch_size)],
-        ),
-    ]
-    return "\n".join(lines) + "\n"
+    return generate_latest(registry(lambda: s)).decode()
 
 
 # -- CloudWatch -----------------------------------------------------------------------------
@@ -290,39 +321,48 @@ def publish(client: Any, namespace: str, s: Snapshot) -> int:
 # -- HTTP -----------------------------------------------------------------------------------
 def make_server(
     address: str, port: int, read: Callable[[], Snapshot], healthy: Callable[[], bool]
-) -> ThreadingHTTPServer:
-    """A threaded HTTP server: GET /metrics renders a fresh snapshot, GET /healthz says whether
-    Redis answers (200 or 503)."""
+) -> WSGIServer:
+    """prometheus_client's threaded WSGI server: GET /metrics is its exposition app over a fresh
+    reading (503 with the error when Redis cannot be read), GET /healthz says whether Redis
+    answers (200 or 503), anything else is 404. prometheus_client's own ``start_http_server``
+    serves the metrics on every path and has no health check, hence the small router."""
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                try:
-                    self._reply(200, render(read()), CONTENT_TYPE)
-                except Exception as exc:  # Redis down: the scrape fails visibly, the server lives
-                    _log().warning("metrics.collect_failed", error=repr(exc))
-                    self._reply(503, f"cannot read the fleet's state: {exc!r}\n")
-            elif path == "/healthz":
-                ok = healthy()
-                self._reply(200 if ok else 503, "ok\n" if ok else "redis unreachable\n")
-            else:
-                self._reply(404, "not found: try /metrics or /healthz\n")
+    from prometheus_client import make_wsgi_app
+    from prometheus_client.exposition import ThreadingWSGIServer
 
-        def _reply(self, code: int, body: str, ctype: str = "text/plain; charset=utf-8") -> None:
-            raw = body.encode()
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
+    metrics_app = make_wsgi_app(registry(read))
 
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            try:
+                return metrics_app(environ, start_response)
+            except Exception as exc:  # Redis down: the scrape fails visibly, the server lives
+                _log().warning("metrics.collect_failed", error=repr(exc))
+                return _reply(
+                    start_response, "503 Service Unavailable", f"cannot read the fleet's state: {exc!r}\n"
+                )
+        if path == "/healthz":
+            ok = healthy()
+            return _reply(
+                start_response,
+                "200 OK" if ok else "503 Service Unavailable",
+                "ok\n" if ok else "redis unreachable\n",
+            )
+        return _reply(start_response, "404 Not Found", "not found: try /metrics or /healthz\n")
+
+    class Quiet(WSGIRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:  # scrapes are not news
             pass
 
-    server = ThreadingHTTPServer((address, port), Handler)
-    server.daemon_threads = True
-    return server
+    return make_server(address, port, app, ThreadingWSGIServer, handler_class=Quiet)
+
+
+def _reply(start_response: Callable[..., Any], status: str, body: str) -> list[bytes]:
+    raw = body.encode()
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(raw)))])
+    return [raw]
 
 
 # -- command --------------------------------------------------------------------------------

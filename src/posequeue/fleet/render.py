@@ -1,8 +1,7 @@
 """Renderings of a plan: a table for people, JSON for tools, a docker-compose fragment and
 systemd units. ``RENDERERS`` maps each ``--format`` name to its function.
 
-The compose fragment is YAML written here by hand (block style, every string double-quoted the JSON
-way) so that producing it needs no YAML library; the tests parse it back with PyYAML.
+The compose fragment is written with PyYAML (a core dependency: `plan` runs on any host).
 """
 
 from __future__ import annotations
@@ -12,6 +11,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from posequeue.errors import EXIT_REFUSED
 from posequeue.fleet.plan import ModelRate, Plan, StageKey, WorkerPlan
 
 # Celery's warm shutdown (SIGTERM) lets the running batch finish; give it longer than the default
@@ -203,50 +203,11 @@ def render_compose(plan: Plan) -> str:
     return head + to_yaml({"services": compose_services(plan)})
 
 
-_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+def to_yaml(value: Any) -> str:
+    """Block-style YAML in the mapping's own order, no line folded (PyYAML)."""
+    import yaml
 
-
-def to_yaml(value: Any, indent: int = 0) -> str:
-    """Block-style YAML for dicts, lists, strings, numbers, booleans and None. Strings are
-    JSON-quoted, which YAML reads as the same string."""
-    pad = "  " * indent
-    if isinstance(value, dict):
-        if not value:
-            return pad + "{}\n"
-        out = []
-        for key, item in value.items():
-            k = key if _PLAIN_KEY.match(key) else json.dumps(key)
-            if isinstance(item, (dict, list)) and item:
-                out.append(f"{pad}{k}:\n{to_yaml(item, indent + 1)}")
-            else:
-                out.append(f"{pad}{k}: {_scalar(item)}\n")
-        return "".join(out)
-    if isinstance(value, list):
-        if not value:
-            return pad + "[]\n"
-        out = []
-        for item in value:
-            if isinstance(item, (dict, list)) and item:
-                nested = to_yaml(item, indent + 1)
-                out.append(f"{pad}- {nested.lstrip()}")
-            else:
-                out.append(f"{pad}- {_scalar(item)}\n")
-        return "".join(out)
-    return pad + _scalar(value) + "\n"
-
-
-def _scalar(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, dict):
-        return "{}"
-    if isinstance(value, list):
-        return "[]"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return json.dumps(value)
-    return json.dumps(str(value))
+    return str(yaml.safe_dump(value, sort_keys=False, default_flow_style=False, width=1 << 16))
 
 
 # -- systemd --------------------------------------------------------------------------------
@@ -290,6 +251,9 @@ def _unit(plan: Plan, w: WorkerPlan, executable: str) -> str:
         f"ExecStart={command}\n"
         "Restart=always\n"
         "RestartSec=5\n"
+        "# Exit 2: the worker refused its configuration (claimed cores, unknown model, missing\n"
+        "# model files); a restart cannot help, as `posequeue up` does not restart it either.\n"
+        f"RestartPreventExitStatus={EXIT_REFUSED}\n"
         "# SIGTERM to the main process only: Celery's warm shutdown finishes the running batch.\n"
         "KillMode=mixed\n"
         f"TimeoutStopSec={STOP_GRACE_SECONDS}\n"
