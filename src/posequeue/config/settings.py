@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     max_inflight_frames: int = Field(256, ge=1, description="per-job window of frames in flight")
     max_inflight_mb: int = Field(128, ge=1, description="per-job window of frame bytes in Redis")
     work_long_side: int = Field(1280, ge=64, description="frames travel scaled to this long side")
+    # Per job, refused at submit and checked again on every decoded frame (0: no limit).
+    max_frame_pixels: int = Field(3840 * 2160, ge=0, description="largest picture a job may have")
+    max_video_seconds: float = Field(4 * 3600, ge=0, description="longest video a job may have")
+    decoder_mb: int = Field(512, ge=0, description="decoder threads are fewer for large pictures")
     payload_ttl: int = Field(3600, ge=5, description="seconds a batch payload lives in Redis")
     # A host that dies holds its unacked batches until this runs out; batches take seconds, so
     # minutes is enough. Every task's hard time limit stays below it (else duplicate delivery).
@@ -39,7 +43,9 @@ class Settings(BaseSettings):
     task_time_limit: int = Field(300, ge=2)
     model_dir: Path | None = Field(None, description="folder holding model files provided by hand")
     cache_dir: Path = Field(Path.home() / ".cache" / "posequeue")
-    lock_dir: Path = Field(Path("/tmp/posequeue-locks"), description="per-core claim files")
+    lock_dir: Path | None = Field(
+        None, description="per-core claim files (default: $XDG_RUNTIME_DIR/posequeue or /tmp/posequeue-UID)"
+    )
     log_format: str = Field("console", pattern="^(console|json)$")
 
     @field_validator("store")
