@@ -37,6 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:  # a POSEQUEUE_* variable out of range
         print(f"error: invalid settings: {exc}", file=sys.stderr)
         return EXIT_REFUSED
+    except Exception as exc:  # Redis down, a password refused, TLS that does not match: one line
+        from posequeue.unreachable import EXIT_UNAVAILABLE, is_redis_outage, redis_problem
+
+        if not is_redis_outage(exc):
+            raise
+        print(f"error: {redis_problem(exc, get_settings().broker_url)}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
 
 
 def build_parser() -> argparse.ArgumentParser:
