@@ -41,6 +41,24 @@ def test_bad_video_refused(make, words, tmp_path, redis_url) -> None:
     assert words in out["error"] and path.name in out["error"]
 
 
+@pytest.mark.parametrize(
+    "setting,words",
+    [
+        ({"POSEQUEUE_MAX_FRAME_PIXELS": str(640 * 360 - 1)}, "exceed the limit of 230,399 pixels per frame"),
+        ({"POSEQUEUE_MAX_VIDEO_SECONDS": "1"}, "s of video exceed the limit of 1 s per job"),
+    ],
+    ids=["pixels", "duration"],
+)
+def test_video_over_limits_refused(setting, words, isolated) -> None:  # type: ignore[no-untyped-def]
+    """A video larger or longer than the producers accept is refused at submission with the
+    limit and its setting, and no job is recorded."""
+    from posequeue.jobs import Jobs
+
+    out = refused(posequeue("submit", str(SAMPLE), "--json", env={**isolated, **setting}))
+    assert words in out["error"] and next(iter(setting)) in out["error"]
+    assert Jobs.from_url(isolated["POSEQUEUE_BROKER_URL"]).recent() == []
+
+
 def test_unknown_model_refused(redis_url) -> None:
     """An unknown model name is refused with the list of known models."""
     out = refused(posequeue("submit", str(SAMPLE), "--model", "openpose", "--json"))

@@ -15,7 +15,7 @@ from posequeue.config.models import get_model
 from posequeue.config.schemas import Cursor
 from posequeue.config.settings import Settings
 from posequeue.jobs import Jobs, summary
-from posequeue.producer.video import probe
+from posequeue.producer.video import Limits, probe
 from posequeue.store import open_store
 
 
@@ -37,8 +37,13 @@ def submit(
                 f"batch size {compiled} of {spec.name}"
             )
         job_id = Jobs.new_id()
+        limits = Limits.from_settings(settings)
+        local = not video.startswith("s3://")
+        if local:  # checked before an upload, so a refused file is not copied
+            probe(str(_local_file(video)), limits)
         source = _resolve(video, job_id, settings)
-        probe(source)  # exists, is a video, has a decodable video stream
+        if not local:
+            probe(source, limits)  # exists, is a video with a decodable stream, within the limits
     except SubmitError:
         raise
     except ValueError as exc:  # UnknownModelError, VideoError, StoreError's kin
@@ -55,14 +60,19 @@ def _resolve(video: str, job_id: str, settings: Settings) -> str:
     local folder (one host); with an S3 store it is uploaded so producers on any host can read it."""
     if video.startswith("s3://"):
         return video
-    path = Path(video).expanduser()
-    if not path.is_file():
-        raise SubmitError(f"{video}: no such file")
+    path = _local_file(video)
     if settings.store.startswith("s3://"):
         store = open_store(settings.store)
         store.check()
         return store.put_file(f"inputs/{job_id}/{path.name}", path, "video/*")
     return str(path.resolve())
+
+
+def _local_file(video: str) -> Path:
+    path = Path(video).expanduser()
+    if not path.is_file():
+        raise SubmitError(f"{video}: no such file")
+    return path
 
 
 def wait(
