@@ -636,6 +636,8 @@ def main() -> int:
     unknown = [n for n in names if n not in FAULTS]
     if unknown:
         parser.error(f"unknown fault classes {unknown}; known: {', '.join(FAULTS)}")
+    # SIGTERM ends the campaign through its finally blocks: its workers and Redis stop too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="posequeue-chaos-") as tmp:
         results = campaign(Path(tmp), names, args.trials, args.seed, args.stuck_after)
