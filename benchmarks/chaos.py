@@ -112,6 +112,11 @@ class RedisServer:
                 f"redis-server did not start: {(self.folder / 'redis.log').read_text()[-1000:]}"
             )
 
+    def client(self) -> Any:
+        import redis
+
+        return redis.Redis.from_url(self.url)
+
     def crash(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)

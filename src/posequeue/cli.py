@@ -283,7 +283,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             job_id, jobs, on_progress=_progress_bar() if sys.stderr.isatty() else None, timeout=args.timeout
         )
     _print_job(job, args.json)
-    return EXIT_FAILED if job["status"] == "failed" else 0
+    return EXIT_FAILED if job["status"] in ("failed", "lost") else 0
 
 
 def _progress_bar() -> Any:
@@ -294,7 +294,7 @@ def _progress_bar() -> Any:
         filled = int(width * done / total) if total else 0
         line = f"\r{job['status']:8} [{'#' * filled}{'.' * (width - filled)}] {done}/{total or '?'} frames"
         sys.stderr.write(line)
-        if job["status"] in ("done", "failed"):
+        if job["status"] in ("done", "failed", "lost"):
             sys.stderr.write("\n")
         sys.stderr.flush()
 

@@ -10,11 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from posequeue.config.celery_app import INGEST_TASK, app
 from posequeue.config.models import get_model
 from posequeue.config.schemas import Cursor
 from posequeue.config.settings import Settings
-from posequeue.jobs import Jobs, summary
+from posequeue.jobs import JobNotFound, Jobs, summary
 from posequeue.producer.video import Limits, probe
 from posequeue.store import open_store
 
@@ -75,17 +77,35 @@ def _local_file(video: str) -> Path:
     return path
 
 
+LOST = "lost"  # a status only clients report: the job's record vanished from Redis
+REDIS_PATIENCE = 120.0  # seconds a waiting client rides out Redis being down (a restart)
+
+
 def wait(
     job_id: str,
     jobs: Jobs,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     poll: float = 0.5,
     timeout: float | None = None,
+    redis_patience: float = REDIS_PATIENCE,
 ) -> dict[str, Any]:
-    """Poll the job until it ends; return its summary."""
+    """Poll the job until it ends; return its summary. Redis going away for up to
+    ``redis_patience`` seconds (a restart) is waited out; a job whose record is gone (Redis
+    restarted without persistence) ends the wait as ``lost``, with what to do."""
     deadline = None if timeout is None else time.monotonic() + timeout
+    down_since: float | None = None
     while True:
-        job = summary(jobs.get(job_id))
+        try:
+            job = summary(jobs.get(job_id))
+            down_since = None
+        except JobNotFound:
+            return lost(job_id)
+        except (redis.ConnectionError, redis.TimeoutError):
+            down_since = down_since or time.monotonic()
+            if time.monotonic() - down_since > redis_patience:
+                raise
+            time.sleep(min(2.0, poll * 2))
+            continue
         if on_progress:
             on_progress(job)
         if job["status"] in ("done", "failed"):
@@ -93,3 +113,14 @@ def wait(
         if deadline is not None and time.monotonic() > deadline:
             return job
         time.sleep(poll)
+
+
+def lost(job_id: str) -> dict[str, Any]:
+    """The summary of a job whose record is gone from Redis."""
+    return {
+        "job_id": job_id,
+        "status": LOST,
+        "error": "the job's record is gone from Redis (restarted without persistence, or the record "
+        "expired): its results, if any, are lost; submit the video again, and run Redis with "
+        "--appendonly yes (docs/operations.md#redis)",
+    }
