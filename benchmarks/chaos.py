@@ -48,11 +48,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the synthetic video factory
 
+ENDED = ("done", "failed", "cancelled", "lost")
 FRAMES = 60  # per trial video: 2 s at 30 fps, 320x240, 8 batches of 8 (the last of 4)
 FPS = 30
 # Short timeouts so that redelivery after a lost host happens within a trial.
 FLEET_ENV = {
     "POSEQUEUE_SEGMENT_SECONDS": "0.5",
+    "POSEQUEUE_MAX_INFLIGHT_FRAMES": "16",  # the producer waits on the workers, as in long jobs
     "POSEQUEUE_VISIBILITY_TIMEOUT": "20",
     "POSEQUEUE_TASK_TIME_LIMIT": "15",
     "POSEQUEUE_PAYLOAD_TTL": "120",
@@ -274,12 +276,13 @@ class Fleet:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
-    def kill_worker(self, role: str) -> None:
+    def kill_worker(self, role: str, restart: bool = True) -> None:
         """SIGKILL the whole worker (a host lost), then start a new one in its place."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.procs[role].pid, signal.SIGKILL)
         self.procs[role].wait()
-        self.start(role)
+        if restart:
+            self.start(role)
 
     @contextlib.contextmanager
     def paused(self, roles: tuple[str, ...]) -> Iterator[None]:
@@ -308,24 +311,49 @@ class Fleet:
 
 
 # -- messages on the queues ------------------------------------------------------------------
-def _task_and_args(raw: bytes) -> tuple[str, list[Any]]:
-    """The task name and arguments of a message as kombu's Redis transport keeps it."""
-    envelope = json.loads(raw)
+def message_owner(message: bytes | dict[str, Any]) -> tuple[str, str | None]:
+    """The task name and job id of a message as kombu's Redis transport keeps it (raw on a
+    queue, decoded in ``unacked``)."""
+    envelope = json.loads(message) if isinstance(message, bytes | str) else message
     body = envelope["body"]
     if envelope["properties"].get("body_encoding") == "base64":
         body = base64.b64decode(body)
-    return envelope["headers"]["task"], json.loads(body)[0]
+    args = json.loads(body)[0]
+    first = args[0] if args else None
+    return envelope["headers"]["task"], first.get("job_id") if isinstance(first, dict) else first
 
 
 def job_message(client: Any, queue: str, job_id: str, task: str | None = None) -> bytes | None:
     """A message of the job waiting on ``queue`` (of ``task`` if given), or None."""
     for raw in client.lrange(queue, 0, -1):
-        name, args = _task_and_args(raw)
-        first = args[0] if args else None
-        owner = first.get("job_id") if isinstance(first, dict) else first
+        name, owner = message_owner(raw)
         if owner == job_id and (task is None or name == task):
             return bytes(raw)
     return None
+
+
+def held_messages(client: Any, queue: str, job_id: str, task: str | None = None) -> dict[bytes, bytes]:
+    """The job's messages taken from ``queue`` and held by a worker (``unacked``), by delivery tag:
+    the raw message as it would go back on the queue."""
+    held = {}
+    for tag, entry in client.hgetall("unacked").items():
+        message, _, routing_key = json.loads(entry)
+        name, owner = message_owner(message)
+        if routing_key == queue and owner == job_id and (task is None or name == task):
+            held[tag] = json.dumps(message).encode()
+    return held
+
+
+def lose_messages(client: Any, queue: str, job_id: str, task: str) -> int:
+    """Take the job's ``task`` messages off the queue and out of ``unacked``: lost, as with a
+    host lost with its messages, or the window between kombu's pop and its unacked record."""
+    lost = 0
+    while (raw := job_message(client, queue, job_id, task)) is not None:
+        lost += int(client.lrem(queue, 1, raw))
+    for tag in held_messages(client, queue, job_id, task):
+        lost += int(client.hdel("unacked", tag))
+        client.zrem("unacked_index", tag)
+    return lost
 
 
 # -- faults ----------------------------------------------------------------------------------
@@ -351,6 +379,7 @@ class Fault:
     at: tuple[float, float] = (0.1, 0.8)
     accept: str | None = None
     store: str = "file"
+    phase: str = "any"  # "ingest": strike while frames are being queued; "queued": once all are
 
 
 def _kill_child(role: str) -> Callable[[Context], bool]:
@@ -369,28 +398,46 @@ def _kill_worker(role: str) -> Callable[[Context], bool]:
     return inject
 
 
-def _on_queue(
-    queue: str, roles: tuple[str, ...], act: Callable[[Any, str, bytes], None], task: str | None = None
-):  # type: ignore[no-untyped-def]
-    """With the queue's consumers paused, wait for a message of the job on it and act on it."""
+def _lose_on_stage(queue: str, role: str):  # type: ignore[no-untyped-def]
+    """With the stage's worker paused, a message of the job waiting on its queue is lost."""
 
     def inject(ctx: Context) -> bool:
-        with ctx.fleet.paused(roles):
-            raw = wait_until(lambda: job_message(ctx.client, queue, ctx.job_id, task), 20)
-            if raw is None:
-                return False
-            act(ctx.client, queue, raw)
-            return True
+        with ctx.fleet.paused((role,)):
+            raw = wait_until(lambda: job_message(ctx.client, queue, ctx.job_id), 20)
+            return raw is not None and bool(ctx.client.lrem(queue, 1, raw))
 
     return inject
 
 
-def _lose(client: Any, queue: str, raw: bytes) -> None:
-    client.lrem(queue, 1, raw)
+def _lose_with_host(task: str):  # type: ignore[no-untyped-def]
+    """The ingest worker is killed and the job's ``task`` message is lost with it (for finalise:
+    the message sent while no ingest worker runs); then a new ingest worker starts."""
+
+    def inject(ctx: Context) -> bool:
+        ctx.fleet.kill_worker("ingest", restart=False)
+        lost = lose_messages(ctx.client, INGEST_Q, ctx.job_id, INGEST_TASK)
+        if task == FINALIZE:
+            lost = 0
+            if wait_until(lambda: job_message(ctx.client, INGEST_Q, ctx.job_id, FINALIZE), 60):
+                lost = lose_messages(ctx.client, INGEST_Q, ctx.job_id, FINALIZE)
+        ctx.fleet.start("ingest")
+        return lost > 0
+
+    return inject
 
 
-def _duplicate(client: Any, queue: str, raw: bytes) -> None:
-    client.lpush(queue, raw)
+def _duplicate(queue: str, task: str | None = None):  # type: ignore[no-untyped-def]
+    """A message of the job, waiting on the queue or held by a worker, is delivered twice."""
+
+    def inject(ctx: Context) -> bool:
+        def copy() -> bytes | None:
+            held = held_messages(ctx.client, queue, ctx.job_id, task)
+            return next(iter(held.values()), None) or job_message(ctx.client, queue, ctx.job_id, task)
+
+        raw = wait_until(copy, 20)
+        return raw is not None and bool(ctx.client.lpush(queue, raw))
+
+    return inject
 
 
 def _redis_crash(ctx: Context) -> bool:
@@ -432,26 +479,24 @@ def _slow_store(seconds: float) -> Callable[[Context], bool]:
 
 
 INGEST_Q, DETECTOR_Q, LANDMARKS_Q = "ingest", "pose.blazepose.detector", "pose.blazepose.landmarks"
-FINALIZE = "posequeue.finalize"
+INGEST_TASK, FINALIZE = "posequeue.ingest", "posequeue.finalize"
 EARLY = (0.0, 0.3)  # a message of the job must still come to the paused queue
 STORE_REASON = r"store|cannot write|cannot read|unreachable"
 FAULTS: dict[str, Fault] = {
     "kill-ingest": Fault("split", _kill_child("ingest")),
     "kill-detector": Fault("split", _kill_child("detector")),
     "kill-landmarks": Fault("split", _kill_child("landmarks")),
-    "kill-finalize": Fault("split", _kill_child("ingest"), at=(1.0, 1.0)),
+    "kill-finalize": Fault("split", _kill_child("ingest"), at=(1.0, 1.0), phase="queued"),
     "kill-all-stage": Fault("all", _kill_child("all")),
     "kill-threads": Fault("threads", _kill_child("threads")),
     "kill-whole-worker": Fault("split", _kill_worker("detector")),
-    "lose-ingest": Fault("split", _on_queue(INGEST_Q, ("ingest",), _lose, "posequeue.ingest"), at=(0.0, 0.5)),
-    "lose-detector": Fault("split", _on_queue(DETECTOR_Q, ("detector",), _lose), at=EARLY),
-    "lose-landmarks": Fault("split", _on_queue(LANDMARKS_Q, ("landmarks",), _lose), at=EARLY),
-    "lose-finalize": Fault("split", _on_queue(INGEST_Q, ("ingest",), _lose, FINALIZE), at=(0.9, 0.9)),
-    "duplicate-ingest": Fault(
-        "split", _on_queue(INGEST_Q, ("ingest",), _duplicate, "posequeue.ingest"), at=EARLY
-    ),
-    "duplicate-detector": Fault("split", _on_queue(DETECTOR_Q, ("detector",), _duplicate), at=EARLY),
-    "duplicate-landmarks": Fault("split", _on_queue(LANDMARKS_Q, ("landmarks",), _duplicate), at=EARLY),
+    "lose-ingest": Fault("split", _lose_with_host(INGEST_TASK), at=(0.0, 0.3), phase="ingest"),
+    "lose-detector": Fault("split", _lose_on_stage(DETECTOR_Q, "detector"), at=EARLY),
+    "lose-landmarks": Fault("split", _lose_on_stage(LANDMARKS_Q, "landmarks"), at=EARLY),
+    "lose-finalize": Fault("split", _lose_with_host(FINALIZE), at=(0.0, 0.6), phase="queued"),
+    "duplicate-ingest": Fault("split", _duplicate(INGEST_Q, INGEST_TASK), at=EARLY),
+    "duplicate-detector": Fault("split", _duplicate(DETECTOR_Q), at=EARLY),
+    "duplicate-landmarks": Fault("split", _duplicate(LANDMARKS_Q), at=EARLY),
     "redis-crash-aof": Fault("split", _redis_crash),
     "store-outage-file": Fault("split", _store_outage(30), accept=STORE_REASON),
     "store-outage-s3": Fault("split", _store_outage(30), accept=STORE_REASON, store="s3"),
@@ -501,37 +546,42 @@ def submit(video: Path, env: dict[str, str]) -> str:
 def run_trial(
     name: str, number: int, fault: Fault, ctx: Context, video: Path, env: dict[str, str], stuck_after: float
 ) -> Trial:
-    from posequeue.jobs import JobNotFound, Jobs
+    from posequeue.jobs import JobNotFound, Jobs, summary
 
     jobs = Jobs(ctx.client)
     ctx.job_id = submit(video, env)
     at = ctx.rng.uniform(*fault.at)
 
+    def get() -> dict[str, Any]:
+        return summary(jobs.get(ctx.job_id))  # a plain dict, whatever the record's type
+
     def reached() -> bool:
-        job = jobs.get(ctx.job_id)
-        if job["status"] in ("done", "failed"):
+        job = get()
+        if job["status"] in ENDED:
             return True
+        if fault.phase == "queued" and not job.get("batches_total"):
+            return False
         total = job.get("batches_total") or FRAMES // 8 + 1
-        return job["batches_done"] >= at * total
+        return bool(job.get("batches_done", 0) >= at * total)
 
     wait_until(reached, 120)
-    ended_first = jobs.get(ctx.job_id)["status"] in ("done", "failed")
+    ended_first = get()["status"] in ENDED or (fault.phase == "ingest" and bool(get().get("batches_total")))
     struck = not ended_first and fault.inject(ctx)
     hit = time.monotonic()
     ctx.fleet.revive()
     if not struck:
-        why = "the job ended first" if ended_first else "no message of the job came to strike"
-        wait_until(lambda: jobs.get(ctx.job_id)["status"] in ("done", "failed"), stuck_after, 0.1)
+        why = "the job passed the phase first" if ended_first else "no message of the job came to strike"
+        wait_until(lambda: get()["status"] in ENDED, stuck_after, 0.1)
         return Trial(name, number, "missed", reason=why)
 
     def ended() -> dict[str, Any] | None:
         try:
-            job = jobs.get(ctx.job_id)
+            job = get()
         except JobNotFound:
             return {"status": "lost"}
         except Exception:  # Redis coming back
             return None
-        return job if job["status"] in ("done", "failed") else None
+        return job if job["status"] in ENDED else None
 
     job = wait_until(ended, stuck_after, 0.1)
     recover = round(time.monotonic() - hit, 2)
