@@ -109,7 +109,7 @@ def run(
         t0 = time.monotonic()
         done, samples, next_sample = 0, [], 0.0
         while (elapsed := time.monotonic() - t0) < seconds:
-            enqueued = jobs.get(job_id)["batches_enqueued"]
+            enqueued = jobs.get(job_id).batches_enqueued
             if done < enqueued and elapsed * rate >= done:
                 jobs.batch_done(job_id, done, 8)
                 jobs.drop_batch(job_id, done)

@@ -231,8 +231,8 @@ def prefilled(tmp: Path, video: Path) -> Iterator[tuple[dict[str, str], Any, str
     with patched_env(**big), fleet(tmp, "--stage", "ingest") as env:
         jobs = Jobs(redis.Redis.from_url(env["POSEQUEUE_BROKER_URL"]))
         job_id = submit(video, env, wait=False)["job_id"]
-        ingest_end = wait_for(lambda: "batches_total" in jobs.get(job_id))
-        total = jobs.get(job_id)["batches_total"]
+        ingest_end = wait_for(lambda: jobs.get(job_id).batches_total is not None)
+        total = jobs.get(job_id).batches_total
         wait_for(lambda: queue_depth(jobs, DETECTOR_Q) == total)
         yield env, jobs, job_id, total, ingest_end
 
@@ -246,7 +246,7 @@ def drain_all_stages(tmp: Path, video: Path, *worker_args: str) -> dict[str, Any
         prefilled(tmp, video) as (env, jobs, job_id, _, _),
         worker(env, tmp / "all.log", "--stage", "all", *worker_args),
     ):
-        wait_for(lambda: jobs.get(job_id)["status"] == "done", poll=0.2)
+        wait_for(lambda: jobs.get(job_id).status == "done", poll=0.2)
     lines = batch_lines(tmp / "all.log")
     ends = [x for x in lines if x["stage"] == "landmarks"]
     fig = drain_figures(ends)
@@ -261,8 +261,8 @@ def drain_both(tmp: Path, video: Path, *worker_args: str) -> dict[str, Any]:
     """Pre-fill the detector queue with a whole job's batches, then let one worker drain it;
     then one landmark worker drains the landmark queue it filled."""
     with prefilled(tmp, video) as (env, jobs, job_id, total, ingest_end):
-        frames_total = jobs.get(job_id)["frames_total"]
-        submitted = jobs.get(job_id)["submitted_at"]
+        frames_total = jobs.get(job_id).frames_total
+        submitted = jobs.get(job_id).submitted_at
         peak_mb = round(int(jobs.r.info("memory")["used_memory"]) / 2**20, 1)
         out: dict[str, Any] = {
             "video": {
@@ -270,7 +270,7 @@ def drain_both(tmp: Path, video: Path, *worker_args: str) -> dict[str, Any]:
                 "size": "640x360",
                 "frames": frames_total,
                 "batches": total,
-                "batch_size": jobs.get(job_id)["batch_size"],
+                "batch_size": jobs.get(job_id).batch_size,
             },
             "ingest_worker_alone": {
                 "seconds": round(ingest_end - submitted, 3),
@@ -282,7 +282,7 @@ def drain_both(tmp: Path, video: Path, *worker_args: str) -> dict[str, Any]:
             wait_for(lambda: len(batch_lines(tmp / "detector.log")) >= total, poll=0.2)
         assert queue_depth(jobs, LANDMARKS_Q) == total, "every batch should reach the landmark queue"
         with worker(env, tmp / "landmarks.log", "--stage", "landmarks", *worker_args):
-            wait_for(lambda: jobs.get(job_id)["status"] == "done", poll=0.2)
+            wait_for(lambda: jobs.get(job_id).status == "done", poll=0.2)
         for stage, log in (("detector", "detector.log"), ("landmarks", "landmarks.log")):
             out[stage] = drain_figures(batch_lines(tmp / log))
     return out

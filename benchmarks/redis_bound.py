@@ -105,8 +105,8 @@ def redis_bound(
                             "used_memory_mb": round(used / 2**20, 1),
                             "producer_main_rss_mb": main_rss,
                             "producer_pool_rss_mb": pool_rss,
-                            "frames_done": job["frames_done"],
-                            "batches_enqueued": job["batches_enqueued"],
+                            "frames_done": job.frames_done,
+                            "batches_enqueued": job.batches_enqueued,
                         }
                     )
                 time.sleep(every)
@@ -120,8 +120,8 @@ def redis_bound(
             after = int(client.info("memory")["used_memory"])
             server_peak = int(client.info("memory")["used_memory_peak"])
     frames_total = round(video_seconds * 30)
-    batch_bytes = 640 * 360 * 3 * job["batch_size"]
-    window = max(1, min(s.max_inflight_frames // job["batch_size"], s.max_inflight_mb * 2**20 // batch_bytes))
+    batch_bytes = 640 * 360 * 3 * job.batch_size
+    window = max(1, min(s.max_inflight_frames // job.batch_size, s.max_inflight_mb * 2**20 // batch_bytes))
     return {
         "video": {
             "seconds": video_seconds,
@@ -140,16 +140,16 @@ def redis_bound(
             "max_inflight_frames": s.max_inflight_frames,
             "max_inflight_mb": s.max_inflight_mb,
             "batches": window,
-            "frame_mb": round(batch_bytes / job["batch_size"] / 2**20, 3),
+            "frame_mb": round(batch_bytes / job.batch_size / 2**20, 3),
         },
         "sampled_s": round(ran_s, 1),
         "sample_every_s": every,
         "job_when_cancelled": {
-            "frames_done": job["frames_done"],
-            "batches_done": job["batches_done"],
-            "batches_enqueued": job["batches_enqueued"],
-            "share_of_video_done": round(job["frames_done"] / frames_total, 4),
-            "frames_per_s": round(job["frames_done"] / ran_s, 1),
+            "frames_done": job.frames_done,
+            "batches_done": job.batches_done,
+            "batches_enqueued": job.batches_enqueued,
+            "share_of_video_done": round(job.frames_done / frames_total, 4),
+            "frames_per_s": round(job.frames_done / ran_s, 1),
         },
         "redis_used_memory_mb": {
             "before": round(base / 2**20, 1),

@@ -12,6 +12,8 @@ import pytest
 import videos
 from conftest import SAMPLE, posequeue
 
+from posequeue.config import keys
+
 pytestmark = pytest.mark.integration
 
 
@@ -173,9 +175,9 @@ def test_batch_that_keeps_killing_its_worker_fails_the_job(isolated, start_worke
     job_id = json.loads(posequeue("submit", str(SAMPLE), "--json", env=isolated).stdout)["job_id"]
     r = redis.Redis.from_url(env["POSEQUEUE_BROKER_URL"])
     deadline = time.monotonic() + 30
-    while not r.exists(f"pq:batch:{job_id}:0") and time.monotonic() < deadline:
+    while not r.exists(keys.batch_key(job_id, 0)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    r.set(f"pq:batch:{job_id}:0:deliveries:detector", 4)  # as if it had died four times
+    r.set(keys.deliveries_key(job_id, 0, "detector"), 4)  # as if it had died four times
     ingest.stop()
     start_worker(**env)
     nxt = posequeue("submit", str(SAMPLE), "--wait", "--json", env=isolated)

@@ -7,6 +7,9 @@ import threading
 
 import pytest
 
+from posequeue.config import keys
+from posequeue.config.schemas import Job, JobStatus
+
 
 @pytest.fixture
 def job(jobs):  # type: ignore[no-untyped-def]
@@ -24,7 +27,7 @@ def test_last_batch_after_ingest_completes(jobs, job) -> None:
     assert jobs.batch_done(job, 1, 8) is False
     assert jobs.batch_done(job, 2, 4) is True
     assert jobs.batch_done(job, 2, 4) is True  # a second delivery of the last batch
-    assert jobs.get(job)["frames_done"] == 20  # counted once
+    assert jobs.get(job).frames_done == 20  # counted once
     jobs.finish(job, {"json": "file:///x"}, 1.0)
     assert jobs.batch_done(job, 2, 4) is False
 
@@ -34,7 +37,7 @@ def test_ingest_ending_last_finalises(jobs, job) -> None:
     for index in range(3):
         assert jobs.batch_done(job, index, 5) is False
     assert jobs.ingest_done(job, frames_total=15, batches_total=3, corrupt_packets=2) is True
-    assert jobs.get(job)["corrupt_packets"] == 2
+    assert jobs.get(job).corrupt_packets == 2
 
 
 def test_concurrent_duplicate_deliveries(jobs, job) -> None:
@@ -48,7 +51,7 @@ def test_concurrent_duplicate_deliveries(jobs, job) -> None:
         with lock:
             wins.append(won)
             if won:  # complete: all 50 batches are in and the totals are known
-                assert jobs.r.scard(f"pq:job:{job}:done") == 50
+                assert jobs.r.scard(keys.done_key(job)) == 50
 
     threads = [threading.Thread(target=deliver, args=(i % 50,)) for i in range(100)]
     ender = threading.Thread(
@@ -61,7 +64,7 @@ def test_concurrent_duplicate_deliveries(jobs, job) -> None:
     for t in [*threads, ender]:
         t.join()
     assert wins.count(True) >= 1
-    assert jobs.get(job)["frames_done"] == 50
+    assert jobs.get(job).frames_done == 50
     assert jobs.batch_done(job, 7, 1) is True  # complete, not finalised yet
 
 
@@ -69,11 +72,11 @@ def test_fail_once_and_not_after_done(jobs, job) -> None:
     """A job fails once, keeps its first reason, and a finished job cannot be failed."""
     assert jobs.fail(job, "first reason") is True
     assert jobs.fail(job, "second reason") is False
-    assert jobs.get(job)["error"] == "first reason"
+    assert jobs.get(job).error == "first reason"
     other = jobs.new_id()
     jobs.create(job_id=other, model="blazepose", video="v", batch_size=8, source="v")
     jobs.finish(other, {"json": "file:///x"}, 1.0)
-    assert jobs.fail(other, "late") is False and jobs.get(other)["status"] == "done"
+    assert jobs.fail(other, "late") is False and jobs.get(other).status is JobStatus.DONE
 
 
 def test_inflight_counts_enqueued_minus_done(jobs, job) -> None:
@@ -90,6 +93,39 @@ def test_unknown_job(jobs) -> None:
 
     with pytest.raises(JobNotFound, match="nope"):
         jobs.get("nope")
+
+
+def test_get_returns_a_typed_record_and_summary_keeps_its_fields_and_order(jobs) -> None:
+    """Jobs.get converts every hash field to its declared type; the summary lists the fields a
+    job has, in the order clients and the manifest have always seen, and leaves out the rest."""
+    from posequeue.jobs import SUMMARY_FIELDS, summary
+
+    job_id = jobs.new_id()
+    jobs.create(job_id=job_id, model="blazepose", video="/v.mp4", batch_size=8, source="v.mp4")
+    queued = jobs.get(job_id)
+    assert isinstance(queued, Job) and queued.status is JobStatus.QUEUED
+    assert (queued.batch_size, queued.frames_done, queued.video_info, queued.results) == (8, 0, {}, {})
+    assert list(summary(queued)) == [
+        "job_id",
+        "status",
+        "model",
+        "video",
+        "frames_done",
+        "batches_done",
+        "submitted_at",
+    ]
+    jobs.mark_running(job_id, {"width": 4, "height": 3, "fps": 30.0, "frame_count": 9})
+    assert jobs.get(job_id).frames_expected == 9  # the probe's count until ingest ends
+    jobs.ingest_done(job_id, frames_total=8, batches_total=1, corrupt_packets=1)
+    assert jobs.batch_done(job_id, 0, 8)
+    jobs.finish(job_id, {"json": "file:///p.json"}, finished_at=queued.submitted_at + 2.5)
+    done = jobs.get(job_id)
+    assert done.status is JobStatus.DONE and done.frames_expected == 8
+    assert isinstance(done.started_at, float) and done.results == {"json": "file:///p.json"}
+    assert (done.frames_done, done.frames_total, done.batches_total, done.corrupt_packets) == (8, 8, 1, 1)
+    out = summary(done)
+    assert list(out) == [f for f in SUMMARY_FIELDS if f != "error"] + ["elapsed_s"]
+    assert out["status"] == "done" and type(out["status"]) is str and out["elapsed_s"] == 2.5
 
 
 def test_begin_batch_reads_status_and_batch_and_counts_the_delivery(jobs, job) -> None:

@@ -16,8 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from chaos import RedisServer  # noqa: E402
 
+from posequeue.config.schemas import JobStatus  # noqa: E402
 from posequeue.jobs import Jobs, job_key  # noqa: E402
-from posequeue.producer.submit import LOST, wait  # noqa: E402
+from posequeue.producer.submit import wait  # noqa: E402
 
 
 @pytest.fixture
@@ -39,13 +40,13 @@ def test_wait_rides_out_a_redis_crash(own_redis: RedisServer) -> None:
     job_id = _job(jobs)
     own_redis.client().config_set("appendfsync", "always")  # the record is on disk before the crash
     got: dict[str, Any] = {}
-    waiter = threading.Thread(target=lambda: got.update(wait(job_id, jobs, poll=0.05, redis_patience=60)))
+    waiter = threading.Thread(target=lambda: got.update(job=wait(job_id, jobs, poll=0.05, redis_patience=60)))
     waiter.start()
     own_redis.crash()
     own_redis.start()
     jobs.finish(job_id, {"json": "file:///r.json"}, 1.0)
     waiter.join(timeout=60)
-    assert got["status"] == "done" and got["job_id"] == job_id
+    assert got["job"].status is JobStatus.DONE and got["job"].job_id == job_id
 
 
 def test_vanished_job_is_reported_lost(own_redis: RedisServer) -> None:
@@ -55,4 +56,5 @@ def test_vanished_job_is_reported_lost(own_redis: RedisServer) -> None:
     job_id = _job(jobs)
     jobs.r.delete(job_key(job_id))
     job = wait(job_id, jobs, poll=0.05, timeout=5)
-    assert job["status"] == LOST and "submit the video again" in job["error"] and "appendonly" in job["error"]
+    assert job.status is JobStatus.LOST and job.error is not None
+    assert "submit the video again" in job.error and "appendonly" in job.error

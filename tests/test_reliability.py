@@ -14,6 +14,8 @@ import redis
 import videos
 from conftest import SAMPLE, posequeue
 
+from posequeue.config import keys
+
 pytestmark = pytest.mark.integration
 
 
@@ -29,15 +31,15 @@ def holds_started_batch(r: redis.Redis, stage: str) -> bool:
         if queue != f"pose.blazepose.{stage}":
             continue
         job_id, index, _ = json.loads(base64.b64decode(message["body"]))[0]
-        if r.get(f"pq:batch:{job_id}:{index}:deliveries:{stage}"):
+        if r.get(keys.deliveries_key(job_id, index, stage)):
             return True
     return False
 
 
 def restarted_runs(r: redis.Redis, job_id: str, stage: str) -> int:
     """Batches whose ``stage`` was started more than once (a started batch was redelivered)."""
-    keys = r.keys(f"pq:batch:{job_id}:*:deliveries:{stage}")
-    return sum(int(v) >= 2 for v in r.mget(keys)) if keys else 0
+    counters = r.keys(keys.deliveries_key(job_id, "*", stage))
+    return sum(int(v) >= 2 for v in r.mget(counters)) if counters else 0
 
 
 def requeued_at_once(log: str, threads: str) -> bool:
@@ -83,8 +85,8 @@ def test_sigkill_pool_process_mid_job(
     r = redis.Redis.from_url(isolated["POSEQUEUE_BROKER_URL"])
     kills, deadline = 0, time.monotonic() + 60
     while not requeued_at_once(victim.log.read_text(), threads):
-        assert time.monotonic() < deadline and r.hget(f"pq:job:{job_id}", "status") != b"done"
-        done = int(r.hget(f"pq:job:{job_id}", "frames_done") or 0)
+        assert time.monotonic() < deadline and r.hget(keys.job_key(job_id), "status") != b"done"
+        done = int(r.hget(keys.job_key(job_id), "frames_done") or 0)
         children = victim.children()
         if done >= min(60, frames_total - 64) and children and holds_started_batch(r, stage):
             for pid in children:
@@ -122,7 +124,7 @@ def test_backpressure_bounds_batches_in_redis(isolated, start_worker, tmp_path) 
     job_id = json.loads(posequeue("submit", str(video), "--json", env=env).stdout)["job_id"]
     r = redis.Redis.from_url(env["POSEQUEUE_BROKER_URL"])
     time.sleep(6)  # ample time to decode all 1200 frames were there no window
-    batches = len(r.keys(f"pq:batch:{job_id}:*"))
+    batches = len(r.keys(keys.batch_key(job_id, "*")))
     queue = json.loads(posequeue("queues", "--json", env=env).stdout)
     # A segment (2 s = 60 frames = 8 batches) is decoded only when it fits in the window.
     assert window - 8 < batches <= window

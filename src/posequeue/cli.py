@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from posequeue import __version__
 
-EXIT_REFUSED = 2
-EXIT_FAILED = 1
+if TYPE_CHECKING:
+    from posequeue.config.schemas import Job
+    from posequeue.jobs import Jobs
+from posequeue.errors import EXIT_FAILED, EXIT_REFUSED
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,17 +22,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from pydantic import ValidationError
 
-    from posequeue.config.models import UnknownModelError
     from posequeue.config.settings import get_settings
-    from posequeue.config.specs import SpecError
+    from posequeue.errors import CoreSpecError, ModelError, WorkerConfigError
     from posequeue.logs import configure
-    from posequeue.worker.model_files import MissingModel
-    from posequeue.worker.pinning import CoreSpecError
 
     try:
         configure(get_settings().log_format)
         return int(args.run(args) or 0)
-    except (UnknownModelError, SpecError, CoreSpecError, MissingModel) as exc:  # refused, with the reason
+    except (ModelError, CoreSpecError, WorkerConfigError) as exc:  # refused, with the reason
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     except ValidationError as exc:  # a POSEQUEUE_* variable out of range
@@ -151,86 +149,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- worker ---------------------------------------------------------------------------------
 def cmd_worker(args: argparse.Namespace) -> int:
-    from posequeue.config import queues
-    from posequeue.config.models import get_model
     from posequeue.config.settings import get_settings
     from posequeue.malloc import reuse_freed_memory
-    from posequeue.worker.pinning import claim_cores, format_cores, neuron_env, parse_cores, pin_cpu
+    from posequeue.worker.launch import run, worker_role
 
-    settings = get_settings()
     if not reuse_freed_memory():  # before the pool forks: its processes inherit the settings
         print(
             "warning: could not set malloc's thresholds (not glibc?): each batch's buffers are "
             "mapped afresh, ~1 ms per 5 MB",
             file=sys.stderr,
         )
-    spec = get_model(args.model or settings.default_model)
-    stages = [s.name for s in spec.stages]
-    if args.stage == "all":
-        serve, served_stages = [queues.INGEST, *queues.model_queues(spec)], stages
-    elif args.stage == "ingest":
-        serve, served_stages = [queues.INGEST], []
-    else:
-        spec.stage(args.stage)  # names the stages if this one does not exist
-        serve, served_stages = [queues.stage_queue(spec.name, args.stage)], [args.stage]
-    name = f"{spec.name}-{args.stage}"
-    neuron = spec.runtime == "neuron" and bool(served_stages)
-    threads = args.threads
-    if threads is None:  # an accelerator's model leaves the CPU free: overlap host work with it
-        threads = 2 if neuron and args.concurrency == 1 else 1
-    if threads < 1 or (threads > 1 and args.concurrency != 1):
-        print(
-            f"error: --threads {threads} with --concurrency {args.concurrency}: give --threads N "
-            "(N >= 1 task threads in one process sharing its models) or --threads 1 "
-            "--concurrency N (N prefork processes, a model each)",
-            file=sys.stderr,
-        )
-        return EXIT_REFUSED
-    if neuron and not args.cores:
-        print(
-            f"error: {spec.name} runs on the Neuron runtime, which reserves every NeuronCore "
-            "of the host unless told otherwise: give --cores (e.g. --cores 0-1; `posequeue "
-            "plan` lays a host out)",
-            file=sys.stderr,
-        )
-        return EXIT_REFUSED
-    if args.cores:
-        cores = parse_cores(args.cores)
-        name += f"-c{format_cores(cores)}"
-        claim_cores(cores, "neuron" if neuron else "cpu", name, settings.lock_dir)
-        if neuron:  # before any runtime loads; CPU affinity is left to the OS
-            os.environ.update(neuron_env(cores, args.neuron_runtime, name))
-        else:
-            pin_cpu(cores)  # before the pool forks: children inherit the affinity
-        os.environ["POSEQUEUE_CORES"] = format_cores(cores)
-    if served_stages:
-        _ensure_model_files(settings)  # fetch in the parent; the runtime loads in the child
-        os.environ["POSEQUEUE_PRELOAD"] = ",".join(f"{spec.name}:{s}" for s in served_stages)
-    if queues.INGEST in serve:  # producers need PyAV; model-stage hosts do not
-        import posequeue.producer.finalize  # noqa: F401  (registers tasks)
-        import posequeue.producer.ingest  # noqa: F401
-    if served_stages:
-        import posequeue.fleet.worker_stats  # noqa: F401  (per-worker frames/s for `posequeue metrics`)
-        import posequeue.worker.tasks  # noqa: F401
-    from posequeue.config.celery_app import app
-
-    argv = ["worker", "-Q", ",".join(serve), "-n", f"{name}@%h", "-l", args.loglevel]
-    if threads == 1:
-        app.worker_main([*argv, "-P", "prefork", "-c", str(args.concurrency)])
-        return 0
-    from posequeue.worker import threaded
-
-    def run() -> None:  # in the forked worker process: the models load here, never in the parent
-        from posequeue.jobs import get_jobs
-
-        threaded.Tracker(get_jobs().r, settings.task_time_limit, settings.visibility_timeout).connect()
-        if served_stages:
-            from posequeue.worker.tasks import preload
-
-            preload()
-        app.worker_main([*argv, "-P", "threads", "-c", str(threads)])
-
-    return threaded.supervise(app, run)
+    role = worker_role(
+        args.model or get_settings().default_model,
+        args.stage,
+        args.cores,
+        threads=args.threads,
+        concurrency=args.concurrency,
+        neuron_runtime=args.neuron_runtime,
+    )
+    return run(role, args.loglevel)
 
 
 def _ensure_model_files(settings: Any) -> Path:
@@ -252,7 +189,7 @@ def cmd_fetch_model(args: argparse.Namespace) -> int:
 
 
 # -- client ---------------------------------------------------------------------------------
-def _jobs() -> Any:
+def _jobs() -> Jobs:
     from posequeue.config.settings import get_settings
     from posequeue.jobs import Jobs
 
@@ -260,8 +197,8 @@ def _jobs() -> Any:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    from posequeue.config.schemas import JobStatus
     from posequeue.config.settings import get_settings
-    from posequeue.jobs import summary
     from posequeue.producer.submit import SubmitError, submit, wait
 
     jobs = _jobs()
@@ -277,52 +214,58 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return EXIT_REFUSED
     if not args.json:
         print(f"job {job_id} queued", file=sys.stderr)
-    job = summary(jobs.get(job_id))
+    job = jobs.get(job_id)
     if args.wait:
         job = wait(
             job_id, jobs, on_progress=_progress_bar() if sys.stderr.isatty() else None, timeout=args.timeout
         )
     _print_job(job, args.json)
-    return EXIT_FAILED if job["status"] in ("failed", "lost") else 0
+    return EXIT_FAILED if job.status in (JobStatus.FAILED, JobStatus.LOST) else 0
 
 
 def _progress_bar() -> Any:
-    def show(job: dict[str, Any]) -> None:
-        total = job.get("frames_total") or (job.get("video_info") or {}).get("frame_count") or 0
-        done = job.get("frames_done", 0)
+    def show(job: Job) -> None:
+        total = job.frames_expected or 0
+        done = job.frames_done
         width = 30
         filled = int(width * done / total) if total else 0
-        line = f"\r{job['status']:8} [{'#' * filled}{'.' * (width - filled)}] {done}/{total or '?'} frames"
+        line = f"\r{job.status.value:8} [{'#' * filled}{'.' * (width - filled)}] {done}/{total or '?'} frames"
         sys.stderr.write(line)
-        if job["status"] in ("done", "failed", "lost"):
+        if job.status.finished:
             sys.stderr.write("\n")
         sys.stderr.flush()
 
     return show
 
 
-def _print_job(job: dict[str, Any], as_json: bool) -> None:
+def _print_job(job: Job, as_json: bool) -> None:
+    """A job's summary (``jobs.summary``) as JSON, or lines for a person."""
+    from posequeue.jobs import summary
+
     if as_json:
-        print(json.dumps(job))
+        print(json.dumps(summary(job)))
         return
-    total = job.get("frames_total", "?")
-    print(f"job {job['job_id']}: {job['status']}, {job.get('frames_done', 0)}/{total} frames")
-    for name, start, end in (("queued", "submitted_at", "started_at"), ("ran", "started_at", "finished_at")):
-        if start in job:
-            print(f"{name}: {job.get(end, time.time()) - job[start]:.2f} s")
-    if job.get("corrupt_packets"):
-        print(f"corrupt packets skipped: {job['corrupt_packets']}")
-    if job.get("error"):
-        print(f"error: {job['error']}")
-    for kind, uri in (job.get("results") or {}).items():
+    total = "?" if job.frames_total is None else job.frames_total
+    print(f"job {job.job_id}: {job.status.value}, {job.frames_done}/{total} frames")
+    for name, start, end in (
+        ("queued", job.submitted_at, job.started_at),
+        ("ran", job.started_at, job.finished_at),
+    ):
+        if start is not None:
+            print(f"{name}: {(time.time() if end is None else end) - start:.2f} s")
+    if job.corrupt_packets:
+        print(f"corrupt packets skipped: {job.corrupt_packets}")
+    if job.error:
+        print(f"error: {job.error}")
+    for kind, uri in job.results.items():
         print(f"{kind}: {uri}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from posequeue.jobs import JobNotFound, summary
+    from posequeue.jobs import JobNotFound
 
     try:
-        job = summary(_jobs().get(args.job))
+        job = _jobs().get(args.job)
     except JobNotFound as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return EXIT_REFUSED
@@ -331,6 +274,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
+    from posequeue.config.schemas import JobStatus
     from posequeue.jobs import JobNotFound
     from posequeue.store import StoreError, read_uri
 
@@ -339,14 +283,14 @@ def cmd_results(args: argparse.Namespace) -> int:
     except JobNotFound as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return EXIT_REFUSED
-    if job["status"] != "done":
+    if job.status is not JobStatus.DONE:
         print(
-            f"error: job {args.job} is {job['status']}" + (f": {job['error']}" if job.get("error") else ""),
+            f"error: job {args.job} is {job.status.value}" + (f": {job.error}" if job.error else ""),
             file=sys.stderr,
         )
         return EXIT_FAILED
     try:
-        data = read_uri(job["results"][args.format])  # where the fleet wrote it
+        data = read_uri(job.results[args.format])  # where the fleet wrote it
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -75,6 +75,7 @@ def _wait_ready(worker: subprocess.Popen, timeout: float = 120) -> None:  # type
 
 def _submit_and_report(video: Path, out: Path, worker: subprocess.Popen) -> int:  # type: ignore[type-arg]
     from posequeue.config.models import get_model
+    from posequeue.config.schemas import Job, JobStatus
     from posequeue.config.settings import get_settings
     from posequeue.jobs import Jobs
     from posequeue.producer.submit import SubmitError, submit, wait
@@ -91,21 +92,22 @@ def _submit_and_report(video: Path, out: Path, worker: subprocess.Popen) -> int:
     started = time.monotonic()
     last = [-1]
 
-    def progress(job: dict) -> None:  # type: ignore[type-arg]
+    def progress(job: Job) -> None:
         if worker.poll() is not None:
             raise SystemExit(f"the worker exited (code {worker.returncode}); see its log")
-        done = job.get("frames_done", 0)
+        done = job.frames_done
         if done != last[0]:
             last[0] = done
-            total = job.get("frames_total") or (job.get("video_info") or {}).get("frame_count", "?")
-            print(f"  {job['status']}: {done}/{total} frames", file=sys.stderr)
+            total = job.frames_expected
+            print(f"  {job.status.value}: {done}/{'?' if total is None else total} frames", file=sys.stderr)
 
     job = wait(job_id, jobs, on_progress=progress, poll=0.5, timeout=600)
     elapsed = time.monotonic() - started
-    if job["status"] != "done":
-        print(f"job {job['status']}: {job.get('error', 'did not finish in time')}", file=sys.stderr)
+    if job.status is not JobStatus.DONE:
+        reason = "did not finish in time" if job.error is None else job.error
+        print(f"job {job.status.value}: {reason}", file=sys.stderr)
         return 1
-    frames = job["frames_total"]
+    frames = job.frames_total or 0
     print(
         f"done: {frames} frames in {elapsed:.2f} s ({frames / elapsed:.1f} frames/s end to end)",
         file=sys.stderr,
@@ -117,6 +119,6 @@ def _submit_and_report(video: Path, out: Path, worker: subprocess.Popen) -> int:
     spec = get_model(result["model"]["name"])
     preview = render(str(video), result, spec.edges, out / "preview.png")
     print(f"preview: {preview}")
-    print(f"csv: {unquote_file_uri(job['results']['csv'])}")
-    print(f"results: {unquote_file_uri(job['results']['json'])}")
+    print(f"csv: {unquote_file_uri(job.results['csv'])}")
+    print(f"results: {unquote_file_uri(job.results['json'])}")
     return 0

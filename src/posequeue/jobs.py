@@ -1,13 +1,7 @@
 """Job state in Redis: one hash per job, a set of finished batches, guards for exactly-once steps.
 
-Keys (all under ``pq:``):
-    pq:job:{id}            hash: status, counts, timings, error, result URIs
-    pq:job:{id}:done       set of finished batch indices (the fan-in)
-    pq:job:{id}:finalizing lock held by the finalise task while it writes the results
-    pq:job:{id}:seg:{k}    marker: segment k has handed over to segment k+1
-    pq:job:{id}:recover    guard: the job's lost batches were looked for (producer/recover.py)
-    pq:batch:{id}:{k}      hash: the pixels and meta of batch k (claim-check, with a TTL)
-    pq:jobs                sorted set of job ids by submission time
+The keys are built in ``config/keys.py`` (listed there); the record's fields and their types are
+``config.schemas.Job``.
 """
 
 from __future__ import annotations
@@ -21,9 +15,18 @@ from typing import Any
 
 import redis
 
-from posequeue.config.schemas import JobStatus
+from posequeue.config.keys import (
+    JOBS,
+    batch_key,
+    deliveries_key,
+    done_key,
+    finalize_lock_key,
+    handover_key,
+    job_key,
+)
+from posequeue.config.schemas import Job, JobStatus
+from posequeue.errors import JobNotFound, PosequeueError
 
-JOBS = "pq:jobs"
 FINISHED_TTL = 7 * 24 * 3600  # job records outlive the job by a week
 
 # Records a finished batch (ARGV[1], with ARGV[2] frames, at time ARGV[3]) and says whether the
@@ -44,18 +47,6 @@ if not total then return 0 end
 if redis.call('SCARD', KEYS[2]) < tonumber(total) then return 0 end
 return 1
 """
-
-
-def job_key(job_id: str) -> str:
-    return f"pq:job:{job_id}"
-
-
-def batch_key(job_id: str, index: int) -> str:
-    return f"pq:batch:{job_id}:{index}"
-
-
-class JobNotFound(KeyError):
-    """No job with that id (never submitted, or expired)."""
 
 
 @dataclass(frozen=True)
@@ -109,30 +100,14 @@ class Jobs:
             pipe.execute()
         return job_id
 
-    def get(self, job_id: str) -> dict[str, Any]:
-        raw = self.r.hgetall(job_key(job_id))
+    def get(self, job_id: str) -> Job:
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.hgetall(job_key(job_id))
+            pipe.scard(done_key(job_id))
+            raw, done = pipe.execute()
         if not raw:
             raise JobNotFound(f"no job {job_id!r} (never submitted, or its record expired)")
-        job: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
-        for name in (
-            "frames_done",
-            "frames_total",
-            "batches_total",
-            "batches_enqueued",
-            "batch_size",
-            "corrupt_packets",
-        ):
-            if name in job:
-                job[name] = int(job[name])
-        for name in ("submitted_at", "started_at", "finished_at"):
-            if name in job:
-                job[name] = float(job[name])
-        for name in ("video_info", "results"):
-            if name in job:
-                job[name] = json.loads(job[name])
-        job["job_id"] = job_id
-        job["batches_done"] = self.r.scard(f"{job_key(job_id)}:done")
-        return job
+        return Job.from_hash(job_id, raw, int(done))
 
     def status(self, job_id: str) -> JobStatus | None:
         value = self.r.hget(job_key(job_id), "status")
@@ -183,7 +158,7 @@ class Jobs:
     def _expire(self, pipe: Any, job_id: str) -> None:
         key = job_key(job_id)
         pipe.expire(key, FINISHED_TTL)
-        pipe.delete(f"{key}:done", f"{key}:finalizing")
+        pipe.delete(done_key(job_id), finalize_lock_key(job_id))
 
     # -- batches and fan-in ---------------------------------------------------------------
     def put_batch(self, meta: dict[str, Any], payload: dict[str, bytes], ttl: int) -> None:
@@ -198,7 +173,7 @@ class Jobs:
         """What a stage's task needs before it runs, in one round trip: the job's status, the
         batch's fields (``meta`` decoded, payloads as bytes), and this delivery counted (a batch
         that kills its worker process comes back again and again)."""
-        deliveries = f"{batch_key(job_id, index)}:deliveries:{stage}"
+        deliveries = deliveries_key(job_id, index, stage)
         with self.r.pipeline(transaction=False) as pipe:
             pipe.hget(job_key(job_id), "status")
             pipe.hgetall(batch_key(job_id, index))
@@ -217,7 +192,7 @@ class Jobs:
             pipe.execute()
 
     def is_batch_done(self, job_id: str, index: int) -> bool:
-        return bool(self.r.sismember(f"{job_key(job_id)}:done", index))
+        return bool(self.r.sismember(done_key(job_id), index))
 
     def drop_batch(self, job_id: str, index: int) -> None:
         self.r.delete(batch_key(job_id, index))
@@ -227,7 +202,7 @@ class Jobs:
         key = job_key(job_id)
         with self.r.pipeline() as pipe:
             pipe.hget(key, "batches_enqueued")
-            pipe.scard(f"{key}:done")
+            pipe.scard(done_key(job_id))
             enqueued, done = pipe.execute()
         return int(enqueued or 0) - int(done)
 
@@ -236,7 +211,7 @@ class Jobs:
         key = job_key(job_id)
         with self.r.pipeline() as pipe:
             pipe.hget(key, "batches_enqueued")
-            pipe.smembers(f"{key}:done")
+            pipe.smembers(done_key(job_id))
             enqueued, done = pipe.execute()
         finished = {int(i) for i in done}
         return [i for i in range(int(enqueued or 0)) if i not in finished]
@@ -247,7 +222,7 @@ class Jobs:
     def batch_done(self, job_id: str, index: int, frames: int) -> bool:
         """Record batch ``index`` finished; True when the job is complete and not finalised."""
         key = job_key(job_id)
-        return bool(self._complete(keys=[key, f"{key}:done"], args=[index, frames, time.time()]))
+        return bool(self._complete(keys=[key, done_key(job_id)], args=[index, frames, time.time()]))
 
     def ingest_done(self, job_id: str, frames_total: int, batches_total: int, corrupt_packets: int) -> bool:
         """Record the totals once all frames are queued; True if the job is already complete."""
@@ -261,14 +236,14 @@ class Jobs:
                 "corrupt_packets": corrupt_packets,
             },
         )
-        return bool(self._complete(keys=[key, f"{key}:done"], args=["", 0, time.time()]))
+        return bool(self._complete(keys=[key, done_key(job_id)], args=["", 0, time.time()]))
 
     def lock_finalize(self, job_id: str, seconds: int) -> bool:
         """One finaliser at a time; the lock expires if its holder dies."""
-        return bool(self.r.set(f"{job_key(job_id)}:finalizing", 1, nx=True, ex=seconds))
+        return bool(self.r.set(finalize_lock_key(job_id), 1, nx=True, ex=seconds))
 
     def unlock_finalize(self, job_id: str) -> None:
-        self.r.delete(f"{job_key(job_id)}:finalizing")
+        self.r.delete(finalize_lock_key(job_id))
 
     def last_progress(self, job_id: str) -> float:
         """When a batch of the job last finished (or the job started)."""
@@ -278,51 +253,61 @@ class Jobs:
     def mark_handover(self, job_id: str, segment: int) -> None:
         """Segment k has enqueued segment k+1 (set after sending: a crash between the two
         repeats a segment, which is harmless, rather than losing the rest of the video)."""
-        self.r.set(f"{job_key(job_id)}:seg:{segment}", 1, ex=FINISHED_TTL)
+        self.r.set(handover_key(job_id, segment), 1, ex=FINISHED_TTL)
 
     def handed_over(self, job_id: str, segment: int) -> bool:
-        return bool(self.r.exists(f"{job_key(job_id)}:seg:{segment}"))
+        return bool(self.r.exists(handover_key(job_id, segment)))
 
     def recent(self, limit: int = 20) -> list[str]:
         return [j.decode() for j in self.r.zrevrange(JOBS, 0, limit - 1)]
 
 
-class JobFailedError(RuntimeError):
-    """Stored in the result backend for a failed job; its message is the job's error."""
+class JobFailedError(PosequeueError, RuntimeError):
+    """Stored in the result backend for a failed job; its message is the job's error. Defined
+    here, not in ``posequeue.errors``: the backend records the class's module, and clients
+    rebuild the error from it."""
 
 
-def summary(job: dict[str, Any]) -> dict[str, Any]:
+# The fields of a summary, in order; a field the job does not have yet (None or empty) is left out.
+SUMMARY_FIELDS = (
+    "job_id",
+    "status",
+    "model",
+    "video",
+    "frames_done",
+    "frames_total",
+    "batches_done",
+    "batches_total",
+    "corrupt_packets",
+    "submitted_at",
+    "started_at",
+    "finished_at",
+    "error",
+    "results",
+    "video_info",
+)
+
+
+def summary(job: Job) -> dict[str, Any]:
     """The job summary a client sees (CLI ``--json``, result backend, manifest)."""
-    keys = (
-        "job_id",
-        "status",
-        "model",
-        "video",
-        "frames_done",
-        "frames_total",
-        "batches_done",
-        "batches_total",
-        "corrupt_packets",
-        "submitted_at",
-        "started_at",
-        "finished_at",
-        "error",
-        "results",
-        "video_info",
-    )
-    out = {k: job[k] for k in keys if k in job}
-    if "finished_at" in job and "submitted_at" in job:
-        out["elapsed_s"] = round(job["finished_at"] - job["submitted_at"], 3)
+    out: dict[str, Any] = {}
+    for name in SUMMARY_FIELDS:
+        value = getattr(job, name)
+        if value is None or value == {}:
+            continue
+        out[name] = value.value if isinstance(value, JobStatus) else value
+    if job.finished_at is not None:
+        out["elapsed_s"] = round(job.finished_at - job.submitted_at, 3)
     return out
 
 
 def publish(app: Any, jobs: Jobs, job_id: str) -> None:
     """Put the job's summary in the Celery result backend under the job id."""
-    job = summary(jobs.get(job_id))
-    if job["status"] == "failed":
-        app.backend.mark_as_failure(job_id, JobFailedError(job.get("error", "failed")))
+    job = jobs.get(job_id)
+    if job.status is JobStatus.FAILED:
+        app.backend.mark_as_failure(job_id, JobFailedError("failed" if job.error is None else job.error))
     else:
-        app.backend.mark_as_done(job_id, job)
+        app.backend.mark_as_done(job_id, summary(job))
 
 
 def fail_job(app: Any, jobs: Jobs, job_id: str, reason: str) -> bool:

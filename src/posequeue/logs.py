@@ -4,7 +4,6 @@ task by signal handlers, not threaded through task bodies."""
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import structlog
@@ -12,17 +11,19 @@ from celery import Task, signals
 
 
 def configure(fmt: str = "console", level: int = logging.INFO) -> None:
-    renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer()
+    # The console renderer prints a logged exception's traceback itself; the JSON one needs it
+    # turned into an ``exception`` field first, or ``log.exception`` keeps only exc_info=true.
+    renderer: list[structlog.types.Processor] = (
+        [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
     )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
+            *renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
@@ -32,6 +33,14 @@ def configure(fmt: str = "console", level: int = logging.INFO) -> None:
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     return structlog.get_logger(name)  # type: ignore[no-any-return]
+
+
+_process: dict[str, object] = {}  # what every task of this worker process logs (its cores)
+
+
+def bind_process(**values: object) -> None:
+    """Add ``values`` to every task's log lines in this process and the ones it forks."""
+    _process.update(values)
 
 
 @signals.task_prerun.connect
@@ -46,6 +55,4 @@ def _bind_task_context(task_id: str, task: Task, args: tuple, **_: object) -> No
         ctx["batch"] = args[1]
     if len(args) > 2 and isinstance(args[2], str):
         ctx["stage"] = args[2]
-    if os.environ.get("POSEQUEUE_CORES"):
-        ctx["cores"] = os.environ["POSEQUEUE_CORES"]
-    structlog.contextvars.bind_contextvars(**ctx)
+    structlog.contextvars.bind_contextvars(**ctx, **_process)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from posequeue.config import queues
+from posequeue.errors import JobNotFound
 from posequeue.jobs import Jobs, summary
 
 # Celery's Redis transport keeps priority levels in sibling lists: name, name\x06\x163, ...
@@ -24,12 +25,11 @@ def queue_report(jobs: Jobs, recent: int = 20) -> dict[str, Any]:
     active = []
     for job_id in jobs.recent(recent):
         try:
-            job = summary(jobs.get(job_id))
-        except KeyError:
+            job = jobs.get(job_id)
+        except JobNotFound:  # expired since it was listed
             continue
-        if job["status"] in ("queued", "running"):
-            job["inflight"] = jobs.inflight(job_id)
-            active.append(job)
+        if not job.status.finished:
+            active.append({**summary(job), "inflight": jobs.inflight(job_id)})
     return {
         "queues": {name: queue_depth(jobs, name) for name in queues.all_queues()},
         "unacked": int(jobs.r.hlen("unacked")),

@@ -19,9 +19,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 from urllib.parse import unquote, urlparse
 
-
-class StoreError(RuntimeError):
-    """The store cannot be read or written; the message says which URI and why."""
+from posequeue.errors import StoreError
 
 
 class Store(Protocol):

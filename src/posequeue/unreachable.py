@@ -7,7 +7,9 @@ from __future__ import annotations
 import ssl
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-EXIT_UNAVAILABLE = 3  # a service (Redis, the store) cannot be reached or refused us; nothing changed
+from posequeue.errors import EXIT_UNAVAILABLE
+
+__all__ = ["EXIT_UNAVAILABLE", "is_redis_outage", "masked", "redis_problem"]
 
 _SECRET_PARAMS = {"password", "pass", "secret", "token"}
 

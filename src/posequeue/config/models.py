@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from posequeue.errors import UnknownModelError
+
 BLAZEPOSE_KEYPOINTS = (
     "nose",
     "left_eye_inner",
@@ -207,10 +209,6 @@ class ModelSpec:
                 return stage
         known = ", ".join(s.name for s in self.stages)
         raise UnknownModelError(f"model {self.name!r} has no stage {name!r}; its stages: {known}")
-
-
-class UnknownModelError(ValueError):
-    """A model or stage name that the catalogue does not know."""
 
 
 CATALOGUE: dict[str, ModelSpec] = {

@@ -6,8 +6,11 @@ Messages carry ids and keys, never pixels: frames live once in Redis under a key
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass, field
-from typing import Any
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 
 class JobStatus(str, enum.Enum):
@@ -15,10 +18,78 @@ class JobStatus(str, enum.Enum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+    LOST = "lost"  # never stored: what a client reports for a job whose record vanished
 
     @property
     def finished(self) -> bool:
-        return self in (JobStatus.DONE, JobStatus.FAILED)
+        return self in (JobStatus.DONE, JobStatus.FAILED, JobStatus.LOST)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job's record as ``Jobs.get`` reads it from its Redis hash (``config.keys.job_key``).
+
+    The fields' types are declared here once: ``from_hash`` converts each hash field by its
+    type. Optional fields are None until the step that writes them (``started_at`` and
+    ``video_info`` once ingest probes the video, ``frames_total``, ``batches_total`` and
+    ``corrupt_packets`` once every frame is queued, ``finished_at`` and ``error`` or ``results``
+    once it ends); ``video_info`` and ``results`` are empty until then.
+    """
+
+    job_id: str
+    status: JobStatus
+    model: str
+    video: str  # where producers read it (a local path, or the store's copy)
+    batch_size: int
+    submitted_at: float
+    source: str = ""  # as the client gave it
+    frames_done: int = 0
+    batches_enqueued: int = 0
+    batches_done: int = 0  # not in the hash: the size of the job's fan-in set
+    frames_total: int | None = None
+    batches_total: int | None = None
+    corrupt_packets: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    progress_at: float | None = None  # when a batch last finished
+    error: str | None = None
+    video_info: dict[str, Any] = field(default_factory=dict)  # the probe's (VideoInfo.to_dict)
+    results: dict[str, str] = field(default_factory=dict)  # output URIs by kind: json, csv, manifest
+
+    @classmethod
+    def from_hash(cls, job_id: str, raw: Mapping[bytes, bytes], batches_done: int) -> Job:
+        """The record from its hash's fields (fields of another version are left out)."""
+        values: dict[str, Any] = {"job_id": job_id, "batches_done": batches_done}
+        for key, value in raw.items():
+            name = key.decode()
+            if name in _JOB_FIELDS:
+                values[name] = _JOB_FIELDS[name](value.decode())
+        return cls(**values)
+
+    @classmethod
+    def lost(cls, job_id: str, reason: str) -> Job:
+        """What a client knows of a job whose record vanished from Redis: its id, and why."""
+        return cls(job_id, JobStatus.LOST, model="", video="", batch_size=0, submitted_at=0.0, error=reason)
+
+    @property
+    def frames_expected(self) -> int | None:
+        """Frames the job will have: the count once every frame is queued, before that the
+        probe's estimate (None before the probe)."""
+        return self.frames_total if self.frames_total is not None else self.video_info.get("frame_count")
+
+
+def _converter(kind: Any) -> Any:
+    """How a hash field's text becomes a value of the declared type (``int | None`` -> int)."""
+    if get_origin(kind) in (Union, UnionType):
+        kind = next(k for k in get_args(kind) if k is not type(None))
+    return json.loads if get_origin(kind) is dict else kind
+
+
+_JOB_FIELDS = {
+    f.name: _converter(get_type_hints(Job)[f.name])
+    for f in fields(Job)
+    if f.name not in ("job_id", "batches_done")
+}
 
 
 @dataclass

@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     # minutes is enough. Every task's hard time limit stays below it (else duplicate delivery).
     visibility_timeout: int = Field(600, ge=5)
     task_time_limit: int = Field(300, ge=2)
+    store_retries: int = Field(3, ge=0, description="times a task retries a store error before its job fails")
     model_dir: Path | None = Field(None, description="folder holding model files provided by hand")
     cache_dir: Path = Field(Path.home() / ".cache" / "posequeue")
     lock_dir: Path | None = Field(

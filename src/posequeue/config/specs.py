@@ -25,6 +25,7 @@ from posequeue.config.models import (
     StageSpec,
 )
 from posequeue.config.queues import INGEST, NAME, NAME_RULE
+from posequeue.errors import SpecError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -46,10 +47,6 @@ STAGE_KEYS = {
     "preprocess",
     "coords",
 }
-
-
-class SpecError(ValueError):
-    """A spec file that cannot be used; the message names the file, the field and the fix."""
 
 
 def load_spec(path: Path) -> ModelSpec:

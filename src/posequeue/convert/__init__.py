@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-
-class ConvertError(RuntimeError):
-    """A model that cannot be converted here; the message names the model and what to do."""
+from posequeue.errors import ConvertError
 
 
 class UnsupportedOp(ConvertError):

@@ -9,8 +9,8 @@ import json
 import sys
 from pathlib import Path
 
-EXIT_FAILED = 1
-EXIT_REFUSED = 2
+from posequeue.errors import EXIT_FAILED, EXIT_REFUSED
+
 MODELS = ("blazepose",)
 
 

@@ -11,7 +11,8 @@ import socket
 import sys
 from collections.abc import Mapping
 
-EXIT_REFUSED = 2
+from posequeue.errors import EXIT_REFUSED
+
 FORMATS = ("table", "json", "compose", "systemd")
 DEFAULT_FLOWER_PORT = 5555
 DEFAULT_FLOWER_ADDRESS = "127.0.0.1"

@@ -21,13 +21,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from posequeue.errors import UnknownInstanceError
+
 NEURON_V1 = "NeuronCore-v1"  # inf1 (Inferentia): 4 cores per chip
 NEURON_V2 = "NeuronCore-v2"  # inf2 (Inferentia2), trn1 (Trainium): 2 cores per chip
 CPU = "cpu"
-
-
-class UnknownInstanceError(ValueError):
-    """An instance name that the catalogue does not know."""
 
 
 @dataclass(frozen=True)

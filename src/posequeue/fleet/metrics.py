@@ -20,9 +20,11 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
+from posequeue.config import keys
 from posequeue.config.models import ModelSpec, all_models
 from posequeue.config.queues import stage_queue
 from posequeue.config.schemas import JobStatus
+from posequeue.errors import EXIT_FAILED
 
 if TYPE_CHECKING:  # Redis, Celery and structlog load when the command runs, not with the parser
     from posequeue.fleet.worker_stats import WorkerRate
@@ -35,7 +37,6 @@ DEFAULT_RECENT_JOBS = 1000  # job records scanned per scrape, newest first
 # CloudWatch accepts no infinity: a backlog with no live worker is published as a day.
 CLOUDWATCH_BACKLOG_CAP = 86400.0
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-EXIT_FAILED = 1
 
 
 # -- what is measured -----------------------------------------------------------------------
@@ -100,13 +101,11 @@ class JobScan:
 def scan_jobs(jobs: Jobs, recent: int) -> JobScan:
     """Count the ``recent`` newest job records in two round trips (finished records expire a
     week after the job; older or expired jobs are not counted)."""
-    from posequeue.jobs import job_key
-
     ids = jobs.recent(recent)
     with jobs.r.pipeline(transaction=False) as pipe:
         for job_id in ids:
-            pipe.hmget(job_key(job_id), "status", "frames_done", "batches_enqueued", "batch_size")
-            pipe.scard(f"{job_key(job_id)}:done")
+            pipe.hmget(keys.job_key(job_id), "status", "frames_done", "batches_enqueued", "batch_size")
+            pipe.scard(keys.done_key(job_id))
         replies = pipe.execute()
     scan = JobScan({s.value: 0 for s in JobStatus}, 0, 0, [])
     for (status, frames, enqueued, size), done in zip(replies[::2], replies[1::2], strict=True):

@@ -29,7 +29,9 @@ from typing import Any, NamedTuple
 from posequeue.config import queues
 from posequeue.config.models import UnknownModelError, get_model
 from posequeue.config.specs import SpecError
+from posequeue.errors import PlanError
 from posequeue.fleet.instances import Instance, get_instance
+from posequeue.worker.launch import WorkerRole, worker_role
 
 INGEST = "ingest"
 DEFAULT_MODEL = "blazepose"
@@ -38,10 +40,6 @@ DEFAULT_MODEL = "blazepose"
 # between other characters. Lower case only: compose derives image and container names from it.
 
 Layout = Mapping[str, int | Sequence[int]]
-
-
-class PlanError(ValueError):
-    """A layout or throughput figure that cannot be planned on the instance."""
 
 
 class StageKey(NamedTuple):
@@ -56,25 +54,42 @@ class StageKey(NamedTuple):
 
 @dataclass(frozen=True)
 class WorkerPlan:
-    """One worker process: its model, stage and queue, the cores it owns and how it is pinned."""
+    """One worker process: its role (``worker/launch.py``: model, stage, queue, the cores it
+    owns, its name) and how it is pinned on this host (environment, device file, chip)."""
 
-    name: str
-    model: str
-    stage: str
-    queue: str
-    cores: tuple[int, ...]  # global core indices (CPU ids on the cpu host); () for producers
+    role: WorkerRole
     env: dict[str, str] = field(default_factory=dict)
     devices: tuple[str, ...] = ()
     chip: int | None = None
 
     @property
+    def name(self) -> str:
+        return self.role.name
+
+    @property
+    def model(self) -> str:
+        return self.role.model
+
+    @property
+    def stage(self) -> str:
+        return self.role.stage
+
+    @property
+    def queue(self) -> str:
+        return self.role.queues[0]  # a planned worker serves one stage's queue
+
+    @property
+    def cores(self) -> tuple[int, ...]:
+        """Global core indices (CPU ids on the cpu host); () for producers."""
+        return self.role.cores
+
+    @property
     def cores_spec(self) -> str:
         """``"0-1"`` for a group, ``"3"`` for one core, ``""`` for an unpinned worker."""
-        return _span(self.cores)
+        return self.role.cores_spec
 
     def command(self) -> list[str]:
-        args = ["posequeue", "worker", "--model", self.model, "--stage", self.stage]
-        return args + (["--cores", self.cores_spec] if self.cores else [])
+        return self.role.command()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -218,7 +233,7 @@ def plan(
         )
     workers: list[WorkerPlan] = []
     if producers:
-        workers.append(WorkerPlan(f"{model}-{INGEST}", model, INGEST, queues.INGEST, ()))
+        workers.append(WorkerPlan(worker_role(model, INGEST)))
     for chip in range(host.chips):
         offset = chip * host.cores_per_chip
         for key, groups in layout.items():
@@ -232,13 +247,13 @@ def plan(
 
 
 def _worker(host: Instance, key: StageKey, cores: tuple[int, ...], chip: int) -> WorkerPlan:
-    name = f"{key.model}-{key.stage}-c{_span(cores)}"
-    queue = queues.stage_queue(key.model, key.stage)
+    role = worker_role(key.model, key.stage, cores)
     if not host.is_neuron:
-        return WorkerPlan(name, key.model, key.stage, queue, cores)
-    env = {"NEURON_RT_VISIBLE_CORES": _span(cores), "NEURON_PROCESS_TAG": name}
+        return WorkerPlan(role)
+    # Every pinned worker of a Neuron host gets the runtime's environment, whatever its
+    # model's runtime: the unit or container it runs in is the host's.
     device = host.device(chip)
-    return WorkerPlan(name, key.model, key.stage, queue, cores, env, (device,) if device else (), chip)
+    return WorkerPlan(role, role.neuron_env(), (device,) if device else (), chip)
 
 
 def stage_key(text: str, model: str) -> StageKey:
@@ -348,13 +363,6 @@ def check_name(kind: str, name: str) -> None:
 
 def _core_word(host: Instance) -> str:
     return "NeuronCores" if host.is_neuron else "CPU cores"
-
-
-def _span(cores: Sequence[int]) -> str:
-    """(0, 1) -> "0-1", (3,) -> "3", () -> "". Plans only make contiguous groups."""
-    if not cores:
-        return ""
-    return str(cores[0]) if len(cores) == 1 else f"{cores[0]}-{cores[-1]}"
 
 
 def format_groups(groups: Sequence[int]) -> str:

@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from posequeue.errors import EXIT_REFUSED, UpError
 from posequeue.fleet.render import STOP_GRACE_SECONDS
 
-EXIT_REFUSED = 2
 SELF = "up"  # the prefix of the supervisor's own log lines
-REFUSED = 2  # `posequeue worker` refusing its configuration (claimed cores, bad settings)
+REFUSED = EXIT_REFUSED  # `posequeue worker` refusing its configuration (claimed cores, bad settings)
 
 
 @dataclass(frozen=True)
@@ -257,8 +257,6 @@ def _describe(code: int) -> str:
 
 
 # -- from a plan to programs ------------------------------------------------------------------
-class UpError(ValueError):
-    """A plan that cannot be run on this host."""
 
 
 def worker_programs(plan: dict[str, Any], model: str | None = None) -> list[Program]:
@@ -270,11 +268,10 @@ def worker_programs(plan: dict[str, Any], model: str | None = None) -> list[Prog
     Raises :class:`UpError` for a plan this host cannot run, or one whose workers name a model
     other than ``model``.
     """
-    from posequeue.config import queues
-    from posequeue.config.models import UnknownModelError, get_model
-    from posequeue.config.specs import SpecError
-    from posequeue.fleet.plan import DEFAULT_MODEL, INGEST
-    from posequeue.worker.pinning import format_cores
+    from posequeue.config.models import get_model
+    from posequeue.errors import ModelError, WorkerConfigError
+    from posequeue.fleet.plan import DEFAULT_MODEL
+    from posequeue.worker.launch import ALL, worker_role
 
     workers = plan.get("workers")
     if not isinstance(workers, list) or not workers:
@@ -291,12 +288,12 @@ def worker_programs(plan: dict[str, Any], model: str | None = None) -> list[Prog
                 "names each worker's model, so leave --model out"
             )
         try:
-            spec = get_model(own)
-            if stage != INGEST:
-                spec.stage(stage)
-        except (UnknownModelError, SpecError) as exc:
+            if stage == ALL:  # a planned worker serves one queue: refused, naming the stages
+                get_model(own).stage(stage)
+            role = worker_role(own, stage, w.get("cores") or ())
+        except (ModelError, WorkerConfigError) as exc:
             raise UpError(f"worker {w['name']}: {exc}") from None
-        queue = queues.INGEST if stage == INGEST else queues.stage_queue(own, stage)
+        queue = role.queues[0]
         if w.get("queue", queue) != queue:
             raise UpError(
                 f"worker {w['name']} of model {own} serves queue {w['queue']}, not "
@@ -308,9 +305,7 @@ def worker_programs(plan: dict[str, Any], model: str | None = None) -> list[Prog
                 f"worker {w['name']} needs {', '.join(missing)}, which this host does "
                 f"not have: the plan is for {plan.get('instance', 'another host')}"
             )
-        argv = [sys.executable, "-m", "posequeue.cli", "worker", "--model", own, "--stage", stage]
-        if w.get("cores"):
-            argv += ["--cores", format_cores(list(w["cores"]))]
+        argv = [sys.executable, "-m", "posequeue.cli", *role.command()[1:]]
         programs.append(Program(w["name"], tuple(argv), dict(w.get("env", {}))))
     return programs
 

@@ -13,9 +13,8 @@ redelivery whose stage was already done) are not counted. The busy time is the t
 time, Redis and store round trips included; a task that ran two stages (an all-stage worker
 runs the next stage in the same task) shares it between them by their own seconds.
 
-Keys (all under ``pq:``):
-    pq:workers                    sorted set of series ``node|model|stage|process`` by last report
-    pq:wstats:{series}:{t0}       hash for the 10 s starting at t0: frames, batches, busy_s
+Keys (``config.keys``): ``WORKERS``, the series ``node|model|stage|process`` by last report, and
+``worker_bucket_key``, a hash per series and 10 s bucket: frames, batches, busy_s.
 """
 
 from __future__ import annotations
@@ -28,12 +27,13 @@ from typing import Any
 
 from celery import Task, signals
 
+from posequeue.config import keys
 from posequeue.config.celery_app import INFER_TASK
 from posequeue.logs import get_logger
 
 log = get_logger(__name__)
 
-REGISTRY = "pq:workers"
+REGISTRY = keys.WORKERS
 BUCKET_S = 10
 WINDOW_S = 60  # rates are taken over the last minute (and the current, partial bucket)
 RETENTION_S = 3600  # a series silent this long leaves the registry
@@ -49,7 +49,7 @@ def series_name(node: str, model: str, stage: str, process: int | str) -> str:
 
 
 def bucket_key(series: str, start: int) -> str:
-    return f"pq:wstats:{series}:{start}"
+    return keys.worker_bucket_key(series, start)
 
 
 def record(r: Any, series: str, frames: int, busy_s: float, now: float) -> None:

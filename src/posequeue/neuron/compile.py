@@ -33,15 +33,12 @@ from typing import Any
 import numpy as np
 
 from posequeue.config.specs import dump_spec
+from posequeue.errors import NeuronMissing
 from posequeue.neuron.plan import TRACE, Plan, StageJob, scope_matcher, traceable
 from posequeue.neuron.savedmodel import SERVING, Signature, read_signature
 
 REPORT = "compile-report.json"
 LOW_RATIO = 0.3  # tensorflow-neuron warns at or below this share of ops on the NeuronCores
-
-
-class NeuronMissing(RuntimeError):
-    """tensorflow-neuron is not importable; everything up to the compile call was checked."""
 
 
 # -- compiling ------------------------------------------------------------------------------

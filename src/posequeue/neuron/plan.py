@@ -17,6 +17,7 @@ from typing import Any
 
 from posequeue.config.models import KEYPOINT_SETS, ModelSpec, StageSpec
 from posequeue.config.specs import load_spec
+from posequeue.errors import CompileError
 from posequeue.neuron.savedmodel import SERVING, Signature, is_savedmodel, read_signature
 
 DEFAULT_NO_FUSE = ("coords",)  # the production team's heatmap-to-coordinates scope: kept on the CPU
@@ -26,10 +27,6 @@ CONVERT_FIRST = (
     "(`posequeue convert blazepose DIR` writes SavedModels and a spec with runtime "
     '"tensorflow"), then compile that spec'
 )
-
-
-class CompileError(ValueError):
-    """A compile refused before tensorflow-neuron runs; the message names the thing and the fix."""
 
 
 @dataclass(frozen=True)

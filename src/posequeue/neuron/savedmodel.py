@@ -11,11 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from posequeue.errors import SavedModelError
+
 SERVING = "serving_default"  # the signature posequeue's runtimes call (worker/runtimes.py)
-
-
-class SavedModelError(ValueError):
-    """A folder that is not a SavedModel posequeue can serve; the message says what is missing."""
 
 
 @dataclass(frozen=True)

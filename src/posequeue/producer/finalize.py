@@ -13,28 +13,40 @@ import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from celery import Task
+
 from posequeue.config.celery_app import FINALIZE_TASK, app, defer
 from posequeue.config.models import get_model
+from posequeue.config.schemas import Job, JobStatus
 from posequeue.config.settings import get_settings
-from posequeue.jobs import fail_job, get_jobs, publish, summary
+from posequeue.errors import JobNotRunning
+from posequeue.jobs import get_jobs, publish, summary
 from posequeue.logs import get_logger
+from posequeue.policy import JobTask
 from posequeue.results import ResultWriter, dumps, job_prefix, part_key
 from posequeue.store import Store, StoreError, open_store
 
 log = get_logger(__name__)
 FETCH_THREADS = 16
-STORE_RETRIES = 3
 
 
-@app.task(name=FINALIZE_TASK, bind=True, max_retries=None)
-def finalize(self, job_id: str) -> None:  # type: ignore[no-untyped-def]
+@app.task(
+    name=FINALIZE_TASK,
+    bind=True,
+    base=JobTask,
+    store_reason="cannot write results: {exc}",
+    internal_reason="internal error while assembling results: {exc!r}",
+)
+def finalize(self: Task, job_id: str) -> None:
+    """Write the job's results and mark it done, once (failures: see ``posequeue.policy``)."""
     jobs = get_jobs()
     job = jobs.get(job_id)
-    if job["status"] != "running":
-        return
+    if job.status is not JobStatus.RUNNING:  # done by another finaliser, or failed
+        raise JobNotRunning(job.status.value)
     if not jobs.lock_finalize(job_id, get_settings().task_time_limit):
         return defer(self, 10.0)  # another finaliser is at work, or died holding the lock
     store = open_store(get_settings().store)
@@ -42,20 +54,16 @@ def finalize(self, job_id: str) -> None:  # type: ignore[no-untyped-def]
         with tempfile.TemporaryDirectory(prefix="posequeue-final-") as tmp:
             uris = _write_outputs(store, job, Path(tmp))
         finished_at = time.time()
-        manifest = summary(dict(job, status="done", results=uris, finished_at=finished_at))
+        manifest = summary(replace(job, status=JobStatus.DONE, results=uris, finished_at=finished_at))
         store.put_bytes(job_prefix(job_id) + "manifest.json", dumps(manifest))
-        jobs.finish(job_id, uris, finished_at)
-        publish(app, jobs, job_id)
-        store.delete([part_key(job_id, b) for b in range(job["batches_total"])])
-        log.info("job.done", frames=job["frames_total"], **uris)
-    except StoreError as exc:
-        jobs.unlock_finalize(job_id)
-        if self.request.retries < STORE_RETRIES:
-            return defer(self, 2.0)
-        fail_job(app, jobs, job_id, f"cannot write results: {exc}")
-    except Exception as exc:  # never leave a complete job running
-        log.exception("finalize.error")
-        fail_job(app, jobs, job_id, f"internal error while assembling results: {exc!r}")
+    except StoreError:
+        jobs.unlock_finalize(job_id)  # the retry takes the lock again
+        raise
+    jobs.finish(job_id, uris, finished_at)
+    publish(app, jobs, job_id)
+    store.delete([part_key(job_id, b) for b in range(job.batches_total or 0)])
+    log.info("job.done", frames=job.frames_total, **uris)
+    return None
 
 
 def _frames(store: Store, job_id: str, batches: int) -> Iterator[dict[str, Any]]:
@@ -71,18 +79,18 @@ def _frames(store: Store, job_id: str, batches: int) -> Iterator[dict[str, Any]]
             yield from json.loads(data)["frames"]
 
 
-def _write_outputs(store: Store, job: dict[str, Any], tmp: Path) -> dict[str, str]:
-    job_id = job["job_id"]
-    spec = get_model(job["model"])
-    info = job["video_info"]
+def _write_outputs(store: Store, job: Job, tmp: Path) -> dict[str, str]:
+    job_id = job.job_id
+    spec = get_model(job.model)
+    info = job.video_info
     video = {k: info[k] for k in ("width", "height", "fps", "rotation", "codec", "duration")}
-    video.update(frame_count=job["frames_total"], source=job["video"])
+    video.update(frame_count=job.frames_total, source=job.video)
     head = {"job_id": job_id, "video": video, "model": {"name": spec.name, "keypoints": list(spec.keypoints)}}
     with ResultWriter(tmp, head, list(spec.keypoints)) as out:
-        for frame in _frames(store, job_id, job["batches_total"]):
+        for frame in _frames(store, job_id, job.batches_total or 0):
             out.write(frame)
-    if out.count != job["frames_total"]:
-        raise ValueError(f"assembled {out.count} frames, expected {job['frames_total']}")
+    if out.count != job.frames_total:
+        raise ValueError(f"assembled {out.count} frames, expected {job.frames_total}")
     prefix = job_prefix(job_id)
     return {
         "json": store.put_file(prefix + "poses.json", out.json_path, "application/json"),

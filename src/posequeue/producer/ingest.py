@@ -24,66 +24,61 @@ from celery import Task
 from posequeue.config.celery_app import FINALIZE_TASK, INFER_TASK, INGEST_TASK, app, defer
 from posequeue.config.models import get_model
 from posequeue.config.queues import stage_queue
-from posequeue.config.schemas import BatchMeta, Cursor, JobStatus
+from posequeue.config.schemas import BatchMeta, Cursor, Job, JobStatus
 from posequeue.config.settings import get_settings
-from posequeue.jobs import Jobs, fail_job, get_jobs
+from posequeue.jobs import Jobs, get_jobs
 from posequeue.logs import get_logger
 from posequeue.monitor import queue_depth
+from posequeue.policy import JobTask, require_running
 from posequeue.producer.preprocess import display_size, work_frame, work_size
 from posequeue.producer.recover import resend_lost
 from posequeue.producer.video import DecodeStats, VideoError, probe, read_segment, rotation_of
-from posequeue.store import StoreError
 
 log = get_logger(__name__)
-STORE_RETRIES = 3
 WATCH_SECONDS = 5.0  # how often a fully queued job checks that its batches are being taken
 
 
-@app.task(name=INGEST_TASK, bind=True, max_retries=None)
-def ingest(self: Task, cursor: dict, store_failures: int = 0) -> None:
-    """Decode, preprocess and enqueue one segment, then hand over to the next."""
+@app.task(
+    name=INGEST_TASK,
+    bind=True,
+    base=JobTask,
+    store_reason="{exc}",
+    internal_reason="internal error while ingesting: {exc!r}",
+)
+def ingest(self: Task, cursor: dict) -> None:
+    """Decode, preprocess and enqueue one segment, then hand over to the next (failures: see
+    ``posequeue.policy``)."""
     cur = Cursor(**cursor)
     jobs = get_jobs()
     status = jobs.status(cur.job_id)
-    if status is None or status.finished:
-        log.info("ingest.stale", reason=f"job is {status.value if status else 'gone'}")
-        return
-    try:
-        if status is JobStatus.QUEUED:
-            jobs.mark_running(cur.job_id, probe(jobs.get(cur.job_id)["video"]).to_dict())
-        job = jobs.get(cur.job_id)
-        resend_lost(jobs, job)  # batches whose message a killed worker took with it
-        if cur.watching:  # all frames are queued: watch that workers take them, until done
-            _check_stalled(jobs, job)
-            return defer(self, WATCH_SECONDS, args=[cur.to_dict()])
-        inflight, segment = jobs.inflight(cur.job_id), _segment_batches(job)
-        # The next segment must fit in the window; a window smaller than two segments still
-        # lets one segment be decoded while the previous one is worked on (no bubbles).
-        if inflight and inflight + segment > max(_window(job), 2 * segment):
-            _check_stalled(jobs, job)
-            # Backpressure: bounded Redis memory whatever the video's length.
-            return defer(self, min(4.0, 0.25 * 2 ** min(self.request.retries, 4)))
-        if _ingest_segment(jobs, job, cur):
-            cur.watching = True
-            return defer(self, WATCH_SECONDS, args=[cur.to_dict()])
-    except VideoError as exc:
-        fail_job(app, jobs, cur.job_id, str(exc))
-    except StoreError as exc:  # S3 hiccups are retried a few times before they fail the job
-        if store_failures < STORE_RETRIES:
-            return defer(self, 2.0, kwargs={"store_failures": store_failures + 1})
-        fail_job(app, jobs, cur.job_id, str(exc))
-    except Exception as exc:  # a bug must fail its job, not leave it running forever
-        log.exception("ingest.error", job_id=cur.job_id)
-        fail_job(app, jobs, cur.job_id, f"internal error while ingesting: {exc!r}")
+    require_running(status)
+    if status is JobStatus.QUEUED:
+        jobs.mark_running(cur.job_id, probe(jobs.get(cur.job_id).video).to_dict())
+    job = jobs.get(cur.job_id)
+    resend_lost(jobs, job)  # batches whose message a killed worker took with it
+    if cur.watching:  # all frames are queued: watch that workers take them, until done
+        _check_stalled(jobs, job)
+        return defer(self, WATCH_SECONDS, args=[cur.to_dict()])
+    inflight, segment = jobs.inflight(cur.job_id), _segment_batches(job)
+    # The next segment must fit in the window; a window smaller than two segments still
+    # lets one segment be decoded while the previous one is worked on (no bubbles).
+    if inflight and inflight + segment > max(_window(job), 2 * segment):
+        _check_stalled(jobs, job)
+        # Backpressure: bounded Redis memory whatever the video's length.
+        return defer(self, min(4.0, 0.25 * 2 ** min(self.request.retries, 4)))
+    if _ingest_segment(jobs, job, cur):
+        cur.watching = True
+        return defer(self, WATCH_SECONDS, args=[cur.to_dict()])
+    return None
 
 
-def _check_stalled(jobs: Jobs, job: dict) -> None:
+def _check_stalled(jobs: Jobs, job: Job) -> None:
     """No batch of the job finished for a payload's lifetime while batches wait: nobody serves
     a stage's queue. Fail the job saying what to start, rather than wait for ever."""
-    waited = time.time() - jobs.last_progress(job["job_id"])
+    waited = time.time() - jobs.last_progress(job.job_id)
     if waited <= get_settings().payload_ttl:
         return
-    spec = get_model(job["model"])
+    spec = get_model(job.model)
     waiting = [s.name for s in spec.stages if queue_depth(jobs, stage_queue(spec.name, s.name))]
     stage = waiting[0] if waiting else spec.first_stage.name
     raise VideoError(
@@ -94,40 +89,40 @@ def _check_stalled(jobs: Jobs, job: dict) -> None:
     )
 
 
-def _segment_batches(job: dict) -> int:
+def _segment_batches(job: Job) -> int:
     """Batches one segment adds (an estimate from the frame rate): the window counts them
     before decoding, so the bound holds with the segment included."""
-    fps = (job.get("video_info") or {}).get("fps") or 30.0
-    return math.ceil(get_settings().segment_seconds * fps / job["batch_size"])
+    fps = job.video_info.get("fps") or 30.0
+    return math.ceil(get_settings().segment_seconds * fps / job.batch_size)
 
 
-def _window(job: dict) -> int:
+def _window(job: Job) -> int:
     """Batches a job may keep in flight: the frame limit, or fewer when frames are large."""
     settings = get_settings()
-    info = job.get("video_info") or {}
+    info = job.video_info
     w, h = work_size(info.get("width", 1), info.get("height", 1), _long_side(job))
-    batch_bytes = w * h * 3 * job["batch_size"]
+    batch_bytes = w * h * 3 * job.batch_size
     by_bytes = settings.max_inflight_mb * 2**20 // max(1, batch_bytes)
-    return max(1, min(settings.max_inflight_frames // job["batch_size"], by_bytes))
+    return max(1, min(settings.max_inflight_frames // job.batch_size, by_bytes))
 
 
-def _long_side(job: dict) -> int:
-    info = job.get("video_info") or {}
-    return get_model(job["model"]).work_long_side(
+def _long_side(job: Job) -> int:
+    info = job.video_info
+    return get_model(job.model).work_long_side(
         info.get("width", 1), info.get("height", 1), get_settings().work_long_side
     )
 
 
-def _ingest_segment(jobs: Jobs, job: dict, cur: Cursor) -> bool:
+def _ingest_segment(jobs: Jobs, job: Job, cur: Cursor) -> bool:
     """Decode and enqueue one segment; True when it was the video's last."""
     settings = get_settings()
-    spec = get_model(job["model"])
-    batcher = _Batcher(jobs, cur, spec.name, spec.first_stage.name, job["batch_size"])
+    spec = get_model(job.model)
+    batcher = _Batcher(jobs, cur, spec.name, spec.first_stage.name, job.batch_size)
     stats = DecodeStats()
     started = time.perf_counter()
     last_pts = cur.after_pts
     long_side = _long_side(job)
-    for item in read_segment(job["video"], cur.after_pts, settings.segment_seconds, stats):
+    for item in read_segment(job.video, cur.after_pts, settings.segment_seconds, stats):
         rotation = rotation_of(item.frame)
         pixels = work_frame(item.frame, rotation, long_side)
         batcher.add(pixels, item.t, display_size(item.frame, rotation))
@@ -155,7 +150,7 @@ def _ingest_segment(jobs: Jobs, job: dict, cur: Cursor) -> bool:
         return False
     if next_frame == 0:
         raise VideoError(
-            f"{job['video']}: no frame could be decoded ({totals['corrupt_packets']} corrupt packets)"
+            f"{job.video}: no frame could be decoded ({totals['corrupt_packets']} corrupt packets)"
         )
     if jobs.ingest_done(cur.job_id, next_frame, next_batch, totals["corrupt_packets"]):
         app.send_task(FINALIZE_TASK, args=[cur.job_id])

@@ -31,10 +31,12 @@ import time
 from typing import Any
 
 from posequeue.config.celery_app import INFER_TASK, app
+from posequeue.config.keys import batch_key, recover_guard_key
 from posequeue.config.models import ModelSpec, get_model
 from posequeue.config.queues import model_queues, stage_queue
+from posequeue.config.schemas import Job
 from posequeue.config.settings import get_settings
-from posequeue.jobs import Jobs, batch_key, job_key
+from posequeue.jobs import Jobs
 from posequeue.logs import get_logger
 from posequeue.monitor import PRIORITY_SUFFIXES
 
@@ -48,14 +50,14 @@ def interval() -> int:
     return min(MAX_INTERVAL, get_settings().visibility_timeout)
 
 
-def resend_lost(jobs: Jobs, job: dict[str, Any]) -> list[int]:
+def resend_lost(jobs: Jobs, job: Job) -> list[int]:
     """Re-send the lost batches of a running job (at most once per ``interval()``); their indices."""
-    job_id, every = job["job_id"], interval()
-    if job.get("batches_enqueued", 0) <= job.get("batches_done", 0):
+    job_id, every = job.job_id, interval()
+    if job.batches_enqueued <= job.batches_done:
         return []
-    if not jobs.r.set(f"{job_key(job_id)}:recover", 1, nx=True, ex=every):
+    if not jobs.r.set(recover_guard_key(job_id), 1, nx=True, ex=every):
         return []
-    spec = get_model(job["model"])
+    spec = get_model(job.model)
     old = [i for i, (_, age) in _payloads(jobs, spec, job_id, jobs.unfinished(job_id)).items() if age > every]
     if not old:
         return []

@@ -8,21 +8,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import redis
 
 from posequeue.config.celery_app import INGEST_TASK, app
 from posequeue.config.models import get_model
-from posequeue.config.schemas import Cursor
+from posequeue.config.schemas import Cursor, Job
 from posequeue.config.settings import Settings
-from posequeue.jobs import JobNotFound, Jobs, summary
+from posequeue.errors import JobNotFound, ModelError, StoreError, SubmitError, VideoError
+from posequeue.jobs import Jobs
 from posequeue.producer.video import Limits, probe
 from posequeue.store import open_store
-
-
-class SubmitError(ValueError):
-    """A submission refused before any job exists (bad input, unknown model, store down)."""
 
 
 def submit(
@@ -48,9 +44,7 @@ def submit(
             probe(source, limits)  # exists, is a video with a decodable stream, within the limits
     except SubmitError:
         raise
-    except ValueError as exc:  # UnknownModelError, VideoError, StoreError's kin
-        raise SubmitError(str(exc)) from None
-    except RuntimeError as exc:  # StoreError
+    except (ModelError, VideoError, StoreError) as exc:
         raise SubmitError(str(exc)) from None
     jobs.create(job_id=job_id, model=spec.name, video=source, batch_size=size, source=video)
     app.send_task(INGEST_TASK, args=[Cursor(job_id).to_dict()])
@@ -77,29 +71,30 @@ def _local_file(video: str) -> Path:
     return path
 
 
-LOST = "lost"  # a status only clients report: the job's record vanished from Redis
 REDIS_PATIENCE = 120.0  # seconds a waiting client rides out Redis being down (a restart)
 
 
 def wait(
     job_id: str,
     jobs: Jobs,
-    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    on_progress: Callable[[Job], None] | None = None,
     poll: float = 0.5,
     timeout: float | None = None,
     redis_patience: float = REDIS_PATIENCE,
-) -> dict[str, Any]:
-    """Poll the job until it ends; return its summary. Redis going away for up to
-    ``redis_patience`` seconds (a restart) is waited out; a job whose record is gone (Redis
-    restarted without persistence) ends the wait as ``lost``, with what to do."""
+) -> Job:
+    """Poll the job until it ends (or ``timeout`` seconds pass); return its record.
+
+    Redis going away for up to ``redis_patience`` seconds (a restart) is waited out; a job whose
+    record is gone (Redis restarted without persistence) ends the wait as ``lost``, saying what
+    to do."""
     deadline = None if timeout is None else time.monotonic() + timeout
     down_since: float | None = None
     while True:
         try:
-            job = summary(jobs.get(job_id))
+            job = jobs.get(job_id)
             down_since = None
         except JobNotFound:
-            return lost(job_id)
+            return Job.lost(job_id, LOST_REASON)
         except (redis.ConnectionError, redis.TimeoutError):
             down_since = down_since or time.monotonic()
             if time.monotonic() - down_since > redis_patience:
@@ -108,19 +103,15 @@ def wait(
             continue
         if on_progress:
             on_progress(job)
-        if job["status"] in ("done", "failed"):
+        if job.status.finished:
             return job
         if deadline is not None and time.monotonic() > deadline:
             return job
         time.sleep(poll)
 
 
-def lost(job_id: str) -> dict[str, Any]:
-    """The summary of a job whose record is gone from Redis."""
-    return {
-        "job_id": job_id,
-        "status": LOST,
-        "error": "the job's record is gone from Redis (restarted without persistence, or the record "
-        "expired): its results, if any, are lost; submit the video again, and run Redis with "
-        "--appendonly yes (docs/operations.md#redis)",
-    }
+LOST_REASON = (
+    "the job's record is gone from Redis (restarted without persistence, or the record expired): "
+    "its results, if any, are lost; submit the video again, and run Redis with --appendonly yes "
+    "(docs/operations.md#redis)"
+)

@@ -15,13 +15,10 @@ from typing import Any
 import av
 import numpy as np
 
+from posequeue.errors import VideoError
 from posequeue.store import StoreError, open_video
 
 SEEK_TRIES = 4  # seeks further back before decoding from the start
-
-
-class VideoError(ValueError):
-    """The input cannot be used as a video; the message says what is wrong with which input."""
 
 
 @dataclass

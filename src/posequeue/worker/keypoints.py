@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from posequeue.config.models import StageSpec
+from posequeue.errors import ModelOutputError
 
 
 def model_input(frames: np.ndarray, stage: StageSpec) -> tuple[np.ndarray, tuple[float, float, float, float]]:
@@ -56,7 +57,7 @@ def people(
     coords = np.asarray(outputs[spec.output], np.float64)
     coords = coords.reshape(len(coords), -1, coords.shape[-1] if coords.ndim == 3 else 2)
     if keypoints is not None and coords.shape[1] != keypoints:
-        raise ValueError(
+        raise ModelOutputError(
             f"output {spec.output!r} holds {coords.shape[1]} keypoints of "
             f"{coords.shape[2]} values, but the model spec names {keypoints}: fix "
             "`keypoints` (or [stages.coords]) in the spec"

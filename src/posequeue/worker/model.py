@@ -15,6 +15,7 @@ import numpy as np
 from posequeue.config.models import ModelSpec, StageSpec, get_model
 from posequeue.config.schemas import BatchMeta
 from posequeue.config.settings import get_settings
+from posequeue.errors import ModelOutputError
 from posequeue.worker import blazepose, detector, keypoints
 from posequeue.worker.model_files import stage_path
 from posequeue.worker.pinning import cpu_threads
@@ -111,7 +112,7 @@ class KeypointStage(Stage):
     def __init__(self, spec: ModelSpec, stage: StageSpec) -> None:
         outputs = stage.outputs or (stage.coords.output,)
         if stage.coords.output not in outputs:
-            raise ValueError(
+            raise ModelOutputError(
                 f"model {spec.name!r} stage {stage.name!r}: coords output "
                 f"{stage.coords.output!r} is not among its outputs {outputs}"
             )

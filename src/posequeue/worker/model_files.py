@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 from posequeue.config.models import ModelSpec, StageSpec
+from posequeue.errors import MissingModel
 
 WHEEL = "mediapipe==0.10.14"
 RELEASE = "mediapipe-0.10.14"
@@ -30,10 +31,6 @@ FILES = {
     ),
 }
 LICENSE = ("mediapipe-0.10.14.dist-info/LICENSE", "LICENSE")
-
-
-class MissingModel(RuntimeError):
-    """The model files are neither cached nor fetchable; the message says how to provide them."""
 
 
 def sha256(path: Path) -> str:

@@ -10,9 +10,7 @@ import os
 import stat
 from pathlib import Path
 
-
-class CoreSpecError(ValueError):
-    """A ``--cores`` value that is not a list of core indices or ranges."""
+from posequeue.errors import CoreSpecError
 
 
 def parse_cores(spec: str) -> list[int]:

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from posequeue.errors import ModelLoadError, UnknownRuntime
+
 NEURON_INSTALL = (
     "tensorflow-neuron is not installed. It is not on PyPI: on an inf1 host (Python 3.8-3.10) run "
     "`pip install tensorflow-neuron==2.10.1.2.12.2.0 --extra-index-url=https://pip.repos.neuron."
@@ -30,10 +32,6 @@ class Runtime(Protocol):
     """Runs one model on a batch; returns its outputs by name, batch first."""
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]: ...
-
-
-class ModelLoadError(RuntimeError):
-    """A model its runtime cannot load; the message says why and what to do."""
 
 
 def run_in_compiled_batches(
@@ -192,4 +190,4 @@ def make_runtime(
         return TensorFlowRuntime(path, threads, outputs, input_name, compiled_batch, dynamic_batch)
     if kind == "neuron":
         return NeuronRuntime(path, threads, outputs, input_name, compiled_batch, dynamic_batch)
-    raise ValueError(f"unknown runtime {kind!r}; available: tflite, tensorflow, neuron")
+    raise UnknownRuntime(f"unknown runtime {kind!r}; available: tflite, tensorflow, neuron")

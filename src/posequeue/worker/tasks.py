@@ -5,53 +5,51 @@ set finalises."""
 
 from __future__ import annotations
 
-import os
 import time
-from functools import lru_cache
 
 import structlog
 from celery import Task, signals
 
-from posequeue.config.celery_app import FINALIZE_TASK, INFER_TASK, app, defer
+from posequeue.config.celery_app import FINALIZE_TASK, INFER_TASK, app
 from posequeue.config.models import get_model
 from posequeue.config.queues import stage_queue
 from posequeue.config.schemas import BatchMeta
 from posequeue.config.settings import get_settings
-from posequeue.jobs import Jobs, fail_job, get_jobs
+from posequeue.errors import BatchError
+from posequeue.jobs import Jobs, get_jobs
 from posequeue.logs import get_logger
+from posequeue.policy import JobTask, require_running
 from posequeue.results import dumps, part_key
-from posequeue.store import StoreError, open_store
+from posequeue.store import open_store
 from posequeue.worker import model as models
-from posequeue.worker.model_files import MissingModel
-from posequeue.worker.runtimes import ModelLoadError
 
 log = get_logger(__name__)
-PRELOAD_ENV = "POSEQUEUE_PRELOAD"  # "model:stage,..." the CLI sets for the stages a worker serves
-STORE_RETRIES = 3
 MAX_DELIVERIES = 4  # a batch whose stage was started this often without finishing fails its job
 
 
-@app.task(name=INFER_TASK, bind=True, max_retries=STORE_RETRIES)
+@app.task(
+    name=INFER_TASK,
+    bind=True,
+    base=JobTask,
+    store_reason="cannot store batch results: {exc}",
+    internal_reason="internal error in stage {stage} on batch {batch}: {exc!r}",
+)
 def infer(self: Task, job_id: str, index: int, stage: str) -> dict[str, object] | None:
     """Run one stage on one batch (and the next ones this process serves). Returns what it
     processed ({"model", "frames", "stages": {stage: seconds}}) for the worker's throughput
     statistics, None when it ran no model (results are not stored: the app ignores task
-    results)."""
+    results). Failures: see ``posequeue.policy``."""
     jobs = get_jobs()
     start = jobs.begin_batch(job_id, index, stage, get_settings().payload_ttl)
     status, fields = start.status, start.fields
     if status is None or status.finished:  # stale work of a failed or finished job is not run
         jobs.drop_batch(job_id, index)
-        log.info("infer.stale", status=status.value if status else "gone")
-        return None
+        require_running(status)
     if fields is None:
         if not jobs.is_batch_done(job_id, index):
-            fail_job(
-                app,
-                jobs,
-                job_id,
+            raise BatchError(
                 f"batch {index} expired in Redis before a worker ran it; "
-                "start more workers or raise POSEQUEUE_PAYLOAD_TTL",
+                "start more workers or raise POSEQUEUE_PAYLOAD_TTL"
             )
         return None
     try:
@@ -59,14 +57,10 @@ def infer(self: Task, job_id: str, index: int, stage: str) -> dict[str, object] 
         spec = get_model(meta.model)
         nxt = spec.next_stage(stage)
     except (KeyError, TypeError, ValueError) as exc:  # e.g. written by another posequeue version
-        fail_job(
-            app,
-            jobs,
-            job_id,
+        raise BatchError(
             f"batch {index} cannot be read by this worker ({exc!r}); are "
-            "producers and workers running the same posequeue version?",
-        )
-        return None
+            "producers and workers running the same posequeue version?"
+        ) from None
     structlog.contextvars.bind_contextvars(model=meta.model, stage=stage)
     # A process that serves the next stages too runs them in this task on the payload in memory:
     # no round trip of that payload through Redis and no second task (all-stage workers).
@@ -74,44 +68,27 @@ def infer(self: Task, job_id: str, index: int, stage: str) -> dict[str, object] 
     if nxt is not None and nxt.payload in fields:  # a redelivery after this stage's work was kept
         _send(job_id, index, meta.model, nxt.name)
         return None
-    if start.deliveries > MAX_DELIVERIES:
-        fail_job(
-            app,
-            jobs,
-            job_id,
+    # A deferred retry (a store error) ended its run normally: only the other starts count.
+    if start.deliveries - self.request.retries > MAX_DELIVERIES:
+        raise BatchError(
             f"batch {index} (frames {meta.frames[0]}-{meta.frames[-1]}) "
             f"was started {MAX_DELIVERIES} times in stage {stage}{_also(later)} without "
             "finishing: its worker process died each time (out of memory? see the worker "
-            "logs)",
+            "logs)"
         )
-        return None
-    try:
-        ran: dict[str, float] = {}  # seconds per stage run here, for the worker statistics
+    ran: dict[str, float] = {}  # seconds per stage run here, for the worker statistics
+    result = _run(stage, fields, meta, ran)
+    for after in later:
+        if result.people is not None:  # nobody found: the batch ends here
+            break
+        stage, fields = after, {**fields, **result.payload}
         result = _run(stage, fields, meta, ran)
-        for after in later:
-            if result.people is not None:  # nobody found: the batch ends here
-                break
-            stage, fields = after, {**fields, **result.payload}
-            result = _run(stage, fields, meta, ran)
-        nxt = spec.next_stage(stage)
-        if result.people is None and nxt is not None:  # the stages run here no longer need theirs
-            jobs.advance_batch(job_id, index, result.payload, drop=[spec.stage(s).payload for s in ran])
-            _send(job_id, index, meta.model, nxt.name)
-        else:
-            _finish_batch(jobs, meta, result.people or [])
-    except StoreError as exc:
-        if self.request.retries < STORE_RETRIES:
-            defer(self, 2.0)
-            return None
-        fail_job(app, jobs, job_id, f"cannot store batch results: {exc}")
-        return None
-    except (MissingModel, ModelLoadError, ValueError) as exc:  # the model, not the batch
-        fail_job(app, jobs, job_id, str(exc))
-        return None
-    except Exception as exc:  # a bug or a runtime error must fail its job, not leave it running
-        log.exception("infer.error")
-        fail_job(app, jobs, job_id, f"internal error in stage {stage} on batch {index}: {exc!r}")
-        return None
+    nxt = spec.next_stage(stage)
+    if result.people is None and nxt is not None:  # the stages run here no longer need theirs
+        jobs.advance_batch(job_id, index, result.payload, drop=[spec.stage(s).payload for s in ran])
+        _send(job_id, index, meta.model, nxt.name)
+    else:
+        _finish_batch(jobs, meta, result.people or [])
     return {"model": meta.model, "frames": len(meta.frames), "stages": ran}
 
 
@@ -150,11 +127,19 @@ def _preload_pool_child(**_: object) -> None:
     preload()
 
 
-@lru_cache(maxsize=1)
+_served: frozenset[tuple[str, str]] = frozenset()
+
+
+def serve(pairs: frozenset[tuple[str, str]]) -> None:
+    """Set the (model, stage) pairs this worker serves (``worker/launch.py``, in the parent
+    before the task processes fork: they inherit it)."""
+    global _served
+    _served = pairs
+
+
 def served() -> frozenset[tuple[str, str]]:
-    """The (model, stage) pairs this worker process serves, as the CLI set them."""
-    items = filter(None, os.environ.get(PRELOAD_ENV, "").split(","))
-    return frozenset(tuple(item.split(":", 1)) for item in items)  # type: ignore[misc]
+    """The (model, stage) pairs this worker process serves."""
+    return _served
 
 
 def serves(model: str, stage: str) -> bool:

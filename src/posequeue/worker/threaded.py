@@ -13,8 +13,7 @@ Celery's thread pool keeps neither of prefork's two guards, so this module puts 
   overruns it, and the supervisor requeues its batches (a batch that keeps doing so fails its job
   after ``MAX_DELIVERIES``).
 
-Keys (under ``pq:``):
-    pq:held:{host}:{pid}   set of the delivery tags worker process ``pid`` holds
+Key: ``config.keys.held_key`` (the delivery tags one worker process holds).
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ from typing import Any
 
 from celery import Celery, signals
 
+from posequeue.config import keys
 from posequeue.logs import get_logger
 
 log = get_logger(__name__)
@@ -39,7 +39,8 @@ _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 
 
 def held_key(pid: int) -> str:
-    return f"pq:held:{socket.gethostname()}:{pid}"
+    """The key of the delivery tags process ``pid`` of this host holds."""
+    return keys.held_key(socket.gethostname(), pid)
 
 
 # -- in the worker process ------------------------------------------------------------------

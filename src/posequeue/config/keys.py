@@ -1,0 +1,64 @@
+"""Every Redis key posequeue writes, built in one place (all under ``pq:``).
+
+Job state (``posequeue.jobs``):
+    pq:jobs                          sorted set of job ids by submission time
+    pq:job:{id}                      hash: the job record (``config.schemas.Job``)
+    pq:job:{id}:done                 set of finished batch indices (the fan-in)
+    pq:job:{id}:finalizing           lock held by the finalise task while it writes the results
+    pq:job:{id}:seg:{k}              marker: segment k has handed over to segment k+1
+    pq:job:{id}:recover              guard: the job's lost batches were looked for
+                                     (``producer/recover.py``)
+    pq:batch:{id}:{k}                hash: the pixels and meta of batch k (claim-check, with a TTL)
+    pq:batch:{id}:{k}:deliveries:{s} counter: starts of stage s of batch k
+Workers:
+    pq:held:{host}:{pid}             set of the delivery tags a threaded worker process holds
+                                     (``worker/threaded.py``)
+    pq:workers                       sorted set of throughput series by last report
+                                     (``fleet/worker_stats.py``)
+    pq:wstats:{series}:{t0}          hash for the 10 s starting at t0: frames, batches, busy_s
+
+Celery's and kombu's own keys (queues, ``unacked``, ``celery-task-meta-*``) are theirs.
+A function whose argument says ``int | str`` also builds a pattern for KEYS/SCAN: pass ``"*"``.
+"""
+
+from __future__ import annotations
+
+PREFIX = "pq"
+JOBS = f"{PREFIX}:jobs"
+WORKERS = f"{PREFIX}:workers"
+
+
+def job_key(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}"
+
+
+def done_key(job_id: str) -> str:
+    return f"{job_key(job_id)}:done"
+
+
+def finalize_lock_key(job_id: str) -> str:
+    return f"{job_key(job_id)}:finalizing"
+
+
+def handover_key(job_id: str, segment: int) -> str:
+    return f"{job_key(job_id)}:seg:{segment}"
+
+
+def recover_guard_key(job_id: str) -> str:
+    return f"{job_key(job_id)}:recover"
+
+
+def batch_key(job_id: str, index: int | str) -> str:
+    return f"{PREFIX}:batch:{job_id}:{index}"
+
+
+def deliveries_key(job_id: str, index: int | str, stage: str) -> str:
+    return f"{batch_key(job_id, index)}:deliveries:{stage}"
+
+
+def held_key(host: str, pid: int) -> str:
+    return f"{PREFIX}:held:{host}:{pid}"
+
+
+def worker_bucket_key(series: str, start: int) -> str:
+    return f"{PREFIX}:wstats:{series}:{start}"

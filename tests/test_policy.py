@@ -1,0 +1,112 @@
+"""The one failure policy of the job tasks (posequeue.policy), seen from real workers on a real
+Redis: store errors are retried, work of a job no longer running is skipped, and anything
+unexpected fails the job with its reason and a logged traceback."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from conftest import SAMPLE, posequeue
+from helpers import wait_job
+
+from posequeue.config import keys
+from posequeue.jobs import Jobs
+from posequeue.worker.tasks import MAX_DELIVERIES
+
+pytestmark = pytest.mark.integration
+
+
+def until(condition: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return value
+
+
+def events(log: Path, name: str) -> list[dict[str, Any]]:
+    lines = (json.loads(x) for x in log.read_text().splitlines() if x.startswith("{"))
+    return [x for x in lines if x.get("event") == name]
+
+
+def submit(env: dict[str, str]) -> str:
+    out = posequeue("submit", str(SAMPLE), "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    return str(json.loads(out.stdout.splitlines()[-1])["job_id"])
+
+
+def test_a_store_error_is_retried_and_the_job_then_finishes(isolated, start_worker, s3_server) -> None:
+    """A store that fails for a while (its bucket appears only after a batch was deferred more
+    often than a crashing batch may start) costs retries, not the job: the task defers itself
+    and a later try succeeds."""
+    import boto3
+
+    bucket = f"pq-policy-{uuid.uuid4().hex[:8]}"
+    env = {"POSEQUEUE_BROKER_URL": isolated["POSEQUEUE_BROKER_URL"]}
+    worker = start_worker(**env, POSEQUEUE_STORE=f"s3://{bucket}/results", POSEQUEUE_STORE_RETRIES="30")
+    job_id = submit(isolated)  # the client reads the video in place (its store is a folder)
+    # More retries of one batch than MAX_DELIVERIES: deferrals are not crashed starts.
+    until(
+        lambda: any(e["retries"] > MAX_DELIVERIES for e in events(worker.log, "infer.deferred")),
+        timeout=90,
+        what="a batch deferred more often than MAX_DELIVERIES",
+    )
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    job = wait_job(Jobs.from_url(env["POSEQUEUE_BROKER_URL"]), job_id, timeout=120)
+    assert job["status"] == "done", job.get("error")
+    assert job["frames_done"] == 90 and job["results"]["json"].startswith(f"s3://{bucket}/")
+    assert "retry: Retry in" not in worker.log.read_text()  # deferred, no Retry raised
+
+
+def test_work_of_a_job_no_longer_running_is_skipped(isolated, start_worker) -> None:
+    """Messages of a job that failed meanwhile are not worked on: its queued batches are dropped
+    and its ingest chain ends, each with a ``.stale`` log line; the job keeps its reason."""
+    env = {k: isolated[k] for k in ("POSEQUEUE_BROKER_URL", "POSEQUEUE_STORE")}
+    r = redis.Redis.from_url(env["POSEQUEUE_BROKER_URL"])
+    jobs = Jobs.from_url(env["POSEQUEUE_BROKER_URL"])
+    ingest = start_worker("--stage", "ingest", **env)
+    job_id = submit(isolated)
+    until(lambda: r.exists(keys.batch_key(job_id, 0)), what="the first batch")
+    ingest.stop()  # its next message (next segment, or a deferral) goes back to the queue
+    assert jobs.fail(job_id, "stopped by the test")
+    enqueued = jobs.get(job_id).batches_enqueued
+    worker = start_worker(**env)
+    until(lambda: events(worker.log, "ingest.stale"), what="the ingest chain to end")
+    until(
+        lambda: not any(r.exists(keys.batch_key(job_id, i)) for i in range(enqueued)),
+        what="the queued batches to be dropped",
+    )
+    stale = events(worker.log, "infer.stale")
+    assert stale and all(e["reason"] == "job is failed" and e["job_id"] == job_id for e in stale)
+    assert not events(worker.log, "infer.batch")  # no model ran for the failed job
+    job = jobs.get(job_id)
+    assert job.error == "stopped by the test" and job.frames_done == 0
+
+
+def test_an_unexpected_error_fails_the_job_with_its_reason_and_traceback(isolated, start_worker) -> None:
+    """A batch whose pixels were cut short (an error no check foresees: numpy cannot reshape
+    them) fails its job naming the stage, the batch and the exception, its traceback is in the
+    worker's log, and the worker goes on with the next job."""
+    env = {k: isolated[k] for k in ("POSEQUEUE_BROKER_URL", "POSEQUEUE_STORE")}
+    r = redis.Redis.from_url(env["POSEQUEUE_BROKER_URL"])
+    jobs = Jobs.from_url(env["POSEQUEUE_BROKER_URL"])
+    start_worker("--stage", "ingest", **env)
+    job_id = submit(isolated)
+    until(lambda: r.exists(keys.batch_key(job_id, 0)), what="the first batch")
+    r.hset(keys.batch_key(job_id, 0), "frames", b"\x00" * 5)
+    worker = start_worker("--stage", "detector", **env)
+    job = wait_job(jobs, job_id, timeout=60)
+    assert job["status"] == "failed"
+    assert job["error"].startswith("internal error in stage detector on batch 0: ValueError(")
+    [error] = [e for e in events(worker.log, "infer.error") if e["job_id"] == job_id]
+    assert "Traceback" in error["exception"] and "reshape" in error["exception"]
+    start_worker("--stage", "landmarks", **env)
+    nxt = posequeue("submit", str(SAMPLE), "--wait", "--json", env=isolated)
+    assert json.loads(nxt.stdout.splitlines()[-1])["status"] == "done"  # the workers go on
