@@ -13,7 +13,8 @@ job to end. Each trial is one of:
   what happened (must be 0);
 - ``missed``: the fault could not be injected (the job ended first); not counted as a fault.
 
-Recovery time: seconds from the fault to the job's end. The table goes to stdout (markdown) and
+Recovery time: seconds from the fault's start (an outage's whole length included) to the job's
+end. The table goes to stdout (markdown) and
 every trial to ``--out`` (JSON). Figures taken on a shared machine are noisy: the table says
 where it ran.
 
@@ -566,8 +567,8 @@ def run_trial(
 
     wait_until(reached, 120)
     ended_first = get()["status"] in ENDED or (fault.phase == "ingest" and bool(get().get("batches_total")))
+    hit = time.monotonic()  # recovery counts from the fault's start (an outage's included)
     struck = not ended_first and fault.inject(ctx)
-    hit = time.monotonic()
     ctx.fleet.revive()
     if not struck:
         why = "the job passed the phase first" if ended_first else "no message of the job came to strike"
