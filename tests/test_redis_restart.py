@@ -58,3 +58,34 @@ def test_vanished_job_is_reported_lost(own_redis: RedisServer) -> None:
     job = wait(job_id, jobs, poll=0.05, timeout=5)
     assert job.status is JobStatus.LOST and job.error is not None
     assert "submit the video again" in job.error and "appendonly" in job.error
+
+
+@pytest.mark.integration
+def test_job_survives_a_redis_crash_on_its_append_only_file(own_redis, start_worker, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Redis SIGKILLed mid-job and restarted on the same append-only file: workers and the
+    waiting client reconnect by themselves, and the job ends done with every frame exactly once."""
+    import json
+    import os
+
+    from chaos import wait_until
+    from conftest import SAMPLE, posequeue
+
+    env = {
+        **os.environ,
+        "POSEQUEUE_BROKER_URL": own_redis.url,
+        "POSEQUEUE_STORE": (tmp_path / "store").as_uri(),
+        "POSEQUEUE_WATCHDOG_INTERVAL": "1",
+        "POSEQUEUE_INGEST_STALL": "5",
+        "POSEQUEUE_SEGMENT_SECONDS": "0.5",
+        "POSEQUEUE_MAX_INFLIGHT_FRAMES": "16",
+    }
+    start_worker(**{k: v for k, v in env.items() if k.startswith("POSEQUEUE_")})
+    jobs = Jobs.from_url(own_redis.url)
+    job_id = json.loads(posequeue("submit", str(SAMPLE), "--json", env=env).stdout.splitlines()[-1])["job_id"]
+    assert wait_until(lambda: jobs.get(job_id).frames_done > 0, 60)
+    own_redis.crash()
+    own_redis.start()
+    job = wait(job_id, jobs, poll=0.2, timeout=180)
+    assert job.status is JobStatus.DONE, job.error
+    frames = json.loads(posequeue("results", job_id, env=env).stdout)["frames"]
+    assert [f["index"] for f in frames] == list(range(90))

@@ -18,11 +18,12 @@ class JobStatus(str, enum.Enum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+    CANCELLED = "cancelled"
     LOST = "lost"  # never stored: what a client reports for a job whose record vanished
 
     @property
     def finished(self) -> bool:
-        return self in (JobStatus.DONE, JobStatus.FAILED, JobStatus.LOST)
+        return self in (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.LOST)
 
 
 @dataclass(frozen=True)
@@ -52,9 +53,14 @@ class Job:
     started_at: float | None = None
     finished_at: float | None = None
     progress_at: float | None = None  # when a batch last finished
+    ingest_at: float | None = None  # when an ingest task of the job last ran (the watchdog's clock)
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)  # a damaged input: what is missing
     video_info: dict[str, Any] = field(default_factory=dict)  # the probe's (VideoInfo.to_dict)
     results: dict[str, str] = field(default_factory=dict)  # output URIs by kind: json, csv, manifest
+    cursor: dict[str, Any] = field(default_factory=dict)  # the next segment's, saved at each hand-over
+    resent_ingest: int = 0  # times the watchdog sent the ingest chain again
+    resent_finalize: int = 0  # times the watchdog sent finalise again
 
     @classmethod
     def from_hash(cls, job_id: str, raw: Mapping[bytes, bytes], batches_done: int) -> Job:
@@ -82,7 +88,7 @@ def _converter(kind: Any) -> Any:
     """How a hash field's text becomes a value of the declared type (``int | None`` -> int)."""
     if get_origin(kind) in (Union, UnionType):
         kind = next(k for k in get_args(kind) if k is not type(None))
-    return json.loads if get_origin(kind) is dict else kind
+    return json.loads if get_origin(kind) in (dict, list) else kind
 
 
 _JOB_FIELDS = {

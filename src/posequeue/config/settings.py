@@ -42,6 +42,17 @@ class Settings(BaseSettings):
     visibility_timeout: int = Field(600, ge=5)
     task_time_limit: int = Field(300, ge=2)
     store_retries: int = Field(3, ge=0, description="times a task retries a store error before its job fails")
+    store_patience: int = Field(
+        900, ge=0, description="seconds finalise waits out a store outage (exponential backoff)"
+    )
+    # The job watchdog (producer/watchdog.py): every queued or running job ends.
+    watchdog_interval: float = Field(5.0, gt=0, description="seconds between the fleet's sweeps of jobs")
+    ingest_stall: int = Field(
+        60, ge=1, description="seconds without an ingest task before its chain is checked"
+    )
+    queued_timeout: int = Field(3600, ge=1, description="seconds a job may wait for an ingest worker")
+    retention_days: float = Field(7.0, gt=0, description="days an ended job's record is kept")
+    keep_inputs: bool = Field(False, description="keep uploaded inputs after their job is done")
     model_dir: Path | None = Field(None, description="folder holding model files provided by hand")
     cache_dir: Path = Field(Path.home() / ".cache" / "posequeue")
     lock_dir: Path | None = Field(

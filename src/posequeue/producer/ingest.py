@@ -5,6 +5,11 @@ once in Redis (claim-check) with a small message on the stage's queue, then hand
 video to the next segment's task. A job keeps a bounded window of batches in flight: when it is
 full the task defers itself with a countdown instead of blocking a worker.
 
+Each hand-over claims the next segment and saves its cursor on the job in one script, before
+the next task is sent; each task notes when it ran (``ingest_at``). A chain that stops (its
+message lost with a host) is sent again from the saved cursor by the job watchdog
+(``producer/watchdog.py``), which also watches the job once every frame is queued.
+
 Deferring sends the task again and returns (``retry(throw=False)``) rather than raising Celery's
 ``Retry``: a raised ``Retry`` ends in a reference cycle (its traceback holds the tracer's frame,
 which holds the ExceptionInfo, which holds the ``Retry``), so each one stays in memory until a
@@ -26,16 +31,23 @@ from posequeue.config.models import get_model
 from posequeue.config.queues import stage_queue
 from posequeue.config.schemas import BatchMeta, Cursor, Job, JobStatus
 from posequeue.config.settings import get_settings
+from posequeue.errors import JobError
 from posequeue.jobs import Jobs, get_jobs
 from posequeue.logs import get_logger
-from posequeue.monitor import queue_depth
 from posequeue.policy import JobTask, require_running
 from posequeue.producer.preprocess import display_size, work_frame, work_size
-from posequeue.producer.recover import resend_lost
-from posequeue.producer.video import DecodeStats, VideoError, probe, read_segment, rotation_of
+from posequeue.producer.video import (
+    DecodeStats,
+    Limits,
+    VideoError,
+    damage_warnings,
+    probe,
+    read_segment,
+    rotation_of,
+)
 
 log = get_logger(__name__)
-WATCH_SECONDS = 5.0  # how often a fully queued job checks that its batches are being taken
+MAX_SEGMENT_STARTS = 4  # a segment decoded this often without handing over kills its worker
 
 
 @app.task(
@@ -47,45 +59,42 @@ WATCH_SECONDS = 5.0  # how often a fully queued job checks that its batches are 
 )
 def ingest(self: Task, cursor: dict) -> None:
     """Decode, preprocess and enqueue one segment, then hand over to the next (failures: see
-    ``posequeue.policy``)."""
+    ``posequeue.policy``; a chain that stops is resumed by the watchdog from the saved cursor)."""
     cur = Cursor(**cursor)
     jobs = get_jobs()
     status = jobs.status(cur.job_id)
     require_running(status)
-    if status is JobStatus.QUEUED:
-        jobs.mark_running(cur.job_id, probe(jobs.get(cur.job_id).video).to_dict())
+    if cur.watching:  # a message of an earlier version: the watchdog watches jobs now
+        return None
+    jobs.beat(cur.job_id)  # the chain is alive (the watchdog's deadline for it)
     job = jobs.get(cur.job_id)
-    resend_lost(jobs, job)  # batches whose message a killed worker took with it
-    if cur.watching:  # all frames are queued: watch that workers take them, until done
-        _check_stalled(jobs, job)
-        return defer(self, WATCH_SECONDS, args=[cur.to_dict()])
+    if status is JobStatus.QUEUED or not job.video_info:  # the first segment (or a retried job's)
+        limits = Limits.from_settings(get_settings())
+        jobs.mark_running(cur.job_id, probe(job.video, limits).to_dict())
+        job = jobs.get(cur.job_id)
+    if job.cursor and cur.segment < Cursor(**job.cursor).segment:
+        log.info("ingest.stale", reason=f"segment {cur.segment} was handed over already")
+        return None
     inflight, segment = jobs.inflight(cur.job_id), _segment_batches(job)
     # The next segment must fit in the window; a window smaller than two segments still
     # lets one segment be decoded while the previous one is worked on (no bubbles).
     if inflight and inflight + segment > max(_window(job), 2 * segment):
-        _check_stalled(jobs, job)
         # Backpressure: bounded Redis memory whatever the video's length.
         return defer(self, min(4.0, 0.25 * 2 ** min(self.request.retries, 4)))
-    if _ingest_segment(jobs, job, cur):
-        cur.watching = True
-        return defer(self, WATCH_SECONDS, args=[cur.to_dict()])
+    starts = jobs.count_segment_start(cur.job_id, cur.segment, get_settings().payload_ttl)
+    if starts > MAX_SEGMENT_STARTS:
+        raise JobError(_killer_reason(job, cur, starts - 1))
+    _ingest_segment(jobs, job, cur)
     return None
 
 
-def _check_stalled(jobs: Jobs, job: Job) -> None:
-    """No batch of the job finished for a payload's lifetime while batches wait: nobody serves
-    a stage's queue. Fail the job saying what to start, rather than wait for ever."""
-    waited = time.time() - jobs.last_progress(job.job_id)
-    if waited <= get_settings().payload_ttl:
-        return
-    spec = get_model(job.model)
-    waiting = [s.name for s in spec.stages if queue_depth(jobs, stage_queue(spec.name, s.name))]
-    stage = waiting[0] if waiting else spec.first_stage.name
-    raise VideoError(
-        f"no batch of this job finished for {int(waited)} s while batches wait in "
-        f"{stage_queue(spec.name, stage)}: is any worker serving it? Start one with "
-        f"`posequeue worker --model {spec.name} --stage {stage}` (or a plain "
-        "`posequeue worker` for every stage)"
+def _killer_reason(job: Job, cur: Cursor, starts: int) -> str:
+    start = (cur.totals.get("last_ms", 0) / 1000.0) if cur.after_pts is not None else 0.0
+    end = start + get_settings().segment_seconds
+    return (
+        f"segment {cur.segment} of {job.video} (about {start:.2f}-{end:.2f} s, frames from "
+        f"{cur.first_frame}) was started {starts} times without finishing: decoding it kills the "
+        "worker (out of memory? a decoder crash?); check the ingest worker's log and the input"
     )
 
 
@@ -122,7 +131,8 @@ def _ingest_segment(jobs: Jobs, job: Job, cur: Cursor) -> bool:
     started = time.perf_counter()
     last_pts = cur.after_pts
     long_side = _long_side(job)
-    for item in read_segment(job.video, cur.after_pts, settings.segment_seconds, stats):
+    limits = Limits.from_settings(settings)
+    for item in read_segment(job.video, cur.after_pts, settings.segment_seconds, stats, limits=limits):
         rotation = rotation_of(item.frame)
         pixels = work_frame(item.frame, rotation, long_side)
         batcher.add(pixels, item.t, display_size(item.frame, rotation))
@@ -130,6 +140,9 @@ def _ingest_segment(jobs: Jobs, job: Job, cur: Cursor) -> bool:
     batcher.flush()
     totals = dict(cur.totals)
     totals["corrupt_packets"] = totals.get("corrupt_packets", 0) + stats.corrupt_packets
+    totals["corrupt_frames"] = totals.get("corrupt_frames", 0) + stats.corrupt_frames
+    if stats.last_t is not None:
+        totals["last_ms"] = round(stats.last_t * 1000)
     log.info(
         "ingest.segment",
         job_id=cur.job_id,
@@ -152,17 +165,22 @@ def _ingest_segment(jobs: Jobs, job: Job, cur: Cursor) -> bool:
         raise VideoError(
             f"{job.video}: no frame could be decoded ({totals['corrupt_packets']} corrupt packets)"
         )
-    if jobs.ingest_done(cur.job_id, next_frame, next_batch, totals["corrupt_packets"]):
+    last_t = totals["last_ms"] / 1000.0 if "last_ms" in totals else None
+    seen = DecodeStats(totals["corrupt_packets"], totals.get("corrupt_frames", 0))
+    warnings = damage_warnings(job.video_info, next_frame, last_t, seen)
+    for warning in warnings:
+        log.warning("ingest.damaged", job_id=cur.job_id, warning=warning)
+    if jobs.ingest_done(cur.job_id, next_frame, next_batch, totals["corrupt_packets"], warnings):
         app.send_task(FINALIZE_TASK, args=[cur.job_id])
     return True
 
 
 def _hand_over(jobs: Jobs, nxt: Cursor, segment: int) -> None:
-    """Send the next segment once (a redelivered segment that was handed over stops here)."""
-    if jobs.handed_over(nxt.job_id, segment):
-        return
-    app.send_task(INGEST_TASK, args=[nxt.to_dict()])
-    jobs.mark_handover(nxt.job_id, segment)
+    """Send the next segment once: the hand-over is claimed and the next cursor saved on the job
+    in one step, then sent. A redelivered segment that was handed over stops here; a worker that
+    dies between the claim and the send leaves the saved cursor, which the watchdog sends."""
+    if jobs.claim_handover(nxt.job_id, segment, nxt.to_dict()):
+        app.send_task(INGEST_TASK, args=[nxt.to_dict()])
 
 
 class _Batcher:

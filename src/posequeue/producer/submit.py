@@ -13,7 +13,7 @@ import redis
 
 from posequeue.config.celery_app import INGEST_TASK, app
 from posequeue.config.models import get_model
-from posequeue.config.schemas import Cursor, Job
+from posequeue.config.schemas import Cursor, Job, JobStatus
 from posequeue.config.settings import Settings
 from posequeue.errors import JobNotFound, ModelError, StoreError, SubmitError, VideoError
 from posequeue.jobs import Jobs
@@ -86,13 +86,19 @@ def wait(
 
     Redis going away for up to ``redis_patience`` seconds (a restart) is waited out; a job whose
     record is gone (Redis restarted without persistence) ends the wait as ``lost``, saying what
-    to do."""
+    to do. A job no ingest worker takes is failed by this client itself once
+    POSEQUEUE_QUEUED_TIMEOUT has passed (the watchdog's check), so the wait always ends."""
+    from posequeue.producer.watchdog import check
+
     deadline = None if timeout is None else time.monotonic() + timeout
     down_since: float | None = None
     while True:
         try:
             job = jobs.get(job_id)
             down_since = None
+            if job.status is JobStatus.QUEUED and time.time() - job.submitted_at > queued_timeout():
+                check(jobs, job, time.time())
+                job = jobs.get(job_id)
         except JobNotFound:
             return Job.lost(job_id, LOST_REASON)
         except (redis.ConnectionError, redis.TimeoutError):
@@ -115,3 +121,9 @@ LOST_REASON = (
     "its results, if any, are lost; submit the video again, and run Redis with --appendonly yes "
     "(docs/operations.md#redis)"
 )
+
+
+def queued_timeout() -> int:
+    from posequeue.config.settings import get_settings
+
+    return get_settings().queued_timeout
