@@ -59,6 +59,8 @@ FLEET_ENV = {
     "POSEQUEUE_VISIBILITY_TIMEOUT": "20",
     "POSEQUEUE_TASK_TIME_LIMIT": "15",
     "POSEQUEUE_PAYLOAD_TTL": "120",
+    "POSEQUEUE_WATCHDOG_INTERVAL": "1",  # the job watchdog looks every second ...
+    "POSEQUEUE_INGEST_STALL": "5",  # ... and for a lost ingest chain after 5 s quiet
     "POSEQUEUE_LOG_FORMAT": "json",
 }
 
