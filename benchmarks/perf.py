@@ -482,7 +482,7 @@ def breakdown(tmp: Path, video: Path, batch_size: int = 8, repeats: int = 30) ->
                     "b",
                     mapping={
                         "crops": crops.tobytes(),
-                        "rois": json.dumps([x.to_list() if x else None for x in rois]).encode(),
+                        "rois": blazepose.encode_rois(rois),
                     },
                 )
                 r.hdel("b", "frames")

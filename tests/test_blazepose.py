@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from posequeue.errors import BatchError
 from posequeue.worker import blazepose, detector
 from posequeue.worker.blazepose import (
     CROP_SIZE,
@@ -17,7 +18,9 @@ from posequeue.worker.blazepose import (
     NUM_KEYPOINTS,
     POSE_FLAG,
     crops,
+    decode_rois,
     detector_input,
+    encode_rois,
     letterbox,
     people,
     refine,
@@ -153,12 +156,12 @@ def decimals(value: float) -> int:
 
 def test_people_empty_cases() -> None:
     """No ROI gives no people (and consumes no output row); a pose flag below 0.5 gives none."""
-    assert people(landmark_outputs(np.zeros((0, NUM_KEYPOINTS, 5)), []), [None], (640, 360)) == [[]]
+    assert people(landmark_outputs(np.zeros((0, NUM_KEYPOINTS, 5)), []), [[]], (640, 360)) == [[]]
     roi = Roi(0.5, 0.5, 1.0, 1.0, 0.0)
     pts = np.full((1, NUM_KEYPOINTS, 5), 128.0, np.float32)
     for flag in (0.0, 0.3, 0.4999):
-        assert people(landmark_outputs(pts, [flag]), [roi], (640, 360)) == [[]]
-    found = people(landmark_outputs(pts, [0.5]), [roi], (640, 360))
+        assert people(landmark_outputs(pts, [flag]), [[roi]], (640, 360)) == [[]]
+    found = people(landmark_outputs(pts, [0.5]), [[roi]], (640, 360))
     assert len(found) == 1 and len(found[0]) == 1 and found[0][0]["score"] == 0.5
 
 
@@ -170,7 +173,7 @@ def test_people_whole_image_roi(width: int, height: int) -> None:
     xy[0] = (128, 128)  # crop centre -> image centre
     pts = crop_points(xy, rng)
     roi = Roi(0.5, 0.5, 1.0, 1.0, 0.0)
-    frames = people(landmark_outputs(pts[None], [0.97]), [roi], (width, height))
+    frames = people(landmark_outputs(pts[None], [0.97]), [[roi]], (width, height))
     assert len(frames) == 1 and len(frames[0]) == 1
     person = frames[0][0]
     assert person["score"] == 0.97 and type(person["score"]) is float
@@ -195,7 +198,7 @@ def test_people_no_float32_noise() -> None:
     pts[0, :, 0], pts[0, :, 1], pts[0, :, 2] = 192.24, 17.3, -3.1
     assert float(np.float32(192.24)) != 192.24  # the noise this guards against
     roi = Roi(0.5, 0.5, 1.0, 1.0, 0.0)
-    kp = people(landmark_outputs(pts, [0.9]), [roi], (CROP_SIZE, CROP_SIZE))[0][0]["keypoints"][0]
+    kp = people(landmark_outputs(pts, [0.9]), [[roi]], (CROP_SIZE, CROP_SIZE))[0][0]["keypoints"][0]
     assert kp == [192.24, 17.3, -3.1, 0.5, 0.5]
     assert "192.24," in repr(kp)
 
@@ -208,7 +211,7 @@ def test_people_rotated_roi() -> None:
     xy = np.full((NUM_KEYPOINTS, 2), 128.0)
     xy[1], xy[2] = (128, 0), (0, 128)  # top centre, left centre of the crop
     pts = crop_points(xy, np.random.default_rng(0))
-    kps = people(landmark_outputs(pts[None], [0.9]), [roi], (w, h))[0][0]["keypoints"]
+    kps = people(landmark_outputs(pts[None], [0.9]), [[roi]], (w, h))[0][0]["keypoints"]
     assert kps[0][:2] == pytest.approx([320, 180], abs=0.01)
     assert kps[1][:2] == pytest.approx([320 + side / 2, 180], abs=0.01)  # right of the centre
     assert kps[2][:2] == pytest.approx([320, 180 - side / 2], abs=0.01)  # above the centre
@@ -222,53 +225,90 @@ def test_people_refines_with_heatmap() -> None:
     xy[0] = (46 * 4, 18 * 4)  # heatmap cell (46, 18), the peak is in its window
     pts = crop_points(xy, np.random.default_rng(0))
     roi = Roi(0.5, 0.5, 1.0, 1.0, 0.0)
-    kps = people(landmark_outputs(pts[None], [0.9], heatmap), [roi], (CROP_SIZE, CROP_SIZE))[0][0]
+    kps = people(landmark_outputs(pts[None], [0.9], heatmap), [[roi]], (CROP_SIZE, CROP_SIZE))[0][0]
     assert kps["keypoints"][0][:2] == pytest.approx([48 * 4, 16 * 4], abs=0.01)
     assert kps["keypoints"][1][:2] == [128.0, 128.0]
 
 
 def test_people_batch_rows_follow_rois() -> None:
-    """Output rows belong, in order, to the frames that have a ROI; each uses its own ROI."""
+    """Output rows belong, in order, to the regions of each frame; each uses its own region, a
+    frame keeps every region's person that passes the pose flag."""
     w, h = 640, 360
     rois = [
-        Roi(0.25, 0.5, 0.5, 1.0, 0.0),
-        None,
-        Roi(0.75, 0.5, 0.5, 1.0, 0.0),
-        Roi(0.5, 0.5, 1.0, 1.0, 0.0),
-        None,
+        [Roi(0.25, 0.5, 0.5, 1.0, 0.0)],
+        [],
+        [Roi(0.75, 0.5, 0.5, 1.0, 0.0)],
+        [Roi(0.5, 0.5, 1.0, 1.0, 0.0), Roi(0.25, 0.5, 0.5, 1.0, 0.0)],
+        [],
     ]
     rng = np.random.default_rng(2)
-    pts = np.stack([crop_points(np.full((NUM_KEYPOINTS, 2), 128.0), rng) for _ in range(3)])
-    frames = people(landmark_outputs(pts, [0.9, 0.2, 0.8]), rois, (w, h))
+    pts = np.stack([crop_points(np.full((NUM_KEYPOINTS, 2), 128.0), rng) for _ in range(4)])
+    frames = people(landmark_outputs(pts, [0.9, 0.2, 0.8, 0.7]), rois, (w, h))
     assert len(frames) == 5
-    assert frames[1] == [] and frames[4] == []  # no ROI
+    assert frames[1] == [] and frames[4] == []  # no region
     assert frames[2] == []  # its row (the second) has a low pose flag
-    assert frames[0][0]["score"] == 0.9 and frames[3][0]["score"] == 0.8
+    assert frames[0][0]["score"] == 0.9 and [p["score"] for p in frames[3]] == [0.8, 0.7]
     assert {tuple(k[:2]) for k in frames[0][0]["keypoints"]} == {(160.0, 180.0)}
     assert {tuple(k[:2]) for k in frames[3][0]["keypoints"]} == {(320.0, 180.0)}
+    assert {tuple(k[:2]) for k in frames[3][1]["keypoints"]} == {(160.0, 180.0)}
     assert [k[3] for k in frames[3][0]["keypoints"]] == pytest.approx(sigmoid(pts[2, :, 3]), abs=6e-5)
 
 
+def _detector_outputs(images: int, people: list[tuple[int, int, float]]) -> dict[str, np.ndarray]:
+    """Raw detector outputs with one strong anchor per (image, anchor index, logit), a 50 px
+    box and the keypoints of a standing person around the anchor."""
+    boxes = np.zeros((images, 2254, 12), np.float32)
+    scores = np.full((images, 2254, 1), -10.0, np.float32)
+    for image, index, logit in people:
+        anchor = detector.anchors()[index]
+        kps = np.array([[0.0, 0.08], [0.0, -0.22], [0.0, -0.12], [0.0, -0.17]]) + anchor
+        scores[image, index] = logit
+        boxes[image, index, 2:4] = 50
+        boxes[image, index, 4:] = ((kps - anchor) * 224).reshape(-1)
+    return {detector.BOXES: boxes, detector.SCORES: scores}
+
+
 def test_regions_and_crops() -> None:
-    """regions picks each image's best detection (or None); crops stacks only the frames with one."""
-    boxes = np.zeros((2, 2254, 12), np.float32)
-    scores = np.full((2, 2254, 1), -10.0, np.float32)
+    """regions picks each image's best detection (or none); crops stacks only the frames with one."""
     index = 2 * (14 * 28 + 14)  # anchor centre (0.5179, 0.5179)
-    anchor = detector.anchors()[index]
-    kps = np.array([[0.5, 0.6], [0.5, 0.3], [0.5, 0.4], [0.5, 0.35]])
-    scores[0, index] = 3.0
-    boxes[0, index, 2:4] = 50
-    boxes[0, index, 4:] = ((kps - anchor) * 224).reshape(-1)
     pads = [(0.0, 0.0, 0.0, 0.0)] * 2
-    rois = regions({detector.BOXES: boxes, detector.SCORES: scores}, pads, (300, 300))
-    assert rois[1] is None and rois[0] is not None
-    assert (rois[0].x, rois[0].y) == pytest.approx((0.5, 0.6), abs=1e-6)
-    assert rois[0].width == pytest.approx(2 * 0.3 * 1.25, abs=1e-6)
+    rois = regions(_detector_outputs(2, [(0, index, 3.0)]), pads, (300, 300))
+    assert rois[1] == [] and len(rois[0]) == 1
+    anchor = detector.anchors()[index]
+    assert (rois[0][0].x, rois[0][0].y) == pytest.approx((anchor[0], anchor[1] + 0.08), abs=1e-6)
+    assert rois[0][0].width == pytest.approx(2 * 0.3 * 1.25, abs=1e-6)
     images = np.zeros((2, 300, 300, 3), np.uint8)
     out = crops(images, rois)
     assert out.shape == (1, CROP_SIZE, CROP_SIZE, 3) and out.dtype == np.uint8
-    empty = crops(images, [None, None])
+    empty = crops(images, [[], []])
     assert empty.shape == (0, CROP_SIZE, CROP_SIZE, 3) and empty.dtype == np.uint8
+
+
+def test_regions_keep_up_to_n_separate_people_best_first() -> None:
+    """With keep=N, regions gives up to N separate detections per image, best first, and crops
+    stacks each of them in frame order; keep=1 is the best one alone."""
+    left, right, far = 2 * (14 * 28 + 6), 2 * (14 * 28 + 22), 2 * (4 * 28 + 14)  # anchor indices
+    outputs = _detector_outputs(2, [(0, left, 2.0), (0, right, 4.0), (0, far, 1.0), (1, left, 3.0)])
+    pads = [(0.0, 0.0, 0.0, 0.0)] * 2
+    two = regions(outputs, pads, (300, 300), keep=2)
+    assert [len(r) for r in two] == [2, 1]
+    assert two[0][0].x > 0.5 > two[0][1].x  # the right one scores higher, so it comes first
+    assert regions(outputs, pads, (300, 300), keep=1)[0] == two[0][:1]
+    assert [len(r) for r in regions(outputs, pads, (300, 300), keep=5)] == [3, 1]
+    images = np.zeros((2, 300, 300, 3), np.uint8)
+    images[0, :, 150:] = 255  # the right half white: its crop differs from the left one's
+    out = crops(images, two)
+    assert out.shape == (3, CROP_SIZE, CROP_SIZE, 3)
+    assert out[0].mean() > out[1].mean()
+    assert decode_rois(encode_rois(two)) == [[Roi(*r.to_list()) for r in f] for f in two]
+
+
+def test_regions_of_an_older_worker_are_refused_by_name() -> None:
+    """The one-region-or-null layout of a detector worker before --people is refused, saying to run
+    one version everywhere, instead of failing somewhere in the landmark stage."""
+    with pytest.raises(BatchError, match="same posequeue version"):
+        decode_rois(b"[[0.5, 0.5, 0.2, 0.2, 0.0], null]")
+    assert decode_rois(b"[[], [[0.5, 0.5, 0.2, 0.2, 0.0]]]") == [[], [Roi(0.5, 0.5, 0.2, 0.2, 0.0)]]
 
 
 def test_sigmoid() -> None:
@@ -293,7 +333,7 @@ def test_real_models_find_the_astronauts_nose(model_dir: Path) -> None:
     frames = frame[None]
     batch, pads = detector_input(frames)
     rois = regions(det.run(batch), pads, display)
-    assert rois[0] is not None, "nobody detected"
+    assert rois[0], "nobody detected"
     chosen = crops(frames, rois)
     outputs = lm.run(chosen.astype(np.float32) * (1.0 / 255.0))
     found = people(outputs, rois, display)

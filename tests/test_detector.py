@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from posequeue.worker import detector
-from posequeue.worker.detector import Detection, anchors, decode, roi_of
+from posequeue.worker.detector import Detection, anchors, decode, roi_of, separate
 
 N = 2254
 SIZE = detector.INPUT_SIZE  # 224
@@ -200,3 +200,19 @@ def test_min_score_one_keeps_what_rounds_to_one() -> None:
     boxes, scores = raw_outputs()
     put(boxes, scores, 0, 40.0, (0.0, 0.0), (50.0, 50.0), np.zeros((4, 2)))
     assert len(decode(boxes, scores, min_score=1.0)) == 1
+
+
+def _det(score: float, x0: float, width: float = 0.2) -> Detection:
+    return Detection(score, np.array([x0, 0.1, x0 + width, 0.3]), np.zeros((4, 2)))
+
+
+def test_separate_keeps_the_best_n_that_do_not_overlap() -> None:
+    """Several people: detections are kept best first while their box overlaps every better kept
+    one by an IoU of at most 0.3; keep=1 is the best alone."""
+    best, overlapping, apart, far = _det(0.9, 0.1), _det(0.8, 0.15), _det(0.7, 0.26), _det(0.6, 0.6)
+    # IoU(best, overlapping) = 0.15 / 0.25 = 0.6; IoU(best, apart) = 0.04 / 0.36 = 0.11
+    found = [best, overlapping, apart, far]
+    assert separate(found, 1) == [best]
+    assert separate(found, 2) == [best, apart]
+    assert separate(found, 5) == [best, apart, far]
+    assert separate([], 3) == []

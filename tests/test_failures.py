@@ -73,6 +73,24 @@ def test_bad_batch_size_refused(redis_url) -> None:
     assert "--batch-size" in out["error"]
 
 
+@pytest.mark.parametrize("people", ["0", "9"])
+def test_people_out_of_range_refused(people, redis_url) -> None:
+    """A number of people per frame outside 1-8 is refused with the range."""
+    out = refused(posequeue("submit", str(SAMPLE), "--people", people, "--json"))
+    assert f"--people {people}" in out["error"] and "from 1 to 8" in out["error"]
+
+
+def test_several_people_with_a_whole_frame_model_refused() -> None:
+    """--people 2 with a model that has no person detector is refused, saying what to use."""
+    from posequeue.config.models import ModelSpec, StageSpec
+    from posequeue.producer.submit import SubmitError, _check_people
+
+    spec = ModelSpec("dots", "tensorflow", (StageSpec("pose", "m", (256, 192)),), ("nose",))
+    _check_people(1, spec)
+    with pytest.raises(SubmitError, match="--people 2: model dots finds 1 person per frame"):
+        _check_people(2, spec)
+
+
 def test_missing_s3_object_refused(bucket) -> None:
     """A missing S3 object is refused, naming its URI."""
     out = refused(posequeue("submit", f"s3://{bucket}/nope/missing.mp4", "--json"))

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from posequeue.config import keys
-from posequeue.config.schemas import Job, JobStatus
+from posequeue.config.schemas import Follow, Job, JobStatus
 
 
 @pytest.fixture
@@ -105,6 +105,7 @@ def test_get_returns_a_typed_record_and_summary_keeps_its_fields_and_order(jobs)
     queued = jobs.get(job_id)
     assert isinstance(queued, Job) and queued.status is JobStatus.QUEUED
     assert (queued.batch_size, queued.frames_done, queued.video_info, queued.results) == (8, 0, {}, {})
+    assert (queued.people, queued.follow) == (1, Follow.MOST_PRESENT)
     assert list(summary(queued)) == [
         "job_id",
         "status",
@@ -113,6 +114,8 @@ def test_get_returns_a_typed_record_and_summary_keeps_its_fields_and_order(jobs)
         "frames_done",
         "batches_done",
         "submitted_at",
+        "people",
+        "follow",
     ]
     jobs.mark_running(job_id, {"width": 4, "height": 3, "fps": 30.0, "frame_count": 9})
     assert jobs.get(job_id).frames_expected == 9  # the probe's count until ingest ends
@@ -151,3 +154,15 @@ def test_unfinished_batches(jobs, job) -> None:
     jobs.batch_done(job, 3, 8)
     jobs.batch_done(job, 0, 8)
     assert jobs.unfinished(job) == [1, 2, 4]
+
+
+def test_a_record_from_before_people_reads_as_one_person_best_score(jobs) -> None:
+    """A job recorded before --people (no people, no follow fields) reads as one person, the
+    detector's best in each frame, as it ran then."""
+    from posequeue.config.keys import job_key
+
+    job_id = jobs.new_id()
+    jobs.create(job_id=job_id, model="blazepose", video="/v.mp4", batch_size=8, source="v.mp4", people=3)
+    jobs.r.hdel(job_key(job_id), "people", "follow")
+    old = jobs.get(job_id)
+    assert (old.people, old.follow) == (1, Follow.BEST_SCORE)

@@ -56,7 +56,7 @@ def test_sample_video_end_to_end(worker, settings, jobs, store_root) -> None:
     from posequeue.store import open_store
 
     csv_rows = open_store(store_root).get_bytes(f"jobs/{job_id}/poses.csv").decode().splitlines()
-    assert csv_rows[0] == "frame,t,person,keypoint,x,y,z,visibility,presence"
+    assert csv_rows[0] == "frame,t,person,track,keypoint,x,y,z,visibility,presence"
     assert len(csv_rows) - 1 == 33 * len(found)
     manifest = json.loads(open_store(store_root).get_bytes(f"jobs/{job_id}/manifest.json"))
     assert manifest["status"] == "done" and manifest["frames_total"] == 90

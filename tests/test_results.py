@@ -15,14 +15,16 @@ HEAD = {"job_id": "j", "video": {"width": 4, "height": 3}, "model": {"name": "m"
 
 def frame(index: int, people: int = 1) -> dict:  # type: ignore[type-arg]
     kp = [[1.5, 2.5, -3.0, 0.9, 0.8], [4.0, 5.0, 6.0, 0.1, 0.2]]
-    return {"index": index, "t": index / 30, "people": [{"score": 0.9, "keypoints": kp}] * people}
+    found = [{"track_id": 7 + p, "score": 0.9, "keypoints": kp} for p in range(people)]
+    return {"index": index, "t": index / 30, "people": found}
 
 
 def test_csv_rows_one_per_person_and_keypoint() -> None:
-    """Each (person, keypoint) of a frame is one row; a frame with nobody gives none."""
+    """Each (person, keypoint) of a frame is one row with the person's place and track id; a
+    frame with nobody gives none."""
     rows = list(csv_rows(frame(3, people=2), NAMES))
-    assert rows[0] == (3, 0.1, 0, "nose", 1.5, 2.5, -3.0, 0.9, 0.8)
-    assert [r[2:4] for r in rows] == [(0, "nose"), (0, "left_eye"), (1, "nose"), (1, "left_eye")]
+    assert rows[0] == (3, 0.1, 0, 7, "nose", 1.5, 2.5, -3.0, 0.9, 0.8)
+    assert [r[2:5] for r in rows] == [(0, 7, "nose"), (0, 7, "left_eye"), (1, 8, "nose"), (1, 8, "left_eye")]
     assert list(csv_rows(frame(4, people=0), NAMES)) == []
 
 
@@ -38,6 +40,7 @@ def test_writer_streams_valid_json_and_csv(tmp_path) -> None:
         for i in range(5):
             out.write(frame(i, people=i % 2))
     data = json.loads(out.json_path.read_text())
+    assert data["contract"] == 2 and list(data)[0] == "contract"
     assert data["job_id"] == "j" and data["model"]["keypoints"] == NAMES
     assert [f["index"] for f in data["frames"]] == [0, 1, 2, 3, 4]
     assert data["frames"][0]["people"] == []

@@ -73,3 +73,11 @@ def test_out_of_range(monkeypatch: pytest.MonkeyPatch, name: str, value: str) ->
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError):
         Settings()
+
+
+@pytest.mark.parametrize(("name", "value"), [("PEOPLE", "0"), ("PEOPLE", "9"), ("FOLLOW", "everyone")])
+def test_people_settings_checked(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    """POSEQUEUE_PEOPLE outside 1-8 and an unknown POSEQUEUE_FOLLOW are rejected, naming the field."""
+    monkeypatch.setenv(f"POSEQUEUE_{name}", value)
+    with pytest.raises(ValidationError, match=name.lower()):
+        Settings()

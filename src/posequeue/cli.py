@@ -101,6 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("video")
     p.add_argument("--model", help="model name (default: blazepose)")
     p.add_argument("--batch-size", type=int, help="frames per inference batch (default 8)")
+    p.add_argument(
+        "--people",
+        type=int,
+        help="most people per frame, each with a track_id kept through the video (default 1; "
+        "POSEQUEUE_PEOPLE)",
+    )
+    p.add_argument(
+        "--follow",
+        choices=["most-present", "best-score"],
+        help="which people: most-present keeps the people seen in the most frames, N at a time "
+        "at most, whoever scores best in a frame; best-score the N best of each frame (default "
+        "most-present; POSEQUEUE_FOLLOW)",
+    )
     p.add_argument("--wait", action="store_true", help="wait for the job to end, with progress")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.add_argument("--timeout", type=float, help="with --wait: give up waiting after N seconds")
@@ -219,7 +232,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
     jobs = _jobs()
     try:
         job_id = submit(
-            args.video, settings=get_settings(), jobs=jobs, model=args.model, batch_size=args.batch_size
+            args.video,
+            settings=get_settings(),
+            jobs=jobs,
+            model=args.model,
+            batch_size=args.batch_size,
+            people=args.people,
+            follow=args.follow,
         )
     except SubmitError as exc:
         if args.json:

@@ -6,6 +6,7 @@ The keys are built in ``config/keys.py`` (listed there); the record's fields and
 
 from __future__ import annotations
 
+import enum
 import json
 import time
 import uuid
@@ -184,7 +185,17 @@ class Jobs:
     def new_id() -> str:
         return uuid.uuid4().hex
 
-    def create(self, *, job_id: str, model: str, video: str, batch_size: int, source: str) -> str:
+    def create(
+        self,
+        *,
+        job_id: str,
+        model: str,
+        video: str,
+        batch_size: int,
+        source: str,
+        people: int = 1,
+        follow: str = "most-present",
+    ) -> str:
         now = time.time()
         fields = {
             "status": JobStatus.QUEUED.value,
@@ -192,6 +203,8 @@ class Jobs:
             "video": video,
             "source": source,
             "batch_size": batch_size,
+            "people": people,
+            "follow": follow,
             "submitted_at": now,
             "frames_done": 0,
             "batches_enqueued": 0,
@@ -442,6 +455,8 @@ SUMMARY_FIELDS = (
     "warnings",
     "results",
     "video_info",
+    "people",  # added with output contract 2, after the fields clients had already
+    "follow",
 )
 
 
@@ -452,7 +467,7 @@ def summary(job: Job) -> dict[str, Any]:
         value = getattr(job, name)
         if value is None or (isinstance(value, dict | list) and not value):
             continue
-        out[name] = value.value if isinstance(value, JobStatus) else value
+        out[name] = value.value if isinstance(value, enum.Enum) else value
     if job.finished_at is not None:
         out["elapsed_s"] = round(job.finished_at - job.submitted_at, 3)
     return out

@@ -10,7 +10,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-CSV_HEADER = ("frame", "t", "person", "keypoint", "x", "y", "z", "visibility", "presence")
+# The output contract's version, at the top of poses.json; 2 added several people per frame and
+# a track_id per person (and poses.csv's track column). docs/architecture.md, "Output contract".
+CONTRACT = 2
+CSV_HEADER = ("frame", "t", "person", "track", "keypoint", "x", "y", "z", "visibility", "presence")
 
 
 def part_key(job_id: str, batch: int) -> str:
@@ -26,10 +29,11 @@ def dumps(data: Any) -> bytes:
 
 
 def csv_rows(frame: dict[str, Any], keypoints: list[str]) -> Iterator[tuple[Any, ...]]:
-    """One row per (person, keypoint) of a frame; a frame with nobody gives no rows."""
+    """One row per (person, keypoint) of a frame; a frame with nobody gives no rows. ``person``
+    is the person's place in the frame, ``track`` their track id through the video."""
     for p, person in enumerate(frame["people"]):
         for name, values in zip(keypoints, person["keypoints"], strict=True):
-            yield (frame["index"], frame["t"], p, name, *values)
+            yield (frame["index"], frame["t"], p, person["track_id"], name, *values)
 
 
 class ResultWriter:
@@ -44,7 +48,8 @@ class ResultWriter:
     def __enter__(self) -> ResultWriter:
         self._json = self.json_path.open("w")
         self._csv = self.csv_path.open("w", newline="")
-        self._json.write(json.dumps(self.head, separators=(",", ":"))[:-1] + ',"frames":[')
+        head = {"contract": CONTRACT, **self.head}
+        self._json.write(json.dumps(head, separators=(",", ":"))[:-1] + ',"frames":[')
         self._rows = csv.writer(self._csv, lineterminator="\n")
         self._rows.writerow(CSV_HEADER)
         return self

@@ -198,6 +198,12 @@ class ModelSpec:
         (in_h, in_w), fit = stage.input_size, max if stage.preprocess.resize == "stretch" else min
         return max(16, min(limit, math.ceil(max(width, height) * fit(in_w / width, in_h / height))))
 
+    @property
+    def max_people(self) -> int | None:
+        """People per frame the model can find: any number (None) with a person detector,
+        one for a model that takes the whole frame."""
+        return None if self.first_stage.kind == "blazepose-detector" else 1
+
     def next_stage(self, name: str) -> StageSpec | None:
         names = [s.name for s in self.stages]
         i = names.index(self.stage(name).name)

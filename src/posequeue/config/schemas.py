@@ -26,6 +26,22 @@ class JobStatus(str, enum.Enum):
         return self in (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.LOST)
 
 
+class Follow(str, enum.Enum):
+    """Which people a job keeps when more are seen than ``--people`` allows (docs/architecture.md,
+    "People and tracks")."""
+
+    MOST_PRESENT = "most-present"  # the tracks present in the most frames, N at a time at most
+    BEST_SCORE = "best-score"  # the N best detections of each frame; every track they form
+
+
+def detections_per_frame(people: int, follow: Follow) -> int:
+    """How many separate detections the detector keeps per frame for a job of ``people`` people:
+    one spare candidate when the job follows the most present, so that a person outscored in
+    some frames by a passer-by is still seen there (at the cost of one more landmark crop in
+    the frames that have a candidate more)."""
+    return people + 1 if follow is Follow.MOST_PRESENT else people
+
+
 @dataclass(frozen=True)
 class Job:
     """A job's record as ``Jobs.get`` reads it from its Redis hash (``config.keys.job_key``).
@@ -61,6 +77,9 @@ class Job:
     cursor: dict[str, Any] = field(default_factory=dict)  # the next segment's, saved at each hand-over
     resent_ingest: int = 0  # times the watchdog sent the ingest chain again
     resent_finalize: int = 0  # times the watchdog sent finalise again
+    # Records from before --people have neither: one person, the detector's best, as then.
+    people: int = 1  # most people per frame (submit --people)
+    follow: Follow = Follow.BEST_SCORE  # which people the job keeps (submit --follow)
 
     @classmethod
     def from_hash(cls, job_id: str, raw: Mapping[bytes, bytes], batches_done: int) -> Job:
@@ -113,6 +132,7 @@ class BatchMeta:
     display: tuple[int, int]
     work: tuple[int, int]
     model: str
+    people: int = 1  # separate detections kept per frame (detections_per_frame)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

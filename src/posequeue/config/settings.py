@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+MAX_PEOPLE = 8  # each person is one more landmark crop per frame
+
 
 def default_store() -> str:
     return (Path.cwd() / "out" / "store").resolve().as_uri()
@@ -28,6 +30,10 @@ class Settings(BaseSettings):
     default_model: str = "blazepose"
     model_specs: str = Field("", description="model spec files (TOML) or folders of them, ':'-separated")
     batch_size: int = Field(8, ge=1, le=256, description="frames per inference batch")
+    people: int = Field(1, ge=1, le=MAX_PEOPLE, description="most people per frame (submit --people)")
+    follow: str = Field(
+        "most-present", pattern="^(most-present|best-score)$", description="which people (submit --follow)"
+    )
     segment_seconds: float = Field(2.0, gt=0, description="video seconds per ingest task")
     max_inflight_frames: int = Field(256, ge=1, description="per-job window of frames in flight")
     max_inflight_mb: int = Field(128, ge=1, description="per-job window of frame bytes in Redis")

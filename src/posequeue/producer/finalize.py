@@ -1,9 +1,12 @@
-"""Finalising a job: assemble the batch parts in frame order, write JSON, CSV and manifest to the
-store, record their URIs on the job and in the result backend.
+"""Finalising a job: assemble the batch parts in frame order, give each person a track id
+(analysis/tracking.py), write JSON, CSV and manifest to the store, record their URIs on the job
+and in the result backend.
 
 Idempotent and locked: a second finalise (after a crash between the fan-in and sending this
 task) waits for the lock, then finds the job done. Parts are fetched in parallel (one GET each on
-S3) and the outputs are streamed to temporary files, so memory stays flat whatever the length.
+S3) and the outputs are streamed to temporary files, so memory stays flat whatever the length
+(the tracker keeps its live tracks only; following the most present people spools the tracked
+frames to a local file and reads them back).
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ from typing import Any
 
 from celery import Task
 
+from posequeue.analysis.tracking import TrackParams, most_present, track
 from posequeue.config.celery_app import FINALIZE_TASK, app, defer
 from posequeue.config.models import get_model
-from posequeue.config.schemas import Job, JobStatus
+from posequeue.config.schemas import Follow, Job, JobStatus
 from posequeue.config.settings import get_settings
 from posequeue.errors import JobError, JobNotRunning
 from posequeue.jobs import get_jobs, publish, summary
@@ -109,9 +113,18 @@ def _write_outputs(store: Store, job: Job, tmp: Path) -> dict[str, str]:
     info = job.video_info
     video = {k: info[k] for k in ("width", "height", "fps", "rotation", "codec", "duration")}
     video.update(frame_count=job.frames_total, source=job.video)
-    head = {"job_id": job_id, "video": video, "model": {"name": spec.name, "keypoints": list(spec.keypoints)}}
+    params = TrackParams()
+    head = {
+        "job_id": job_id,
+        "video": video,
+        "model": {"name": spec.name, "keypoints": list(spec.keypoints)},
+        "people": {"max": job.people, "follow": job.follow.value, "tracking": params.to_dict()},
+    }
+    frames = track(_frames(store, job_id, job.batches_total or 0), params)
+    if job.follow is Follow.MOST_PRESENT:
+        frames = most_present(frames, job.people, tmp / "tracked.jsonl")
     with ResultWriter(tmp, head, list(spec.keypoints)) as out:
-        for frame in _frames(store, job_id, job.batches_total or 0):
+        for frame in frames:
             out.write(frame)
     if out.count != job.frames_total:
         raise ValueError(f"assembled {out.count} frames, expected {job.frames_total}")

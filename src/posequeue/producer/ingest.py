@@ -29,7 +29,7 @@ from celery import Task
 from posequeue.config.celery_app import FINALIZE_TASK, INFER_TASK, INGEST_TASK, app, defer
 from posequeue.config.models import get_model
 from posequeue.config.queues import stage_queue
-from posequeue.config.schemas import BatchMeta, Cursor, Job, JobStatus
+from posequeue.config.schemas import BatchMeta, Cursor, Job, JobStatus, detections_per_frame
 from posequeue.config.settings import get_settings
 from posequeue.errors import JobError
 from posequeue.jobs import Jobs, get_jobs
@@ -126,7 +126,8 @@ def _ingest_segment(jobs: Jobs, job: Job, cur: Cursor) -> bool:
     """Decode and enqueue one segment; True when it was the video's last."""
     settings = get_settings()
     spec = get_model(job.model)
-    batcher = _Batcher(jobs, cur, spec.name, spec.first_stage.name, job.batch_size)
+    people = detections_per_frame(job.people, job.follow)
+    batcher = _Batcher(jobs, cur, spec.name, spec.first_stage.name, job.batch_size, people)
     stats = DecodeStats()
     started = time.perf_counter()
     last_pts = cur.after_pts
@@ -187,8 +188,9 @@ class _Batcher:
     """Groups working frames into inference batches and puts them on the first stage's queue.
     A batch holds frames of one size; a size change mid-stream starts a new batch."""
 
-    def __init__(self, jobs: Jobs, cur: Cursor, model: str, stage: str, size: int) -> None:
+    def __init__(self, jobs: Jobs, cur: Cursor, model: str, stage: str, size: int, people: int) -> None:
         self.jobs, self.cur, self.model, self.size = jobs, cur, model, size
+        self.people = people  # separate detections the detector keeps per frame
         self.pixels: list[np.ndarray] = []
         self.times: list[float] = []
         self.display: tuple[int, int] = (0, 0)
@@ -222,6 +224,7 @@ class _Batcher:
             self.display,
             (w, h),
             self.model,
+            self.people,
         )
         self.jobs.put_batch(meta.to_dict(), {"frames": np.stack(self.pixels).tobytes()}, self.ttl)
         self.jobs.set_enqueued(self.cur.job_id, index + 1)

@@ -12,9 +12,9 @@ from pathlib import Path
 import redis
 
 from posequeue.config.celery_app import INGEST_TASK, app
-from posequeue.config.models import get_model
-from posequeue.config.schemas import Cursor, Job, JobStatus
-from posequeue.config.settings import Settings
+from posequeue.config.models import ModelSpec, get_model
+from posequeue.config.schemas import Cursor, Follow, Job, JobStatus
+from posequeue.config.settings import MAX_PEOPLE, Settings
 from posequeue.errors import JobNotFound, ModelError, StoreError, SubmitError, VideoError
 from posequeue.jobs import Jobs
 from posequeue.producer.video import Limits, probe
@@ -22,7 +22,14 @@ from posequeue.store import open_store
 
 
 def submit(
-    video: str, *, settings: Settings, jobs: Jobs, model: str | None = None, batch_size: int | None = None
+    video: str,
+    *,
+    settings: Settings,
+    jobs: Jobs,
+    model: str | None = None,
+    batch_size: int | None = None,
+    people: int | None = None,
+    follow: str | None = None,
 ) -> str:
     """Check and enqueue ``video`` (a local path or ``s3://`` URI); return the job id."""
     try:
@@ -34,6 +41,11 @@ def submit(
                 f"--batch-size {size} must be a positive multiple of the compiled "
                 f"batch size {compiled} of {spec.name}"
             )
+        people = settings.people if people is None else people
+        follow = _follow(settings.follow if follow is None else follow)
+        _check_people(people, spec)
+        if spec.max_people == 1:  # one person per frame, no candidates: nothing to choose from
+            follow = Follow.BEST_SCORE.value
         job_id = Jobs.new_id()
         limits = Limits.from_settings(settings)
         local = not video.startswith("s3://")
@@ -46,9 +58,35 @@ def submit(
         raise
     except (ModelError, VideoError, StoreError) as exc:
         raise SubmitError(str(exc)) from None
-    jobs.create(job_id=job_id, model=spec.name, video=source, batch_size=size, source=video)
+    jobs.create(
+        job_id=job_id,
+        model=spec.name,
+        video=source,
+        batch_size=size,
+        source=video,
+        people=people,
+        follow=follow,
+    )
     app.send_task(INGEST_TASK, args=[Cursor(job_id).to_dict()])
     return job_id
+
+
+def _check_people(people: int, spec: ModelSpec) -> None:
+    if not 1 <= people <= MAX_PEOPLE:
+        raise SubmitError(f"--people {people}: give a number of people per frame from 1 to {MAX_PEOPLE}")
+    if spec.max_people is not None and people > spec.max_people:
+        raise SubmitError(
+            f"--people {people}: model {spec.name} finds {spec.max_people} person per frame (it has no "
+            "person detector); use --people 1 (and POSEQUEUE_PEOPLE=1 where it is set), or a model "
+            "with one such as blazepose"
+        )
+
+
+def _follow(value: str) -> str:
+    choices = [f.value for f in Follow]
+    if value not in choices:
+        raise SubmitError(f"--follow {value!r}: choose one of {', '.join(choices)}")
+    return value
 
 
 def _resolve(video: str, job_id: str, settings: Settings) -> str:

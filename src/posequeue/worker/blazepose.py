@@ -1,8 +1,9 @@
 """BlazePose's two stages as MediaPipe's Pose graph runs them (pose_landmark_cpu):
 
 1. detector: the working frame letterboxed to 224x224 in [-1, 1]; SSD decoding and weighted
-   NMS (``detector.py``); the best detection's region of interest, rotated so the body is upright;
-   its 256x256 crop (edges replicated) goes to the next stage.
+   NMS (``detector.py``); the best detection's region of interest (or, for several people, the
+   best separate detections'), rotated so the body is upright; its 256x256 crop (edges
+   replicated) goes to the next stage.
 2. landmarks: the crop in [0, 1]; 39 landmarks of 5 values (x, y, z in crop pixels, visibility
    and presence logits), the first 33 are the pose; the pose flag (already a probability) must
    reach 0.5; x, y refined with the 64x64 heatmap (kernel 7); projected back through the region.
@@ -13,10 +14,12 @@ a half-pixel shift in the detector input moves its region by a few per cent.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
 
+from posequeue.errors import BatchError
 from posequeue.worker import detector
 from posequeue.worker.roi import Roi, crop, project
 
@@ -75,24 +78,45 @@ def landmark_input(crops: np.ndarray) -> np.ndarray:
 
 
 def regions(
-    outputs: dict[str, np.ndarray], pads: list[tuple[float, ...]], size: tuple[int, int]
-) -> list[Roi | None]:
-    """The best detection's region per image, or None where nobody was found."""
-    rois: list[Roi | None] = []
-    for boxes, scores, pad in zip(outputs[detector.BOXES], outputs[detector.SCORES], pads, strict=True):
-        found = detector.decode(boxes, scores)
-        rois.append(detector.roi_of(found[0], pad, size) if found else None)
-    return rois
+    outputs: dict[str, np.ndarray], pads: list[tuple[float, ...]], size: tuple[int, int], keep: int = 1
+) -> list[list[Roi]]:
+    """Per image, the regions of its best ``keep`` separate detections, best first (empty
+    where nobody was found)."""
+    return [
+        [
+            detector.roi_of(found, pad, size)
+            for found in detector.separate(detector.decode(boxes, scores), keep)
+        ]
+        for boxes, scores, pad in zip(outputs[detector.BOXES], outputs[detector.SCORES], pads, strict=True)
+    ]
 
 
-def crops(images: np.ndarray, rois: list[Roi | None]) -> np.ndarray:
-    """Upright square crops of the frames that have a region, in order, warped straight into
-    one batch."""
-    chosen = [(image, roi) for image, roi in zip(images, rois, strict=True) if roi]
+def crops(images: np.ndarray, rois: list[list[Roi]]) -> np.ndarray:
+    """Upright square crops of every region, frame by frame in order, warped straight into one
+    batch (a frame's count of crops is the length of its list of regions)."""
+    chosen = [(image, roi) for image, regions in zip(images, rois, strict=True) for roi in regions]
     out = np.empty((len(chosen), CROP_SIZE, CROP_SIZE, 3), np.uint8)
     for i, (image, roi) in enumerate(chosen):
         crop(image, roi, CROP_SIZE, out=out[i])
     return out
+
+
+def encode_rois(rois: list[list[Roi]]) -> bytes:
+    """The regions' payload beside the stacked crops: JSON, one list per frame (its count)."""
+    return json.dumps([[r.to_list() for r in regions] for regions in rois]).encode()
+
+
+def decode_rois(data: bytes) -> list[list[Roi]]:
+    frames = json.loads(data)
+    # posequeue before --people wrote one region or null per frame: refuse it by name.
+    if any(
+        not isinstance(regions, list) or (regions and not isinstance(regions[0], list)) for regions in frames
+    ):
+        raise BatchError(
+            "the batch's regions are in another layout (one per frame, from a detector worker of an "
+            "older posequeue): run the same posequeue version on every worker (docs/operations.md, Upgrades)"
+        )
+    return [[Roi(*r) for r in regions] for regions in frames]
 
 
 def refine(points: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
@@ -126,37 +150,44 @@ def refine(points: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
 
 
 def people(
-    outputs: dict[str, np.ndarray], rois: list[Roi | None], display: tuple[int, int]
+    outputs: dict[str, np.ndarray], rois: list[list[Roi]], display: tuple[int, int]
 ) -> list[list[dict[str, Any]]]:
     """People per frame, keypoints as [x, y, z, visibility, presence] in displayed pixels.
-    ``outputs`` hold one row per frame that has a region, in order."""
-    width, height = display
+    ``outputs`` hold one row per region, frame by frame in order; a region whose pose flag is
+    below the threshold gives nobody."""
     frames: list[list[dict[str, Any]]] = []
     row = 0
-    for roi in rois:
-        if roi is None:
-            frames.append([])
-            continue
-        flag = float(outputs[POSE_FLAG][row].reshape(-1)[0])
-        raw = outputs[LANDMARKS][row].reshape(-1, 5)[:NUM_KEYPOINTS].astype(np.float64)
-        heatmap = outputs[HEATMAP][row]
-        row += 1
-        if flag < PRESENCE_THRESHOLD:
-            frames.append([])
-            continue
-        points = raw[:, :3] / CROP_SIZE
-        points[:, :2] = refine(points[:, :2], heatmap)
-        image = project(points, roi)
-        kp = np.column_stack(
-            [
-                image[:, 0] * width,
-                image[:, 1] * height,
-                image[:, 2] * width,
-                sigmoid(raw[:, 3]),
-                sigmoid(raw[:, 4]),
-            ]
-        )
-        kp[:, :3] = np.round(kp[:, :3], 2)
-        kp[:, 3:] = np.round(kp[:, 3:], 4)
-        frames.append([{"score": round(flag, 4), "keypoints": kp.tolist()}])
+    for regions in rois:
+        found = []
+        for roi in regions:
+            person = _person(outputs, row, roi, display)
+            row += 1
+            if person is not None:
+                found.append(person)
+        frames.append(found)
     return frames
+
+
+def _person(
+    outputs: dict[str, np.ndarray], row: int, roi: Roi, display: tuple[int, int]
+) -> dict[str, Any] | None:
+    flag = float(outputs[POSE_FLAG][row].reshape(-1)[0])
+    if flag < PRESENCE_THRESHOLD:
+        return None
+    width, height = display
+    raw = outputs[LANDMARKS][row].reshape(-1, 5)[:NUM_KEYPOINTS].astype(np.float64)
+    points = raw[:, :3] / CROP_SIZE
+    points[:, :2] = refine(points[:, :2], outputs[HEATMAP][row])
+    image = project(points, roi)
+    kp = np.column_stack(
+        [
+            image[:, 0] * width,
+            image[:, 1] * height,
+            image[:, 2] * width,
+            sigmoid(raw[:, 3]),
+            sigmoid(raw[:, 4]),
+        ]
+    )
+    kp[:, :3] = np.round(kp[:, :3], 2)
+    kp[:, 3:] = np.round(kp[:, 3:], 4)
+    return {"score": round(flag, 4), "keypoints": kp.tolist()}

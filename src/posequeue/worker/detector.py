@@ -22,6 +22,10 @@ STRIDES = (8, 16, 32, 32, 32)
 SCORE_CLIP = 100.0
 MIN_SCORE = 0.5  # MediaPipe Pose's min_detection_confidence default (the graph's own floor is 0.2)
 NMS_IOU = 0.3
+# Several people (``submit --people N``): detections are kept, best first, while their box
+# overlaps every better kept one by at most this IoU (the NMS threshold, so what NMS separated
+# stays separate: its weighted boxes can drift back into each other).
+SEPARATE_IOU = NMS_IOU
 NUM_KEYPOINTS = 4  # 0 mid-hip, 1 full-body size and rotation, 2 mid-shoulder, 3 upper-body
 ROI_SCALE = 1.25
 BOXES = "Identity"  # (B, 2254, 12)
@@ -105,6 +109,19 @@ def _weighted_nms(scores: np.ndarray, boxes: np.ndarray, kps: np.ndarray) -> lis
         out.append(Detection(float(scores[top]), box, points))
         order = order[~overlap]
     return out
+
+
+def separate(found: list[Detection], keep: int) -> list[Detection]:
+    """Up to ``keep`` detections, best first, each overlapping every better kept one by at most
+    ``SEPARATE_IOU`` (boxes' intersection over union): MediaPipe's pose landmarker with
+    ``num_poses``. ``keep=1`` is the best detection alone (MediaPipe Pose)."""
+    kept: list[Detection] = []
+    for detection in found:
+        if len(kept) == keep:
+            break
+        if not kept or _iou(detection.box, np.stack([k.box for k in kept])).max() <= SEPARATE_IOU:
+            kept.append(detection)
+    return kept
 
 
 def roi_of(detection: Detection, pad: tuple[float, ...], image_size: tuple[int, int]) -> Roi:

@@ -3,7 +3,6 @@ payload of the next stage or the frames' people."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,7 +18,6 @@ from posequeue.errors import ModelOutputError
 from posequeue.worker import blazepose, detector, keypoints
 from posequeue.worker.model_files import stage_path
 from posequeue.worker.pinning import cpu_threads
-from posequeue.worker.roi import Roi
 from posequeue.worker.runtimes import Runtime, make_runtime
 
 # One model call at a time per process, whatever the stage: a worker's task threads share its
@@ -74,10 +72,6 @@ def _frames(fields: dict[str, Any], meta: BatchMeta) -> np.ndarray:
     return np.frombuffer(fields["frames"], np.uint8).reshape(len(meta.frames), h, w, 3)
 
 
-def _rois(fields: dict[str, Any]) -> list[Roi | None]:
-    return [Roi(*r) if r else None for r in json.loads(fields["rois"])]
-
-
 class DetectorStage(Stage):
     outputs = (detector.BOXES, detector.SCORES)
 
@@ -85,13 +79,12 @@ class DetectorStage(Stage):
         frames = _frames(fields, meta)
         batch, pads = blazepose.detector_input(frames)
         outputs, elapsed = self.infer(batch)
-        rois = blazepose.regions(outputs, pads, meta.display)
+        rois = blazepose.regions(outputs, pads, meta.display, keep=meta.people)
         if not any(rois):  # nobody in any frame: the batch ends here
             return StageResult(people=[[] for _ in rois], model_seconds=elapsed)
-        payload = {
-            "crops": blazepose.crops(frames, rois).tobytes(),
-            "rois": json.dumps([r.to_list() if r else None for r in rois]).encode(),
-        }
+        # Every region's crop stacked in frame order; the regions, one list per frame, say
+        # which frame each crop belongs to.
+        payload = {"crops": blazepose.crops(frames, rois).tobytes(), "rois": blazepose.encode_rois(rois)}
         return StageResult(payload=payload, model_seconds=elapsed)
 
 
@@ -99,7 +92,7 @@ class LandmarkStage(Stage):
     outputs = (blazepose.LANDMARKS, blazepose.POSE_FLAG, blazepose.HEATMAP)
 
     def run(self, fields: dict[str, Any], meta: BatchMeta) -> StageResult:
-        rois = _rois(fields)
+        rois = blazepose.decode_rois(fields["rois"])
         size = blazepose.CROP_SIZE
         crops = np.frombuffer(fields["crops"], np.uint8).reshape(-1, size, size, 3)
         outputs, elapsed = self.infer(blazepose.landmark_input(crops))
