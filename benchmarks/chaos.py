@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the synthetic video factory
 
 ENDED = ("done", "failed", "cancelled", "lost")
-FRAMES = 60  # per trial video: 2 s at 30 fps, 320x240, 8 batches of 8 (the last of 4)
+FRAMES = 60  # per trial video: 2 s at 30 fps, 320x180 with a person, 8 batches of 8 (the last of 4)
 FPS = 30
 # Short timeouts so that redelivery after a lost host happens within a trial.
 FLEET_ENV = {
@@ -615,7 +615,10 @@ def campaign(
     import redis
     import videos
 
-    video = videos.make_video(folder / "clip.mp4", frames=FRAMES, fps=FPS, width=320, height=240)
+    # A person in every frame: a synthetic pattern has nobody, and the landmark stage never runs.
+    video = videos.make_person_video(
+        folder / "clip.mp4", seconds=FRAMES / FPS, width=320, height=180, fps=FPS
+    )
     rng = random.Random(seed)
     server = RedisServer(folder / "redis")
     results: list[Trial] = []
