@@ -578,6 +578,10 @@ def run_trial(
         return Trial(name, number, "missed", reason=why)
 
     def ended() -> dict[str, Any] | None:
+        # A supervisor's restart (systemd's Restart=always, compose's restart policy): Celery's
+        # worker exits on some broker connection losses ("Unrecoverable error" in kombu's
+        # reconnect), which a Redis crash provokes.
+        ctx.fleet.revive()
         try:
             job = get()
         except JobNotFound:
