@@ -484,7 +484,7 @@ def _slow_store(seconds: float) -> Callable[[Context], bool]:
 INGEST_Q, DETECTOR_Q, LANDMARKS_Q = "ingest", "pose.blazepose.detector", "pose.blazepose.landmarks"
 INGEST_TASK, FINALIZE = "posequeue.ingest", "posequeue.finalize"
 EARLY = (0.0, 0.3)  # a message of the job must still come to the paused queue
-STORE_REASON = r"store|cannot write|cannot read|unreachable"
+STORE_REASON = r"store|cannot write|cannot read|cannot open s3:|unreachable"
 FAULTS: dict[str, Fault] = {
     "kill-ingest": Fault("split", _kill_child("ingest")),
     "kill-detector": Fault("split", _kill_child("detector")),
