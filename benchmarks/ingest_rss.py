@@ -1,10 +1,11 @@
 """The ingest worker's memory while backpressure retries: a few minutes, one real ingest worker.
 
 A real ``posequeue worker --stage ingest`` against Redis (db 13 of 127.0.0.1:6379 by default)
-with a small in-flight window, and no model workers: this script stands in for them, marking
-batches finished at a fixed rate and discarding their messages. The producer is throttled by
-the window, so most ingest task runs are backpressure retries (``self.retry(countdown=...)``).
-The pool child's VmRSS is sampled once a second; the result is its growth per batch enqueued.
+with a small memory budget (POSEQUEUE_MAX_REDIS_MB), and no model workers: this script stands
+in for them, marking batches finished at a fixed rate and discarding their messages. The
+producer is throttled by the budget, so most ingest task runs are backpressure deferrals
+(``self.retry(countdown=...)``). The pool child's VmRSS is sampled once a second; the result
+is its growth per batch enqueued.
 
     .venv/bin/python benchmarks/ingest_rss.py --seconds 120
 """
@@ -54,7 +55,7 @@ def run(
     tmp: Path,
     broker: str,
     seconds: float,
-    inflight_frames: int,
+    budget_mb: int,
     rate: float,
     video_seconds: int,
     extra_env: dict[str, str] | None = None,
@@ -78,7 +79,7 @@ def run(
         "POSEQUEUE_BROKER_URL": broker,
         "POSEQUEUE_STORE": (tmp / "store").as_uri(),
         "POSEQUEUE_LOG_FORMAT": "json",
-        "POSEQUEUE_MAX_INFLIGHT_FRAMES": str(inflight_frames),
+        "POSEQUEUE_MAX_REDIS_MB": str(budget_mb),
         **(extra_env or {}),
     }
     log_path = tmp / "ingest.log"
@@ -136,7 +137,7 @@ def run(
     half = [(s["batches"], s["pool_rss_mb"]) for s in samples[len(samples) // 3 :] if s["pool_rss_mb"]]
     return {
         "seconds": seconds,
-        "inflight_frames": inflight_frames,
+        "budget_mb": budget_mb,
         "consume_rate": rate,
         "batches_enqueued": samples[-1]["batches"],
         "retries": retries,
@@ -156,14 +157,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=120)
     parser.add_argument("--broker", default="redis://127.0.0.1:6379/13")
-    parser.add_argument("--inflight-frames", type=int, default=64)
+    parser.add_argument("--budget-mb", type=int, default=64, help="POSEQUEUE_MAX_REDIS_MB")
     parser.add_argument("--rate", type=float, default=4.0, help="batches finished per second")
     parser.add_argument("--video-seconds", type=int, default=1200)
     parser.add_argument("--tmp", default=None, help="folder to keep the video in between runs")
     args = parser.parse_args()
     tmp = Path(args.tmp or tempfile.mkdtemp(prefix="ingest-rss-"))
     tmp.mkdir(parents=True, exist_ok=True)
-    result = run(tmp, args.broker, args.seconds, args.inflight_frames, args.rate, args.video_seconds)
+    result = run(tmp, args.broker, args.seconds, args.budget_mb, args.rate, args.video_seconds)
     print(json.dumps(result, indent=1))
 
 

@@ -216,7 +216,7 @@ def chained(loops: dict[str, dict[str, float]], stage: str) -> float:
 
 @contextlib.contextmanager
 def prefilled(tmp: Path, video: Path) -> Iterator[tuple[dict[str, str], Any, str, int, float]]:
-    """A fleet running only the ingest stage, its window opened up, and ``video`` submitted
+    """A fleet running only the ingest stage, its memory budget opened up, and ``video`` submitted
     until all its batches wait on the detector queue: (env, Jobs, job id, batch count, when
     ingest ended)."""
     import redis
@@ -224,8 +224,7 @@ def prefilled(tmp: Path, video: Path) -> Iterator[tuple[dict[str, str], Any, str
     from posequeue.jobs import Jobs
 
     big = {
-        "POSEQUEUE_MAX_INFLIGHT_FRAMES": "1000000",
-        "POSEQUEUE_MAX_INFLIGHT_MB": "100000",
+        "POSEQUEUE_MAX_REDIS_MB": "100000",
         "POSEQUEUE_LOCK_DIR": str(tmp / "locks"),
     }
     with patched_env(**big), fleet(tmp, "--stage", "ingest") as env:
@@ -579,15 +578,15 @@ def main() -> None:
         section("worker_efficiency_model_off_host", offhost, sub("offhost"), prefill_video, args.rounds)
         section("latency_first_result", latency, sub("latency"), ROOT / "samples" / "astronaut.mp4")
         section(f"batch_size_sweep_{args.seconds}s_640x360", sweep, sub("sweep"), long_video)
-        # Batches 1 and 2 again with a window larger than one 2 s segment's batches (60 and 30):
-        # with the default 32 the ingest waits for the queue to drain before each segment.
+        # Batches 1 and 2 again with a memory budget four times the default (more batches
+        # queued ahead of the workers).
         section(
-            f"batch_size_sweep_{args.seconds}s_640x360_window_256_batches",
+            f"batch_size_sweep_{args.seconds}s_640x360_budget_1024mb",
             sweep,
-            sub("sweep256"),
+            sub("sweep1024"),
             long_video,
             (1, 2),
-            POSEQUEUE_MAX_INFLIGHT_FRAMES="2048",
+            POSEQUEUE_MAX_REDIS_MB="1024",
         )
         section(f"layouts_{args.seconds}s_640x360", layouts, sub("layouts"), long_video)
         section(

@@ -6,7 +6,7 @@ packets with shifted timestamps (no re-encoding: about 90 KB a copy, a few secon
 A fresh embedded Redis and three processes: ``--stage ingest`` (the producer, unpinned) and
 the two model stages both pinned to core 0 (``--stage detector --cores 0``, ``--stage
 landmarks --cores 0``; separate claim folders let them share it), so the models run several
-times slower than the producer and only the in-flight window holds it back. While the job runs,
+times slower than the producer and only the memory budget holds it back. While the job runs,
 Redis ``used_memory`` (INFO memory) and the ingest worker's RSS (its Celery parent and pool
 child) are sampled; then the job is cancelled (failed with a reason, so workers drop its stale
 batches), and Redis memory is read again once its queues are empty.
@@ -14,6 +14,7 @@ batches), and Redis memory is read again once its queues are empty.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,14 @@ from spine import fleet
 CLIP_SECONDS = 2
 
 
-def long_video(path: Path, seconds: int) -> Path:
-    """A ``seconds``-long 640x360 30 fps person video, made by repeating a 2 s clip's packets."""
+def long_video(path: Path, seconds: int, width: int = 640, height: int = 360) -> Path:
+    """A ``seconds``-long 30 fps person video, made by repeating a 2 s clip's packets."""
     import av
     import videos
 
-    clip = videos.make_person_video(path.with_name("clip.mp4"), seconds=CLIP_SECONDS, width=640, height=360)
+    clip = videos.make_person_video(
+        path.with_name(f"clip-{width}x{height}.mp4"), seconds=CLIP_SECONDS, width=width, height=height
+    )
     with av.open(str(clip)) as src:
         template = src.streams.video[0]
         packets = [(bytes(p), p.pts, p.dts, p.is_keyframe, p.duration) for p in src.demux(template) if p.size]
@@ -66,9 +69,10 @@ def rss_mb(pid: int) -> tuple[float, float]:
 def redis_bound(
     tmp: Path, video_seconds: int = 7200, sample_seconds: float = 180, every: float = 0.5
 ) -> dict[str, Any]:
-    """Peak Redis used_memory and producer RSS while a long job is throttled by the window."""
+    """Peak Redis used_memory and producer RSS while a long job is throttled by the budget."""
     import redis
 
+    from posequeue.config.budget import Budget
     from posequeue.config.settings import get_settings
     from posequeue.jobs import Jobs
     from posequeue.monitor import queue_depth
@@ -120,9 +124,12 @@ def redis_bound(
             after = int(client.info("memory")["used_memory"])
             server_peak = int(client.info("memory")["used_memory_peak"])
     frames_total = round(video_seconds * 30)
-    batch_bytes = 640 * 360 * 3 * job.batch_size
-    window = max(1, min(s.max_inflight_frames // job.batch_size, s.max_inflight_mb * 2**20 // batch_bytes))
     return {
+        "budget": {
+            "max_redis_mb": s.max_redis_mb,
+            "ledger_limit_mb": round(Budget.limit_for(s.max_redis_mb) / 2**20, 1),
+        },
+        "ledger_peak_mb": round(Budget(client, 0).peak() / 2**20, 1),
         "video": {
             "seconds": video_seconds,
             "size": "640x360",
@@ -136,12 +143,6 @@ def redis_bound(
             "posequeue worker --stage detector --cores 0",
             "posequeue worker --stage landmarks --cores 0",
         ],
-        "window": {
-            "max_inflight_frames": s.max_inflight_frames,
-            "max_inflight_mb": s.max_inflight_mb,
-            "batches": window,
-            "frame_mb": round(batch_bytes / job.batch_size / 2**20, 3),
-        },
         "sampled_s": round(ran_s, 1),
         "sample_every_s": every,
         "job_when_cancelled": {
@@ -164,3 +165,104 @@ def redis_bound(
         },
         "timeline": timeline,
     }
+
+
+def concurrent_jobs(
+    tmp: Path,
+    jobs: int = 8,
+    video_seconds: int = 10,
+    width: int = 1280,
+    height: int = 720,
+    every: float = 0.05,
+    timeout: float = 1800,
+) -> dict[str, Any]:
+    """``jobs`` person videos submitted at once to one ``posequeue worker`` (every stage) with
+    default settings: peak Redis ``used_memory`` (sampled, and the server's own
+    ``used_memory_peak``) and the budget ledger's peak, until every job ends."""
+    import redis
+
+    from posequeue.config.budget import Budget
+    from posequeue.config.settings import get_settings
+
+    video = long_video(tmp / f"person-{width}x{height}.mp4", video_seconds, width, height)
+    s = get_settings()
+    with fleet(tmp) as env:
+        client = redis.Redis.from_url(env["POSEQUEUE_BROKER_URL"])
+        base = int(client.info("memory")["used_memory"])
+        t0 = time.monotonic()
+        sampled = {"peak": base, "at": 0.0}
+        stop = threading.Event()
+
+        def sample() -> None:  # from before the first submit: the first job fills the budget at once
+            own = redis.Redis.from_url(env["POSEQUEUE_BROKER_URL"])
+            while not stop.is_set():
+                used = int(own.info("memory")["used_memory"])
+                if used > sampled["peak"]:
+                    sampled.update(peak=used, at=time.monotonic() - t0)
+                time.sleep(every)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            ids = [submit(video, env, wait=False)["job_id"] for _ in range(jobs)]
+            while not all(client.hget(f"pq:job:{j}", "status") in (b"done", b"failed") for j in ids):
+                if time.monotonic() - t0 > timeout:
+                    raise TimeoutError(f"jobs not done after {timeout} s")
+                time.sleep(0.5)
+        finally:
+            stop.set()
+            sampler.join()
+        elapsed = time.monotonic() - t0
+        peak, peak_at = sampled["peak"], sampled["at"]
+        server_peak = int(client.info("memory")["used_memory_peak"])
+        summaries = [submit_status(j, env) for j in ids]
+        ledger_peak = Budget(client, 0).peak()
+    return {
+        "jobs": jobs,
+        "video": {"seconds": video_seconds, "size": f"{width}x{height}", "fps": 30},
+        "layout": ["posequeue worker (every stage, default settings)"],
+        "budget": {
+            "max_redis_mb": s.max_redis_mb,
+            "ledger_limit_mb": round(Budget.limit_for(s.max_redis_mb) / 2**20, 1),
+            "ledger_peak_mb": round(ledger_peak / 2**20, 1),
+        },
+        "redis_used_memory_mb": {
+            "before": round(base / 2**20, 1),
+            "peak_sampled": round(peak / 2**20, 1),
+            "peak_sampled_at_s": round(peak_at, 1),
+            "peak_server_used_memory_peak": round(server_peak / 2**20, 1),
+        },
+        "elapsed_s": round(elapsed, 1),
+        "frames_per_s": round(sum(x.get("frames_done", 0) for x in summaries) / elapsed, 1),
+        "statuses": sorted(x["status"] for x in summaries),
+        "frames_done": [x.get("frames_done") for x in summaries],
+    }
+
+
+def submit_status(job_id: str, env: dict[str, str]) -> dict[str, Any]:
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "posequeue.cli", "status", job_id, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    return dict(json.loads(out.stdout))
+
+
+if __name__ == "__main__":
+    import argparse
+    import json
+    import tempfile
+
+    parser = argparse.ArgumentParser(description="Redis memory: N concurrent jobs against one worker")
+    parser.add_argument("--jobs", type=int, default=8)
+    parser.add_argument("--seconds", type=int, default=10, help="each job's video")
+    parser.add_argument("--size", default="1280x720")
+    args = parser.parse_args()
+    w, h = (int(x) for x in args.size.split("x"))
+    with tempfile.TemporaryDirectory() as folder:
+        print(json.dumps(concurrent_jobs(Path(folder), args.jobs, args.seconds, w, h), indent=2))

@@ -163,17 +163,17 @@ def test_unwritable_result_store_fails_job(isolated, start_worker, jobs) -> None
         server.stop()
 
 
-@pytest.mark.parametrize("window", ["16", "256"], ids=["window-full", "all-frames-queued"])
-def test_no_worker_for_the_model_fails_the_job(window, isolated, start_worker, tmp_path) -> None:
+@pytest.mark.parametrize("budget_mb", ["4", "256"], ids=["budget-full", "all-frames-queued"])
+def test_no_worker_for_the_model_fails_the_job(budget_mb, isolated, start_worker, tmp_path) -> None:
     """With producers but no worker on the model's queue, the job fails once no batch has
     finished for a payload's lifetime, naming the queue and the command to start: whether the
-    producer waits on a full window or has queued every frame."""
+    producer waits on a full memory budget or has queued every frame."""
     env = {
         **isolated,
         "POSEQUEUE_VISIBILITY_TIMEOUT": "5",
         "POSEQUEUE_TASK_TIME_LIMIT": "2",
         "POSEQUEUE_PAYLOAD_TTL": "8",
-        "POSEQUEUE_MAX_INFLIGHT_FRAMES": window,
+        "POSEQUEUE_MAX_REDIS_MB": budget_mb,
     }
     start_worker("--stage", "ingest", **{k: v for k, v in env.items() if k.startswith("POSEQUEUE_")})
     video = videos.make_long(tmp_path / "long.mp4", seconds=4, width=160, height=120)

@@ -16,16 +16,19 @@ from posequeue.config.schemas import Cursor, JobStatus
 
 @pytest.fixture
 def throttled_job(jobs):  # type: ignore[no-untyped-def]
-    """A running job whose in-flight window is full, so every ingest run defers itself; failed
-    at the end so the deferred messages left on the ingest queue are dropped as stale."""
+    """A running job that the memory budget holds back (another job holds all of it), so every
+    ingest run defers itself; failed at the end so the deferred messages left on the ingest
+    queue are dropped as stale."""
     job_id = jobs.create(
         job_id=jobs.new_id(), model="blazepose", video="/nonexistent.mp4", batch_size=8, source="test"
     )
     info = {"width": 640, "height": 360, "fps": 30.0}
     jobs.mark_running(job_id, info)
-    jobs.set_enqueued(job_id, 1000)
+    other = jobs.new_id()
+    assert jobs.budget.acquire(other, 0, jobs.budget.limit, 60).admitted
     yield job_id
     jobs.fail(job_id, "test over")
+    jobs.budget.release_job(other)
 
 
 @pytest.fixture
@@ -70,8 +73,8 @@ def _run_in_tracer(job_id: str, retries: int, task_name: str = "ingest") -> str:
 def test_backpressure_pins_no_frames(throttled_job, jobs, ingest_logs) -> None:  # type: ignore[no-untyped-def]
     """A deferred ingest run leaves no frame or traceback for the cyclic garbage collector: a
     raised Retry did (Celery's frames and the task's, with their locals, and billiard's copy of
-    them: ~0.37 MB a run), and a producer throttled by the window defers a few times a segment."""
-    # Given a job whose window is full, and a process with no garbage pending
+    them: ~0.37 MB a run), and a producer throttled by the budget defers a few times a segment."""
+    # Given a job that the budget holds back, and a process with no garbage pending
     assert jobs.status(throttled_job) is JobStatus.RUNNING
     _run_in_tracer(throttled_job, 0)  # warm-up: imports, connections, caches
     gc.collect()

@@ -10,16 +10,24 @@ from posequeue.worker.launch import worker_role
 
 
 def test_an_all_stage_worker_serves_ingest_and_every_stage_queue() -> None:
-    """With no stage a worker serves the producers' queue and each model stage's, prefork, unpinned."""
+    """With no stage a worker serves the producers' queue, each model stage's and the analysis
+    queue, prefork, unpinned."""
     role = worker_role("blazepose")
-    assert role.queues == ("ingest", "pose.blazepose.detector", "pose.blazepose.landmarks")
+    assert role.queues == ("ingest", "pose.blazepose.detector", "pose.blazepose.landmarks", "analysis")
     assert role.stages == ("detector", "landmarks") and role.serves_ingest
     assert (role.name, role.pool, role.cores, role.env) == ("blazepose-all", "prefork", (), {})
     assert role.command() == ["posequeue", "worker", "--model", "blazepose", "--stage", "all"]
     assert role.celery_argv("INFO") == [
-        *("worker", "-Q", "ingest,pose.blazepose.detector,pose.blazepose.landmarks"),
+        *("worker", "-Q", "ingest,pose.blazepose.detector,pose.blazepose.landmarks,analysis"),
         *("-n", "blazepose-all@%h", "-l", "INFO", "-P", "prefork", "-c", "1"),
     ]
+
+
+def test_an_analysis_worker_serves_the_analysis_queue_only() -> None:
+    """--stage analysis: the analysis queue, no model stage (so no model files, no runtime)."""
+    role = worker_role("blazepose", "analysis")
+    assert (role.queues, role.stages, role.serves_ingest) == (("analysis",), (), False)
+    assert role.name == "blazepose-analysis"
 
 
 def test_a_stage_worker_on_cores_is_named_after_them() -> None:

@@ -1,5 +1,5 @@
 """Crashes and floods: a killed pool process loses no frame and duplicates none; a long video
-keeps a bounded number of batches in Redis whatever its length."""
+keeps Redis within the memory budget whatever its length."""
 
 from __future__ import annotations
 
@@ -111,26 +111,32 @@ def test_sigkill_pool_process_mid_job(
 
 
 def test_backpressure_bounds_batches_in_redis(isolated, start_worker, tmp_path) -> None:
-    """With producers running and no inference worker, a long video stops at the in-flight
-    window instead of filling Redis."""
+    """With producers running and no inference worker, a long video stops when the memory
+    budget is full instead of filling Redis; the ledger covers every batch stored."""
     video = videos.make_long(tmp_path / "long.mp4", seconds=40, width=320, height=240)
-    window = 20  # batches of 8 frames; larger than two segments, so the window is what binds
-    env = {**isolated, "POSEQUEUE_MAX_INFLIGHT_FRAMES": str(window * 8)}
-    start_worker(
-        "--stage",
-        "ingest",
-        **{k: env[k] for k in ("POSEQUEUE_BROKER_URL", "POSEQUEUE_STORE", "POSEQUEUE_MAX_INFLIGHT_FRAMES")},
-    )
+    env = {**isolated, "POSEQUEUE_MAX_REDIS_MB": "40"}  # 30 MiB for ~10 of 1200/8 batches
+    names = ("POSEQUEUE_BROKER_URL", "POSEQUEUE_STORE", "POSEQUEUE_MAX_REDIS_MB")
+    start_worker("--stage", "ingest", **{k: env[k] for k in names})
     job_id = json.loads(posequeue("submit", str(video), "--json", env=env).stdout)["job_id"]
     r = redis.Redis.from_url(env["POSEQUEUE_BROKER_URL"])
-    time.sleep(6)  # ample time to decode all 1200 frames were there no window
-    batches = len(r.keys(keys.batch_key(job_id, "*")))
+    limit = int(40 * 2**20 * 0.75)
+    deadline = time.monotonic() + 60
+    # Full: a further batch would pass the limit; the producer defers.
+    while (held := sum(int(v) for v in r.hvals(keys.BUDGET_HELD))) + int(
+        r.hget(keys.BUDGET_LAST, job_id) or limit
+    ) <= limit:
+        assert time.monotonic() < deadline, held
+        time.sleep(0.1)
+    batches = r.keys(keys.batch_key(job_id, "*"))
+    stored = sum(r.hstrlen(k, f) for k in batches for f in r.hkeys(k))
+    # Each batch reserves what it holds, or more: the crops it may hold after the detector.
+    ledger = {k: int(v) for k, v in r.hgetall(keys.BUDGET_HELD).items()}
+    assert sorted(ledger) == sorted(batches) and stored <= held <= int(r.get(keys.BUDGET_PEAK)) <= limit
+    assert all(ledger[k] >= sum(r.hstrlen(k, f) for f in r.hkeys(k)) for k in batches)
     queue = json.loads(posequeue("queues", "--json", env=env).stdout)
-    # A segment (2 s = 60 frames = 8 batches) is decoded only when it fits in the window.
-    assert window - 8 < batches <= window
-    assert queue["queues"]["pose.blazepose.detector"] == batches
+    assert queue["queues"]["pose.blazepose.detector"] == len(batches) < 1200 / 8
     [job] = [j for j in queue["jobs"] if j["job_id"] == job_id]
-    assert job["inflight"] == batches and job["status"] == "running"
+    assert job["inflight"] == len(batches) and job["status"] == "running"
 
 
 def test_whole_worker_killed_batches_redelivered_after_visibility_timeout(

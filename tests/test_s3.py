@@ -44,4 +44,4 @@ def test_s3_video_input(s3_fleet, bucket, tmp_path) -> None:
     target = tmp_path / "poses.csv"
     got = posequeue("results", job["job_id"], "--format", "csv", "-o", str(target), env=s3_fleet)
     assert got.returncode == 0, got.stderr
-    assert target.read_text().startswith("frame,t,person,keypoint,x,y,z,visibility,presence\n")
+    assert target.read_text().startswith("frame,t,person,track,keypoint,x,y,z,visibility,presence\n")

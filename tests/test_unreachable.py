@@ -3,13 +3,12 @@ client command with one line naming the URL, password masked, and what to check:
 
 from __future__ import annotations
 
+import os
 import socket
-from collections.abc import Iterator
 
 import pytest
-from conftest import SAMPLE
+from conftest import SAMPLE, posequeue
 
-from posequeue.cli import main
 from posequeue.unreachable import EXIT_UNAVAILABLE, masked
 
 
@@ -28,17 +27,15 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def broker(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
-    """Sets POSEQUEUE_BROKER_URL for in-process ``main`` calls (settings are cached per process)."""
-    from posequeue.config.settings import get_settings
+def broker():  # type: ignore[no-untyped-def]
+    """Runs ``posequeue ARGS`` with POSEQUEUE_BROKER_URL set (a process of its own: the command
+    configures logging to its stderr, which a test's captured stream would not outlive)."""
 
-    def use(url: str) -> None:
-        monkeypatch.setenv("POSEQUEUE_BROKER_URL", url)
-        get_settings.cache_clear()
+    def run(url: str, *argv: str) -> tuple[int, str]:
+        out = posequeue(*argv, env={**os.environ, "POSEQUEUE_BROKER_URL": url}, timeout=60)
+        return out.returncode, out.stderr
 
-    yield use
-    monkeypatch.undo()
-    get_settings.cache_clear()
+    return run
 
 
 COMMANDS = [
@@ -51,32 +48,29 @@ COMMANDS = [
 
 
 @pytest.mark.parametrize("argv", COMMANDS, ids=lambda a: " ".join(a[:2]).replace(str(SAMPLE), "VIDEO"))
-def test_redis_unreachable(argv: list[str], broker, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_redis_unreachable(argv: list[str], broker) -> None:  # type: ignore[no-untyped-def]
     """Redis not listening: exit 3, one line naming the masked URL and what to check."""
     url = f"redis://:hunter2@127.0.0.1:{_free_port()}/0"
-    broker(url)
-    assert main(argv) == EXIT_UNAVAILABLE
-    err = capsys.readouterr().err
+    code, err = broker(url, *argv)
+    assert code == EXIT_UNAVAILABLE
     assert err.count("\n") == 1 and "Traceback" not in err and "hunter2" not in err
     assert f"cannot reach Redis at redis://:***@127.0.0.1:{url.rsplit(':', 1)[1]}" in err
     assert "check POSEQUEUE_BROKER_URL" in err
 
 
-def test_redis_password_refused(broker, redis_url, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_redis_password_refused(broker, redis_url) -> None:  # type: ignore[no-untyped-def]
     """A password the server refuses: exit 3, one line about the credentials, password masked."""
     host = redis_url.split("//", 1)[1]
-    broker(f"redis://nobody:wrong@{host}")
-    assert main(["status", "0123"]) == EXIT_UNAVAILABLE
-    err = capsys.readouterr().err
+    code, err = broker(f"redis://nobody:wrong@{host}", "status", "0123")
+    assert code == EXIT_UNAVAILABLE
     assert err.count("\n") == 1 and "Traceback" not in err and ":wrong@" not in err
     assert "refused the credentials" in err and "nobody:***@" in err
 
 
 @pytest.mark.parametrize("query", ["", "?ssl_cert_reqs=bogus"], ids=["tls-to-plain", "bad-option"])
-def test_tls_misconfigured(query: str, broker, redis_url, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_tls_misconfigured(query: str, broker, redis_url) -> None:  # type: ignore[no-untyped-def]
     """TLS against a server without it, or a TLS option with no meaning: one line about TLS."""
-    broker("rediss://" + redis_url.split("//", 1)[1] + query)
-    assert main(["queues"]) == EXIT_UNAVAILABLE
-    err = capsys.readouterr().err
+    code, err = broker("rediss://" + redis_url.split("//", 1)[1] + query, "queues")
+    assert code == EXIT_UNAVAILABLE
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("error: TLS with Redis at rediss://") and "ssl_cert_reqs" in err

@@ -60,9 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--stage",
         default="all",
-        help="'all' (ingest and every model stage: one host does everything), "
-        "'ingest' (producer: decode and batch videos), or a model stage such as "
-        "'landmarks' (default: all)",
+        help="'all' (ingest, every model stage and analysis: one host does everything), "
+        "'ingest' (producer: decode and batch videos), 'analysis' (a done job's motion "
+        "analysis), or a model stage such as 'landmarks' (default: all)",
     )
     p.add_argument(
         "--cores",
@@ -117,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="wait for the job to end, with progress")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.add_argument("--timeout", type=float, help="with --wait: give up waiting after N seconds")
+    p.add_argument(
+        "--no-analysis",
+        dest="analysis",
+        action="store_false",
+        help="poses only: no motion analysis when the job is done (docs/analysis.md)",
+    )
     p.set_defaults(run=cmd_submit)
 
     p = sub.add_parser("status", help="a job's status, progress, timings and error")
@@ -124,10 +130,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_status)
 
+    from posequeue.analysis.cli import FORMATS as ANALYSIS_FORMATS
+
     p = sub.add_parser("results", help="write a finished job's results to a file or stdout")
     p.add_argument("job")
-    p.add_argument("--format", choices=["json", "csv"], default="json")
-    p.add_argument("-o", "--output", help="file to write (default: stdout)")
+    p.add_argument(
+        "--format",
+        choices=["json", "csv", *ANALYSIS_FORMATS],
+        default="json",
+        help="poses: json, csv; the analysis's files (docs/analysis.md): angles (angles.csv), "
+        "speeds, analysis (analysis.json), trc, mot, overlay, report (report.html and "
+        "overlay.mp4 into the folder -o), plots, opensim, analysis-all (default: json)",
+    )
+    p.add_argument("-o", "--output", help="file to write (default: stdout), or a folder for several files")
     p.set_defaults(run=cmd_results)
 
     p = sub.add_parser("cancel", help="end a queued or running job now (status cancelled)")
@@ -165,11 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out", help="folder for the store, preview and logs")
     p.set_defaults(run=cmd_demo)
 
+    from posequeue.analysis.cli import add_commands as add_analyze
     from posequeue.convert.cli import add_command as add_convert  # TensorFlow loads when it runs
     from posequeue.fleet.cli import add_commands  # plan, flower
     from posequeue.neuron.cli import add_command as add_compile
 
     add_commands(sub)
+    add_analyze(sub)
     add_compile(sub)
     add_convert(sub)
     return parser
@@ -239,6 +256,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             people=args.people,
             follow=args.follow,
+            analysis=args.analysis,
         )
     except SubmitError as exc:
         if args.json:
@@ -295,6 +313,12 @@ def _print_job(job: Job, as_json: bool) -> None:
         print(f"error: {job.error}")
     for kind, uri in job.results.items():
         print(f"{kind}: {uri}")
+    if job.analysis is not None:
+        error = f": {job.analysis_error}" if job.analysis_error else ""
+        print(f"analysis: {job.analysis.value}{error}")
+        for name in ("report.html", "overlay.mp4"):
+            if name in job.analysis_results:
+                print(f"{name}: {job.analysis_results[name]}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -364,6 +388,10 @@ def cmd_results(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILED
+    if args.format not in ("json", "csv"):
+        from posequeue.analysis.cli import fetch
+
+        return fetch(job, args.format, args.output)
     try:
         data = read_uri(job.results[args.format])  # where the fleet wrote it
     except StoreError as exc:
@@ -387,10 +415,15 @@ def cmd_queues(args: argparse.Namespace) -> int:
     for name, depth in report["queues"].items():
         print(f"{name:32} {depth:8d} queued")
     print(f"{'unacked (running or reserved)':32} {report['unacked']:8d}")
+    budget = report["budget"]
+    print(
+        f"memory budget: {budget['held_mb']} of {budget['limit_mb']} MiB held by {budget['jobs_holding']} "
+        f"jobs, {len(budget['jobs_waiting'])} waiting (peak {budget['peak_mb']} MiB)"
+    )
     for job in report["jobs"]:
         print(
-            f"job {job['job_id']}: {job['status']}, {job['inflight']} batches in flight, "
-            f"{job['frames_done']}/{job.get('frames_total', '?')} frames"
+            f"job {job['job_id']}: {job['status']}, {job['inflight']} batches in flight "
+            f"({job['budget_mb']} MiB), {job['frames_done']}/{job.get('frames_total', '?')} frames"
         )
     return 0
 

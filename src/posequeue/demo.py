@@ -2,7 +2,7 @@
 
 Starts an embedded Redis (unless ``POSEQUEUE_BROKER_URL`` is set), a worker process serving every
 queue, submits the sample video, shows progress, writes a preview PNG and prints where the
-results are.
+results are, then waits for the motion analysis and prints where its report and overlay are.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from posequeue.store import unquote_file_uri
 
@@ -121,4 +122,21 @@ def _submit_and_report(video: Path, out: Path, worker: subprocess.Popen) -> int:
     print(f"preview: {preview}")
     print(f"csv: {unquote_file_uri(job.results['csv'])}")
     print(f"results: {unquote_file_uri(job.results['json'])}")
+    return _report_analysis(jobs, job_id)
+
+
+def _report_analysis(jobs: Any, job_id: str) -> int:
+    """Wait for the job's motion analysis; print where its report and overlay are."""
+    from posequeue.analysis.state import wait as wait_analysis
+
+    print("analysing (angles, plots, overlay video, report) ...", file=sys.stderr)
+    state = wait_analysis(jobs, job_id, timeout=600)
+    if state.get("status") != "done":
+        print(
+            f"analysis {state.get('status')}: {state.get('error', 'did not finish in time')}", file=sys.stderr
+        )
+        return 1
+    for name in ("angles.csv", "analysis.json", "overlay.mp4", "report.html"):
+        label = name.split(".")[0]
+        print(f"{label}: {unquote_file_uri(state['results'][name])}")
     return 0

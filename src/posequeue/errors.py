@@ -60,6 +60,12 @@ class StoreError(PosequeueError, RuntimeError):
     """The store cannot be read or written; the message says which URI and why."""
 
 
+class AnalysisError(PosequeueError, ValueError):
+    """Analysis parameters that cannot be used (or do not suit the video: a cutoff above its
+    Nyquist frequency), or a document that is not a poses document; the message names the
+    parameter, its value and the fix."""
+
+
 # -- models -----------------------------------------------------------------------------------
 class ModelError(JobError):
     """Something wrong with a model rather than with a batch: its name, spec, files, runtime or

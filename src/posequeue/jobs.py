@@ -16,6 +16,7 @@ from typing import Any
 
 import redis
 
+from posequeue.config.budget import Budget
 from posequeue.config.keys import (
     ACTIVE,
     JOBS,
@@ -25,6 +26,7 @@ from posequeue.config.keys import (
     finalize_lock_key,
     handover_key,
     job_key,
+    segment_frames_key,
     segment_starts_key,
 )
 from posequeue.config.schemas import Job, JobStatus
@@ -92,18 +94,6 @@ redis.call('HSET', KEYS[1], 'cursor', ARGV[2])
 return 1
 """
 
-# Stores a stage's output into a batch that still exists (never recreating one that the last
-# stage, a cancel or its TTL deleted): ARGV[1] is how many fields to drop, then their names,
-# then field, value pairs.
-_ADVANCE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local drop = tonumber(ARGV[1])
-if drop > 0 then redis.call('HDEL', KEYS[1], unpack(ARGV, 2, drop + 1)) end
-if #ARGV > drop + 1 then redis.call('HSET', KEYS[1], unpack(ARGV, drop + 2)) end
-return 1
-"""
-
-
 # Runs a failed or cancelled job again (KEYS: record, fan-in set, active set; ARGV: now, job
 # id, then the batch count when every part exists, else ''): running again with its deadlines
 # from now, its error and counters gone, its record kept until it ends. With every part there
@@ -165,16 +155,20 @@ def _batch_fields(raw: dict[bytes, bytes]) -> dict[str, Any] | None:
 class Jobs:
     """The job records of one Redis database."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, max_redis_mb: int | None = None) -> None:
         self.r: Any = client  # redis-py's stubs type replies as bytes | str; ours are bytes
         self._complete = client.register_script(_COMPLETE)
         self._update = client.register_script(_UPDATE)
         self._end = client.register_script(_END)
         self._handover = client.register_script(_HANDOVER)
-        self._advance = client.register_script(_ADVANCE)
         self._count = client.register_script(_COUNT)
         self._reopen = client.register_script(_REOPEN)
         self._begin = client.register_script(_BEGIN)
+        if max_redis_mb is None:
+            from posequeue.config.settings import get_settings
+
+            max_redis_mb = get_settings().max_redis_mb
+        self.budget = Budget(client, Budget.limit_for(max_redis_mb))
 
     @classmethod
     def from_url(cls, url: str) -> Jobs:
@@ -255,15 +249,18 @@ class Jobs:
     def fail(self, job_id: str, reason: str) -> bool:
         """Mark the job failed with a reason a person can act on; False if it already ended."""
         before = self.end(job_id, JobStatus.FAILED, error=reason)
+        self.budget.release_job(job_id)  # its pixels leave Redis now, not when workers meet them
         return before is not None and not before.finished
 
     def cancel(self, job_id: str, reason: str) -> bool:
         """End a queued or running job as cancelled; False if it already ended (or is gone)."""
         before = self.end(job_id, JobStatus.CANCELLED, error=reason)
+        self.budget.release_job(job_id)
         return before is not None and not before.finished
 
     def finish(self, job_id: str, results: dict[str, str], finished_at: float) -> None:
         self.end(job_id, JobStatus.DONE, results=json.dumps(results), finished_at=finished_at)
+        self.budget.release_job(job_id)  # nothing should be left; a stray redelivery's batch goes
 
     def reopen(self, job_id: str, complete_batches: int | None) -> JobStatus | None:
         """Run a failed or cancelled job again: finalise only when ``complete_batches`` (every
@@ -306,6 +303,10 @@ class Jobs:
         """A finaliser holds the job's lock now."""
         return bool(self.r.exists(finalize_lock_key(job_id)))
 
+    def uncount_segment_start(self, job_id: str, segment: int) -> None:
+        """Take back a counted start that ended in a wait (the memory budget), not a crash."""
+        self.r.decr(segment_starts_key(job_id, segment))
+
     def count_segment_start(self, job_id: str, segment: int, ttl: int) -> int:
         """Count a start of segment ``segment``'s decoding; how many so far (a segment that
         kills its worker comes back again and again)."""
@@ -335,17 +336,17 @@ class Jobs:
         return BatchStart(JobStatus(status.decode()) if status else None, _batch_fields(raw), int(count))
 
     def advance_batch(self, job_id: str, index: int, payload: dict[str, bytes], drop: list[str]) -> bool:
-        """Store what a stage made for the next one and drop what no later stage reads, in one
-        step, only if the batch still exists (False: it was deleted meanwhile: its job was
-        cancelled, or a second delivery finished it)."""
-        args: list[Any] = [len(drop), *drop, *(x for kv in payload.items() for x in kv)]
-        return bool(self._advance(keys=[batch_key(job_id, index)], args=args))
+        """Store what a stage made for the next one and drop what no later stage reads; the
+        batch's reservation in the budget becomes what its hash then holds. A hash already
+        gone (the batch finished, or its job ended or was cancelled) is not recreated: False."""
+        return self.budget.advance(job_id, index, payload, drop)
 
     def is_batch_done(self, job_id: str, index: int) -> bool:
         return bool(self.r.sismember(done_key(job_id), index))
 
     def drop_batch(self, job_id: str, index: int) -> None:
-        self.r.delete(batch_key(job_id, index))
+        """Delete the batch's hash and release its bytes in the budget (atomically)."""
+        self.budget.drop(job_id, index)
 
     def drop_batches(self, job_id: str) -> int:
         """Delete every batch of the job (pixels, delivery counters) and its segment markers:
@@ -427,6 +428,22 @@ class Jobs:
     def handed_over(self, job_id: str, segment: int) -> bool:
         return bool(self.r.exists(handover_key(job_id, segment)))
 
+    def decide_segment(self, job_id: str, segment: int, frames: int) -> int:
+        """Record that segment k took ``frames`` frames (before its hand-over is sent); the
+        count recorded first wins and is returned. A segment's end depends on the budget at
+        the time, so a redelivered segment must end where the first one did."""
+        key = segment_frames_key(job_id, segment)
+        with self.r.pipeline() as pipe:
+            pipe.set(key, frames, nx=True, ex=FINISHED_TTL)
+            pipe.get(key)
+            _, recorded = pipe.execute()
+        return int(recorded)
+
+    def segment_frames(self, job_id: str, segment: int) -> int | None:
+        """The frames segment k took, if its end was decided (see ``decide_segment``)."""
+        value = self.r.get(segment_frames_key(job_id, segment))
+        return None if value is None else int(value)
+
     def recent(self, limit: int = 20) -> list[str]:
         return [j.decode() for j in self.r.zrevrange(JOBS, 0, limit - 1)]
 
@@ -470,6 +487,8 @@ def summary(job: Job) -> dict[str, Any]:
         out[name] = value.value if isinstance(value, enum.Enum) else value
     if job.finished_at is not None:
         out["elapsed_s"] = round(job.finished_at - job.submitted_at, 3)
+    if job.analysis is not None:
+        out["analysis"] = job.analysis_summary()
     return out
 
 

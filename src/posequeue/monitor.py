@@ -21,17 +21,21 @@ def queue_depth(jobs: Jobs, name: str) -> int:
 
 
 def queue_report(jobs: Jobs, recent: int = 20) -> dict[str, Any]:
-    """Depth per queue, messages taken but not yet acknowledged, and recent unfinished jobs."""
+    """Depth per queue, messages taken but not yet acknowledged, the memory budget, and recent
+    unfinished jobs (with the bytes each holds in the budget)."""
     active = []
+    held = jobs.budget.held()
     for job_id in jobs.recent(recent):
         try:
             job = jobs.get(job_id)
         except JobNotFound:  # expired since it was listed
             continue
         if not job.status.finished:
-            active.append({**summary(job), "inflight": jobs.inflight(job_id)})
+            budget_mb = round(held.get(job_id, 0) / 2**20, 1)
+            active.append({**summary(job), "inflight": jobs.inflight(job_id), "budget_mb": budget_mb})
     return {
         "queues": {name: queue_depth(jobs, name) for name in queues.all_queues()},
         "unacked": int(jobs.r.hlen("unacked")),
+        "budget": jobs.budget.report(),
         "jobs": active,
     }

@@ -10,7 +10,7 @@ A task declared with ``base=JobTask`` runs its body under these rules (as Celery
 - A ``StoreError`` is retried through ``defer`` after ``STORE_RETRY_SECONDS``, up to
   ``POSEQUEUE_STORE_RETRIES`` times per message, then fails the job with ``store_reason``. The
   count travels in the message's kwargs (``store_failures``), not in ``request.retries``,
-  which also counts a task's other deferrals (a full window, a held lock); the policy takes it
+  which also counts a task's other deferrals (a full memory budget, a held lock); the policy takes it
   out of the kwargs before the body runs. A task declared with ``store_patience=True``
   (finalise) instead backs off exponentially (2 s doubling to ``STORE_BACKOFF_MAX``) until
   ``POSEQUEUE_STORE_PATIENCE`` seconds have passed since the message's first store error

@@ -24,6 +24,7 @@ log = get_logger(__name__)
 INGEST_TASK = "posequeue.ingest"
 INFER_TASK = "posequeue.infer"
 FINALIZE_TASK = "posequeue.finalize"
+ANALYZE_TASK = "posequeue.analyze"
 
 
 def _redis_options(settings: Settings) -> dict[str, int]:
@@ -55,7 +56,11 @@ def make_app(settings: Settings | None = None) -> Celery:
         broker_connection_retry_on_startup=True,
         task_default_queue=queues.INGEST,
         task_queues=[Queue(name) for name in queues.all_queues()],
-        task_routes={INGEST_TASK: {"queue": queues.INGEST}, FINALIZE_TASK: {"queue": queues.INGEST}},
+        task_routes={
+            INGEST_TASK: {"queue": queues.INGEST},
+            FINALIZE_TASK: {"queue": queues.INGEST},
+            ANALYZE_TASK: {"queue": queues.ANALYSIS},
+        },
         task_ignore_result=True,  # job summaries are stored explicitly under the job id
         result_expires=7 * 24 * 3600,
         worker_hijack_root_logger=False,

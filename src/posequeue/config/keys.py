@@ -14,6 +14,16 @@ Job state (``posequeue.jobs``):
                                      (``producer/recover.py``)
     pq:batch:{id}:{k}                hash: the pixels and meta of batch k (claim-check, with a TTL)
     pq:batch:{id}:{k}:deliveries:{s} counter: starts of stage s of batch k
+Payload budget (``config/budget.py``):
+    pq:budget:held                   hash: batch key -> bytes reserved for it
+    pq:budget:leases                 sorted set: batch key -> when its reservation lapses
+    pq:budget:jobs                   hash: job id -> bytes its batches hold
+    pq:budget:waiting                sorted set: job id -> when it was first refused (in turn)
+    pq:budget:tried                  hash: job id -> when it was last refused (still waiting)
+    pq:budget:last                   hash: job id -> bytes of its last admitted batch
+    pq:budget:peak                   the most bytes the ledger has held at once
+    pq:budget:since                  sorted set: batch key -> when it was reserved
+    pq:job:{id}:seg:{k}:frames       frames segment k took, decided before its hand-over
 Workers:
     pq:held:{host}:{pid}             set of the delivery tags a threaded worker process holds
                                      (``worker/threaded.py``)
@@ -32,6 +42,14 @@ JOBS = f"{PREFIX}:jobs"
 ACTIVE = f"{PREFIX}:active"
 WATCHDOG_LEASE = f"{PREFIX}:watchdog"
 WORKERS = f"{PREFIX}:workers"
+BUDGET_HELD = f"{PREFIX}:budget:held"
+BUDGET_LEASES = f"{PREFIX}:budget:leases"
+BUDGET_JOBS = f"{PREFIX}:budget:jobs"
+BUDGET_WAITING = f"{PREFIX}:budget:waiting"
+BUDGET_LAST = f"{PREFIX}:budget:last"
+BUDGET_PEAK = f"{PREFIX}:budget:peak"
+BUDGET_TRIED = f"{PREFIX}:budget:tried"
+BUDGET_SINCE = f"{PREFIX}:budget:since"
 
 
 def job_key(job_id: str) -> str:
@@ -52,6 +70,10 @@ def handover_key(job_id: str, segment: int | str) -> str:
 
 def segment_starts_key(job_id: str, segment: int | str) -> str:
     return f"{job_key(job_id)}:seg:{segment}:starts"
+
+
+def segment_frames_key(job_id: str, segment: int) -> str:
+    return f"{handover_key(job_id, segment)}:frames"
 
 
 def recover_guard_key(job_id: str) -> str:

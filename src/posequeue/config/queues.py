@@ -12,6 +12,7 @@ NAME = re.compile(r"^[a-z][a-z0-9_]*(?:-[a-z0-9_]+)*$")
 NAME_RULE = "lower-case letters, digits and _ (starting with a letter), with single hyphens between"
 
 INGEST = "ingest"  # producers: probe, decode, preprocess, batch; and job finalisation
+ANALYSIS = "analysis"  # a done job's motion analysis (any CPU host with the analysis extra)
 
 
 def stage_queue(model: str, stage: str) -> str:
@@ -23,5 +24,5 @@ def model_queues(spec: ModelSpec) -> list[str]:
 
 
 def all_queues() -> list[str]:
-    """Every queue the fleet uses: ingest, then each known model's stages."""
-    return [INGEST] + [q for spec in all_models().values() for q in model_queues(spec)]
+    """Every queue the fleet uses: ingest, each known model's stages, then analysis."""
+    return [INGEST] + [q for spec in all_models().values() for q in model_queues(spec)] + [ANALYSIS]

@@ -26,6 +26,20 @@ class JobStatus(str, enum.Enum):
         return self in (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.LOST)
 
 
+class AnalysisStatus(str, enum.Enum):
+    """A done job's motion analysis (``posequeue.analysis``): none yet is None on the record."""
+
+    OFF = "off"  # submitted with --no-analysis
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (AnalysisStatus.OFF, AnalysisStatus.DONE, AnalysisStatus.FAILED)
+
+
 class Follow(str, enum.Enum):
     """Which people a job keeps when more are seen than ``--people`` allows (docs/architecture.md,
     "People and tracks")."""
@@ -80,6 +94,14 @@ class Job:
     # Records from before --people have neither: one person, the detector's best, as then.
     people: int = 1  # most people per frame (submit --people)
     follow: Follow = Follow.BEST_SCORE  # which people the job keeps (submit --follow)
+    # the motion analysis (analysis/state.py writes these; absent until it is queued or turned off)
+    analysis: AnalysisStatus | None = None
+    analysis_error: str | None = None
+    analysis_results: dict[str, str] = field(default_factory=dict)  # URIs by file name
+    analysis_params: dict[str, Any] = field(default_factory=dict)
+    analysis_queued_at: float | None = None
+    analysis_started_at: float | None = None
+    analysis_finished_at: float | None = None
 
     @classmethod
     def from_hash(cls, job_id: str, raw: Mapping[bytes, bytes], batches_done: int) -> Job:
@@ -95,6 +117,17 @@ class Job:
     def lost(cls, job_id: str, reason: str) -> Job:
         """What a client knows of a job whose record vanished from Redis: its id, and why."""
         return cls(job_id, JobStatus.LOST, model="", video="", batch_size=0, submitted_at=0.0, error=reason)
+
+    def analysis_summary(self) -> dict[str, Any]:
+        """The analysis's part of the job summary: status, error, results, params, times."""
+        if self.analysis is None:
+            return {}
+        out: dict[str, Any] = {"status": self.analysis.value}
+        for name in ("error", "results", "params", "queued_at", "started_at", "finished_at"):
+            value = getattr(self, f"analysis_{name}")
+            if value is not None and value != {}:
+                out[name] = value
+        return out
 
     @property
     def frames_expected(self) -> int | None:

@@ -35,8 +35,9 @@ class Settings(BaseSettings):
         "most-present", pattern="^(most-present|best-score)$", description="which people (submit --follow)"
     )
     segment_seconds: float = Field(2.0, gt=0, description="video seconds per ingest task")
-    max_inflight_frames: int = Field(256, ge=1, description="per-job window of frames in flight")
-    max_inflight_mb: int = Field(128, ge=1, description="per-job window of frame bytes in Redis")
+    max_redis_mb: int = Field(
+        256, ge=1, description="Redis memory (MiB) for the frames of every job together (config/budget.py)"
+    )
     work_long_side: int = Field(1280, ge=64, description="frames travel scaled to this long side")
     # Per job, refused at submit and checked again on every decoded frame (0: no limit).
     max_frame_pixels: int = Field(3840 * 2160, ge=0, description="largest picture a job may have")

@@ -25,7 +25,7 @@ from celery import Task
 from posequeue.analysis.tracking import TrackParams, most_present, track
 from posequeue.config.celery_app import FINALIZE_TASK, app, defer
 from posequeue.config.models import get_model
-from posequeue.config.schemas import Follow, Job, JobStatus
+from posequeue.config.schemas import AnalysisStatus, Follow, Job, JobStatus
 from posequeue.config.settings import get_settings
 from posequeue.errors import JobError, JobNotRunning
 from posequeue.jobs import get_jobs, publish, summary
@@ -75,6 +75,8 @@ def finalize(self: Task, job_id: str) -> None:
         raise
     jobs.finish(job_id, uris, finished_at)
     publish(app, jobs, job_id)
+    if job.analysis is not AnalysisStatus.OFF:
+        _request_analysis(job_id)
     store.delete([part_key(job_id, b) for b in range(job.batches_total or 0)])
     delete_input(store, job)
     log.info("job.done", frames=job.frames_total, **uris)
@@ -92,6 +94,18 @@ def delete_input(store: Store, job: Job) -> None:
             store.delete([job.video[len(store.uri("")) :]])
         except StoreError as exc:
             log.warning("finalize.input_kept", job_id=job.job_id, reason=str(exc))
+
+
+def _request_analysis(job_id: str) -> None:
+    """Queue the done job's motion analysis (docs/analysis.md). A failure here is logged and
+    leaves the job done: its poses are written, and `posequeue analyze` can start it later."""
+    from posequeue.analysis.params import Params
+    from posequeue.analysis.state import request
+
+    try:
+        request(get_jobs(), job_id, Params())
+    except Exception:
+        log.exception("analysis.not_queued", job_id=job_id)
 
 
 def _frames(store: Store, job_id: str, batches: int) -> Iterator[dict[str, Any]]:

@@ -30,8 +30,10 @@ def submit(
     batch_size: int | None = None,
     people: int | None = None,
     follow: str | None = None,
+    analysis: bool = True,
 ) -> str:
-    """Check and enqueue ``video`` (a local path or ``s3://`` URI); return the job id."""
+    """Check and enqueue ``video`` (a local path or ``s3://`` URI); return the job id.
+    ``analysis``: run the motion analysis when the job is done (docs/analysis.md)."""
     try:
         spec = get_model(model or settings.default_model)
         size = settings.batch_size if batch_size is None else batch_size
@@ -67,6 +69,10 @@ def submit(
         people=people,
         follow=follow,
     )
+    if not analysis:
+        from posequeue.analysis.state import AnalysisStatus, mark
+
+        mark(jobs, job_id, AnalysisStatus.OFF)
     app.send_task(INGEST_TASK, args=[Cursor(job_id).to_dict()])
     return job_id
 

@@ -6,6 +6,7 @@ A packet that fails to decode is skipped and counted, not fatal.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -232,18 +233,23 @@ def read_segment(
     stats: DecodeStats,
     max_frames: int = 100_000,
     limits: Limits | None = None,
+    skip: int = 0,
 ) -> Iterator[Decoded]:
     """Yield the frames after ``after_pts`` that start within ``seconds`` of the first one.
 
     Seeks to the keyframe at or before ``after_pts``; if the container cannot seek exactly (the
     first frame decoded lies beyond ``after_pts``) it decodes from the start instead, so no
-    frame is ever lost or repeated. Streams without timestamps are read in one segment.
-    ``limits`` are checked on every frame as decoded (a header may understate them).
+    frame is ever lost or repeated. Streams without timestamps are read in one segment unless
+    the reader stops early (the memory budget): the next one then starts from the beginning
+    (``after_pts`` None) and ``skip`` the frames already taken. ``limits`` are checked on every
+    frame as decoded (a header may understate them).
     """
     limits = limits or Limits()
     with _open(source) as container:
         stream = _video_stream(container, source, limits)
         frames = _frames_after(container, stream, after_pts, stats)
+        if after_pts is None and skip:
+            frames = itertools.islice(frames, skip, None)
         start_t: float | None = None
         for n, item in enumerate(frames):
             if start_t is None:

@@ -19,6 +19,7 @@ from posequeue.worker.pinning import format_cores, neuron_env, parse_cores
 
 ALL = "all"  # the stage of a worker that serves ingest and every model stage (one host)
 INGEST = queues.INGEST  # the stage of a producer: decode and batch videos, finalise jobs
+ANALYSIS = queues.ANALYSIS  # the stage of a done job's motion analysis (any CPU host)
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class WorkerRole:
     owns and the name it goes by (``{model}-{stage}``, ``-c{cores}`` when pinned)."""
 
     model: str
-    stage: str  # "all", "ingest", or a stage of the model
+    stage: str  # "all", "ingest", "analysis", or a stage of the model
     stages: tuple[str, ...]  # the model stages whose tasks it runs (none for a producer)
     queues: tuple[str, ...]
     cores: tuple[int, ...] = ()  # the core group it claims; () for an unpinned worker
@@ -108,9 +109,10 @@ def worker_role(
     """
     spec = get_model(model)
     if stage == ALL:
-        serve, stages = [INGEST, *queues.model_queues(spec)], tuple(s.name for s in spec.stages)
-    elif stage == INGEST:
-        serve, stages = [INGEST], ()
+        stages = tuple(s.name for s in spec.stages)
+        serve = [INGEST, *queues.model_queues(spec), ANALYSIS]
+    elif stage in (INGEST, ANALYSIS):
+        serve, stages = [stage], ()
     else:
         spec.stage(stage)  # names the stages if this one does not exist
         serve, stages = [queues.stage_queue(spec.name, stage)], (stage,)
@@ -160,6 +162,8 @@ def run(role: WorkerRole, loglevel: str = "INFO") -> int:
         import posequeue.producer.finalize  # noqa: F401  (registers tasks)
         import posequeue.producer.ingest  # noqa: F401
         import posequeue.producer.watchdog  # noqa: F401  (its sweeper starts when the worker is ready)
+    if ANALYSIS in role.queues:
+        import posequeue.analysis.task  # noqa: F401  (scipy, matplotlib and PyAV load when it runs)
     if role.stages:
         import posequeue.fleet.worker_stats  # noqa: F401  (per-worker frames/s for `posequeue metrics`)
         from posequeue.worker import tasks

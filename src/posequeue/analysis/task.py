@@ -1,0 +1,61 @@
+"""The analysis task, on its own queue (``analysis``): one finished job's poses to the analysis
+outputs. Sent by finalise when a job is done (unless submitted with ``--no-analysis``) and by
+``posequeue analyze``.
+
+Unlike inference batches, it is acknowledged when it starts (``acks_late=False``) and has its own
+time limit (``ANALYSIS_TIME_LIMIT``): the overlay of a long video takes longer than Redis's
+visibility timeout, after which a late-acknowledged task would be handed to a second worker. A
+worker killed mid-analysis leaves the analysis ``running``; ``posequeue analyze JOB`` runs it
+again (it only reads the stored poses).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from posequeue.analysis.params import Params
+from posequeue.analysis.state import mark
+from posequeue.config.celery_app import ANALYZE_TASK, app
+from posequeue.config.schemas import AnalysisStatus, JobStatus
+from posequeue.config.settings import get_settings
+from posequeue.errors import AnalysisError, JobNotFound, StoreError
+from posequeue.jobs import get_jobs
+from posequeue.logs import get_logger
+from posequeue.store import open_store
+
+log = get_logger(__name__)
+ANALYSIS_TIME_LIMIT = 6 * 3600  # a 1-hour 1080p overlay takes about an hour on one core
+
+
+@app.task(
+    name=ANALYZE_TASK,
+    acks_late=False,
+    time_limit=ANALYSIS_TIME_LIMIT,
+    soft_time_limit=ANALYSIS_TIME_LIMIT - 60,
+)
+def analyze_task(job_id: str, params: dict[str, Any]) -> None:
+    jobs = get_jobs()
+    try:
+        job = jobs.get(job_id)
+    except JobNotFound:
+        log.warning("analysis.no_job", job_id=job_id)
+        return
+    if job.status is not JobStatus.DONE:
+        mark(jobs, job_id, AnalysisStatus.FAILED, error=f"job {job_id} is {job.status.value}, not done")
+        return
+    mark(jobs, job_id, AnalysisStatus.RUNNING)
+    try:
+        from posequeue.analysis.run import run_analysis
+
+        uris = run_analysis(job_id, Params.from_json(params), open_store(get_settings().store))
+    except ImportError as exc:
+        reason = f"this worker lacks the analysis extra ({exc}): pip install 'posequeue[analysis]'"
+        mark(jobs, job_id, AnalysisStatus.FAILED, error=reason)
+    except (AnalysisError, StoreError) as exc:
+        mark(jobs, job_id, AnalysisStatus.FAILED, error=str(exc))
+    except Exception as exc:  # the worker and other jobs go on; the reason is on the job
+        log.exception("analysis.error", job_id=job_id)
+        mark(jobs, job_id, AnalysisStatus.FAILED, error=f"internal error in the analysis: {exc!r}")
+    else:
+        mark(jobs, job_id, AnalysisStatus.DONE, results=uris)
+        log.info("analysis.done", job_id=job_id, files=len(uris))
