@@ -55,7 +55,7 @@ FPS = 30
 # Short timeouts so that redelivery after a lost host happens within a trial.
 FLEET_ENV = {
     "POSEQUEUE_SEGMENT_SECONDS": "0.5",
-    "POSEQUEUE_MAX_INFLIGHT_FRAMES": "16",  # the producer waits on the workers, as in long jobs
+    "POSEQUEUE_MAX_REDIS_MB": "8",  # a budget of ~2 batches: the producer waits, as in long jobs
     "POSEQUEUE_VISIBILITY_TIMEOUT": "20",
     "POSEQUEUE_TASK_TIME_LIMIT": "15",
     "POSEQUEUE_PAYLOAD_TTL": "120",

@@ -77,7 +77,7 @@ def test_job_survives_a_redis_crash_on_its_append_only_file(own_redis, start_wor
         "POSEQUEUE_WATCHDOG_INTERVAL": "1",
         "POSEQUEUE_INGEST_STALL": "5",
         "POSEQUEUE_SEGMENT_SECONDS": "0.5",
-        "POSEQUEUE_MAX_INFLIGHT_FRAMES": "16",
+        "POSEQUEUE_MAX_REDIS_MB": "8",
     }
     start_worker(**{k: v for k, v in env.items() if k.startswith("POSEQUEUE_")})
     jobs = Jobs.from_url(own_redis.url)

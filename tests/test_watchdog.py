@@ -89,12 +89,12 @@ def test_ingest_chain_lost_with_its_host_is_resumed(isolated, start_worker) -> N
     """An ingest worker killed with the chain's next message (lost with it) does not leave the
     job running for good: another ingest worker sends the saved cursor again, and the job ends
     done with every frame exactly once."""
-    env = _env(isolated, POSEQUEUE_MAX_INFLIGHT_FRAMES="16")  # the chain waits after 2 segments
+    env = _env(isolated, POSEQUEUE_MAX_REDIS_MB="8")  # one batch at a time: the chain soon waits
     r = redis.Redis.from_url(env["POSEQUEUE_BROKER_URL"])
     first = start_worker("--stage", "ingest", **_worker_env(env))
     job_id = _submit(env)["job_id"]
     assert wait_until(
-        lambda: _status(job_id, env).get("frames_done", 0) == 0 and _enqueued(r, job_id) >= 8, 60
+        lambda: _status(job_id, env).get("frames_done", 0) == 0 and _enqueued(r, job_id) >= 1, 60
     )
     os.killpg(first.proc.pid, signal.SIGKILL)
     first.proc.wait()
