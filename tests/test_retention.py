@@ -18,15 +18,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from chaos import wait_until  # noqa: E402
 
 from posequeue.config import keys  # noqa: E402
+from posequeue.config.budget import BUDGET_JOBS, BUDGET_LAST  # noqa: E402
 from posequeue.jobs import Jobs  # noqa: E402
 from posequeue.store import open_store  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
 # Keys that live without a TTL by design, and why: kombu's own bookkeeping (its routing table,
-# one set per queue, and their deadlines), and the lists of jobs and of worker series, trimmed
-# by the watchdog and by worker_stats.
-PERMANENT = ("_kombu.", keys.JOBS, keys.WORKERS)
+# one set per queue, and their deadlines), the lists of jobs and of worker series, trimmed by
+# the watchdog and by worker_stats, and the memory budget's ledger, whose fields go with their
+# batch or job (checked below).
+PERMANENT = ("_kombu.", keys.JOBS, keys.WORKERS, "pq:budget:")
 
 
 def _ended(env: dict[str, str], job_id: str) -> dict:  # type: ignore[type-arg]
@@ -75,6 +77,7 @@ def test_every_key_expires_or_belongs_to_a_running_job(isolated, start_worker, t
     for ended in (done, failed, cancelled):
         assert Jobs(r).get(ended).status.finished and r.ttl(keys.job_key(ended)) > 0
         assert not r.exists(*(keys.batch_key(ended, i) for i in range(12)))  # no pixels left
+        assert not r.hexists(BUDGET_JOBS, ended) and not r.hexists(BUDGET_LAST, ended)
     assert [j.decode() for j in r.zrange(keys.ACTIVE, 0, -1)] == [running]
 
 
