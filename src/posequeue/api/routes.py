@@ -34,7 +34,7 @@ JOB_ID = re.compile(r"^[0-9a-f]{32}$")  # Jobs.new_id(): uuid4().hex
 JSON_BODY_LIMIT = 64 * 1024
 FORM_OVERHEAD = 1 << 20  # multipart boundaries and option fields around the video
 # SubmitError.reason -> HTTP status: the client's input, or (store) the server's store
-SUBMIT_STATUS = {"not_a_video": 415, "store": 503}
+SUBMIT_STATUS = {"not_a_video": 415, "too_large": 413, "store": 503}
 
 
 # Declared for the OpenAPI description (the "Authorize" button of /docs); Tokens.check decides.
