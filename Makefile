@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint chromium api-load unit integration compat bench bench-scale accuracy clean
+.PHONY: demo test lint chromium api-load unit integration compat bench bench-scale chaos accuracy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -123,6 +123,14 @@ bench: $(VENV)/.test-installed $(MP_VENV)/.installed $(BENCH_VENV)/.installed
 SCALE_TIME_LIMIT ?= 540
 bench-scale: $(VENV)/.test-installed
 	$(BIN)/python benchmarks/scale.py --time-limit $(SCALE_TIME_LIMIT)
+
+# The fault campaign: every fault class (workers killed, messages lost or repeated, Redis
+# SIGKILLed and restarted on its append-only file, the store unreachable or slow), 10 trials
+# each against real workers, Redis and stores; a table of how each job ended
+# (docs/reliability.md). Exits 1 if any job was stuck or wrong. `make test` runs a short version.
+CHAOS_TRIALS ?= 10
+chaos: $(VENV)/.test-installed
+	$(BIN)/python benchmarks/chaos.py --trials $(CHAOS_TRIALS) --out chaos.json
 
 # The accuracy references: regenerates the test videos and MediaPipe's outputs for them in
 # tests/fixtures/accuracy (committed).

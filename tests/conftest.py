@@ -299,7 +299,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     under test need). For commands that end on their own: refusals, status, results, queues,
     models, plan. A submission under another broker needs ``posequeue``: the Celery app that
     sends it is built once per process from the session's settings."""
-    from posequeue import cli as command
+    from posequeue.cli import main as run_cli
 
     env = dict(os.environ if env is None else env)
     if args[:1] == ("submit",) and env.get("POSEQUEUE_BROKER_URL") != os.environ["POSEQUEUE_BROKER_URL"]:
@@ -314,7 +314,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         _forget_settings()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
-                code = command.main(list(args))
+                code = run_cli(list(args))
             except SystemExit as exc:  # argparse's usage errors and --help
                 code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     finally:

@@ -454,3 +454,31 @@ def _rss_mib(status: Path) -> float:
         if line.startswith("VmHWM:"):  # the peak resident set: catches what sampling misses
             return int(line.split()[1]) / 1024
     raise AssertionError("no VmHWM")
+
+
+# -- cancel and retry (producer/control.py, as `posequeue cancel` and `retry`) --------------------
+def test_a_job_is_cancelled_and_retried_through_the_api(
+    isolated: dict[str, str], start_worker: Any, tmp_path: Path
+) -> None:
+    """DELETE cancels a queued job (a second DELETE is a 409), retry of a job that has not ended
+    is a 409, POST .../retry runs a cancelled job again, and it reaches done once a worker
+    serves it; both need a token."""
+    env = api_env(isolated)
+    with running_api(env, tmp_path / "api.log") as client:
+        job_id = upload(client).json()["id"]  # no worker yet: it stays queued
+        bare = httpx.Client(base_url=str(client.base_url))
+        refusal(bare.delete(f"/v1/jobs/{job_id}"), 401, "missing_token")
+        refusal(bare.post(f"/v1/jobs/{job_id}/retry"), 401, "missing_token")
+        refusal(client.post(f"/v1/jobs/{job_id}/retry"), 409, "not_retryable")
+        cancelled = client.delete(f"/v1/jobs/{job_id}")
+        assert cancelled.status_code == 200, cancelled.text
+        assert cancelled.json()["status"] == "cancelled"
+        assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "cancelled"
+        assert "cancelled" in refusal(client.delete(f"/v1/jobs/{job_id}"), 409, "job_ended")
+        refusal(client.delete("/v1/jobs/" + "0" * 32), 404, "no_such_job")
+        refusal(client.post("/v1/jobs/nope/retry"), 400, "bad_job_id")
+        start_worker(POSEQUEUE_BROKER_URL=env["POSEQUEUE_BROKER_URL"], POSEQUEUE_STORE=env["POSEQUEUE_STORE"])
+        retried = client.post(f"/v1/jobs/{job_id}/retry")
+        assert retried.status_code == 202, retried.text
+        assert retried.json()["status"] == "running"
+        assert wait_done(client, job_id)["status"] == "done"

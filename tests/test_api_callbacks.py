@@ -125,3 +125,19 @@ def test_two_api_processes_send_an_attempt_once(jobs: Jobs, sender: Sender, rece
         assert len(Recorder.bodies) == 1
     finally:
         other.stop()
+
+
+def test_a_retried_job_calls_back_again(jobs: Jobs, sender: Sender, receiver: str) -> None:
+    """After a delivered callback, rearm (what the API's retry does) queues it afresh: the job's
+    next end is posted too, counted from the first attempt."""
+    from posequeue.api.callbacks import rearm
+
+    job_id = new_job(jobs, receiver)
+    jobs.fail(job_id, "first end")
+    sender.run_once(time.time())
+    until(lambda: jobs.get(job_id).callback_status == "delivered")
+    rearm(jobs, job_id)
+    assert jobs.get(job_id).callback_status is None and jobs.get(job_id).callback_attempts == 0
+    sender.run_once(time.time())
+    until(lambda: jobs.get(job_id).callback_status == "delivered")
+    assert len(Recorder.bodies) == 2 and jobs.get(job_id).callback_attempts == 1

@@ -170,3 +170,18 @@ def test_plan_fragment_merges_into_the_stack(compose: dict[str, Any]) -> None:
         default(s["environment"]["POSEQUEUE_BROKER_URL"]).startswith("redis://redis:")
         for s in services.values()
     )
+
+
+def test_compose_redis_persists_jobs(compose: dict[str, Any]) -> None:
+    """Redis in the stack keeps an append-only file, synced every second, on a volume, and never
+    evicts: jobs survive a Redis restart."""
+    redis = compose["services"]["redis"]
+    command = redis["command"]
+
+    def option(name: str) -> str:
+        return str(command[command.index(name) + 1])
+
+    assert option("--appendonly") == "yes" and option("--appendfsync") == "everysec"
+    assert option("--maxmemory-policy") == "noeviction"
+    volume = next(v for v in redis["volumes"] if v.endswith(":" + option("--dir")))
+    assert volume.split(":")[0] in compose["volumes"]

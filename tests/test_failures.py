@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -44,6 +45,24 @@ def test_bad_video_refused(make, words, tmp_path, redis_url) -> None:
     out = refused(cli("submit", str(path), "--json"))
     assert time.monotonic() - started < 15
     assert words in out["error"] and path.name in out["error"]
+
+
+@pytest.mark.parametrize(
+    "setting,words",
+    [
+        ({"POSEQUEUE_MAX_FRAME_PIXELS": str(640 * 360 - 1)}, "exceed the limit of 230,399 pixels per frame"),
+        ({"POSEQUEUE_MAX_VIDEO_SECONDS": "1"}, "s of video exceed the limit of 1 s per job"),
+    ],
+    ids=["pixels", "duration"],
+)
+def test_video_over_limits_refused(setting, words, isolated) -> None:
+    """A video larger or longer than the producers accept is refused at submission with the
+    limit and its setting, and no job is recorded."""
+    from posequeue.jobs import Jobs
+
+    out = refused(posequeue("submit", str(SAMPLE), "--json", env={**isolated, **setting}))
+    assert words in out["error"] and next(iter(setting)) in out["error"]
+    assert Jobs.from_url(isolated["POSEQUEUE_BROKER_URL"]).recent() == []
 
 
 def test_unknown_model_refused(redis_url) -> None:
@@ -189,3 +208,64 @@ def test_batch_that_keeps_killing_its_worker_fails_the_job(isolated, start_worke
     assert json.loads(nxt.stdout.splitlines()[-1])["status"] == "done"  # the worker goes on
     job = json.loads(cli("status", job_id, "--json", env=isolated).stdout)
     assert job["status"] == "failed" and "started 4 times in stage detector" in job["error"]
+
+
+def test_segment_that_keeps_killing_its_worker_fails_the_job(isolated, start_worker) -> None:
+    """An ingest segment started too often without handing over (decoding it killed the worker
+    each time) fails the job naming the segment and its time range; the worker goes on."""
+    import redis
+
+    from posequeue.jobs import Jobs
+
+    env = {
+        **{k: isolated[k] for k in ("POSEQUEUE_BROKER_URL", "POSEQUEUE_STORE")},
+        "POSEQUEUE_SEGMENT_SECONDS": "1",
+        "POSEQUEUE_MAX_REDIS_MB": "8",  # one batch of the sample at a time: the chain soon waits
+    }
+    ingest = start_worker("--stage", "ingest", **env)
+    job_id = json.loads(posequeue("submit", str(SAMPLE), "--json", env={**isolated, **env}).stdout)["job_id"]
+    jobs = Jobs.from_url(env["POSEQUEUE_BROKER_URL"])
+    deadline = time.monotonic() + 30
+    while jobs.get(job_id).cursor.get("segment") != 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    redis.Redis.from_url(env["POSEQUEUE_BROKER_URL"]).set(keys.segment_starts_key(job_id, 2), 4)
+    ingest.stop()
+    start_worker(**env)
+    nxt = posequeue("submit", str(SAMPLE), "--wait", "--json", env=isolated)
+    assert json.loads(nxt.stdout.splitlines()[-1])["status"] == "done"  # the worker goes on
+    job = json.loads(posequeue("status", job_id, "--json", env=isolated).stdout)
+    assert job["status"] == "failed", job
+    assert "segment 2 of" in job["error"] and re.search(r"\(about \d+\.\d\d-\d+\.\d\d s", job["error"])
+    assert "started 4 times without finishing" in job["error"]
+
+
+def test_finalize_that_keeps_killing_its_worker_fails_the_job(isolated, start_worker) -> None:
+    """Finalise started too often without finishing fails the job saying so, not for ever."""
+    from posequeue.jobs import Jobs
+
+    env = {k: isolated[k] for k in ("POSEQUEUE_BROKER_URL", "POSEQUEUE_STORE")}
+    job_id = json.loads(posequeue("submit", str(SAMPLE), "--json", env=isolated).stdout)["job_id"]
+    Jobs.from_url(env["POSEQUEUE_BROKER_URL"]).update(job_id, {"finalize_starts": 4})  # as if killed 4 times
+    start_worker(**env)
+    out = posequeue("submit", str(SAMPLE), "--wait", "--json", env=isolated)
+    assert json.loads(out.stdout.splitlines()[-1])["status"] == "done"  # the worker goes on
+    job = json.loads(posequeue("status", job_id, "--json", env=isolated).stdout)
+    assert job["status"] == "failed" and "finalise was started 4 times without finishing" in job["error"]
+
+
+def test_damaged_input_ends_done_with_warnings(isolated, start_worker, tmp_path) -> None:
+    """A file cut off mid-stream ends done with what it holds, and says what is missing in the
+    status and the manifest."""
+    from posequeue.store import read_uri
+
+    video = videos.make_cut_stream(tmp_path / "cut.mkv")
+    start_worker(**{k: isolated[k] for k in ("POSEQUEUE_BROKER_URL", "POSEQUEUE_STORE")})
+    out = posequeue("submit", str(video), "--wait", "--json", env=isolated)
+    job = json.loads(out.stdout.splitlines()[-1])
+    assert job["status"] == "done", job.get("error")
+    frames = job["frames_total"]
+    expected = f"decoded {frames} of ~90 frames: the stream ends at {frames / 30:.2f} s of 3.00 s"
+    assert [w.split(" (")[0] for w in job["warnings"]] == [expected]
+    assert json.loads(read_uri(job["results"]["manifest"]))["warnings"] == job["warnings"]
+    text = posequeue("status", job["job_id"], env=isolated).stdout
+    assert f"warning: {expected}" in text

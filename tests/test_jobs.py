@@ -132,7 +132,9 @@ def test_get_returns_a_typed_record_and_summary_keeps_its_fields_and_order(jobs)
     assert isinstance(done.started_at, float) and done.results == {"json": "file:///p.json"}
     assert (done.frames_done, done.frames_total, done.batches_total, done.corrupt_packets) == (8, 8, 1, 1)
     out = summary(done)
-    assert list(out) == [f for f in SUMMARY_FIELDS if f not in ("error", "callback_url")] + ["elapsed_s"]
+    assert list(out) == [f for f in SUMMARY_FIELDS if f not in ("error", "warnings", "callback_url")] + [
+        "elapsed_s"
+    ]
     assert out["status"] == "done" and type(out["status"]) is str and out["elapsed_s"] == 2.5
 
 

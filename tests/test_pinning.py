@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -163,3 +165,71 @@ def test_second_claim_of_a_core_is_refused(tmp_path) -> None:
         ]
     )
     assert check.returncode == 0  # released when the holder died
+
+
+def test_claim_refuses_a_planted_symlink(tmp_path) -> None:
+    """A claim file planted as a symbolic link to another file is refused, and that file is
+    neither truncated nor written."""
+    from posequeue.worker.pinning import claim_cores
+
+    folder = tmp_path / "locks"
+    folder.mkdir(mode=0o700)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (folder / "cpu-core-7.lock").symlink_to(victim)
+    with pytest.raises(CoreSpecError, match=r"cpu-core-7\.lock.*symbolic link is refused"):
+        claim_cores([7], "cpu", "w", folder)
+    assert victim.read_text() == "precious"
+
+
+def test_claim_refuses_a_hard_link(tmp_path) -> None:
+    """A claim file that is a second name of another file is refused, the file left as it was."""
+    from posequeue.worker.pinning import claim_cores
+
+    folder = tmp_path / "locks"
+    folder.mkdir(mode=0o700)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    os.link(victim, folder / "cpu-core-7.lock")
+    with pytest.raises(CoreSpecError, match="not a plain file of this user with one name"):
+        claim_cores([7], "cpu", "w", folder)
+    assert victim.read_text() == "precious"
+
+
+def test_claim_refuses_a_shared_or_linked_folder(tmp_path) -> None:
+    """A claims folder that others may write to, or that is a link, is refused with the fix."""
+    from posequeue.worker.pinning import claim_cores
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(CoreSpecError, match=r"writable by other users \(mode 777\): `chmod 700`"):
+        claim_cores([7], "cpu", "w", shared)
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path)
+    with pytest.raises(CoreSpecError, match="symbolic link is refused"):
+        claim_cores([7], "cpu", "w", link)
+
+
+def test_default_claims_folder_is_private(tmp_path, monkeypatch) -> None:
+    """Without POSEQUEUE_LOCK_DIR claims go to $XDG_RUNTIME_DIR/posequeue, else to a 0700
+    folder of this user's own under /tmp, never to one shared predictable path."""
+    from posequeue.worker.pinning import lock_folder
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    assert lock_folder() == tmp_path / "posequeue"
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    assert lock_folder() == Path("/tmp") / f"posequeue-{os.getuid()}"
+    assert lock_folder(tmp_path / "mine") == tmp_path / "mine"
+
+
+def test_claim_creates_a_private_folder(tmp_path) -> None:
+    """A claims folder that does not exist is created 0700 and the claim file 0600."""
+    from posequeue.worker.pinning import claim_cores
+
+    folder = tmp_path / "new" / "locks"
+    claim_cores([6], "neuron", "w", folder)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    claim = folder / "neuron-core-6.lock"
+    assert stat.S_IMODE(claim.stat().st_mode) == 0o600
+    assert claim.read_text() == f"worker w (pid {os.getpid()})"

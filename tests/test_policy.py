@@ -71,7 +71,9 @@ def test_work_of_a_job_no_longer_running_is_skipped(isolated, start_worker) -> N
     env = {k: isolated[k] for k in ("POSEQUEUE_BROKER_URL", "POSEQUEUE_STORE")}
     r = redis.Redis.from_url(env["POSEQUEUE_BROKER_URL"])
     jobs = Jobs.from_url(env["POSEQUEUE_BROKER_URL"])
-    ingest = start_worker("--stage", "ingest", **env)
+    # A memory budget of one batch: the chain soon waits, its next message pending.
+    slow = {"POSEQUEUE_MAX_REDIS_MB": "8"}
+    ingest = start_worker("--stage", "ingest", **env, **slow)
     job_id = submit(isolated)
     until(lambda: r.exists(keys.batch_key(job_id, 0)), what="the first batch")
     ingest.stop()  # its next message (next segment, or a deferral) goes back to the queue

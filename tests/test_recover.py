@@ -43,6 +43,6 @@ def test_held_reads_queued_and_unacked_messages(jobs, queue, anymotion, monkeypa
         jobs.r.lpush(queue, b"{not a message")  # a message it cannot read: nothing is re-sent
         with structlog.testing.capture_logs() as logs:
             assert _held(jobs, spec, "job-a", [0, 1, 2, 3]) == {0, 1, 2, 3}
-        assert [e["event"] for e in logs] == ["ingest.resend_skipped"]
+        assert [e["event"] for e in logs] == ["recover.unreadable"]
     finally:
         jobs.r.hdel("unacked", "test-tag", "other-tag")

@@ -10,9 +10,12 @@ import videos
 
 from posequeue.producer.video import (
     DecodeStats,
+    LimitError,
+    Limits,
     VideoError,
     _open,
     _video_stream,
+    damage_warnings,
     iter_frames,
     probe,
     read_segment,
@@ -254,3 +257,82 @@ def test_read_segment_after_last_frame(tmp_path: Path) -> None:
     stats = DecodeStats()
     assert list(read_segment(str(path), frames[-1][0], 1.0, stats)) == []
     assert stats.ended
+
+
+def test_stream_cut_off_is_warned(tmp_path: Path) -> None:
+    """A file whose stream ends before the container's duration decodes what is there and
+    says how much is missing."""
+    path = videos.make_cut_stream(tmp_path / "cut.mkv")
+    info = probe(str(path))
+    assert (info.duration, info.frame_count) == (3.0, 90)
+    frames, stats, _ = segmented(path, 0.5)
+    assert [i for _, i in frames] == list(range(len(frames))) and 30 < len(frames) < 60
+    assert damage_warnings(info.to_dict(), len(frames), stats.last_t, stats) == [
+        f"decoded {len(frames)} of ~90 frames: the stream ends at {len(frames) / 30:.2f} s of 3.00 s "
+        "(the file is cut off or damaged)"
+    ]
+
+
+@pytest.mark.parametrize(("codec", "suffix"), [("h264", ".mp4"), ("h264", ".mkv"), ("vp9", ".webm")])
+def test_whole_stream_has_no_warnings(tmp_path: Path, codec: str, suffix: str) -> None:
+    """A whole video, variable frame rate included, gets no warning."""
+    need(codec)
+    for vfr in (False, True):
+        path = videos.make_video(tmp_path / f"v{vfr}{suffix}", codec=codec, frames=45, vfr=vfr)
+        info = probe(str(path))
+        frames, stats, _ = segmented(path, 0.5)
+        assert damage_warnings(info.to_dict(), len(frames), stats.last_t, stats) == []
+
+
+def test_corrupt_packets_are_warned(tmp_path: Path) -> None:
+    """Corrupt packets and damaged pictures are named in the warnings."""
+    path = videos.make_corrupt_middle(tmp_path / "corrupt.mp4")
+    info = probe(str(path))
+    frames, stats, _ = segmented(path, 0.5)
+    warnings = damage_warnings(info.to_dict(), len(frames), stats.last_t, stats)
+    assert f"{stats.corrupt_packets} corrupt packets skipped (their frames are missing)" in warnings
+    assert f"{stats.corrupt_frames} frames decoded with damage (concealed by the decoder)" in warnings
+
+
+def test_limits_refuse_large_and_long_videos(tmp_path: Path) -> None:
+    """A picture over the pixel limit or a video over the time limit is refused at probe, naming
+    the figures and the setting; within the limits it probes as before."""
+    path = str(videos.make_video(tmp_path / "v.mp4", frames=60, fps=30))
+    with pytest.raises(
+        LimitError, match=r"320x240 frames \(76,800 pixels\) exceed the limit of 76,799 pixels"
+    ):
+        probe(path, Limits(max_frame_pixels=320 * 240 - 1))
+    with pytest.raises(
+        LimitError, match=r"2 s of video exceed the limit of 1 s per job \(POSEQUEUE_MAX_VIDEO"
+    ):
+        probe(path, Limits(max_seconds=1.0))
+    assert probe(path, Limits(max_frame_pixels=320 * 240, max_seconds=2.0)).frame_count == 60
+
+
+def test_limits_hold_on_decoded_frames(tmp_path: Path) -> None:
+    """The time limit holds on decoded frames too, for containers that state no duration."""
+    path = str(videos.make_video(tmp_path / "v.mkv", frames=60, fps=30))
+    with pytest.raises(LimitError, match="POSEQUEUE_MAX_VIDEO_SECONDS"):
+        list(read_segment(path, None, 10.0, DecodeStats(), limits=Limits(max_seconds=1.0)))
+
+
+def test_decoder_threads_shrink_with_the_picture() -> None:
+    """Decoder threads fit the memory budget: fewer for large pictures, at least one, at most
+    one per core; no budget lets FFmpeg choose."""
+    import os
+
+    budget = Limits(decoder_mb=512)
+    cores = os.cpu_count() or 1
+    assert budget.decoder_threads(640, 360) == cores
+    assert budget.decoder_threads(8192, 8192) == min(cores, 2)
+    assert Limits(decoder_mb=1).decoder_threads(3840, 2160) == 1
+    assert Limits().decoder_threads(3840, 2160) == 0
+
+
+def test_decoder_uses_the_bounded_threads(tmp_path: Path) -> None:
+    """The stream is opened with the bounded thread count before any picture is decoded."""
+    path = str(videos.make_video(tmp_path / "v.mp4", frames=3))
+    limits = Limits(decoder_mb=1)  # 320x240: four threads' pictures in 1 MiB, or one per core
+    with _open(path) as container:
+        stream = _video_stream(container, path, limits)
+        assert stream.codec_context.thread_count == limits.decoder_threads(320, 240)

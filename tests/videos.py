@@ -339,6 +339,17 @@ def make_truncated(path, keep: float = 0.3) -> Path:
     return path
 
 
+def make_cut_stream(path, keep: float = 0.6) -> Path:
+    """A 90-frame 30 fps h264 .mkv cut to its first 60% of bytes: Matroska writes its duration
+    (3.0 s) in the header, so the file opens and probes whole, and the stream simply ends early.
+    PyAV 18.1 decodes 48 frames, the last at 1.567 s."""
+    path = Path(path)
+    make_video(path, codec="h264", frames=90, fps=30)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
 def make_corrupt_middle(path, seed: int = 1234) -> Path:
     """A 90-frame 160x120 h264 .mp4 (gop 10, no B-frames) with 8 KB of noise over mid-file packets.
 

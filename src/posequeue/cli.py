@@ -35,6 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:  # a POSEQUEUE_* variable out of range
         print(f"error: invalid settings: {exc}", file=sys.stderr)
         return EXIT_REFUSED
+    except Exception as exc:  # Redis down, a password refused, TLS that does not match: one line
+        from posequeue.unreachable import EXIT_UNAVAILABLE, is_redis_outage, redis_problem
+
+        if not is_redis_outage(exc):
+            raise
+        print(f"error: {redis_problem(exc, get_settings().broker_url)}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,6 +145,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-o", "--output", help="file to write (default: stdout), or a folder for several files")
     p.set_defaults(run=cmd_results)
+
+    p = sub.add_parser("cancel", help="end a queued or running job now (status cancelled)")
+    p.add_argument("job")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_cancel)
+
+    p = sub.add_parser(
+        "retry",
+        help="run a failed or cancelled job again: finalise only when every part is in the "
+        "store, else from the first segment",
+    )
+    p.add_argument("job")
+    p.add_argument("--wait", action="store_true", help="wait for the job to end, with progress")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_retry)
 
     p = sub.add_parser("queues", help="depth of each queue and batches in flight")
     p.add_argument("--json", action="store_true")
@@ -253,7 +275,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             job_id, jobs, on_progress=_progress_bar() if sys.stderr.isatty() else None, timeout=args.timeout
         )
     _print_job(job, args.json)
-    return EXIT_FAILED if job.status is JobStatus.FAILED else 0
+    return EXIT_FAILED if job.status in (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.LOST) else 0
 
 
 def _progress_bar() -> Any:
@@ -288,6 +310,8 @@ def _print_job(job: Job, as_json: bool) -> None:
             print(f"{name}: {(time.time() if end is None else end) - start:.2f} s")
     if job.corrupt_packets:
         print(f"corrupt packets skipped: {job.corrupt_packets}")
+    for warning in job.warnings:
+        print(f"warning: {warning}")
     if job.error:
         print(f"error: {job.error}")
     for kind, uri in job.results.items():
@@ -310,6 +334,45 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_REFUSED
     _print_job(job, args.json)
     return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from posequeue.errors import JobNotFound
+    from posequeue.producer.control import ControlError, cancel
+
+    try:
+        out = cancel(args.job, _jobs())
+    except (JobNotFound, ControlError) as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return EXIT_REFUSED
+    if args.json:
+        print(json.dumps(out))
+    else:
+        dropped = out["dropped"]
+        print(
+            f"job {args.job}: cancelled ({dropped['messages']} queued messages and "
+            f"{dropped['keys']} Redis keys dropped)"
+        )
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    from posequeue.errors import JobNotFound
+    from posequeue.producer.control import ControlError, retry
+    from posequeue.producer.submit import wait
+
+    jobs = _jobs()
+    try:
+        out = retry(args.job, jobs)
+    except (JobNotFound, ControlError) as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return EXIT_REFUSED
+    if not args.wait:
+        print(json.dumps(out) if args.json else f"job {args.job}: running again from {out['resumed']}")
+        return 0
+    job = wait(args.job, jobs, on_progress=_progress_bar() if sys.stderr.isatty() else None)
+    _print_job(job, args.json)
+    return 0 if job.status.value == "done" else EXIT_FAILED
 
 
 def cmd_results(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FAILED = 1  # the work was tried and failed (a job failed, results unreadable)
 EXIT_REFUSED = 2  # refused before any work: bad input, settings, model or cores
+EXIT_UNAVAILABLE = 3  # Redis cannot be used (unreachable, credentials, TLS); nothing changed
 EXIT_RESTART = 75  # a threaded worker's child asking to be replaced (its watchdog), like a killed one
 
 
@@ -56,7 +57,8 @@ class SubmitError(PosequeueError, ValueError):
     """A submission refused before any job exists (bad input, unknown model, store down).
 
     ``reason`` says which, for callers that answer in kind (the HTTP API's status codes):
-    ``batch_size``, ``unknown_model``, ``missing``, ``not_a_video`` or ``store``."""
+    ``batch_size``, ``unknown_model``, ``missing``, ``not_a_video``, ``too_large`` (over the
+    producers' limits), ``people``, ``follow`` or ``store``."""
 
     def __init__(self, message: str, reason: str = "invalid") -> None:
         super().__init__(message)

@@ -18,6 +18,7 @@ import redis
 
 from posequeue.config.budget import Budget
 from posequeue.config.keys import (
+    ACTIVE,
     CALLBACKS,
     JOBS,
     batch_key,
@@ -27,12 +28,21 @@ from posequeue.config.keys import (
     handover_key,
     job_key,
     segment_frames_key,
+    segment_starts_key,
 )
 from posequeue.config.schemas import Job, JobStatus
 from posequeue.errors import JobNotFound, PosequeueError
 from posequeue.payload.shards import PayloadServers, reaching
 
-FINISHED_TTL = 7 * 24 * 3600  # job records outlive the job by a week
+FINISHED_TTL = 7 * 24 * 3600  # the default of POSEQUEUE_RETENTION_DAYS, in seconds
+
+
+def retention() -> int:
+    """Seconds an ended job's record is kept (POSEQUEUE_RETENTION_DAYS)."""
+    from posequeue.config.settings import get_settings
+
+    return max(1, int(get_settings().retention_days * 86400))
+
 
 # Records a finished batch (ARGV[1], with ARGV[2] frames, at time ARGV[3]) and says whether the
 # job is complete and not yet finalised. Atomic: of the last batch and the end of ingest, the
@@ -51,6 +61,79 @@ local total = redis.call('HGET', KEYS[1], 'batches_total')
 if not total then return 0 end
 if redis.call('SCARD', KEYS[2]) < tonumber(total) then return 0 end
 return 1
+"""
+
+
+# Writes fields (ARGV: name, value, ...) into the job record only if it exists: a task that
+# outlived its job's record must not recreate it half-written.
+_UPDATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+
+# Ends a queued or running job (ARGV: status, finished_at, ttl, job id, then field, value, ...):
+# the record keeps the retention TTL, the job leaves the active set, its fan-in set and lock go.
+# Returns the status the job had (nothing if its record is gone); only a queued or running
+# job changes, so two ends never both win.
+_END = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return nil end
+if status ~= 'queued' and status ~= 'running' then return status end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'finished_at', ARGV[2], unpack(ARGV, 5))
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('ZREM', KEYS[2], ARGV[4])
+redis.call('DEL', KEYS[3], KEYS[4])
+return status
+"""
+
+# Claims segment ARGV[1]'s hand-over (marker KEYS[2], lifetime ARGV[3]) and saves the next
+# cursor (ARGV[2]) on the job in one step; 0 if claimed before or the job is gone.
+_HANDOVER = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if not redis.call('SET', KEYS[2], 1, 'NX', 'EX', ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], 'cursor', ARGV[2])
+return 1
+"""
+
+# Runs a failed or cancelled job again (KEYS: record, fan-in set, active set; ARGV: now, job
+# id, then the batch count when every part exists, else ''): running again with its deadlines
+# from now, its error and counters gone, its record kept until it ends. With every part there
+# the fan-in set is complete (finalise runs next); else it starts from the first segment.
+_REOPEN = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'failed' and status ~= 'cancelled' then return status or false end
+redis.call('PERSIST', KEYS[1])
+redis.call('HDEL', KEYS[1], 'error', 'finished_at', 'finalize_starts', 'resent_ingest', 'resent_finalize')
+redis.call('DEL', KEYS[2])
+if ARGV[3] ~= '' then
+  for i = 0, tonumber(ARGV[3]) - 1 do redis.call('SADD', KEYS[2], i) end
+  redis.call('HSET', KEYS[1], 'frames_done', redis.call('HGET', KEYS[1], 'frames_total'))
+else
+  redis.call('HDEL', KEYS[1], 'frames_total', 'batches_total', 'cursor', 'warnings', 'corrupt_packets')
+  redis.call('HSET', KEYS[1], 'frames_done', 0, 'batches_enqueued', 0)
+end
+redis.call('HSET', KEYS[1], 'status', 'running', 'ingest_at', ARGV[1], 'progress_at', ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[1], ARGV[2])
+return 'running'
+"""
+
+# A stage's start of a batch (KEYS: record, batch, delivery counter; ARGV: the counter's
+# lifetime): the job's status, and for a job still going the delivery counted and the batch's
+# fields. A job that ended (or vanished) gets no counter: its keys are not recreated.
+_BEGIN = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'running' and status ~= 'queued' then return {status or false, 0} end
+local count = redis.call('INCR', KEYS[3])
+redis.call('EXPIRE', KEYS[3], ARGV[1])
+local out = {status, count}
+for _, v in ipairs(redis.call('HGETALL', KEYS[2])) do out[#out + 1] = v end
+return out
+"""
+
+_COUNT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 """
 
 
@@ -79,6 +162,12 @@ class Jobs:
     ) -> None:
         self.r: Any = client  # redis-py's stubs type replies as bytes | str; ours are bytes
         self._complete = client.register_script(_COMPLETE)
+        self._update = client.register_script(_UPDATE)
+        self._end = client.register_script(_END)
+        self._handover = client.register_script(_HANDOVER)
+        self._count = client.register_script(_COUNT)
+        self._reopen = client.register_script(_REOPEN)
+        self._begin = client.register_script(_BEGIN)
         if max_redis_mb is None:
             from posequeue.config.settings import get_settings
 
@@ -131,10 +220,16 @@ class Jobs:
         with self.r.pipeline() as pipe:
             pipe.hset(job_key(job_id), mapping=fields)
             pipe.zadd(JOBS, {job_id: now})
+            pipe.zadd(ACTIVE, {job_id: now})
             if callback_url:  # in the same transaction: no job ends without its callback queued
                 pipe.zadd(CALLBACKS, {job_id: now})
             pipe.execute()
         return job_id
+
+    def update(self, job_id: str, fields: dict[str, Any]) -> bool:
+        """Write ``fields`` into the job's record if it still exists; False if it is gone."""
+        args = [str(x) for kv in fields.items() for x in kv]
+        return bool(self._update(keys=[job_key(job_id)], args=args))
 
     def get(self, job_id: str) -> Job:
         with self.r.pipeline(transaction=False) as pipe:
@@ -150,53 +245,93 @@ class Jobs:
         return JobStatus(value.decode()) if value else None
 
     def mark_running(self, job_id: str, video_info: dict[str, Any]) -> None:
-        self.r.hset(
-            job_key(job_id),
-            mapping={
-                "status": JobStatus.RUNNING.value,
-                "started_at": time.time(),
-                "video_info": json.dumps(video_info),
-            },
-        )
+        now = time.time()
+        fields = {"status": JobStatus.RUNNING.value, "started_at": now, "video_info": json.dumps(video_info)}
+        self.update(job_id, {**fields, "ingest_at": now})
+
+    def beat(self, job_id: str) -> None:
+        """An ingest task of the job ran now (the watchdog's sign that the chain is alive)."""
+        self.update(job_id, {"ingest_at": time.time()})
+
+    def end(self, job_id: str, status: JobStatus, **fields: Any) -> JobStatus | None:
+        """End a queued or running job as ``status`` with ``fields`` (one script); the status it
+        had before, or None if its record is gone. Only a queued or running job changes."""
+        args: list[Any] = [status.value, time.time(), retention(), job_id]
+        args += [str(x) for kv in fields.items() for x in kv]
+        keys = [job_key(job_id), ACTIVE, done_key(job_id), finalize_lock_key(job_id)]
+        before = self._end(keys=keys, args=args)
+        return JobStatus(before.decode()) if before else None
 
     def fail(self, job_id: str, reason: str) -> bool:
         """Mark the job failed with a reason a person can act on; False if it already ended."""
-        key = job_key(job_id)
-        status = self.status(job_id)
-        if status is None or status.finished:
-            return False
-        with self.r.pipeline() as pipe:
-            pipe.hset(
-                key,
-                mapping={
-                    "status": JobStatus.FAILED.value,
-                    "error": reason,
-                    "finished_at": time.time(),
-                },
-            )
-            self._expire(pipe, job_id)
-            pipe.execute()
+        before = self.end(job_id, JobStatus.FAILED, error=reason)
         self.budget.release_job(job_id)  # its pixels leave Redis now, not when workers meet them
-        return True
+        return before is not None and not before.finished
+
+    def cancel(self, job_id: str, reason: str) -> bool:
+        """End a queued or running job as cancelled; False if it already ended (or is gone)."""
+        before = self.end(job_id, JobStatus.CANCELLED, error=reason)
+        self.budget.release_job(job_id)
+        return before is not None and not before.finished
 
     def finish(self, job_id: str, results: dict[str, str], finished_at: float) -> None:
-        with self.r.pipeline() as pipe:
-            pipe.hset(
-                job_key(job_id),
-                mapping={
-                    "status": JobStatus.DONE.value,
-                    "results": json.dumps(results),
-                    "finished_at": finished_at,
-                },
-            )
-            self._expire(pipe, job_id)
-            pipe.execute()
+        self.end(job_id, JobStatus.DONE, results=json.dumps(results), finished_at=finished_at)
         self.budget.release_job(job_id)  # nothing should be left; a stray redelivery's batch goes
 
-    def _expire(self, pipe: Any, job_id: str) -> None:
-        key = job_key(job_id)
-        pipe.expire(key, FINISHED_TTL)
-        pipe.delete(done_key(job_id), finalize_lock_key(job_id))
+    def reopen(self, job_id: str, complete_batches: int | None) -> JobStatus | None:
+        """Run a failed or cancelled job again: finalise only when ``complete_batches`` (every
+        part is in the store), else from the first segment (its batches and markers must be
+        dropped first). The status it has now: running if reopened."""
+        keys = [job_key(job_id), done_key(job_id), ACTIVE]
+        args: list[str | float] = [time.time(), job_id, "" if complete_batches is None else complete_batches]
+        status = self._reopen(keys=keys, args=args)
+        return JobStatus(status.decode()) if status else None
+
+    # -- the watchdog's view ------------------------------------------------------------------
+    def active(self) -> list[str]:
+        """Ids of the jobs not yet ended (queued or running), oldest first."""
+        return [j.decode() for j in self.r.zrange(ACTIVE, 0, -1)]
+
+    def expired(self, before: float, limit: int = 500) -> list[str]:
+        """Jobs on the list submitted before ``before`` (epoch seconds) whose record is gone."""
+        ids = [j.decode() for j in self.r.zrangebyscore(JOBS, "-inf", before, start=0, num=limit)]
+        with self.r.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.exists(job_key(job_id))
+            alive = pipe.execute()
+        return [job_id for job_id, there in zip(ids, alive, strict=True) if not there]
+
+    def unlist(self, job_ids: list[str]) -> None:
+        """Take jobs off the list of jobs (``pq:jobs``)."""
+        if job_ids:
+            self.r.zrem(JOBS, *job_ids)
+
+    def forget(self, job_id: str) -> None:
+        """Take a job whose record ended or vanished out of the active set."""
+        self.r.zrem(ACTIVE, job_id)
+
+    def count(self, job_id: str, name: str) -> int:
+        """Add one to the record's counter ``name`` (e.g. ``resent_ingest``); its value, 0 if the
+        record is gone (never recreated)."""
+        return int(self._count(keys=[job_key(job_id)], args=[name]))
+
+    def finalizing(self, job_id: str) -> bool:
+        """A finaliser holds the job's lock now."""
+        return bool(self.r.exists(finalize_lock_key(job_id)))
+
+    def uncount_segment_start(self, job_id: str, segment: int) -> None:
+        """Take back a counted start that ended in a wait (the memory budget), not a crash."""
+        self.r.decr(segment_starts_key(job_id, segment))
+
+    def count_segment_start(self, job_id: str, segment: int, ttl: int) -> int:
+        """Count a start of segment ``segment``'s decoding; how many so far (a segment that
+        kills its worker comes back again and again)."""
+        key = segment_starts_key(job_id, segment)
+        with self.r.pipeline() as pipe:
+            pipe.incr(key)
+            pipe.expire(key, ttl)
+            count, _ = pipe.execute()
+        return int(count)
 
     # -- batches and fan-in ---------------------------------------------------------------
     def put_batch(self, meta: dict[str, Any], payload: dict[str, bytes], ttl: int) -> None:
@@ -211,39 +346,34 @@ class Jobs:
         """What a stage's task needs before it runs, in one round trip: the job's status, the
         batch's fields (``meta`` decoded, payloads as bytes), and this delivery counted (a batch
         that kills its worker process comes back again and again)."""
-        key = batch_key(job_id, index)
-        deliveries = deliveries_key(job_id, index, stage)
-        holder = self.payloads.client(key)
-        with reaching(), self.r.pipeline(transaction=False) as pipe:
-            pipe.hget(job_key(job_id), "status")
-            if holder is self.r:  # payloads on the broker: one round trip
-                pipe.hgetall(key)
-            pipe.incr(deliveries)
-            pipe.expire(deliveries, ttl)
-            replies = pipe.execute()
-            raw = replies[1] if holder is self.r else holder.hgetall(key)
-        status, count = replies[0], replies[-2]
+        keys = [job_key(job_id), batch_key(job_id, index), deliveries_key(job_id, index, stage)]
+        with reaching():
+            status, count, *pairs = self._begin(keys=keys, args=[ttl])
+            raw = dict(zip(pairs[::2], pairs[1::2], strict=True))
+            holder = self.payloads.client(keys[1])
+            if holder is not self.r and status in (b"running", b"queued"):  # on a payload server
+                raw = holder.hgetall(keys[1])
         return BatchStart(JobStatus(status.decode()) if status else None, _batch_fields(raw), int(count))
 
-    def advance_batch(self, job_id: str, index: int, payload: dict[str, bytes], drop: list[str]) -> None:
+    def advance_batch(self, job_id: str, index: int, payload: dict[str, bytes], drop: list[str]) -> bool:
         """Store what a stage made for the next one and drop what no later stage reads; the
         batch's reservation in the budget becomes what its hash then holds. A hash already
-        gone (the batch finished, or its job ended) is not recreated. On a payload server the
-        hash is rewritten there and its reservation stays what the batch was admitted with (it
-        covers the crops: see ``producer/ingest.py``)."""
+        gone (the batch finished, or its job ended or was cancelled) is not recreated: False. On
+        a payload server the hash is rewritten there and its reservation stays what the batch was
+        admitted with (it covers the crops: see ``producer/ingest.py``)."""
         if self.payloads.on_broker:
-            self.budget.advance(job_id, index, payload, drop)
-            return
+            return self.budget.advance(job_id, index, payload, drop)
         key = batch_key(job_id, index)
         holder = self.payloads.client(key)
         with reaching():
             if not holder.exists(key):
-                return
+                return False
             with holder.pipeline() as pipe:
                 pipe.hset(key, mapping=payload)
                 if drop:
                     pipe.hdel(key, *drop)
                 pipe.execute()
+        return True
 
     def is_batch_done(self, job_id: str, index: int) -> bool:
         return bool(self.r.sismember(done_key(job_id), index))
@@ -256,6 +386,19 @@ class Jobs:
             with reaching():
                 self.payloads.client(key).delete(key)
         self.budget.drop(job_id, index)
+
+    def drop_batches(self, job_id: str) -> int:
+        """Delete every batch of the job (pixels, delivery counters) and its segment markers:
+        a cancelled job lets go of Redis at once; how many keys went."""
+        gone = 0
+        servers = [c for c in self.payloads.clients if c is not self.r]  # pixels on payload servers
+        wanted = [(self.r, batch_key(job_id, "*")), (self.r, handover_key(job_id, "*"))]
+        wanted += [(client, batch_key(job_id, "*")) for client in servers]
+        with reaching():
+            for client, pattern in wanted:
+                for chunk in _chunks(client.scan_iter(match=pattern, count=500), 500):
+                    gone += int(client.delete(*chunk))
+        return gone
 
     def inflight(self, job_id: str) -> int:
         """Batches put on a queue and not yet finished."""
@@ -277,25 +420,33 @@ class Jobs:
         return [i for i in range(int(enqueued or 0)) if i not in finished]
 
     def set_enqueued(self, job_id: str, count: int) -> None:
-        self.r.hset(job_key(job_id), "batches_enqueued", count)
+        self.update(job_id, {"batches_enqueued": count})
 
     def batch_done(self, job_id: str, index: int, frames: int) -> bool:
         """Record batch ``index`` finished; True when the job is complete and not finalised."""
         key = job_key(job_id)
         return bool(self._complete(keys=[key, done_key(job_id)], args=[index, frames, time.time()]))
 
-    def ingest_done(self, job_id: str, frames_total: int, batches_total: int, corrupt_packets: int) -> bool:
+    def ingest_done(
+        self,
+        job_id: str,
+        frames_total: int,
+        batches_total: int,
+        corrupt_packets: int,
+        warnings: list[str] | None = None,
+    ) -> bool:
         """Record the totals once all frames are queued; True if the job is already complete."""
+        fields: dict[str, Any] = {
+            "frames_total": frames_total,
+            "batches_total": batches_total,
+            "batches_enqueued": batches_total,
+            "corrupt_packets": corrupt_packets,
+        }
+        if warnings:
+            fields["warnings"] = json.dumps(warnings)
+        if not self.update(job_id, fields):
+            return False
         key = job_key(job_id)
-        self.r.hset(
-            key,
-            mapping={
-                "frames_total": frames_total,
-                "batches_total": batches_total,
-                "batches_enqueued": batches_total,
-                "corrupt_packets": corrupt_packets,
-            },
-        )
         return bool(self._complete(keys=[key, done_key(job_id)], args=["", 0, time.time()]))
 
     def lock_finalize(self, job_id: str, seconds: int) -> bool:
@@ -310,10 +461,12 @@ class Jobs:
         raw = self.r.hmget(job_key(job_id), "progress_at", "started_at", "submitted_at")
         return max(float(v) for v in raw if v is not None)
 
-    def mark_handover(self, job_id: str, segment: int) -> None:
-        """Segment k has enqueued segment k+1 (set after sending: a crash between the two
-        repeats a segment, which is harmless, rather than losing the rest of the video)."""
-        self.r.set(handover_key(job_id, segment), 1, ex=FINISHED_TTL)
+    def claim_handover(self, job_id: str, segment: int, cursor: dict[str, Any]) -> bool:
+        """Claim segment k's hand-over to k+1 and save k+1's cursor on the job, in one step;
+        False if claimed before (a redelivered segment) or the job is gone. Claimed before the
+        send: a worker that dies in between leaves the saved cursor for the watchdog to send."""
+        keys = [job_key(job_id), handover_key(job_id, segment)]
+        return bool(self._handover(keys=keys, args=[segment, json.dumps(cursor), FINISHED_TTL]))
 
     def handed_over(self, job_id: str, segment: int) -> bool:
         return bool(self.r.exists(handover_key(job_id, segment)))
@@ -364,6 +517,7 @@ SUMMARY_FIELDS = (
     "started_at",
     "finished_at",
     "error",
+    "warnings",
     "results",
     "video_info",
     "people",  # added with output contract 2, after the fields clients had already
@@ -377,7 +531,7 @@ def summary(job: Job) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in SUMMARY_FIELDS:
         value = getattr(job, name)
-        if value is None or value == {}:
+        if value is None or (isinstance(value, dict | list) and not value):
             continue
         out[name] = value.value if isinstance(value, enum.Enum) else value
     if job.finished_at is not None:
@@ -390,8 +544,9 @@ def summary(job: Job) -> dict[str, Any]:
 def publish(app: Any, jobs: Jobs, job_id: str) -> None:
     """Put the job's summary in the Celery result backend under the job id."""
     job = jobs.get(job_id)
-    if job.status is JobStatus.FAILED:
-        app.backend.mark_as_failure(job_id, JobFailedError("failed" if job.error is None else job.error))
+    if job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
+        reason = job.status.value if job.error is None else job.error
+        app.backend.mark_as_failure(job_id, JobFailedError(reason))
     else:
         app.backend.mark_as_done(job_id, summary(job))
 
@@ -402,6 +557,17 @@ def fail_job(app: Any, jobs: Jobs, job_id: str, reason: str) -> bool:
         return False
     publish(app, jobs, job_id)
     return True
+
+
+def _chunks(items: Any, size: int) -> Any:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 @lru_cache(maxsize=1)

@@ -26,7 +26,9 @@ def configure(fmt: str = "console", level: int = logging.INFO) -> None:
             *renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # One write() per line (print() writes the text and its newline apart): the processes of a
+        # worker share stderr, and their JSON lines must not interleave mid-line.
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
 

@@ -11,7 +11,13 @@ A task declared with ``base=JobTask`` runs its body under these rules (as Celery
   ``POSEQUEUE_STORE_RETRIES`` times per message, then fails the job with ``store_reason``. The
   count travels in the message's kwargs (``store_failures``), not in ``request.retries``,
   which also counts a task's other deferrals (a full memory budget, a held lock); the policy takes it
-  out of the kwargs before the body runs.
+  out of the kwargs before the body runs. A task declared with ``store_patience=True``
+  (finalise) instead backs off exponentially (2 s doubling to ``STORE_BACKOFF_MAX``) until
+  ``POSEQUEUE_STORE_PATIENCE`` seconds have passed since the message's first store error
+  (``store_since`` in its kwargs): a store outage is waited out, apart from lock waits and
+  crashes, which are counted elsewhere.
+- Redis itself unreachable (a restart): the error is logged and raised, the job is not failed
+  (nothing could be recorded): the message comes back by redelivery or the watchdog.
 - A ``JobError`` (an unreadable video, a model fault, a batch that cannot run) fails the job
   with its message.
 - Anything else fails the job with ``internal_reason`` and is logged with its traceback.
@@ -23,8 +29,10 @@ context (``job_id``, ``batch``, ``stage``: the stage that was running, as bound 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import redis
 import structlog
 from celery import Task
 
@@ -37,7 +45,9 @@ from posequeue.logs import get_logger
 
 log = get_logger(__name__)
 STORE_FAILURES = "store_failures"  # the message kwarg counting this message's store errors
+STORE_SINCE = "store_since"  # the message kwarg: when its first store error happened
 STORE_RETRY_SECONDS = 2.0
+STORE_BACKOFF_MAX = 60.0
 
 
 def require_running(status: JobStatus | None) -> None:
@@ -68,21 +78,36 @@ class JobTask(Task):  # type: ignore[misc]  # celery's Task is untyped
     max_retries = None  # the policy counts store errors itself; other deferrals are unbounded
     store_reason = "{exc}"
     internal_reason = "internal error in {task}: {exc!r}"
+    store_patience = False  # True: store errors are waited out (POSEQUEUE_STORE_PATIENCE)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         # Called by Celery's tracer with the request already pushed: run the body directly.
         store_failures = int(kwargs.pop(STORE_FAILURES, 0))
+        store_since = float(kwargs.pop(STORE_SINCE, 0.0))
         name = self.name.rsplit(".", 1)[-1]
         try:
             return self.run(*args, **kwargs)
         except (JobNotRunning, JobNotFound) as exc:
             log.info(f"{name}.stale", reason=str(exc) if isinstance(exc, JobNotRunning) else "job is gone")
         except StoreError as exc:  # the store's hiccups are retried before they fail the job
-            if store_failures < get_settings().store_retries:
-                changes = {**(self.request.kwargs or {}), STORE_FAILURES: store_failures + 1}
-                defer(self, STORE_RETRY_SECONDS, kwargs=changes)
+            delay = self._store_delay(store_failures, store_since or time.time())
+            if delay is not None:
+                changes = {
+                    **(self.request.kwargs or {}),
+                    STORE_FAILURES: store_failures + 1,
+                    STORE_SINCE: store_since or time.time(),
+                }
+                log.warning(
+                    f"{name}.store_error", error=str(exc), retry_in=delay, failures=store_failures + 1
+                )
+                defer(self, delay, kwargs=changes)
             else:
                 self._fail(args, self.store_reason, exc)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            # Redis itself is away (a restart): nothing can be recorded, and the job is not at
+            # fault. The message goes back by redelivery, or the watchdog sends it again.
+            log.warning(f"{name}.redis_unreachable", error=str(exc))
+            raise
         except JobError as exc:  # the job cannot go on; the message says why
             log.warning(f"{name}.failed", reason=str(exc))
             self._fail(args, "{exc}", exc)
@@ -90,6 +115,19 @@ class JobTask(Task):  # type: ignore[misc]  # celery's Task is untyped
             log.exception(f"{name}.error")
             self._fail(args, self.internal_reason, exc)
         return None
+
+    def _store_delay(self, failures: int, since: float) -> float | None:
+        """Seconds until this message's next try after a store error, None to give up: a
+        task with ``store_patience`` backs off exponentially (2 s doubling to
+        ``STORE_BACKOFF_MAX``) until POSEQUEUE_STORE_PATIENCE seconds have passed since its
+        first store error; the others retry POSEQUEUE_STORE_RETRIES times, 2 s apart."""
+        settings = get_settings()
+        if not self.store_patience:
+            return STORE_RETRY_SECONDS if failures < settings.store_retries else None
+        left = settings.store_patience - (time.time() - since)
+        if left <= 0:
+            return None
+        return min(STORE_BACKOFF_MAX, STORE_RETRY_SECONDS * 2**failures, max(left, STORE_RETRY_SECONDS))
 
     def _fail(self, args: tuple[Any, ...], template: str, exc: BaseException) -> None:
         context = _Context(structlog.contextvars.get_contextvars())

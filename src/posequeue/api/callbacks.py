@@ -62,6 +62,14 @@ def backoff(attempt: int) -> float:
     return float(2 ** (attempt - 1))
 
 
+def rearm(jobs: Jobs, job_id: str) -> None:
+    """A retried job will end again: queue its callback afresh (attempts from zero)."""
+    with jobs.r.pipeline() as pipe:
+        pipe.hdel(job_key(job_id), "callback_status", "callback_attempts", "callback_error")
+        pipe.zadd(CALLBACKS, {job_id: time.time()})
+        pipe.execute()
+
+
 class Sender:
     """The callback sender of one API process (a daemon thread; ``start`` and ``stop``)."""
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starlette.responses import Response
 
 from posequeue.api import ranges, upload
+from posequeue.api.callbacks import rearm
 from posequeue.api.errors import ApiError
 from posequeue.api.views import PREVIEW, brief, describe, files, input_uri, job_url
 from posequeue.config.schemas import Follow, Job, JobStatus
@@ -34,7 +35,7 @@ JOB_ID = re.compile(r"^[0-9a-f]{32}$")  # Jobs.new_id(): uuid4().hex
 JSON_BODY_LIMIT = 64 * 1024
 FORM_OVERHEAD = 1 << 20  # multipart boundaries and option fields around the video
 # SubmitError.reason -> HTTP status: the client's input, or (store) the server's store
-SUBMIT_STATUS = {"not_a_video": 415, "store": 503}
+SUBMIT_STATUS = {"not_a_video": 415, "too_large": 413, "store": 503}
 
 
 # Declared for the OpenAPI description (the "Authorize" button of /docs); Tokens.check decides.
@@ -243,6 +244,41 @@ def list_jobs(
 def get_job(request: Request, job_id: str) -> dict[str, Any]:
     state = request.app.state
     return describe(_job(request, job_id), state.store, state.tokens)
+
+
+@authed.delete("/jobs/{job_id}", summary="Cancel a queued or running job (`posequeue cancel`)")
+def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
+    from posequeue.producer.control import ControlError, cancel
+
+    state = request.app.state
+    try:
+        cancel(check_job_id(job_id), state.jobs)
+    except JobNotFound as exc:
+        raise ApiError(404, "no_such_job", exc.args[0]) from None
+    except ControlError as exc:
+        raise ApiError(409, "job_ended", str(exc)) from None
+    return describe(_job(request, job_id), state.store, state.tokens)
+
+
+@authed.post(
+    "/jobs/{job_id}/retry",
+    status_code=202,
+    summary="Run a failed or cancelled job again under its id (`posequeue retry`)",
+)
+def retry_job(request: Request, job_id: str) -> dict[str, Any]:
+    from posequeue.producer.control import ControlError, retry
+
+    state = request.app.state
+    try:
+        retry(check_job_id(job_id), state.jobs)
+    except JobNotFound as exc:
+        raise ApiError(404, "no_such_job", exc.args[0]) from None
+    except ControlError as exc:
+        raise ApiError(409, "not_retryable", str(exc)) from None
+    job = _job(request, job_id)
+    if job.callback_url:  # the job will end again: call back again
+        rearm(state.jobs, job_id)
+    return describe(job, state.store, state.tokens)
 
 
 @router.head("/jobs/{job_id}/results/{name:path}", include_in_schema=False)

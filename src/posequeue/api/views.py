@@ -72,8 +72,8 @@ def files(job: Job, store: Store) -> dict[str, str]:
 
 def warnings(job: Job) -> list[str]:
     """What a person should know about a job that did not fail."""
-    found = []
-    if job.corrupt_packets:
+    found = list(job.warnings)  # a damaged input: what is missing (corrupt packets included)
+    if job.corrupt_packets and not found:
         found.append(f"{job.corrupt_packets} corrupt packets of the video were skipped")
     return found
 

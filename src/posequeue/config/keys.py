@@ -1,13 +1,17 @@
 """Every Redis key posequeue writes, built in one place (all under ``pq:``).
 
 Job state (``posequeue.jobs``):
-    pq:jobs                          sorted set of job ids by submission time
+    pq:jobs                          sorted set of job ids by submission time (trimmed to the
+                                     retention period by the watchdog)
     pq:callbacks                     sorted set: ids of jobs with a callback_url -> when the
                                      API's callback sender looks at them next (``api/callbacks.py``)
+    pq:active                        sorted set of the jobs not yet ended (the watchdog's list)
+    pq:watchdog                      lease: the ingest worker that sweeps this interval
     pq:job:{id}                      hash: the job record (``config.schemas.Job``)
     pq:job:{id}:done                 set of finished batch indices (the fan-in)
     pq:job:{id}:finalizing           lock held by the finalise task while it writes the results
     pq:job:{id}:seg:{k}              marker: segment k has handed over to segment k+1
+    pq:job:{id}:seg:{k}:starts       counter: starts of segment k's decoding
     pq:job:{id}:recover              guard: the job's lost batches were looked for
                                      (``producer/recover.py``)
     pq:batch:{id}:{k}                hash: the pixels and meta of batch k (claim-check, with a TTL);
@@ -40,6 +44,8 @@ from __future__ import annotations
 PREFIX = "pq"
 JOBS = f"{PREFIX}:jobs"
 CALLBACKS = f"{PREFIX}:callbacks"
+ACTIVE = f"{PREFIX}:active"
+WATCHDOG_LEASE = f"{PREFIX}:watchdog"
 WORKERS = f"{PREFIX}:workers"
 BUDGET_HELD = f"{PREFIX}:budget:held"
 BUDGET_LEASES = f"{PREFIX}:budget:leases"
@@ -63,8 +69,12 @@ def finalize_lock_key(job_id: str) -> str:
     return f"{job_key(job_id)}:finalizing"
 
 
-def handover_key(job_id: str, segment: int) -> str:
+def handover_key(job_id: str, segment: int | str) -> str:
     return f"{job_key(job_id)}:seg:{segment}"
+
+
+def segment_starts_key(job_id: str, segment: int | str) -> str:
+    return f"{job_key(job_id)}:seg:{segment}:starts"
 
 
 def segment_frames_key(job_id: str, segment: int) -> str:

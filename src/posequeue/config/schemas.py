@@ -18,10 +18,12 @@ class JobStatus(str, enum.Enum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+    CANCELLED = "cancelled"
+    LOST = "lost"  # never stored: what a client reports for a job whose record vanished
 
     @property
     def finished(self) -> bool:
-        return self in (JobStatus.DONE, JobStatus.FAILED)
+        return self in (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.LOST)
 
 
 class AnalysisStatus(str, enum.Enum):
@@ -81,9 +83,14 @@ class Job:
     started_at: float | None = None
     finished_at: float | None = None
     progress_at: float | None = None  # when a batch last finished
+    ingest_at: float | None = None  # when an ingest task of the job last ran (the watchdog's clock)
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)  # a damaged input: what is missing
     video_info: dict[str, Any] = field(default_factory=dict)  # the probe's (VideoInfo.to_dict)
     results: dict[str, str] = field(default_factory=dict)  # output URIs by kind: json, csv, manifest
+    cursor: dict[str, Any] = field(default_factory=dict)  # the next segment's, saved at each hand-over
+    resent_ingest: int = 0  # times the watchdog sent the ingest chain again
+    resent_finalize: int = 0  # times the watchdog sent finalise again
     # Records from before --people have neither: one person, the detector's best, as then.
     people: int = 1  # most people per frame (submit --people)
     follow: Follow = Follow.BEST_SCORE  # which people the job keeps (submit --follow)
@@ -111,6 +118,11 @@ class Job:
                 values[name] = _JOB_FIELDS[name](value.decode())
         return cls(**values)
 
+    @classmethod
+    def lost(cls, job_id: str, reason: str) -> Job:
+        """What a client knows of a job whose record vanished from Redis: its id, and why."""
+        return cls(job_id, JobStatus.LOST, model="", video="", batch_size=0, submitted_at=0.0, error=reason)
+
     def analysis_summary(self) -> dict[str, Any]:
         """The analysis's part of the job summary: status, error, results, params, times."""
         if self.analysis is None:
@@ -133,7 +145,7 @@ def _converter(kind: Any) -> Any:
     """How a hash field's text becomes a value of the declared type (``int | None`` -> int)."""
     if get_origin(kind) in (Union, UnionType):
         kind = next(k for k in get_args(kind) if k is not type(None))
-    return json.loads if get_origin(kind) is dict else kind
+    return json.loads if get_origin(kind) in (dict, list) else kind
 
 
 _JOB_FIELDS = {

@@ -39,6 +39,10 @@ class Settings(BaseSettings):
         256, ge=1, description="Redis memory (MiB) for the frames of every job together (config/budget.py)"
     )
     work_long_side: int = Field(1280, ge=64, description="frames travel scaled to this long side")
+    # Per job, refused at submit and checked again on every decoded frame (0: no limit).
+    max_frame_pixels: int = Field(3840 * 2160, ge=0, description="largest picture a job may have")
+    max_video_seconds: float = Field(4 * 3600, ge=0, description="longest video a job may have")
+    decoder_mb: int = Field(512, ge=0, description="decoder threads are fewer for large pictures")
     payload_ttl: int = Field(3600, ge=5, description="seconds a batch payload lives in Redis")
     payload_codec: str = Field(
         "jpeg", pattern="^(raw|jpeg)$", description="how frames travel: jpeg (BlazePose) or raw"
@@ -52,9 +56,22 @@ class Settings(BaseSettings):
     visibility_timeout: int = Field(600, ge=5)
     task_time_limit: int = Field(300, ge=2)
     store_retries: int = Field(3, ge=0, description="times a task retries a store error before its job fails")
+    store_patience: int = Field(
+        900, ge=0, description="seconds finalise waits out a store outage (exponential backoff)"
+    )
+    # The job watchdog (producer/watchdog.py): every queued or running job ends.
+    watchdog_interval: float = Field(5.0, gt=0, description="seconds between the fleet's sweeps of jobs")
+    ingest_stall: int = Field(
+        60, ge=1, description="seconds without an ingest task before its chain is checked"
+    )
+    queued_timeout: int = Field(3600, ge=1, description="seconds a job may wait for an ingest worker")
+    retention_days: float = Field(7.0, gt=0, description="days an ended job's record is kept")
+    keep_inputs: bool = Field(False, description="keep uploaded inputs after their job is done")
     model_dir: Path | None = Field(None, description="folder holding model files provided by hand")
     cache_dir: Path = Field(Path.home() / ".cache" / "posequeue")
-    lock_dir: Path = Field(Path("/tmp/posequeue-locks"), description="per-core claim files")
+    lock_dir: Path | None = Field(
+        None, description="per-core claim files (default: $XDG_RUNTIME_DIR/posequeue or /tmp/posequeue-UID)"
+    )
     log_format: str = Field("console", pattern="^(console|json)$")
     # The HTTP API (`posequeue api`, docs/api.md)
     api_tokens: str = Field("", description="bearer tokens the API accepts, comma-separated")

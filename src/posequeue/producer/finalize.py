@@ -27,7 +27,7 @@ from posequeue.config.catalogue import get_model
 from posequeue.config.celery_app import FINALIZE_TASK, app, defer
 from posequeue.config.schemas import AnalysisStatus, Follow, Job, JobStatus
 from posequeue.config.settings import get_settings
-from posequeue.errors import JobNotRunning
+from posequeue.errors import JobError, JobNotRunning
 from posequeue.jobs import get_jobs, publish, summary
 from posequeue.logs import get_logger
 from posequeue.policy import JobTask
@@ -36,23 +36,32 @@ from posequeue.store import Store, StoreError, open_store
 
 log = get_logger(__name__)
 FETCH_THREADS = 16
+MAX_STARTS = 4  # finalise started this often without finishing kills its worker
 
 
 @app.task(
     name=FINALIZE_TASK,
     bind=True,
     base=JobTask,
-    store_reason="cannot write results: {exc}",
+    store_patience=True,  # a store outage is waited out (POSEQUEUE_STORE_PATIENCE), parts kept
+    store_reason="cannot write results: {exc} (the parts are kept: `posequeue retry JOB` finishes the job)",
     internal_reason="internal error while assembling results: {exc!r}",
 )
 def finalize(self: Task, job_id: str) -> None:
     """Write the job's results and mark it done, once (failures: see ``posequeue.policy``)."""
     jobs = get_jobs()
     job = jobs.get(job_id)
-    if job.status is not JobStatus.RUNNING:  # done by another finaliser, or failed
+    if job.status is not JobStatus.RUNNING:  # done by another finaliser, failed or cancelled
         raise JobNotRunning(job.status.value)
     if not jobs.lock_finalize(job_id, get_settings().task_time_limit):
         return defer(self, 10.0)  # another finaliser is at work, or died holding the lock
+    starts = jobs.count(job_id, "finalize_starts")
+    if starts > MAX_STARTS:  # each start before this one died without finishing or failing
+        raise JobError(
+            f"finalise was started {starts - 1} times without finishing: it kills its worker "
+            f"(out of memory assembling {job.frames_total} frames?); check the ingest worker's "
+            "log, then `posequeue retry JOB`"
+        )
     store = open_store(get_settings().store)
     try:
         with tempfile.TemporaryDirectory(prefix="posequeue-final-") as tmp:
@@ -62,14 +71,29 @@ def finalize(self: Task, job_id: str) -> None:
         store.put_bytes(job_prefix(job_id) + "manifest.json", dumps(manifest))
     except StoreError:
         jobs.unlock_finalize(job_id)  # the retry takes the lock again
+        jobs.update(job_id, {"finalize_starts": starts - 1})  # a store error is no crash
         raise
     jobs.finish(job_id, uris, finished_at)
     publish(app, jobs, job_id)
     if job.analysis is not AnalysisStatus.OFF:
         _request_analysis(job_id)
     store.delete([part_key(job_id, b) for b in range(job.batches_total or 0)])
+    delete_input(store, job)
     log.info("job.done", frames=job.frames_total, **uris)
     return None
+
+
+def delete_input(store: Store, job: Job) -> None:
+    """Delete the job's uploaded copy of its input (``inputs/{job}/...``, written by submit when
+    the store is S3) unless POSEQUEUE_KEEP_INPUTS; a video the user named in place stays."""
+    if get_settings().keep_inputs or job.video == job.source:
+        return
+    prefix = store.uri(f"inputs/{job.job_id}/")
+    if job.video.startswith(prefix):
+        try:
+            store.delete([job.video[len(store.uri("")) :]])
+        except StoreError as exc:
+            log.warning("finalize.input_kept", job_id=job.job_id, reason=str(exc))
 
 
 def _request_analysis(job_id: str) -> None:

@@ -7,6 +7,11 @@ job (``config/budget.py``) before it is stored; when it is refused the segment e
 the next segment's task starts a moment later, and a task whose job would not be admitted
 defers itself with a countdown instead of blocking a worker.
 
+Each hand-over claims the next segment and saves its cursor on the job in one script, before
+the next task is sent; each task notes when it ran (``ingest_at``). A chain that stops (its
+message lost with a host) is sent again from the saved cursor by the job watchdog
+(``producer/watchdog.py``), which also watches the job once every frame is queued.
+
 Deferring sends the task again and returns (``retry(throw=False)``) rather than raising Celery's
 ``Retry``: a raised ``Retry`` ends in a reference cycle (its traceback holds the tracer's frame,
 which holds the ExceptionInfo, which holds the ``Retry``), so each one stays in memory until a
@@ -29,18 +34,24 @@ from posequeue.config.celery_app import FINALIZE_TASK, INFER_TASK, INGEST_TASK, 
 from posequeue.config.queues import stage_queue
 from posequeue.config.schemas import BatchMeta, Cursor, Job, JobStatus, detections_per_frame
 from posequeue.config.settings import get_settings
-from posequeue.errors import BatchError
+from posequeue.errors import BatchError, JobError
 from posequeue.jobs import Jobs, get_jobs
 from posequeue.logs import get_logger
-from posequeue.monitor import queue_depth
 from posequeue.payload.codec import encode
 from posequeue.policy import JobTask, require_running
 from posequeue.producer.preprocess import display_size, work_frame
-from posequeue.producer.recover import resend_lost
-from posequeue.producer.video import DecodeStats, VideoError, probe, read_segment, rotation_of
+from posequeue.producer.video import (
+    DecodeStats,
+    Limits,
+    VideoError,
+    damage_warnings,
+    probe,
+    read_segment,
+    rotation_of,
+)
 
 log = get_logger(__name__)
-WATCH_SECONDS = 5.0  # how often a fully queued job checks that its batches are being taken
+MAX_SEGMENT_STARTS = 4  # a segment decoded this often without handing over kills its worker
 
 
 @app.task(
@@ -52,37 +63,40 @@ WATCH_SECONDS = 5.0  # how often a fully queued job checks that its batches are 
 )
 def ingest(self: Task, cursor: dict) -> None:
     """Decode, preprocess and enqueue one segment, then hand over to the next (failures: see
-    ``posequeue.policy``)."""
+    ``posequeue.policy``; a chain that stops is resumed by the watchdog from the saved cursor)."""
     cur = Cursor(**cursor)
     jobs = get_jobs()
     status = jobs.status(cur.job_id)
     require_running(status)
-    if status is JobStatus.QUEUED:
-        jobs.mark_running(cur.job_id, probe(jobs.get(cur.job_id).video).to_dict())
+    if cur.watching:  # a message of an earlier version: the watchdog watches jobs now
+        return None
+    jobs.beat(cur.job_id)  # the chain is alive (the watchdog's deadline for it)
     job = jobs.get(cur.job_id)
-    resend_lost(jobs, job)  # batches whose message a killed worker took with it
-    if cur.watching:  # all frames are queued: watch that workers take them, until done
-        _check_stalled(jobs, job)
-        return defer(self, WATCH_SECONDS, args=[cur.to_dict()])
+    if status is JobStatus.QUEUED or not job.video_info:  # the first segment (or a retried job's)
+        limits = Limits.from_settings(get_settings())
+        jobs.mark_running(cur.job_id, probe(job.video, limits).to_dict())
+        job = jobs.get(cur.job_id)
+    if job.cursor and cur.segment < Cursor(**job.cursor).segment:
+        log.info("ingest.stale", reason=f"segment {cur.segment} was handed over already")
+        return None
     # The memory budget (config/budget.py): wait while a batch of this job's last size would
     # not be admitted, rather than decode frames that could not be stored.
     if not jobs.budget.fits(cur.job_id, max(1, jobs.budget.last_batch_bytes(cur.job_id))).admitted:
-        return _wait_for_budget(self, jobs, job)
+        return _wait_for_budget(self)
+    starts = jobs.count_segment_start(cur.job_id, cur.segment, get_settings().payload_ttl)
+    if starts > MAX_SEGMENT_STARTS:
+        raise JobError(_killer_reason(job, cur, starts - 1))
     outcome = _ingest_segment(jobs, job, cur)
     if outcome is _Outcome.REFUSED:  # not even the segment's first batch was admitted
-        return _wait_for_budget(self, jobs, job)
-    if outcome is _Outcome.LAST:
-        cur.watching = True
-        return defer(self, WATCH_SECONDS, args=[cur.to_dict()])
-    return None
+        jobs.uncount_segment_start(cur.job_id, cur.segment)  # a wait, not a crash
+        return _wait_for_budget(self)
+    return None  # the last segment: the watchdog watches the job until it ends
 
 
-def _wait_for_budget(self: Task, jobs: Jobs, job: Job) -> None:
+def _wait_for_budget(self: Task) -> None:
     """Defer the segment (0.25 s doubling to 4 s) instead of blocking a worker, which may be
-    the one that would free the budget. A job that waits its turn with nothing in flight is
-    not stalled; one whose batches do not move is (``_check_stalled``)."""
-    if jobs.inflight(job.job_id):
-        _check_stalled(jobs, job)
+    the one that would free the budget. A job whose batches do not move is failed by the
+    watchdog's stall check."""
     return defer(self, _backoff(self.request.retries))
 
 
@@ -96,20 +110,13 @@ class _Outcome(enum.Enum):
     REFUSED = "refused"  # the budget admitted nothing: the segment is to be run again
 
 
-def _check_stalled(jobs: Jobs, job: Job) -> None:
-    """No batch of the job finished for a payload's lifetime while batches wait: nobody serves
-    a stage's queue. Fail the job saying what to start, rather than wait for ever."""
-    waited = time.time() - jobs.last_progress(job.job_id)
-    if waited <= get_settings().payload_ttl:
-        return
-    spec = get_model(job.model)
-    waiting = [s.name for s in spec.stages if queue_depth(jobs, stage_queue(spec.name, s.name))]
-    stage = waiting[0] if waiting else spec.first_stage.name
-    raise VideoError(
-        f"no batch of this job finished for {int(waited)} s while batches wait in "
-        f"{stage_queue(spec.name, stage)}: is any worker serving it? Start one with "
-        f"`posequeue worker --model {spec.name} --stage {stage}` (or a plain "
-        "`posequeue worker` for every stage)"
+def _killer_reason(job: Job, cur: Cursor, starts: int) -> str:
+    start = (cur.totals.get("last_ms", 0) / 1000.0) if cur.after_pts is not None else 0.0
+    end = start + get_settings().segment_seconds
+    return (
+        f"segment {cur.segment} of {job.video} (about {start:.2f}-{end:.2f} s, frames from "
+        f"{cur.first_frame}) was started {starts} times without finishing: decoding it kills the "
+        "worker (out of memory? a decoder crash?); check the ingest worker's log and the input"
     )
 
 
@@ -139,7 +146,10 @@ def _ingest_segment(jobs: Jobs, job: Job, cur: Cursor) -> _Outcome:
     started = time.perf_counter()
     long_side = _long_side(job)
     skip = cur.first_frame if cur.after_pts is None else 0  # a stream without timestamps
-    for item in read_segment(job.video, cur.after_pts, settings.segment_seconds, stats, skip=skip):
+    limits = Limits.from_settings(settings)
+    for item in read_segment(
+        job.video, cur.after_pts, settings.segment_seconds, stats, skip=skip, limits=limits
+    ):
         if decided is not None and batcher.taken >= decided:
             break  # a replay ends where the first delivery did
         rotation = rotation_of(item.frame)
@@ -154,6 +164,9 @@ def _ingest_segment(jobs: Jobs, job: Job, cur: Cursor) -> _Outcome:
         return _Outcome.REFUSED
     totals = dict(cur.totals)
     totals["corrupt_packets"] = totals.get("corrupt_packets", 0) + stats.corrupt_packets
+    totals["corrupt_frames"] = totals.get("corrupt_frames", 0) + stats.corrupt_frames
+    if stats.last_t is not None:
+        totals["last_ms"] = round(stats.last_t * 1000)
     log.info(
         "ingest.segment",
         job_id=cur.job_id,
@@ -180,17 +193,22 @@ def _ingest_segment(jobs: Jobs, job: Job, cur: Cursor) -> _Outcome:
         raise VideoError(
             f"{job.video}: no frame could be decoded ({totals['corrupt_packets']} corrupt packets)"
         )
-    if jobs.ingest_done(cur.job_id, next_frame, next_batch, totals["corrupt_packets"]):
+    last_t = totals["last_ms"] / 1000.0 if "last_ms" in totals else None
+    seen = DecodeStats(totals["corrupt_packets"], totals.get("corrupt_frames", 0))
+    warnings = damage_warnings(job.video_info, next_frame, last_t, seen)
+    for warning in warnings:
+        log.warning("ingest.damaged", job_id=cur.job_id, warning=warning)
+    if jobs.ingest_done(cur.job_id, next_frame, next_batch, totals["corrupt_packets"], warnings):
         app.send_task(FINALIZE_TASK, args=[cur.job_id])
     return _Outcome.LAST
 
 
 def _hand_over(jobs: Jobs, nxt: Cursor, segment: int, countdown: float | None = None) -> None:
-    """Send the next segment once (a redelivered segment that was handed over stops here)."""
-    if jobs.handed_over(nxt.job_id, segment):
-        return
-    app.send_task(INGEST_TASK, args=[nxt.to_dict()], countdown=countdown)
-    jobs.mark_handover(nxt.job_id, segment)
+    """Send the next segment once: the hand-over is claimed and the next cursor saved on the job
+    in one step, then sent. A redelivered segment that was handed over stops here; a worker that
+    dies between the claim and the send leaves the saved cursor, which the watchdog sends."""
+    if jobs.claim_handover(nxt.job_id, segment, nxt.to_dict()):
+        app.send_task(INGEST_TASK, args=[nxt.to_dict()], countdown=countdown)
 
 
 class _Batcher:

@@ -1,11 +1,12 @@
-"""Re-sending batches whose message was lost.
+"""Messages of a job on the queues or held by workers, and re-sending batches whose message was lost.
 
 kombu's Redis transport pops a message (BRPOP) before it records it in the ``unacked`` hash; a
 worker killed in between loses the message for good (acks late, reject on worker lost and the
-visibility timeout cover every other moment). The batch's payload is still in Redis, so the
-ingest task, which runs every few seconds while its job is in flight (deciding on a segment,
-waiting on the memory budget, or watching once every frame is queued), re-sends the stage task of a
-batch that is not done and that no queue and no worker holds:
+visibility timeout cover every other moment), and a host lost with a message it held loses it
+too. The batch's payload is still in Redis, so the job watchdog (``producer/watchdog.py``),
+which looks at every running job every few seconds, re-sends the stage task of a batch that is
+not done and that no queue and no worker holds (``job_messages`` finds the messages of a job,
+for the watchdog's checks of the ingest chain and finalise too):
 
 - at most once per interval per job: ``POSEQUEUE_VISIBILITY_TIMEOUT``, at most 60 s (a Redis
   key with that lifetime guards it);
@@ -100,14 +101,23 @@ def _held(jobs: Jobs, spec: ModelSpec, job_id: str, indices: list[int]) -> set[i
     """Of ``indices``, the batches whose message is on a stage queue of the model or held by a
     worker (``unacked``), in one snapshot. All of them when a message cannot be read (another
     version's format): better a job failed by the stall check than batches run twice."""
-    queues = model_queues(spec)
+    found = job_messages(jobs, job_id, model_queues(spec), INFER_TASK)
+    if found is None:
+        return set(indices)
+    return {int(args[1]) for args in found}
+
+
+def job_messages(jobs: Jobs, job_id: str, queues: list[str], task: str) -> list[list[Any]] | None:
+    """The arguments of every ``task`` message of the job that waits on one of ``queues`` or is
+    held by a worker (``unacked``, which records the queue each came from), in one snapshot;
+    None when a message cannot be read (another version's format)."""
     with jobs.r.pipeline(transaction=True) as pipe:
         for queue in queues:
             for suffix in PRIORITY_SUFFIXES:
                 pipe.lrange(queue + suffix, 0, -1)
         pipe.hvals("unacked")
         *lists, unacked = pipe.execute()
-    held = set()
+    found = []
     try:
         messages = [m for items in lists for m in items]
         for raw in unacked:  # [message, exchange, routing key]: the queue it was taken from
@@ -115,24 +125,36 @@ def _held(jobs: Jobs, spec: ModelSpec, job_id: str, indices: list[int]) -> set[i
             if routing_key in queues:
                 messages.append(message)
         for message in messages:
-            batch = _batch_of(message)
-            if batch is not None and batch[0] == job_id:
-                held.add(batch[1])
+            name, args = task_of(message)
+            if name == task and _job_of(args) == job_id:
+                found.append(args)
     except (KeyError, IndexError, TypeError, ValueError) as exc:
-        log.warning("ingest.resend_skipped", job_id=job_id, reason=f"unreadable message: {exc!r}")
-        return set(indices)
-    return held
-
-
-def _batch_of(message: bytes | dict[str, Any]) -> tuple[str, int] | None:
-    """The job id and batch index of a stage task's message, None for another task's (Celery's
-    protocol 2 on kombu's Redis transport: a JSON envelope, the body ``[args, kwargs, embed]``,
-    base64)."""
-    envelope = json.loads(message) if isinstance(message, bytes) else message
-    if envelope["headers"]["task"] != INFER_TASK:
+        log.warning("recover.unreadable", job_id=job_id, reason=f"unreadable message: {exc!r}")
         return None
+    return found
+
+
+def task_of(message: bytes | dict[str, Any]) -> tuple[str, list[Any]]:
+    """The task name and arguments of a message (Celery's protocol 2 on kombu's Redis
+    transport: a JSON envelope, the body ``[args, kwargs, embed]``, base64)."""
+    envelope = json.loads(message) if isinstance(message, bytes | str) else message
     body = envelope["body"]
     if envelope["properties"].get("body_encoding") == "base64":
         body = base64.b64decode(body)
-    args = json.loads(body)[0]
-    return str(args[0]), int(args[1])
+    return str(envelope["headers"]["task"]), list(json.loads(body)[0])
+
+
+def _job_of(args: list[Any]) -> str | None:
+    """The job a task's arguments are for: a job id first, or a cursor holding one."""
+    first = args[0] if args else None
+    if isinstance(first, dict):
+        return str(first.get("job_id"))
+    return None if first is None else str(first)
+
+
+def message_job(message: bytes | dict[str, Any]) -> str | None:
+    """The job a message is for, None for a message that is no task of a job's."""
+    try:
+        return _job_of(task_of(message)[1])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None

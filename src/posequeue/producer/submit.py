@@ -9,13 +9,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import redis
+
 from posequeue.config.catalogue import ModelSpec, get_model
 from posequeue.config.celery_app import INGEST_TASK, app
-from posequeue.config.schemas import Cursor, Follow, Job
+from posequeue.config.schemas import Cursor, Follow, Job, JobStatus
 from posequeue.config.settings import MAX_PEOPLE, Settings
-from posequeue.errors import ModelError, StoreError, SubmitError, VideoError
+from posequeue.errors import JobNotFound, ModelError, StoreError, SubmitError, VideoError
 from posequeue.jobs import Jobs
-from posequeue.producer.video import probe
+from posequeue.producer.video import LimitError, Limits, probe
 from posequeue.store import open_store
 
 
@@ -56,7 +58,7 @@ def submit(
     if spec.max_people == 1:  # one person per frame, no candidates: nothing to choose from
         follow = Follow.BEST_SCORE.value
     job_id = Jobs.new_id()
-    source = _resolve(video, job_id, settings, upload_as)
+    source = _resolve(video, job_id, settings, upload_as, Limits.from_settings(settings))
     jobs.create(
         job_id=job_id,
         model=spec.name,
@@ -96,27 +98,30 @@ def _follow(value: str) -> str:
     return value
 
 
-def _probe(source: str) -> None:
-    """Exists, is a video (by its content, not its name), has a decodable video stream."""
+def _probe(source: str, limits: Limits) -> None:
+    """Exists, is a video (by its content, not its name), has a decodable video stream, and is
+    within the producers' limits (pixels per frame, duration)."""
     try:
-        probe(source)
+        probe(source, limits)
+    except LimitError as exc:
+        raise SubmitError(str(exc), "too_large") from None
     except VideoError as exc:
         raise SubmitError(str(exc), "not_a_video") from None
     except StoreError as exc:  # the s3:// object is missing or unreadable
         raise SubmitError(str(exc), "missing") from None
 
 
-def _resolve(video: str, job_id: str, settings: Settings, upload_as: str | None) -> str:
+def _resolve(video: str, job_id: str, settings: Settings, upload_as: str | None, limits: Limits) -> str:
     """Where producers will read the video. A local file is read in place when the store is a
     local folder (one host); with an S3 store it is uploaded so producers on any host can read it.
     A local file is probed before any upload: a refused file never reaches the store."""
     if video.startswith("s3://"):
-        _probe(video)
+        _probe(video, limits)
         return video
     path = Path(video).expanduser()
     if not path.is_file():
         raise SubmitError(f"{video}: no such file", "missing")
-    _probe(str(path))
+    _probe(str(path), limits)
     if upload_as is None and not settings.store.startswith("s3://"):
         return str(path.resolve())
     try:
@@ -127,17 +132,42 @@ def _resolve(video: str, job_id: str, settings: Settings, upload_as: str | None)
         raise SubmitError(str(exc), "store") from None
 
 
+REDIS_PATIENCE = 120.0  # seconds a waiting client rides out Redis being down (a restart)
+
+
 def wait(
     job_id: str,
     jobs: Jobs,
     on_progress: Callable[[Job], None] | None = None,
     poll: float = 0.5,
     timeout: float | None = None,
+    redis_patience: float = REDIS_PATIENCE,
 ) -> Job:
-    """Poll the job until it ends (or ``timeout`` seconds pass); return its record."""
+    """Poll the job until it ends (or ``timeout`` seconds pass); return its record.
+
+    Redis going away for up to ``redis_patience`` seconds (a restart) is waited out; a job whose
+    record is gone (Redis restarted without persistence) ends the wait as ``lost``, saying what
+    to do. A job no ingest worker takes is failed by this client itself once
+    POSEQUEUE_QUEUED_TIMEOUT has passed (the watchdog's check), so the wait always ends."""
+    from posequeue.producer.watchdog import check
+
     deadline = None if timeout is None else time.monotonic() + timeout
+    down_since: float | None = None
     while True:
-        job = jobs.get(job_id)
+        try:
+            job = jobs.get(job_id)
+            down_since = None
+            if job.status is JobStatus.QUEUED and time.time() - job.submitted_at > queued_timeout():
+                check(jobs, job, time.time())
+                job = jobs.get(job_id)
+        except JobNotFound:
+            return Job.lost(job_id, LOST_REASON)
+        except (redis.ConnectionError, redis.TimeoutError):
+            down_since = down_since or time.monotonic()
+            if time.monotonic() - down_since > redis_patience:
+                raise
+            time.sleep(min(2.0, poll * 2))
+            continue
         if on_progress:
             on_progress(job)
         if job.status.finished:
@@ -145,3 +175,16 @@ def wait(
         if deadline is not None and time.monotonic() > deadline:
             return job
         time.sleep(poll)
+
+
+LOST_REASON = (
+    "the job's record is gone from Redis (restarted without persistence, or the record expired): "
+    "its results, if any, are lost; submit the video again, and run Redis with --appendonly yes "
+    "(docs/operations.md#redis)"
+)
+
+
+def queued_timeout() -> int:
+    from posequeue.config.settings import get_settings
+
+    return get_settings().queued_timeout

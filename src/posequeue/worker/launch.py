@@ -169,6 +169,7 @@ def run(role: WorkerRole, loglevel: str = "INFO") -> int:
     if role.serves_ingest:  # producers need PyAV; model-stage hosts do not
         import posequeue.producer.finalize  # noqa: F401  (registers tasks)
         import posequeue.producer.ingest  # noqa: F401
+        import posequeue.producer.watchdog  # noqa: F401  (its sweeper starts when the worker is ready)
     if role.per_core:  # before worker.tasks: a pool child pins itself before its models preload
         from posequeue.worker import per_core
 

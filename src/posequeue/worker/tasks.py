@@ -85,8 +85,10 @@ def infer(self: Task, job_id: str, index: int, stage: str) -> dict[str, object] 
         result = _run(stage, fields, meta, ran)
     nxt = spec.next_stage(stage)
     if result.people is None and nxt is not None:  # the stages run here no longer need theirs
-        jobs.advance_batch(job_id, index, result.payload, drop=[spec.stage(s).payload for s in ran])
-        _send(job_id, index, meta.model, nxt.name)
+        # Never recreates a batch deleted meanwhile (its job cancelled, or finished by a
+        # second delivery): then there is nothing to hand on.
+        if jobs.advance_batch(job_id, index, result.payload, drop=[spec.stage(s).payload for s in ran]):
+            _send(job_id, index, meta.model, nxt.name)
     else:
         _finish_batch(jobs, meta, result.people or [])
     return {"model": meta.model, "frames": len(meta.frames), "stages": ran}

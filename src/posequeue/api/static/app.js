@@ -297,11 +297,27 @@ async function jobPage(id) {
     const analysing = job.analysis && (job.analysis.status === "queued" || job.analysis.status === "running");
     $("job-analysis").textContent = job.analysis && job.analysis.status !== "off"
       ? "Motion analysis: " + job.analysis.status + (job.analysis.error ? " (" + job.analysis.error + ")" : "") : "";
+    $("cancel").hidden = !ongoing;
+    $("retry").hidden = !(job.status === "failed" || job.status === "cancelled");
     if (ongoing || analysing) timer = setTimeout(route, 1000);
   } catch (err) {
     $("job-error").textContent = err.message;
   }
 }
+
+async function control(method, suffix) {
+  const id = $("job-id").textContent;
+  try {
+    await api("/v1/jobs/" + id + suffix, { method });
+  } catch (err) {
+    $("job-error").textContent = err.message;
+  }
+  route();
+}
+$("cancel").addEventListener("click", () => {
+  if (confirm("Cancel this job? Its work so far is dropped.")) control("DELETE", "");
+});
+$("retry").addEventListener("click", () => control("POST", "/retry"));
 
 function route() {
   clearTimeout(timer);
