@@ -78,7 +78,7 @@ def posequeue_in_process(video: Path, batch_size: int = 8) -> tuple[dict[str, An
     from posequeue.config.settings import get_settings
     from posequeue.producer.preprocess import display_size, work_frame
     from posequeue.producer.video import DecodeStats, read_segment, rotation_of
-    from posequeue.worker import model as models
+    from posequeue.worker import stages
     from posequeue.worker.pinning import cpu_threads
 
     started = time.perf_counter()
@@ -89,7 +89,7 @@ def posequeue_in_process(video: Path, batch_size: int = 8) -> tuple[dict[str, An
         times.append(item.t)
         display = display_size(item.frame, rotation)
     decode_s = time.perf_counter() - started
-    detector, landmarks = models.load("blazepose", "detector"), models.load("blazepose", "landmarks")
+    detector, landmarks = stages.load("blazepose", "detector"), stages.load("blazepose", "landmarks")
     keypoints = np.full((len(frames), 33, 5), np.nan)
     h, w = frames[0].shape[:2]
     started, cpu = time.perf_counter(), time.process_time()

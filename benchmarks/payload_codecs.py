@@ -152,9 +152,9 @@ def accuracy(codec: Codec | str, quality: int = 98) -> dict[str, Any]:
     from posequeue.payload.codec import encode as ship
     from posequeue.producer.preprocess import display_size, work_frame
     from posequeue.producer.video import DecodeStats, read_segment, rotation_of
-    from posequeue.worker import model as models
+    from posequeue.worker import stages
 
-    detector, landmarks = models.load("blazepose", "detector"), models.load("blazepose", "landmarks")
+    detector, landmarks = stages.load("blazepose", "detector"), stages.load("blazepose", "landmarks")
     figures: dict[str, Any] = {}
     pooled: list[float] = []
     agree: list[bool] = []

@@ -439,8 +439,7 @@ def breakdown(tmp: Path, video: Path, batch_size: int = 8, repeats: int = 30) ->
     from posequeue.producer.preprocess import work_frame
     from posequeue.producer.video import DecodeStats, read_segment, rotation_of
     from posequeue.results import dumps
-    from posequeue.worker import blazepose
-    from posequeue.worker import model as models
+    from posequeue.worker import blazepose, stages
 
     reuse_freed_memory()  # as `posequeue worker` does
     long_side = get_settings().work_long_side
@@ -453,7 +452,7 @@ def breakdown(tmp: Path, video: Path, batch_size: int = 8, repeats: int = 30) ->
 
     frames = np.stack(frames_list)
     h, w = frames.shape[1:3]
-    det, lm = models.load("blazepose", "detector"), models.load("blazepose", "landmarks")
+    det, lm = stages.load("blazepose", "detector"), stages.load("blazepose", "landmarks")
     steps: dict[str, list[float]] = {}
 
     @contextlib.contextmanager

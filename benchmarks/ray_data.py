@@ -97,10 +97,10 @@ class BlazePose:
                     continue
                 pin_cpu([core])
                 break
-        from posequeue.worker import model as models
+        from posequeue.worker import stages
 
-        self.detector = models.load("blazepose", "detector")
-        self.landmarks = models.load("blazepose", "landmarks")
+        self.detector = stages.load("blazepose", "detector")
+        self.landmarks = stages.load("blazepose", "landmarks")
         self.ready_at = time.time()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

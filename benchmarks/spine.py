@@ -36,7 +36,7 @@ def raw_loops(frames: int = 240) -> dict[str, dict[str, float]]:
     threads a worker uses (all cores here) and with one thread (the per-core figure)."""
     from posequeue.config.settings import get_settings
     from posequeue.worker import blazepose, detector
-    from posequeue.worker.model_files import blazepose_dir
+    from posequeue.worker.model_cache import blazepose_dir
     from posequeue.worker.pinning import cpu_threads
     from posequeue.worker.runtimes import make_runtime
 

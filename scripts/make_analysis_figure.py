@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.patches import Arc
 
 from posequeue.analysis.angles import ANGLES, facing_left, point, wrapped
-from posequeue.config.models import BLAZEPOSE_KEYPOINTS
+from posequeue.config.catalogue import BLAZEPOSE_KEYPOINTS
 
 ROOT = Path(__file__).resolve().parents[1]
 # A runner's stride, facing right, pixels (y down).
@@ -63,7 +63,7 @@ def _values(xy: np.ndarray) -> dict[str, float]:
 
 
 def _skeleton(ax, xy: np.ndarray) -> None:  # type: ignore[no-untyped-def]
-    from posequeue.config.models import BLAZEPOSE_EDGES
+    from posequeue.config.catalogue import BLAZEPOSE_EDGES
 
     for a, b in BLAZEPOSE_EDGES:
         if BLAZEPOSE_KEYPOINTS[a] in POSE and BLAZEPOSE_KEYPOINTS[b] in POSE:

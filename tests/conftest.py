@@ -115,7 +115,7 @@ def settings() -> Settings:
 def model_dir() -> Path:
     """The bundled model files, fetched once (pip download of the mediapipe wheel, cached)."""
     from posequeue.config.settings import Settings
-    from posequeue.worker.model_files import blazepose_dir
+    from posequeue.worker.model_cache import blazepose_dir
 
     s = Settings()
     return blazepose_dir(s.cache_dir, s.model_dir)
@@ -261,7 +261,7 @@ def anymotion(monkeypatch: pytest.MonkeyPatch) -> str:
     """The worked example spec (docs/examples/anymotion.toml: one stage, ``pose``) known to this
     process for one test, as a built-in model is: get_settings() is cached per process, so
     POSEQUEUE_MODEL_SPECS is for subprocesses (see ``user_spec``)."""
-    from posequeue.config.models import CATALOGUE
+    from posequeue.config.catalogue import CATALOGUE
     from posequeue.config.specs import load_spec
 
     monkeypatch.setitem(CATALOGUE, "anymotion", load_spec(ROOT / "docs" / "examples" / "anymotion.toml"))

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from posequeue.config.models import BLAZEPOSE_KEYPOINTS
+from posequeue.config.catalogue import BLAZEPOSE_KEYPOINTS
 
 KP = {name: i for i, name in enumerate(BLAZEPOSE_KEYPOINTS)}
 # A standing person facing right (y down), pixels, scaled below into a 1280x720 frame (~540 px tall).

@@ -27,9 +27,9 @@ import tfn_standin  # noqa: E402
 
 from posequeue.cli import main  # noqa: E402
 from posequeue.config.specs import load_spec  # noqa: E402
+from posequeue.neuron.checks import SAVED_MODEL_COMPILE, CompileError, Options, prepare, scope_matcher  # noqa: E402
 from posequeue.neuron.cli import parse_input_shape  # noqa: E402
 from posequeue.neuron.compile import run  # noqa: E402
-from posequeue.neuron.plan import SAVED_MODEL_COMPILE, CompileError, Options, prepare, scope_matcher  # noqa: E402
 from posequeue.worker.runtimes import NEURON_INSTALL, make_runtime  # noqa: E402
 
 pytestmark = pytest.mark.compat
@@ -252,8 +252,8 @@ def plain_model(path: Path, signature: str = "serving_default") -> Path:
 def test_default_no_fuse_matching_nothing_leaves_placement_to_tfn(tfn: Any, tmp_path: Path) -> None:
     """A model without a coords scope: no subgraph_builder_function, so tfn.trace places the ops
     itself (a builder function would replace its placement), and the report lists no op."""
-    plan = prepare(plain_model(tmp_path / "plain"), tmp_path / "out", Options(batch_size=2), tf)
-    report = run(plan, tf, tfn)
+    checked = prepare(plain_model(tmp_path / "plain"), tmp_path / "out", Options(batch_size=2), tf)
+    report = run(checked, tf, tfn)
     (call,) = tfn.CALLS
     assert call["subgraph_builder_function"] is False and call["example_shapes"] == [[2, 8, 8, 3]]
     assert report["stages"][0]["no_fuse_ops"] == []
@@ -304,8 +304,8 @@ def test_saved_model_compile_plumbing_with_stand_in(tfn: Any, tmp_path: Path) ->
     model = savedmodels.build_v1(tmp_path / "v1", shape=(None, None))
     out = tmp_path / "out"
     options = Options(batch_size=4, dynamic_batch=True, input_shapes={"images": (-1, 64, 48, 3)})
-    plan = prepare(model, out, options, tf, api=SAVED_MODEL_COMPILE)
-    report = run(plan, tf, tfn)
+    checked = prepare(model, out, options, tf, api=SAVED_MODEL_COMPILE)
+    report = run(checked, tf, tfn)
     (call,) = tfn.CALLS
     assert call["api"] == "saved_model.compile" and call["model_dir"] == str(model)
     assert Path(call["new_model_dir"]).name == "pose" and not Path(call["new_model_dir"]).exists()
@@ -374,9 +374,9 @@ def test_compiled_model_with_other_names_fails(
         return {"OnNeuronRatio": 1.0}
 
     monkeypatch.setattr(tfn.saved_model, "compile", rename_outputs)
-    plan = prepare(model, tmp_path / "out", Options(batch_size=1), tf, api=SAVED_MODEL_COMPILE)
+    checked = prepare(model, tmp_path / "out", Options(batch_size=1), tf, api=SAVED_MODEL_COMPILE)
     with pytest.raises(RuntimeError, match="serving_default outputs are heatmaps, not coords"):
-        run(plan, tf, tfn)
+        run(checked, tf, tfn)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v1"]
 
 
@@ -478,7 +478,7 @@ def test_tflite_spec_refused_saying_convert_first(
 def test_without_tensorflow_neuron_stops_after_the_checks(
     no_tfn: None, pose_model: Path, open_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """No tensorflow-neuron: the model is read and checked (its plan printed), then exit 2 with how
+    """No tensorflow-neuron: the model is read and checked (its stages printed), then exit 2 with how
     to install it, and no OUT; a mistake in the arguments is still reported as that mistake."""
     out = tmp_path / "out"
     code, stdout, err = compile_cli(capsys, str(pose_model), "-o", str(out), "--batch-size", "4")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import re
+from pathlib import Path
 
 import pytest
 
@@ -13,15 +15,15 @@ RAISED_IN = {
     "VideoError": "posequeue.producer.video",
     "SubmitError": "posequeue.producer.submit",
     "StoreError": "posequeue.store",
-    "UnknownModelError": "posequeue.config.models",
+    "UnknownModelError": "posequeue.config.catalogue",
     "SpecError": "posequeue.config.specs",
-    "MissingModel": "posequeue.worker.model_files",
+    "MissingModel": "posequeue.worker.model_cache",
     "ModelLoadError": "posequeue.worker.runtimes",
     "CoreSpecError": "posequeue.worker.pinning",
     "UnknownInstanceError": "posequeue.fleet.instances",
     "PlanError": "posequeue.fleet.plan",
     "UpError": "posequeue.fleet.up",
-    "CompileError": "posequeue.neuron.plan",
+    "CompileError": "posequeue.neuron.checks",
     "SavedModelError": "posequeue.neuron.savedmodel",
     "NeuronMissing": "posequeue.neuron.compile",
     "ConvertError": "posequeue.convert",
@@ -58,3 +60,16 @@ def test_job_failed_error_keeps_its_module_for_the_result_backend() -> None:
 
     assert JobFailedError.__module__ == "posequeue.jobs"
     assert issubclass(JobFailedError, errors.PosequeueError)
+
+
+def test_exit_codes_are_defined_only_in_errors() -> None:
+    """No module names its own exit code: a supervisor and a client read one table, errors.EXIT_*."""
+    src = Path(errors.__file__).parent
+    own = [
+        f"{path.relative_to(src)}:{n}: {line.strip()}"
+        for path in sorted(src.rglob("*.py"))
+        if path.name != "errors.py" or path.parent != src
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if re.match(r"\s*\w*(EXIT|REFUSED|RESTART)\w*\s*(:\s*int\s*)?=\s*(\d+|EXIT_\w+)\s*(#|$)", line)
+    ]
+    assert not own, "exit codes defined outside posequeue/errors.py:\n" + "\n".join(own)

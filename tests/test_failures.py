@@ -86,7 +86,7 @@ def test_people_out_of_range_refused(people, redis_url) -> None:
 
 def test_several_people_with_a_whole_frame_model_refused() -> None:
     """--people 2 with a model that has no person detector is refused, saying what to use."""
-    from posequeue.config.models import ModelSpec, StageSpec
+    from posequeue.config.catalogue import ModelSpec, StageSpec
     from posequeue.producer.submit import SubmitError, _check_people
 
     spec = ModelSpec("dots", "tensorflow", (StageSpec("pose", "m", (256, 192)),), ("nose",))

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from posequeue.config.models import Coords, Preprocess, StageSpec
+from posequeue.config.catalogue import Coords, Preprocess, StageSpec
 from posequeue.worker.keypoints import model_input, people
 
 pytestmark = pytest.mark.compat
@@ -83,7 +83,7 @@ def test_flat_coordinates_and_no_scores() -> None:
 def test_frames_travel_no_larger_than_the_model_input_uses() -> None:
     """A whole-frame model gets frames just big enough for its input (bytes through Redis);
     BlazePose, which crops people out of the frame, keeps the configured long side."""
-    from posequeue.config.models import CATALOGUE, ModelSpec
+    from posequeue.config.catalogue import CATALOGUE, ModelSpec
 
     def spec(resize: str) -> ModelSpec:
         return ModelSpec("m", "tensorflow", (replace(STAGE, preprocess=Preprocess(resize=resize)),), ("a",))

@@ -17,7 +17,7 @@ import redis
 from conftest import SAMPLE, posequeue
 from helpers import free_port, serving
 
-from posequeue.config.models import CATALOGUE
+from posequeue.config.catalogue import CATALOGUE
 from posequeue.fleet.metrics import (
     CLOUDWATCH_BACKLOG_CAP,
     Snapshot,
@@ -28,7 +28,7 @@ from posequeue.fleet.metrics import (
     render,
     stage_backlogs,
 )
-from posequeue.fleet.worker_stats import WorkerRate, read_rates, record, series_name
+from posequeue.worker.stats import WorkerRate, read_rates, record, series_name
 
 DETECTOR = "pose.blazepose.detector"
 LANDMARKS = "pose.blazepose.landmarks"
@@ -218,8 +218,7 @@ def test_worker_reports_frames_per_second(isolated: dict[str, str], start_worker
             if k.startswith("posequeue_worker_frames_per_second{") and f'stage="{stage}"' in k
         ]
         assert fps and fps[0] > 0, (
-            f"no {stage} frames/s: does `posequeue worker` import posequeue.fleet.worker_stats?\n"
-            + out.stdout
+            f"no {stage} frames/s: does `posequeue worker` import posequeue.worker.stats?\n" + out.stdout
         )
         assert got[f'posequeue_stage_capacity_frames_per_second{{model="blazepose",stage="{stage}"}}'] > 0
     assert got['posequeue_jobs{status="done"}'] == 1

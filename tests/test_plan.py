@@ -276,7 +276,7 @@ def test_unusable_names(name: str) -> None:
 
 def test_a_known_model_with_an_unusable_name_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     """A spec may name a model anything; a plan refuses a name that breaks queue or unit names."""
-    from posequeue.config.models import CATALOGUE as MODELS
+    from posequeue.config.catalogue import CATALOGUE as MODELS
 
     monkeypatch.setitem(MODELS, "Pose.v2", MODELS["blazepose"])
     with pytest.raises(PlanError, match="model name 'Pose.v2' cannot be part of queue"):

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from posequeue.config.catalogue import get_model
 from posequeue.config.celery_app import INFER_TASK, app
-from posequeue.config.models import get_model
 from posequeue.config.queues import stage_queue
 from posequeue.producer.recover import _held
 

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 
 # Keys that live without a TTL by design, and why: kombu's own bookkeeping (its routing table,
 # one set per queue, and their deadlines), the lists of jobs and of worker series, trimmed by
-# the watchdog and by worker_stats, and the memory budget's ledger, whose fields go with their
+# the watchdog and by worker/stats.py, and the memory budget's ledger, whose fields go with their
 # batch or job (checked below).
 PERMANENT = ("_kombu.", keys.JOBS, keys.WORKERS, "pq:budget:")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from posequeue.config.models import CATALOGUE, COCO_KEYPOINTS, Coords, Preprocess
+from posequeue.config.catalogue import CATALOGUE, COCO_KEYPOINTS, Coords, Preprocess
 from posequeue.config.specs import SpecError, dump_spec, load_spec, spec_files, user_models
 
 pytestmark = pytest.mark.compat

@@ -219,14 +219,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _ensure_model_files(settings: Any) -> Path:
-    from posequeue.worker.model_files import blazepose_dir
+    from posequeue.worker.model_cache import blazepose_dir
 
     return blazepose_dir(settings.cache_dir, settings.model_dir)
 
 
 def cmd_fetch_model(args: argparse.Namespace) -> int:
     from posequeue.config.settings import get_settings
-    from posequeue.worker.model_files import MissingModel
+    from posequeue.worker.model_cache import MissingModel
 
     try:
         print(_ensure_model_files(get_settings()))
@@ -433,7 +433,7 @@ def cmd_queues(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from posequeue.config.models import all_models
+    from posequeue.config.catalogue import all_models
     from posequeue.config.queues import stage_queue
 
     models: list[dict[str, Any]] = [

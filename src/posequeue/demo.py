@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from posequeue.errors import EXIT_FAILED, EXIT_REFUSED
 from posequeue.store import unquote_file_uri
 
 
@@ -36,7 +37,7 @@ def run_demo(video: Path, out: Path) -> int:
         get_settings.cache_clear()
         settings = get_settings()
         print(f"store: {settings.store}", file=sys.stderr)
-        from posequeue.worker.model_files import blazepose_dir
+        from posequeue.worker.model_cache import blazepose_dir
 
         print(f"model files: {blazepose_dir(settings.cache_dir, settings.model_dir)}", file=sys.stderr)
         log_path = out / "worker.log"
@@ -75,7 +76,7 @@ def _wait_ready(worker: subprocess.Popen, timeout: float = 120) -> None:  # type
 
 
 def _submit_and_report(video: Path, out: Path, worker: subprocess.Popen) -> int:  # type: ignore[type-arg]
-    from posequeue.config.models import get_model
+    from posequeue.config.catalogue import get_model
     from posequeue.config.schemas import Job, JobStatus
     from posequeue.config.settings import get_settings
     from posequeue.jobs import Jobs
@@ -88,7 +89,7 @@ def _submit_and_report(video: Path, out: Path, worker: subprocess.Popen) -> int:
         job_id = submit(str(video), settings=settings, jobs=jobs)
     except SubmitError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_REFUSED
     print(f"submitted {video} as job {job_id}", file=sys.stderr)
     started = time.monotonic()
     last = [-1]
@@ -107,7 +108,7 @@ def _submit_and_report(video: Path, out: Path, worker: subprocess.Popen) -> int:
     if job.status is not JobStatus.DONE:
         reason = "did not finish in time" if job.error is None else job.error
         print(f"job {job.status.value}: {reason}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     frames = job.frames_total or 0
     print(
         f"done: {frames} frames in {elapsed:.2f} s ({frames / elapsed:.1f} frames/s end to end)",
@@ -135,7 +136,7 @@ def _report_analysis(jobs: Any, job_id: str) -> int:
         print(
             f"analysis {state.get('status')}: {state.get('error', 'did not finish in time')}", file=sys.stderr
         )
-        return 1
+        return EXIT_FAILED
     for name in ("angles.csv", "analysis.json", "overlay.mp4", "report.html"):
         label = name.split(".")[0]
         print(f"{label}: {unquote_file_uri(state['results'][name])}")

@@ -19,6 +19,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # the work was tried and failed (a job failed, results unreadable)
 EXIT_REFUSED = 2  # refused before any work: bad input, settings, model or cores
 EXIT_UNAVAILABLE = 3  # Redis cannot be used (unreachable, credentials, TLS); nothing changed
+EXIT_RESTART = 75  # a threaded worker's child asking to be replaced (its watchdog), like a killed one
 
 
 class PosequeueError(Exception):

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from posequeue.analysis.pipeline import Analysis, TrackResult
-from posequeue.config.models import KEYPOINT_SETS
+from posequeue.config.catalogue import KEYPOINT_SETS
 from posequeue.producer.preprocess import display_rgb
 from posequeue.producer.video import DecodeStats, iter_frames, rotation_of
 from posequeue.store import open_video

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-EXIT_REFUSED = 2
+from posequeue.errors import EXIT_REFUSED
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 

@@ -318,7 +318,7 @@ def get_result(
 
 def _draw_preview(job: Job, store: Store) -> str:
     """The poses drawn on a few frames (preview.py, as `make demo` shows), kept in the store."""
-    from posequeue.config.models import get_model
+    from posequeue.config.catalogue import get_model
     from posequeue.preview import render
     from posequeue.results import result_uri
     from posequeue.store import read_uri
@@ -334,7 +334,7 @@ def _draw_preview(job: Job, store: Store) -> str:
 
 @authed.get("/models", summary="Models this server can submit to: keypoint names and skeleton edges")
 def list_models(request: Request) -> dict[str, Any]:
-    from posequeue.config.models import all_models
+    from posequeue.config.catalogue import all_models
 
     models = [
         {

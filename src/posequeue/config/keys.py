@@ -32,7 +32,7 @@ Workers:
     pq:held:{host}:{pid}             set of the delivery tags a threaded worker process holds
                                      (``worker/threaded.py``)
     pq:workers                       sorted set of throughput series by last report
-                                     (``fleet/worker_stats.py``)
+                                     (``worker/stats.py``)
     pq:wstats:{series}:{t0}          hash for the 10 s starting at t0: frames, batches, busy_s
 
 Celery's and kombu's own keys (queues, ``unacked``, ``celery-task-meta-*``) are theirs.

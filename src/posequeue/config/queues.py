@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from posequeue.config.models import ModelSpec, all_models
+from posequeue.config.catalogue import ModelSpec, all_models
 
 # Model and stage names go into queue, service, unit and process-tag names: lower-case letters,
 # digits and _, with single hyphens between ('.' separates a queue name's parts).

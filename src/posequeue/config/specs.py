@@ -30,7 +30,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from posequeue.config.models import (
+from posequeue.config.catalogue import (
     CATALOGUE,
     KEYPOINT_SETS,
     RUNTIMES,
@@ -79,7 +79,7 @@ class _Table(BaseModel):
 
 
 class PreprocessTable(_Table):
-    """``[stages.preprocess]``: see :class:`posequeue.config.models.Preprocess`."""
+    """``[stages.preprocess]``: see :class:`posequeue.config.catalogue.Preprocess`."""
 
     resize: Annotated[str, _one_of(("stretch", "letterbox"))] = Preprocess.resize
     scale: Annotated[StrictFloat, Field(description="a number")] = Preprocess.scale
@@ -96,7 +96,7 @@ class PreprocessTable(_Table):
 
 
 class CoordsTable(_Table):
-    """``[stages.coords]``: see :class:`posequeue.config.models.Coords`."""
+    """``[stages.coords]``: see :class:`posequeue.config.catalogue.Coords`."""
 
     output: Annotated[StrictStr, Field(description="an output name")] = Coords.output
     convention: Annotated[str, _one_of(("normalized", "pixels"))] = Coords.convention

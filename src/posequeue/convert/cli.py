@@ -53,7 +53,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from posequeue.config.settings import get_settings
     from posequeue.convert import ConvertError
     from posequeue.convert.blazepose import SPEC_FILE, convert
-    from posequeue.worker.model_files import blazepose_dir
+    from posequeue.worker.model_cache import blazepose_dir
 
     settings = get_settings()
     model_dir = blazepose_dir(settings.cache_dir, settings.model_dir)

@@ -2,7 +2,7 @@
 
 Everything is read from Redis at scrape time (no state in this process, so any number of
 exporters may run): queue depths, the recent job records, and the per-worker throughput the
-workers report themselves (``posequeue.fleet.worker_stats``). The autoscaling signal is the
+workers report themselves (``posequeue.worker.stats``). The autoscaling signal is the
 backlog in seconds: frames waiting on a stage's queue divided by the frames per second the live
 workers of that stage can do. See docs/metrics.md for each metric's meaning and limits.
 """
@@ -20,10 +20,10 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from posequeue.config import keys
-from posequeue.config.models import ModelSpec, all_models
+from posequeue.config.catalogue import ModelSpec, all_models
 from posequeue.config.queues import stage_queue
 from posequeue.config.schemas import JobStatus
-from posequeue.errors import EXIT_FAILED
+from posequeue.errors import EXIT_FAILED, EXIT_REFUSED
 
 if TYPE_CHECKING:  # Redis, Celery, structlog and prometheus_client load when the command runs
     from wsgiref.simple_server import WSGIServer
@@ -31,8 +31,8 @@ if TYPE_CHECKING:  # Redis, Celery, structlog and prometheus_client load when th
     from prometheus_client import CollectorRegistry
     from prometheus_client.metrics_core import Metric
 
-    from posequeue.fleet.worker_stats import WorkerRate
     from posequeue.jobs import Jobs
+    from posequeue.worker.stats import WorkerRate
 
 DEFAULT_PORT = 9808
 DEFAULT_ADDRESS = "127.0.0.1"
@@ -129,8 +129,8 @@ def collect(
 ) -> Snapshot:
     """Read the fleet's state from Redis."""
     from posequeue.config.queues import all_queues
-    from posequeue.fleet.worker_stats import read_rates
     from posequeue.monitor import queue_depth
+    from posequeue.worker.stats import read_rates
 
     now = time.time() if now is None else now
     depths = {name: queue_depth(jobs, name) for name in all_queues()}
@@ -164,7 +164,7 @@ def families(s: Snapshot) -> list[Metric]:
     """The snapshot as Prometheus metric families, every one a gauge."""
     from prometheus_client.core import GaugeMetricFamily
 
-    from posequeue.fleet.worker_stats import WINDOW_S
+    from posequeue.worker.stats import WINDOW_S
 
     def gauge(name: str, help_text: str, labels: Iterable[str], samples: Iterable[Sample]) -> Metric:
         family = GaugeMetricFamily(name, help_text, labels=list(labels))
@@ -414,7 +414,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
             f"(got {args.recent_jobs})",
             file=sys.stderr,
         )
-        return 2
+        return EXIT_REFUSED
     from posequeue.jobs import Jobs
 
     settings = get_settings()

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from posequeue.config import queues
-from posequeue.config.models import UnknownModelError, get_model
+from posequeue.config.catalogue import UnknownModelError, get_model
 from posequeue.config.specs import SpecError
 from posequeue.errors import PlanError
 from posequeue.fleet.instances import Instance, get_instance

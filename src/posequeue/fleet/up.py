@@ -33,7 +33,6 @@ from posequeue.errors import EXIT_REFUSED, UpError
 from posequeue.fleet.render import STOP_GRACE_SECONDS
 
 SELF = "up"  # the prefix of the supervisor's own log lines
-REFUSED = EXIT_REFUSED  # `posequeue worker` refusing its configuration (claimed cores, bad settings)
 
 
 @dataclass(frozen=True)
@@ -94,7 +93,7 @@ class Supervisor:
         if not programs or len(set(names)) != len(names):
             raise ValueError(f"programs need unique names, got {names}")
         self.children = [_Child(p) for p in programs]
-        self.refused: list[str] = []  # programs that exited with REFUSED (bad configuration)
+        self.refused: list[str] = []  # programs that exited with EXIT_REFUSED (bad configuration)
         self.backoff = backoff or Backoff()
         self.stop_timeout = stop_timeout
         self.out = out or sys.stdout
@@ -120,7 +119,7 @@ class Supervisor:
                 self.step()
         finally:  # also on an error of our own: no worker outlives the supervisor
             code = self._shutdown()
-        return REFUSED if self.refused else code
+        return EXIT_REFUSED if self.refused else code
 
     def stop(self) -> None:
         """Ask :meth:`run` to shut down (a second call stops waiting and kills)."""
@@ -187,7 +186,7 @@ class Supervisor:
         code, ran = child.proc.returncode, now - child.started
         _kill_group(child.proc.pid)  # pool processes orphaned by a killed main process
         child.proc = None
-        if code == REFUSED and not self._stop.is_set():
+        if code == EXIT_REFUSED and not self._stop.is_set():
             self.refused.append(child.program.name)
             self.log(
                 SELF,
@@ -268,7 +267,7 @@ def worker_programs(plan: dict[str, Any], model: str | None = None) -> list[Prog
     Raises :class:`UpError` for a plan this host cannot run, or one whose workers name a model
     other than ``model``.
     """
-    from posequeue.config.models import get_model
+    from posequeue.config.catalogue import get_model
     from posequeue.errors import ModelError, WorkerConfigError
     from posequeue.fleet.plan import DEFAULT_MODEL
     from posequeue.worker.launch import ALL, worker_role

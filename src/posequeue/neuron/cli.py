@@ -8,7 +8,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from posequeue.cli import EXIT_FAILED, EXIT_REFUSED
+from posequeue.errors import EXIT_FAILED, EXIT_REFUSED
 
 DESCRIPTION = """\
 Compile a SavedModel, or each stage of a model spec (runtime "tensorflow"), for Inferentia (inf1)
@@ -21,8 +21,8 @@ compile call is checked, then it stops (exit 2) saying how to install it."""
 
 def add_command(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``compile`` to a parser's subcommands (it sets ``run``)."""
-    from posequeue.config.models import KEYPOINT_SETS
-    from posequeue.neuron.plan import DEFAULT_NO_FUSE
+    from posequeue.config.catalogue import KEYPOINT_SETS
+    from posequeue.neuron.checks import DEFAULT_NO_FUSE
 
     p = subparsers.add_parser(
         "compile",
@@ -77,7 +77,7 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
 
 def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
     """``NAME=D0,D1,...`` -> (NAME, dims); the batch (D0) may be -1."""
-    from posequeue.neuron.plan import CompileError
+    from posequeue.neuron.checks import CompileError
 
     name, sep, dims = text.partition("=")
     try:
@@ -95,8 +95,8 @@ def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
 
 def cmd_compile(args: argparse.Namespace) -> int:
     from posequeue.config.specs import SpecError
+    from posequeue.neuron.checks import DEFAULT_NO_FUSE, CompileError, Options, prepare, tensorflow_or_refuse
     from posequeue.neuron.compile import NeuronMissing, import_neuron, low_ratio, run
-    from posequeue.neuron.plan import DEFAULT_NO_FUSE, CompileError, Options, prepare, tensorflow_or_refuse
     from posequeue.neuron.savedmodel import SavedModelError
     from posequeue.worker.runtimes import NEURON_INSTALL
 
@@ -110,8 +110,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
             keypoints=args.keypoints,
         )
         tf = tensorflow_or_refuse()
-        plan = prepare(Path(args.source), Path(args.output), options, tf)
-        for job in plan.jobs:
+        checked = prepare(Path(args.source), Path(args.output), options, tf)
+        for job in checked.jobs:
             print(
                 f"{job.stage.name}: {job.source}, input {job.input} as {job.shapes[job.input]}, "
                 f"{len(job.no_fuse_ops)} ops kept on the CPU",
@@ -125,7 +125,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         print(f"error: checked, but not compiled: {NEURON_INSTALL}", file=sys.stderr)
         return EXIT_REFUSED
     try:
-        report = run(plan, tf, tfn)
+        report = run(checked, tf, tfn)
     except Exception as exc:  # the compiler's own failure: its traceback, then which model failed
         traceback.print_exc()
         print(
@@ -134,7 +134,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILED
-    for warning in (*plan.notes, *low_ratio(report)):
+    for warning in (*checked.notes, *low_ratio(report)):
         print(f"note: {warning}", file=sys.stderr)
     ratios = {stage["name"]: stage["on_neuron_ratio"] for stage in report["stages"]}
     print(json.dumps({"output": report["output"], "spec": report["spec"], "on_neuron_ratio": ratios}))

@@ -1,6 +1,6 @@
 """``posequeue compile``: SavedModels compiled for Inferentia (inf1) by tensorflow-neuron.
 
-:func:`posequeue.neuron.plan.prepare` makes every check that needs no tensorflow-neuron (the
+:func:`posequeue.neuron.checks.prepare` makes every check that needs no tensorflow-neuron (the
 SavedModels, their signatures, the example input shapes, the ops kept on the CPU); :func:`run`
 then compiles each stage into ``OUT/<stage>`` and writes ``OUT/<name>.toml`` (a model spec with
 runtime ``neuron``) and ``OUT/compile-report.json``.
@@ -34,7 +34,7 @@ import numpy as np
 
 from posequeue.config.specs import dump_spec
 from posequeue.errors import NeuronMissing
-from posequeue.neuron.plan import TRACE, Plan, StageJob, scope_matcher, traceable
+from posequeue.neuron.checks import TRACE, CheckedCompile, StageJob, scope_matcher, traceable
 from posequeue.neuron.savedmodel import SERVING, Signature, read_signature
 
 REPORT = "compile-report.json"
@@ -51,34 +51,34 @@ def import_neuron() -> Any:
     return tfn
 
 
-def run(plan: Plan, tf: Any, tfn: Any) -> dict[str, Any]:
-    """Compile every stage of ``plan``; write the spec and the report; return the report.
+def run(checked: CheckedCompile, tf: Any, tfn: Any) -> dict[str, Any]:
+    """Compile every stage of ``checked``; write the spec and the report; return the report.
     The work happens in a sibling folder renamed to OUT at the end, so a failed compile leaves
     no OUT behind (and can be run again)."""
     started = time.monotonic()
-    work = plan.out.parent / f".{plan.out.name}.partial-{os.getpid()}"
+    work = checked.out.parent / f".{checked.out.name}.partial-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        stages = [_compile_stage(plan, job, tf, tfn, work / job.stage.name) for job in plan.jobs]
+        stages = [_compile_stage(checked, job, tf, tfn, work / job.stage.name) for job in checked.jobs]
         spec_file = None
-        if plan.spec is not None:
-            spec_file = f"{plan.spec.name}.toml"
-            (work / spec_file).write_text(dump_spec(plan.spec))
-        report = _report(plan, tf, tfn, stages, spec_file, time.monotonic() - started)
+        if checked.spec is not None:
+            spec_file = f"{checked.spec.name}.toml"
+            (work / spec_file).write_text(dump_spec(checked.spec))
+        report = _report(checked, tf, tfn, stages, spec_file, time.monotonic() - started)
         (work / REPORT).write_text(json.dumps(report, indent=2) + "\n")
-        work.rename(plan.out)
+        work.rename(checked.out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return report
 
 
-def _compile_stage(plan: Plan, job: StageJob, tf: Any, tfn: Any, dest: Path) -> dict[str, Any]:
+def _compile_stage(checked: CheckedCompile, job: StageJob, tf: Any, tfn: Any, dest: Path) -> dict[str, Any]:
     started = time.monotonic()
-    if plan.api == TRACE:
-        ratio = _trace(plan, job, tf, tfn, dest)
+    if checked.api == TRACE:
+        ratio = _trace(checked, job, tf, tfn, dest)
     else:
-        ratio = _saved_model_compile(plan, job, tfn, dest)
+        ratio = _saved_model_compile(checked, job, tfn, dest)
     _check_compiled(job, read_signature(dest, tf))
     return {
         "name": job.stage.name,
@@ -92,17 +92,17 @@ def _compile_stage(plan: Plan, job: StageJob, tf: Any, tfn: Any, dest: Path) -> 
     }
 
 
-def _trace(plan: Plan, job: StageJob, tf: Any, tfn: Any, dest: Path) -> float | None:
+def _trace(checked: CheckedCompile, job: StageJob, tf: Any, tfn: Any, dest: Path) -> float | None:
     call = traceable(tf, job.signature)
     names = job.signature.input_names
     examples = tuple(tf.constant(example_batch(job.shapes[n], job.signature.input(n).dtype)) for n in names)
-    matches = scope_matcher(plan.options.no_fuse)
+    matches = scope_matcher(checked.options.no_fuse)
     # A subgraph_builder_function replaces the tracer's own placement (it then fuses exactly
     # the ops it is told to): pass one only when some ops must stay on the CPU.
     builder = (lambda node: not matches(node.name)) if job.no_fuse_ops else None
-    with _neuron_cc_flags("--dynamic-batch-size" if plan.options.dynamic_batch else ""):
+    with _neuron_cc_flags("--dynamic-batch-size" if checked.options.dynamic_batch else ""):
         traced = tfn.trace(call, examples, subgraph_builder_function=builder)
-    batch = None if plan.options.dynamic_batch else plan.options.batch_size
+    batch = None if checked.options.dynamic_batch else checked.options.batch_size
     specs = [
         tf.TensorSpec((batch, *job.shapes[n][1:]), tf.dtypes.as_dtype(job.signature.input(n).dtype), name=n)
         for n in names
@@ -119,10 +119,10 @@ def _trace(plan: Plan, job: StageJob, tf: Any, tfn: Any, dest: Path) -> float | 
     return None if ratio is None else float(ratio)
 
 
-def _saved_model_compile(plan: Plan, job: StageJob, tfn: Any, dest: Path) -> float | None:
+def _saved_model_compile(checked: CheckedCompile, job: StageJob, tfn: Any, dest: Path) -> float | None:
     kwargs: dict[str, Any] = {
-        "batch_size": plan.options.batch_size,
-        "dynamic_batch_size": plan.options.dynamic_batch,
+        "batch_size": checked.options.batch_size,
+        "dynamic_batch_size": checked.options.dynamic_batch,
     }
     if job.no_fuse_ops:
         kwargs["no_fuse_ops"] = list(job.no_fuse_ops)
@@ -173,16 +173,21 @@ def _check_compiled(job: StageJob, compiled: Signature) -> None:
 
 
 def _report(
-    plan: Plan, tf: Any, tfn: Any, stages: list[dict[str, Any]], spec_file: str | None, seconds: float
+    checked: CheckedCompile,
+    tf: Any,
+    tfn: Any,
+    stages: list[dict[str, Any]],
+    spec_file: str | None,
+    seconds: float,
 ) -> dict[str, Any]:
     from posequeue import __version__
 
-    options = plan.options
+    options = checked.options
     return {
-        "source": str(plan.source),
-        "output": str(plan.out),
+        "source": str(checked.source),
+        "output": str(checked.out),
         "spec": spec_file,
-        "api": plan.api,
+        "api": checked.api,
         "arguments": {
             "batch_size": options.batch_size,
             "dynamic_batch": options.dynamic_batch,
@@ -198,7 +203,7 @@ def _report(
         },
         "stages": stages,
         "seconds": round(seconds, 3),
-        "notes": list(plan.notes),
+        "notes": list(checked.notes),
         "neuron_cc_flags": os.environ.get("NEURON_CC_FLAGS", ""),  # the user's own compiler flags
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

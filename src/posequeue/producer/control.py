@@ -17,8 +17,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from posequeue.config.catalogue import get_model
 from posequeue.config.celery_app import FINALIZE_TASK, INGEST_TASK, app
-from posequeue.config.models import get_model
 from posequeue.config.queues import INGEST, model_queues
 from posequeue.config.schemas import Cursor, JobStatus
 from posequeue.config.settings import get_settings

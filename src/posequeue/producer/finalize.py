@@ -23,8 +23,8 @@ from typing import Any
 from celery import Task
 
 from posequeue.analysis.tracking import TrackParams, most_present, track
+from posequeue.config.catalogue import get_model
 from posequeue.config.celery_app import FINALIZE_TASK, app, defer
-from posequeue.config.models import get_model
 from posequeue.config.schemas import AnalysisStatus, Follow, Job, JobStatus
 from posequeue.config.settings import get_settings
 from posequeue.errors import JobError, JobNotRunning

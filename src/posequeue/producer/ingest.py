@@ -29,8 +29,8 @@ import time
 import numpy as np
 from celery import Task
 
+from posequeue.config.catalogue import get_model
 from posequeue.config.celery_app import FINALIZE_TASK, INFER_TASK, INGEST_TASK, app, defer
-from posequeue.config.models import get_model
 from posequeue.config.queues import stage_queue
 from posequeue.config.schemas import BatchMeta, Cursor, Job, JobStatus, detections_per_frame
 from posequeue.config.settings import get_settings

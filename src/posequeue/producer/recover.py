@@ -31,9 +31,9 @@ import json
 import time
 from typing import Any
 
+from posequeue.config.catalogue import ModelSpec, get_model
 from posequeue.config.celery_app import INFER_TASK, app
 from posequeue.config.keys import batch_key, recover_guard_key
-from posequeue.config.models import ModelSpec, get_model
 from posequeue.config.queues import model_queues, stage_queue
 from posequeue.config.schemas import Job
 from posequeue.config.settings import get_settings

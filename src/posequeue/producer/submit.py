@@ -11,8 +11,8 @@ from pathlib import Path
 
 import redis
 
+from posequeue.config.catalogue import ModelSpec, get_model
 from posequeue.config.celery_app import INGEST_TASK, app
-from posequeue.config.models import ModelSpec, get_model
 from posequeue.config.schemas import Cursor, Follow, Job, JobStatus
 from posequeue.config.settings import MAX_PEOPLE, Settings
 from posequeue.errors import JobNotFound, ModelError, StoreError, SubmitError, VideoError

@@ -39,8 +39,8 @@ import redis
 from celery.signals import worker_ready, worker_shutdown
 
 from posequeue.config import keys
+from posequeue.config.catalogue import get_model
 from posequeue.config.celery_app import FINALIZE_TASK, INGEST_TASK, app
-from posequeue.config.models import get_model
 from posequeue.config.queues import INGEST, stage_queue
 from posequeue.config.schemas import Cursor, Job, JobStatus
 from posequeue.config.settings import get_settings

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from posequeue.config.models import StageSpec
+from posequeue.config.catalogue import StageSpec
 from posequeue.errors import ModelOutputError
 
 

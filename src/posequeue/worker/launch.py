@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from posequeue.config import queues
-from posequeue.config.models import get_model
+from posequeue.config.catalogue import get_model
 from posequeue.errors import WorkerConfigError
 from posequeue.worker.pinning import format_cores, neuron_env, parse_cores, usable_cores
 
@@ -163,7 +163,7 @@ def run(role: WorkerRole, loglevel: str = "INFO") -> int:
             pin_cpu(list(role.cores))  # before the pool forks: children inherit the affinity
         bind_process(cores=role.cores_spec)
     if role.stages:
-        from posequeue.worker.model_files import blazepose_dir
+        from posequeue.worker.model_cache import blazepose_dir
 
         blazepose_dir(settings.cache_dir, settings.model_dir)  # fetch in the parent; load in the child
     if role.serves_ingest:  # producers need PyAV; model-stage hosts do not
@@ -177,7 +177,7 @@ def run(role: WorkerRole, loglevel: str = "INFO") -> int:
     if ANALYSIS in role.queues:
         import posequeue.analysis.task  # noqa: F401  (scipy, matplotlib and PyAV load when it runs)
     if role.stages:
-        import posequeue.fleet.worker_stats  # noqa: F401  (per-worker frames/s for `posequeue metrics`)
+        import posequeue.worker.stats  # noqa: F401  (per-worker frames/s for `posequeue metrics`)
         from posequeue.worker import tasks
 
         # The task processes are forked from this one (prefork's pool, or the threaded worker's

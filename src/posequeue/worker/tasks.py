@@ -10,8 +10,8 @@ import time
 import structlog
 from celery import Task, signals
 
+from posequeue.config.catalogue import get_model
 from posequeue.config.celery_app import FINALIZE_TASK, INFER_TASK, app
-from posequeue.config.models import get_model
 from posequeue.config.queues import stage_queue
 from posequeue.config.schemas import BatchMeta
 from posequeue.config.settings import get_settings
@@ -21,7 +21,7 @@ from posequeue.logs import get_logger
 from posequeue.policy import JobTask, require_running
 from posequeue.results import dumps, part_key
 from posequeue.store import open_store
-from posequeue.worker import model as models
+from posequeue.worker import stages
 
 log = get_logger(__name__)
 MAX_DELIVERIES = 4  # a batch whose stage was started this often without finishing fails its job
@@ -94,12 +94,12 @@ def infer(self: Task, job_id: str, index: int, stage: str) -> dict[str, object] 
     return {"model": meta.model, "frames": len(meta.frames), "stages": ran}
 
 
-def _run(stage: str, fields: dict[str, object], meta: BatchMeta, ran: dict[str, float]) -> models.StageResult:
+def _run(stage: str, fields: dict[str, object], meta: BatchMeta, ran: dict[str, float]) -> stages.StageResult:
     """One stage on one batch, logged with its model time and the stage's whole time (pre- and
     post-processing included: the difference is host work the model waited for)."""
     started = time.perf_counter()
     structlog.contextvars.bind_contextvars(stage=stage)
-    result = models.load(meta.model, stage).run(fields, meta)
+    result = stages.load(meta.model, stage).run(fields, meta)
     ran[stage] = time.perf_counter() - started
     log.info(
         "infer.batch",
@@ -167,6 +167,6 @@ def preload() -> None:
     not pay for it and a broken model shows at start-up."""
     for model, stage in sorted(served()):
         try:
-            models.load(model, stage)
+            stages.load(model, stage)
         except Exception:  # the task reports it on the job; a failing hook never kills the pool
             log.exception("worker.preload_failed", model=model, stage=stage)

@@ -1,6 +1,6 @@
 """Threaded workers: task threads in one process share its loaded models, so one thread's Redis
 I/O, pre- and post-processing run while another thread's batch is in the model (the model calls
-themselves are serialised in ``worker/model.py``).
+themselves are serialised in ``worker/stages.py``).
 
 Celery's thread pool keeps neither of prefork's two guards, so this module puts them back:
 
@@ -30,11 +30,11 @@ from typing import Any
 from celery import Celery, signals
 
 from posequeue.config import keys
+from posequeue.errors import EXIT_FAILED, EXIT_RESTART
 from posequeue.logs import get_logger
 
 log = get_logger(__name__)
 
-EXIT_RESTART = 75  # a child exiting with this code (the watchdog) is replaced, like a killed one
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 
 
@@ -172,10 +172,10 @@ def _run_child(run: Callable[[], None]) -> int:
     try:
         run()
     except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
+        return exc.code if isinstance(exc.code, int) else EXIT_FAILED
     except BaseException:
         log.exception("worker.crashed")
-        return 1
+        return EXIT_FAILED
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

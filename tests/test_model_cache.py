@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from posequeue.worker.model_files import FILES, MissingModel, blazepose_dir, sha256
+from posequeue.worker.model_cache import FILES, MissingModel, blazepose_dir, sha256
 
 pytestmark = pytest.mark.compat
 

@@ -1,4 +1,4 @@
-"""What ``posequeue compile`` checks before calling tensorflow-neuron, as a :class:`Plan`.
+"""What ``posequeue compile`` checks before calling tensorflow-neuron, as a :class:`CheckedCompile`.
 
 :func:`prepare` reads the source (a SavedModel, or a model spec's stages), each SavedModel's
 serving signature, works out the example input shapes (batch first: the compiled batch size) and
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from posequeue.config.models import KEYPOINT_SETS, ModelSpec, StageSpec
+from posequeue.config.catalogue import KEYPOINT_SETS, ModelSpec, StageSpec
 from posequeue.config.specs import load_spec
 from posequeue.errors import CompileError
 from posequeue.neuron.savedmodel import SERVING, Signature, is_savedmodel, read_signature
@@ -57,7 +57,7 @@ class StageJob:
 
 
 @dataclass(frozen=True)
-class Plan:
+class CheckedCompile:
     """Everything checked: what to compile, how, and the spec to write for the result."""
 
     source: Path
@@ -82,7 +82,7 @@ def tensorflow_or_refuse() -> Any:
 
 
 # -- checks ---------------------------------------------------------------------------------
-def prepare(source: Path, out: Path, options: Options, tf: Any, api: str | None = None) -> Plan:
+def prepare(source: Path, out: Path, options: Options, tf: Any, api: str | None = None) -> CheckedCompile:
     """Check everything short of compiling: raises CompileError naming what is wrong."""
     if out.exists():
         raise CompileError(
@@ -101,7 +101,7 @@ def prepare(source: Path, out: Path, options: Options, tf: Any, api: str | None 
     )
     _check_patterns(jobs, options)
     spec, notes = _compiled_spec(model, jobs, options, source)
-    return Plan(source, out, options, api, jobs, spec, notes)
+    return CheckedCompile(source, out, options, api, jobs, spec, notes)
 
 
 def scope_matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:

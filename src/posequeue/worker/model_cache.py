@@ -1,4 +1,5 @@
-"""The bundled BlazePose files: taken from the ``mediapipe==0.10.14`` wheel on PyPI (downloaded
+"""A stage's model file on local disk: a spec's own file, an ``s3://`` copy cached once, or the
+bundled BlazePose files, taken from the ``mediapipe==0.10.14`` wheel on PyPI (downloaded
 with pip, never installed), checked by SHA-256 and cached with their licence (Apache-2.0).
 
 Nothing is downloaded from a model hub. Offline, provide the files by hand (see ``MissingModel``).
@@ -13,7 +14,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from posequeue.config.models import ModelSpec, StageSpec
+from posequeue.config.catalogue import ModelSpec, StageSpec
 from posequeue.errors import MissingModel
 
 WHEEL = "mediapipe==0.10.14"

@@ -11,13 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from posequeue.config.models import ModelSpec, StageSpec, get_model
+from posequeue.config.catalogue import ModelSpec, StageSpec, get_model
 from posequeue.config.schemas import BatchMeta
 from posequeue.config.settings import get_settings
 from posequeue.errors import ModelOutputError
 from posequeue.payload.codec import Payload
 from posequeue.worker import blazepose, detector, keypoints
-from posequeue.worker.model_files import stage_path
+from posequeue.worker.model_cache import stage_path
 from posequeue.worker.pinning import cpu_threads
 from posequeue.worker.runtimes import Runtime, make_runtime
 
