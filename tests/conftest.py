@@ -213,7 +213,9 @@ def start_worker(model_dir: Path, tmp_path: Path) -> Iterator[Workers]:
 def worker(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     """One worker serving every queue of the default model, shared by the integration tests."""
     workers = Workers(tmp_path_factory.mktemp("shared-worker"))
-    yield workers()
+    # Uploads kept after their job (as an API deployment that serves inputs would set it): the
+    # API's range and preview tests read them; tests/test_retention.py checks the deletion.
+    yield workers(POSEQUEUE_KEEP_INPUTS="1")
     workers.close()
 
 

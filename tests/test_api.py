@@ -400,7 +400,11 @@ def test_an_s3_fleet_serves_uploads_s3_submissions_and_ranges(
     import boto3
 
     env = api_env({**isolated, "POSEQUEUE_STORE": f"s3://{bucket}/apifleet"})
-    start_worker(POSEQUEUE_BROKER_URL=env["POSEQUEUE_BROKER_URL"], POSEQUEUE_STORE=env["POSEQUEUE_STORE"])
+    start_worker(  # uploads kept, so the input is still served after the job (test_retention: deleted)
+        POSEQUEUE_BROKER_URL=env["POSEQUEUE_BROKER_URL"],
+        POSEQUEUE_STORE=env["POSEQUEUE_STORE"],
+        POSEQUEUE_KEEP_INPUTS="1",
+    )
     boto3.client("s3").upload_file(str(SAMPLE), bucket, "clips/astronaut.mp4")
     with running_api(env, tmp_path / "api.log") as client:
         uploaded = upload(client).json()["id"]

@@ -83,15 +83,17 @@ def test_every_key_expires_or_belongs_to_a_running_job(isolated, start_worker, t
 
 
 def test_uploaded_input_goes_with_its_job(isolated, start_worker, bucket) -> None:
-    """A local video uploaded to an S3 store is deleted when its job is done, and kept when
-    POSEQUEUE_KEEP_INPUTS says so."""
+    """A local video uploaded to an S3 store is deleted when its job and its analysis have ended
+    (after the overlay was drawn on it), and kept when POSEQUEUE_KEEP_INPUTS says so."""
     store = f"s3://{bucket}/retention"
     env = {**isolated, "POSEQUEUE_STORE": store}
     first = start_worker(**{k: v for k, v in env.items() if k.startswith("POSEQUEUE_")})
     gone = _submit(env, SAMPLE)
     assert open_store(store).keys(f"inputs/{gone}/")  # uploaded at submit
     assert _ended(env, gone)["status"] == "done"
-    assert open_store(store).keys(f"inputs/{gone}/") == []
+    # The motion analysis draws its overlay on the upload, then deletes it.
+    assert wait_until(lambda: open_store(store).keys(f"inputs/{gone}/") == [], 120)
+    assert any(k.endswith("/overlay.mp4") for k in open_store(store).keys(f"jobs/{gone}/"))
     first.stop()
     kept_env = {**env, "POSEQUEUE_KEEP_INPUTS": "1"}
     start_worker(**{k: v for k, v in kept_env.items() if k.startswith("POSEQUEUE_")})

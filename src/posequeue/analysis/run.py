@@ -28,6 +28,12 @@ def overlay_source(head: dict[str, Any]) -> str | None:
     return source if Path(source).exists() else None
 
 
+def _upload_gone(store: Store, job_id: str, video: str) -> bool:
+    """The video is the job's upload in the store (``inputs/{job}/``) and it is no longer there."""
+    folder = f"inputs/{job_id}/"
+    return video.startswith(store.uri(folder)) and not store.keys(folder)
+
+
 def run_analysis(job_id: str, params: Params, store: Store) -> dict[str, str]:
     """Analyse job ``job_id``'s poses.json; returns {output name: URI}.
 
@@ -41,6 +47,12 @@ def run_analysis(job_id: str, params: Params, store: Store) -> dict[str, str]:
     video = overlay_source(head) if params.overlay else None
     if params.overlay and video is None:
         analysis.notes.append("no overlay: the job's video is not readable from the analysis worker's host")
+    elif video is not None and _upload_gone(store, job_id, video):
+        video = None
+        analysis.notes.append(
+            "no overlay: the uploaded video was deleted when the job and its first analysis ended "
+            "(POSEQUEUE_KEEP_INPUTS=true keeps uploads)"
+        )
     if not analysis.tracks:
         video = None
     with tempfile.TemporaryDirectory(prefix="posequeue-analysis-") as tmp:

@@ -16,7 +16,7 @@ from typing import Any
 from posequeue.analysis.params import Params
 from posequeue.analysis.state import mark
 from posequeue.config.celery_app import ANALYZE_TASK, app
-from posequeue.config.schemas import AnalysisStatus, JobStatus
+from posequeue.config.schemas import AnalysisStatus, Job, JobStatus
 from posequeue.config.settings import get_settings
 from posequeue.errors import AnalysisError, JobNotFound, StoreError
 from posequeue.jobs import get_jobs
@@ -59,3 +59,14 @@ def analyze_task(job_id: str, params: dict[str, Any]) -> None:
     else:
         mark(jobs, job_id, AnalysisStatus.DONE, results=uris)
         log.info("analysis.done", job_id=job_id, files=len(uris))
+    _delete_input(job)
+
+
+def _delete_input(job: Job) -> None:
+    """The job and its analysis have ended: its uploaded input goes (unless kept by settings)."""
+    from posequeue.producer.finalize import delete_input
+
+    try:
+        delete_input(open_store(get_settings().store), job)
+    except Exception:  # a failing clean-up never fails the analysis; retention removes it later
+        log.exception("analysis.input_kept", job_id=job.job_id)

@@ -52,7 +52,11 @@ def _fraction(job: Job, total: int) -> float:
 
 def input_uri(job: Job, store: Store) -> str | None:
     """The job's input video when the API may serve it: in S3, or uploaded to the store (a CLI
-    job's local file elsewhere on a host is not served)."""
+    job's local file elsewhere on a host is not served); None once an upload was deleted (when
+    the job and its analysis ended, unless POSEQUEUE_KEEP_INPUTS)."""
+    folder = f"inputs/{job.job_id}/"
+    if job.video.startswith(store.uri(folder)):
+        return job.video if store.keys(folder) else None
     return job.video if job.video.startswith(("s3://", store.root + "/")) else None
 
 

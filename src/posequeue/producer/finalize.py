@@ -78,14 +78,16 @@ def finalize(self: Task, job_id: str) -> None:
     if job.analysis is not AnalysisStatus.OFF:
         _request_analysis(job_id)
     store.delete([part_key(job_id, b) for b in range(job.batches_total or 0)])
-    delete_input(store, job)
+    if job.analysis is AnalysisStatus.OFF:  # else the analysis draws its overlay on it, then deletes it
+        delete_input(store, job)
     log.info("job.done", frames=job.frames_total, **uris)
     return None
 
 
 def delete_input(store: Store, job: Job) -> None:
     """Delete the job's uploaded copy of its input (``inputs/{job}/...``, written by submit when
-    the store is S3) unless POSEQUEUE_KEEP_INPUTS; a video the user named in place stays."""
+    the store is S3, or by the HTTP API) unless POSEQUEUE_KEEP_INPUTS; a video the user named in
+    place stays. Called when the job is done, or after its analysis when it has one."""
     if get_settings().keep_inputs or job.video == job.source:
         return
     prefix = store.uri(f"inputs/{job.job_id}/")
