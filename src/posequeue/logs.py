@@ -35,14 +35,21 @@ def configure(fmt: str = "console", level: int = logging.INFO) -> None:
 
 
 class _Stderr:
-    """Whatever ``sys.stderr`` is when a line is written, not when logging was configured: a
-    stream swapped and closed since (a command run in-process) must not break later logging."""
+    """The stderr of configure time (a Celery worker redirects sys.stderr to its own logger later,
+    which must not wrap our lines), or today's sys.stderr once that one is closed (a command run
+    in-process configured logging on a capture that has since been closed)."""
+
+    def __init__(self) -> None:
+        self.file = sys.stderr
+
+    def _target(self) -> TextIO:
+        return sys.stderr if self.file.closed else self.file
 
     def write(self, text: str) -> int:
-        return sys.stderr.write(text)
+        return self._target().write(text)
 
     def flush(self) -> None:
-        sys.stderr.flush()
+        self._target().flush()
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
