@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import socket
 import subprocess
 import time
@@ -10,6 +12,18 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+# Debian's chromium, headless and offline: no background connections (this network refuses them),
+# no first-run, update or sync. POSEQUEUE_CHROMIUM names another executable.
+CHROMIUM = shutil.which(os.environ.get("POSEQUEUE_CHROMIUM", "chromium")) or shutil.which("chromium-browser")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def free_port() -> int:

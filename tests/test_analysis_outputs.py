@@ -6,20 +6,18 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from helpers import CHROMIUM, CHROMIUM_ARGS
 from synthetic_poses import rotating_arm
 
 from posequeue.analysis.outputs import write_outputs
 from posequeue.analysis.params import Params
 from posequeue.analysis.pipeline import analyze
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
@@ -153,12 +151,7 @@ def screenshot(page: Path, out: Path, profile: Path, size: str = "1200,2400") ->
     cmd = [
         CHROMIUM or "chromium",
         "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--no-first-run",
-        "--disable-component-update",
-        "--disable-sync",
+        *CHROMIUM_ARGS,
         f"--user-data-dir={profile}",
         "--hide-scrollbars",
         f"--window-size={size}",

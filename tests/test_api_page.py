@@ -4,30 +4,20 @@ with a token, upload the sample video, see the job reach done and its video load
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from apiserver import TOKENS, api_env, running_api
 from conftest import ROOT, SAMPLE, Worker
+from helpers import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = os.environ.get("POSEQUEUE_CHROMIUM", "/usr/bin/chromium")
 # The docs' screenshot is rewritten only when asked (POSEQUEUE_DOCS_SCREENSHOTS=1): a test run
 # leaves the checkout clean.
 DOCS_SHOT = ROOT / "docs" / "images" / "api-job-page.png"
 SCREENSHOT = DOCS_SHOT if os.environ.get("POSEQUEUE_DOCS_SCREENSHOTS") == "1" else None
-LAUNCH_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def _browser_missing() -> str | None:
@@ -35,8 +25,8 @@ def _browser_missing() -> str | None:
         import playwright  # noqa: F401
     except ImportError:
         return "the playwright package is not installed (pip install -e '.[test]')"
-    if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
-        return f"no chromium at {CHROMIUM} (apt-get install -y chromium)"
+    if CHROMIUM is None:
+        return "no chromium (apt-get install -y chromium, or POSEQUEUE_CHROMIUM=/path/to/it)"
     return None
 
 
@@ -56,7 +46,7 @@ def test_sign_in_upload_and_watch_the_job_finish(page_api: httpx.Client) -> None
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 900})
             page.goto(str(page_api.base_url))
@@ -120,7 +110,7 @@ def test_without_analysis_the_page_draws_the_poses_on_the_input(page_api: httpx.
     )
     job_id = response.json()["id"]
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 900})
             page.add_init_script(f"localStorage.setItem('posequeue-token', '{TOKENS[0]}')")  # signed in
