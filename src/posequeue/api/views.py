@@ -87,7 +87,7 @@ def describe(job: Job, store: Store, tokens: Tokens) -> dict[str, Any]:
     out = brief(job)
     out["warnings"] = warnings(job)
     offered = files(job, store)
-    if job.status is JobStatus.DONE and PREVIEW not in offered and input_uri(job, store) is not None:
+    if job.status is JobStatus.DONE and PREVIEW not in offered and input_name(job.video) in offered:
         offered[PREVIEW] = ""  # drawn on first request (preview.py), then kept in the store
     base = job_url(job.job_id)
     out["files"] = [
