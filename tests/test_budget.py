@@ -15,6 +15,7 @@ from conftest import posequeue
 
 from posequeue.config import keys
 from posequeue.config.budget import Budget
+from posequeue.config.queues import stage_queue
 from posequeue.jobs import Jobs
 
 pytestmark = pytest.mark.integration
@@ -264,6 +265,7 @@ def test_a_segment_ends_where_the_budget_refuses_and_a_replay_ends_there_too(
     finally:
         jobs.fail(job_id, "test over")  # its hand-over's message is dropped as stale
         jobs.budget.release_job(other)
+        jobs.r.delete(stage_queue(anymotion, "pose"))  # its batches' messages, which no worker takes
 
 
 def test_queues_shows_the_budget(isolated, r) -> None:

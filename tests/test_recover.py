@@ -15,8 +15,10 @@ from posequeue.producer.recover import _held
 
 @pytest.fixture
 def queue(jobs, anymotion):
-    """A stage queue no worker serves (the spec is known to this process only); emptied after."""
+    """A stage queue no worker serves (the spec is known to this process only); emptied before
+    (another test's job may have left batches on it) and after."""
     name = stage_queue(anymotion, "pose")
+    jobs.r.delete(name)
     yield name
     jobs.r.delete(name)
 
