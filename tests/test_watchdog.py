@@ -214,3 +214,18 @@ def test_lost_analysis_message_is_sent_again(isolated, start_worker) -> None:
     assert wait_until(lambda: job_message(theirs.r, ANALYSIS, job_id, ANALYZE_TASK), 30)
     job = theirs.get(job_id)
     assert (job.status.value, job.analysis, job.analysis_sends) == ("done", AnalysisStatus.QUEUED, 2)
+
+
+def test_job_waiting_on_the_store_is_not_judged_stalled(jobs) -> None:
+    """A running job whose stage tasks defer on store errors (recorded as ``store_wait_at``) is
+    left to the store patience of its tasks, not failed as stalled for a missing worker."""
+    from posequeue.producer.watchdog import check
+
+    now = time.time()
+    job_id = jobs.create(job_id=Jobs.new_id(), model="blazepose", video="v.mp4", batch_size=8, source="v.mp4")
+    jobs.mark_running(job_id, {})
+    jobs.update(job_id, {"batches_enqueued": 3, "progress_at": now - 7200, "store_wait_at": now - 5})
+    jobs.r.set(f"pq:job:{job_id}:recover", 1, ex=60)  # no look for lost batches now
+    assert check(jobs, jobs.get(job_id), now) is None
+    assert jobs.get(job_id).status.value == "running"
+    jobs.fail(job_id, "end of test")

@@ -84,6 +84,7 @@ class Job:
     finished_at: float | None = None
     progress_at: float | None = None  # when a batch last finished
     ingest_at: float | None = None  # when an ingest task of the job last ran (the watchdog's clock)
+    store_wait_at: float | None = None  # when a task of the job last deferred on a store error
     error: str | None = None
     warnings: list[str] = field(default_factory=list)  # a damaged input: what is missing
     video_info: dict[str, Any] = field(default_factory=dict)  # the probe's (VideoInfo.to_dict)

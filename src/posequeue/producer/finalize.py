@@ -43,7 +43,6 @@ MAX_STARTS = 4  # finalise started this often without finishing kills its worker
     name=FINALIZE_TASK,
     bind=True,
     base=JobTask,
-    store_patience=True,  # a store outage is waited out (POSEQUEUE_STORE_PATIENCE), parts kept
     store_reason="cannot write results: {exc} (the parts are kept: `posequeue retry JOB` finishes the job)",
     internal_reason="internal error while assembling results: {exc!r}",
 )

@@ -220,7 +220,10 @@ def _analysis_queued_reason(jobs: Jobs, job: Job, waited: float) -> str:
 
 
 def _last_progress(job: Job) -> float:
-    return max(t for t in (job.progress_at, job.started_at, job.submitted_at) if t is not None)
+    """When a batch last finished, or a task last deferred on a store error (it waits on the
+    store, with its own patience: not stalled), or the job started."""
+    times = (job.progress_at, job.store_wait_at, job.started_at, job.submitted_at)
+    return max(t for t in times if t is not None)
 
 
 def _lost(jobs: Jobs, job_id: str, task: str, queue: str = INGEST) -> bool:
