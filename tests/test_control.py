@@ -132,3 +132,42 @@ def test_retry_runs_a_cancelled_job_again(isolated, start_worker) -> None:
     assert jobs.get(job_id).frames_done == 90
     refused = posequeue("retry", job_id, env=env)
     assert refused.returncode == 2 and "only a failed or cancelled job" in refused.stderr
+
+
+def _running_job(jobs: Jobs) -> str:
+    job_id = jobs.create(job_id=Jobs.new_id(), model="blazepose", video="v.mp4", batch_size=8, source="v.mp4")
+    jobs.mark_running(job_id, {})
+    return job_id
+
+
+def test_part_written_after_a_cancel_does_not_stay(jobs) -> None:
+    """A stage that read its job as running, then finished its batch after the job was
+    cancelled, deletes the part it wrote (the cancel's clean-up had already run)."""
+    from posequeue.config.schemas import BatchMeta
+    from posequeue.config.settings import get_settings
+    from posequeue.errors import JobNotRunning
+    from posequeue.results import part_key
+    from posequeue.store import open_store
+    from posequeue.worker.tasks import _finish_batch
+
+    job_id = _running_job(jobs)
+    assert jobs.cancel(job_id, "cancelled by the test")
+    meta = BatchMeta(job_id, 0, [0], [0.0], (64, 64), (64, 64), "blazepose")
+    with pytest.raises(JobNotRunning):
+        _finish_batch(jobs, meta, [[]])
+    assert part_key(job_id, 0) not in open_store(get_settings().store).keys(job_prefix(job_id))
+
+
+def test_cancel_deletes_parts_its_record_does_not_count(jobs) -> None:
+    """The cancel deletes every part in the store, listed after the job ended, not only those
+    of the batches its record counted when it looked (a stage's part can land in between)."""
+    from posequeue.config.settings import get_settings
+    from posequeue.producer.control import cancel
+    from posequeue.results import part_key
+    from posequeue.store import open_store
+
+    job_id = _running_job(jobs)  # batches_enqueued 0, as read before a batch was counted
+    store = open_store(get_settings().store)
+    store.put_bytes(part_key(job_id, 3), b'{"frames": []}')
+    cancel(job_id, jobs)
+    assert store.keys(job_prefix(job_id)) == []

@@ -133,10 +133,10 @@ def test_video_broken_after_submission_fails_job_and_worker_goes_on(isolated, st
 
 def test_unwritable_result_store_fails_job(isolated, start_worker, jobs) -> None:
     """Workers that cannot write to their S3 store fail the job with a reason a person can act
-    on (after a few retries) instead of leaving it running: a batch's task (on this all-stage
-    worker, detector and landmarks in one task) cannot store the part its landmark stage made,
-    defers itself three times (``retry(throw=False)``, no ``Retry`` raised), then fails the job
-    with the store's reason."""
+    on (once POSEQUEUE_STORE_PATIENCE has passed) instead of leaving it running: a batch's task
+    (on this all-stage worker, detector and landmarks in one task) cannot store the part its
+    landmark stage made, defers itself (``retry(throw=False)``, no ``Retry`` raised, 2 s first),
+    then fails the job with the store's reason."""
     pytest.importorskip("moto")
     from moto.server import ThreadedMotoServer
 
@@ -151,6 +151,7 @@ def test_unwritable_result_store_fails_job(isolated, start_worker, jobs) -> None
             AWS_ACCESS_KEY_ID="x",
             AWS_SECRET_ACCESS_KEY="x",
             AWS_DEFAULT_REGION="us-east-1",
+            POSEQUEUE_STORE_PATIENCE="3",
         )
         out = posequeue("submit", str(SAMPLE), "--wait", "--json", "--timeout", "60", env=isolated)
         job = json.loads(out.stdout.splitlines()[-1])
@@ -161,9 +162,9 @@ def test_unwritable_result_store_fails_job(isolated, start_worker, jobs) -> None
         deferred: dict[int, list[int]] = {}
         for line in lines:
             if line.get("event") == "infer.deferred":
-                assert line["stage"] == "landmarks" and line["countdown"] == 2.0  # the last stage run
+                assert line["stage"] == "landmarks" and line["countdown"] <= 2.0  # the last stage run
                 deferred.setdefault(line["batch"], []).append(line["retries"])
-        assert [1, 2, 3] in deferred.values()  # the batch that failed the job: three retries
+        assert any(tries[:1] == [1] for tries in deferred.values())  # deferred before it failed
         assert "retry: Retry in" not in worker.log.read_text()  # Celery's line for a raised Retry
     finally:
         server.stop()

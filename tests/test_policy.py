@@ -44,13 +44,16 @@ def submit(env: dict[str, str]) -> str:
 
 def test_a_store_error_is_retried_and_the_job_then_finishes(isolated, start_worker, s3_server) -> None:
     """A store that fails for a while (its bucket appears only after a batch was deferred more
-    often than a crashing batch may start) costs retries, not the job: the task defers itself
-    and a later try succeeds."""
+    often than a crashing batch may start, and longer than the three retries that stages once
+    gave a store error) costs retries, not the job: the task defers itself, backing off up to
+    POSEQUEUE_STORE_PATIENCE as finalise does, and a later try succeeds."""
     import boto3
 
     bucket = f"pq-policy-{uuid.uuid4().hex[:8]}"
     env = {"POSEQUEUE_BROKER_URL": isolated["POSEQUEUE_BROKER_URL"]}
-    worker = start_worker(**env, POSEQUEUE_STORE=f"s3://{bucket}/results", POSEQUEUE_STORE_RETRIES="30")
+    # A short visibility timeout keeps the backoff short (under half of it): 2 s, then 4 s.
+    short = {"POSEQUEUE_VISIBILITY_TIMEOUT": "8", "POSEQUEUE_TASK_TIME_LIMIT": "6"}
+    worker = start_worker(**env, **short, POSEQUEUE_STORE=f"s3://{bucket}/results")
     job_id = submit(isolated)  # the client reads the video in place (its store is a folder)
     # More retries of one batch than MAX_DELIVERIES: deferrals are not crashed starts.
     until(

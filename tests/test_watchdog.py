@@ -140,3 +140,92 @@ def test_queued_job_without_ingest_worker_fails(isolated, start_worker) -> None:
     assert time.monotonic() - started < 60
     assert job["status"] == "failed"
     assert "no ingest worker took this job in" in job["error"] and "no worker consumes it" in job["error"]
+
+
+# -- a done job's motion analysis ---------------------------------------------------------------
+def _done_job(jobs: Jobs) -> str:
+    job_id = jobs.create(job_id=Jobs.new_id(), model="blazepose", video="v.mp4", batch_size=8, source="v.mp4")
+    jobs.finish(job_id, {"json": "file:///nowhere/poses.json"}, time.time())
+    return job_id
+
+
+def test_silent_analysis_fails_with_reason_and_job_stays_done(jobs) -> None:
+    """An analysis whose worker went silent on its last allowed delivery is failed with a reason
+    (the job stays done, and leaves the watchdog's list); status and the API summary show it."""
+    from conftest import cli
+
+    from posequeue.analysis.state import mark
+    from posequeue.config import keys
+    from posequeue.config.schemas import AnalysisStatus
+    from posequeue.jobs import summary
+    from posequeue.producer.watchdog import MAX_RESENDS, sweep
+
+    job_id = _done_job(jobs)
+    mark(jobs, job_id, AnalysisStatus.QUEUED, params={}, sends=MAX_RESENDS + 1)
+    mark(jobs, job_id, AnalysisStatus.RUNNING)
+    assert jobs.r.zscore(keys.ANALYSES, job_id) is not None
+    actions = sweep(jobs, now=time.time() + 3600)  # long after its last heartbeat
+    assert actions[job_id].startswith("analysis: failed")
+    job = jobs.get(job_id)
+    assert job.status.value == "done" and job.analysis is AnalysisStatus.FAILED
+    assert f"sent {MAX_RESENDS + 1} times without finishing" in (job.analysis_error or "")
+    assert f"`posequeue analyze {job_id}`" in (job.analysis_error or "")
+    assert summary(job)["analysis"]["status"] == "failed"
+    assert jobs.r.zscore(keys.ANALYSES, job_id) is None
+    out = cli("status", job_id).stdout
+    assert f"job {job_id}: done" in out and "analysis: failed: the motion analysis was sent" in out
+
+
+def test_stale_analysis_message_starts_nothing(jobs) -> None:
+    """A copy of an analysis message that the watchdog has since sent again does not run: only
+    the latest may start (two would write the same outputs at once)."""
+    from posequeue.analysis.state import mark
+    from posequeue.analysis.task import analyze_task
+    from posequeue.config.schemas import AnalysisStatus
+
+    job_id = _done_job(jobs)
+    mark(jobs, job_id, AnalysisStatus.QUEUED, params={}, sends=2)
+    analyze_task(job_id, {}, 1)
+    assert jobs.get(job_id).analysis is AnalysisStatus.QUEUED
+
+
+def test_running_analysis_beats(jobs) -> None:
+    """A running analysis writes a heartbeat, the watchdog's sign that its worker lives."""
+    from posequeue.analysis.state import beating
+
+    job_id = _done_job(jobs)
+    with beating(jobs, job_id, interval=0.05):
+        assert wait_until(lambda: jobs.get(job_id).analysis_beat_at, 5)
+
+
+def test_lost_analysis_message_is_sent_again(isolated, start_worker) -> None:
+    """A done job's analysis whose message was lost (queued, no message anywhere) is sent again
+    by an ingest worker's sweep, as its next delivery."""
+    from posequeue.analysis.state import mark
+    from posequeue.config.celery_app import ANALYZE_TASK
+    from posequeue.config.queues import ANALYSIS
+    from posequeue.config.schemas import AnalysisStatus
+
+    env = _env(isolated)
+    theirs = Jobs(redis.Redis.from_url(env["POSEQUEUE_BROKER_URL"]))
+    job_id = _done_job(theirs)
+    mark(theirs, job_id, AnalysisStatus.QUEUED, params={}, sends=1)  # and no message: lost
+    start_worker("--stage", "ingest", **_worker_env(env))
+    assert wait_until(lambda: job_message(theirs.r, ANALYSIS, job_id, ANALYZE_TASK), 30)
+    job = theirs.get(job_id)
+    assert (job.status.value, job.analysis, job.analysis_sends) == ("done", AnalysisStatus.QUEUED, 2)
+
+
+def test_job_waiting_on_the_store_is_not_judged_stalled(jobs) -> None:
+    """A running job whose stage tasks defer on store errors (recorded as ``store_wait_at``) is
+    left to the store patience of its tasks, not failed as stalled for a missing worker."""
+    from posequeue.producer.watchdog import check
+
+    now = time.time()
+    job_id = jobs.create(job_id=Jobs.new_id(), model="blazepose", video="v.mp4", batch_size=8, source="v.mp4")
+    jobs.mark_running(job_id, {})
+    jobs.update(job_id, {"batches_enqueued": 3, "progress_at": now - 7200, "store_wait_at": now - 5})
+    jobs.r.set(f"pq:job:{job_id}:recover", 1, ex=60)  # no look for lost batches now
+    assert check(jobs, jobs.get(job_id), now) is None
+    assert jobs.get(job_id).status.value == "running"
+    jobs.fail(job_id, "end of test")

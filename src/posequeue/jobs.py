@@ -274,9 +274,11 @@ class Jobs:
         self.budget.release_job(job_id)
         return before is not None and not before.finished
 
-    def finish(self, job_id: str, results: dict[str, str], finished_at: float) -> None:
-        self.end(job_id, JobStatus.DONE, results=json.dumps(results), finished_at=finished_at)
+    def finish(self, job_id: str, results: dict[str, str], finished_at: float) -> JobStatus | None:
+        """End the job done; the status it had (done only if it was running), None if gone."""
+        before = self.end(job_id, JobStatus.DONE, results=json.dumps(results), finished_at=finished_at)
         self.budget.release_job(job_id)  # nothing should be left; a stray redelivery's batch goes
+        return before
 
     def reopen(self, job_id: str, complete_batches: int | None) -> JobStatus | None:
         """Run a failed or cancelled job again: finalise only when ``complete_batches`` (every

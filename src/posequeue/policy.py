@@ -7,15 +7,18 @@ A task declared with ``base=JobTask`` runs its body under these rules (as Celery
 - Work of a job that is no longer running is skipped. The body says so by raising
   ``JobNotRunning`` (``require_running``, after any clean-up of its own), or ``Jobs.get`` finds
   no record (``JobNotFound``); the policy logs ``{task}.stale`` with the reason and returns None.
-- A ``StoreError`` is retried through ``defer`` after ``STORE_RETRY_SECONDS``, up to
-  ``POSEQUEUE_STORE_RETRIES`` times per message, then fails the job with ``store_reason``. The
-  count travels in the message's kwargs (``store_failures``), not in ``request.retries``,
-  which also counts a task's other deferrals (a full memory budget, a held lock); the policy takes it
-  out of the kwargs before the body runs. A task declared with ``store_patience=True``
-  (finalise) instead backs off exponentially (2 s doubling to ``STORE_BACKOFF_MAX``) until
-  ``POSEQUEUE_STORE_PATIENCE`` seconds have passed since the message's first store error
-  (``store_since`` in its kwargs): a store outage is waited out, apart from lock waits and
-  crashes, which are counted elsewhere.
+- A ``StoreError`` (the store, or a payload Redis, unreachable) is waited out, the same way
+  for every task: the task defers itself (``defer``), backing off exponentially (2 s doubling
+  to ``backoff_max()``), until ``POSEQUEUE_STORE_PATIENCE`` seconds have passed since the
+  message's first store error (``store_since`` in its kwargs), then fails the job with
+  ``store_reason``. The count and the start travel in the message's kwargs
+  (``store_failures``, ``store_since``), not in ``request.retries``, which also counts a
+  task's other deferrals (a full memory budget, a held lock); the policy takes them out of the
+  kwargs before the body runs. Each deferral writes ``store_wait_at`` on the job: the
+  watchdog counts a job whose tasks wait on the store as alive, not stalled (its deadline
+  for batches in flight runs from the last store error too). A deferred message is held by a
+  worker until its countdown, so the watchdog never takes it for lost, and the countdown stays
+  under half the visibility timeout, so Redis never hands it to a second worker meanwhile.
 - Redis itself unreachable (a restart): the error is logged and raised, the job is not failed
   (nothing could be recorded): the message comes back by redelivery or the watchdog.
 - A ``JobError`` (an unreadable video, a model fault, a batch that cannot run) fails the job
@@ -47,7 +50,7 @@ log = get_logger(__name__)
 STORE_FAILURES = "store_failures"  # the message kwarg counting this message's store errors
 STORE_SINCE = "store_since"  # the message kwarg: when its first store error happened
 STORE_RETRY_SECONDS = 2.0
-STORE_BACKOFF_MAX = 60.0
+STORE_BACKOFF_MAX = 60.0  # seconds: the longest wait between two tries after a store error
 
 
 def require_running(status: JobStatus | None) -> None:
@@ -60,6 +63,23 @@ def job_id_of(args: tuple[Any, ...] | list[Any]) -> str:
     """The job a task works for: its first argument, a job id or a cursor holding one."""
     first = args[0]
     return first if isinstance(first, str) else str(first["job_id"])
+
+
+def backoff_max() -> float:
+    """The longest wait between two tries: ``STORE_BACKOFF_MAX``, and under half the visibility
+    timeout (a deferred message is held by its worker until then; held longer, Redis would hand
+    it to a second worker too)."""
+    return max(STORE_RETRY_SECONDS, min(STORE_BACKOFF_MAX, get_settings().visibility_timeout / 2))
+
+
+def store_delay(failures: int, since: float) -> float | None:
+    """Seconds until a message's next try after its ``failures``-th store error, the first at
+    ``since``; None to give up: 2 s doubling to ``backoff_max()``, until POSEQUEUE_STORE_PATIENCE
+    seconds have passed since the first."""
+    left = get_settings().store_patience - (time.time() - since)
+    if left <= 0:
+        return None
+    return min(backoff_max(), STORE_RETRY_SECONDS * 2**failures, max(left, STORE_RETRY_SECONDS))
 
 
 class _Context(dict[str, Any]):
@@ -78,7 +98,6 @@ class JobTask(Task):  # type: ignore[misc]  # celery's Task is untyped
     max_retries = None  # the policy counts store errors itself; other deferrals are unbounded
     store_reason = "{exc}"
     internal_reason = "internal error in {task}: {exc!r}"
-    store_patience = False  # True: store errors are waited out (POSEQUEUE_STORE_PATIENCE)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         # Called by Celery's tracer with the request already pushed: run the body directly.
@@ -89,9 +108,10 @@ class JobTask(Task):  # type: ignore[misc]  # celery's Task is untyped
             return self.run(*args, **kwargs)
         except (JobNotRunning, JobNotFound) as exc:
             log.info(f"{name}.stale", reason=str(exc) if isinstance(exc, JobNotRunning) else "job is gone")
-        except StoreError as exc:  # the store's hiccups are retried before they fail the job
-            delay = self._store_delay(store_failures, store_since or time.time())
+        except StoreError as exc:  # a store outage is waited out before it fails the job
+            delay = store_delay(store_failures, store_since or time.time())
             if delay is not None:
+                get_jobs().update(job_id_of(args), {"store_wait_at": time.time()})
                 changes = {
                     **(self.request.kwargs or {}),
                     STORE_FAILURES: store_failures + 1,
@@ -115,19 +135,6 @@ class JobTask(Task):  # type: ignore[misc]  # celery's Task is untyped
             log.exception(f"{name}.error")
             self._fail(args, self.internal_reason, exc)
         return None
-
-    def _store_delay(self, failures: int, since: float) -> float | None:
-        """Seconds until this message's next try after a store error, None to give up: a
-        task with ``store_patience`` backs off exponentially (2 s doubling to
-        ``STORE_BACKOFF_MAX``) until POSEQUEUE_STORE_PATIENCE seconds have passed since its
-        first store error; the others retry POSEQUEUE_STORE_RETRIES times, 2 s apart."""
-        settings = get_settings()
-        if not self.store_patience:
-            return STORE_RETRY_SECONDS if failures < settings.store_retries else None
-        left = settings.store_patience - (time.time() - since)
-        if left <= 0:
-            return None
-        return min(STORE_BACKOFF_MAX, STORE_RETRY_SECONDS * 2**failures, max(left, STORE_RETRY_SECONDS))
 
     def _fail(self, args: tuple[Any, ...], template: str, exc: BaseException) -> None:
         context = _Context(structlog.contextvars.get_contextvars())

@@ -3,23 +3,37 @@
 
 ``analysis``: ``off`` (submitted with --no-analysis), ``queued``, ``running``, ``done`` or
 ``failed``; ``analysis_error``; ``analysis_results`` (JSON: output name -> URI);
-``analysis_params`` (JSON); ``analysis_queued_at`` / ``_started_at`` / ``_finished_at``.
+``analysis_params`` (JSON); ``analysis_queued_at`` / ``_started_at`` / ``_finished_at``;
+``analysis_sends`` (how often it was sent: 1 at ``request``, one more for each re-send by the
+watchdog; a message carries the count it was sent with, and only the latest may start);
+``analysis_beat_at`` (the running task's heartbeat, every ``beat_interval()`` seconds).
+
+An analysis queued or running is in ``config.keys.ANALYSES`` (added when queued, removed when
+it ends, in the same script that writes its status), the watchdog's list of them
+(``producer/watchdog.py``): the task is acknowledged when it starts, so a worker lost while it
+runs takes the message with it, and only the watchdog can send it again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from posequeue.analysis.params import Params
 from posequeue.config import queues
 from posequeue.config.celery_app import ANALYZE_TASK, app
-from posequeue.config.keys import job_key
+from posequeue.config.keys import ANALYSES, job_key
 from posequeue.config.schemas import AnalysisStatus
+from posequeue.config.settings import get_settings
 from posequeue.jobs import Jobs
+from posequeue.logs import get_logger
 
-__all__ = ["AnalysisStatus", "mark", "request", "wait"]
+__all__ = ["AnalysisStatus", "beating", "mark", "request", "send", "start", "wait"]
+log = get_logger(__name__)
 _STAMPS = {
     AnalysisStatus.QUEUED: "analysis_queued_at",
     AnalysisStatus.RUNNING: "analysis_started_at",
@@ -29,27 +43,108 @@ _STAMPS = {
 }
 
 
-def mark(jobs: Jobs, job_id: str, status: AnalysisStatus, **fields: Any) -> None:
+# Writes the analysis's fields on the job record if it exists (KEYS: record, the analyses'
+# set; ARGV: job id, now, '+' to list it as pending, '-' to take it off, '' neither, the
+# analysis_sends it must have ('' for any: then the analysis must be queued or running), the
+# number of fields to delete, their names, then field, value, ...): a task that outlived its
+# job's record must not recreate it half-written, and the watchdog must not overwrite an
+# analysis that moved on since it looked. 1 if written.
+_MARK = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[4] ~= '' then
+  local now = redis.call('HGET', KEYS[1], 'analysis')
+  if now ~= 'queued' and now ~= 'running' then return 0 end
+  if redis.call('HGET', KEYS[1], 'analysis_sends') ~= ARGV[4] then return 0 end
+end
+local n = tonumber(ARGV[5])
+if n > 0 then redis.call('HDEL', KEYS[1], unpack(ARGV, 6, 5 + n)) end
+redis.call('HSET', KEYS[1], unpack(ARGV, 6 + n))
+if ARGV[3] == '+' then redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1]) end
+if ARGV[3] == '-' then redis.call('ZREM', KEYS[2], ARGV[1]) end
+return 1
+"""
+
+# The start of an analysis task sent as the ARGV[2]th (KEYS[1]: the job record; ARGV[1]: now;
+# ARGV[2] '' for a message sent before the count existed): running, if the analysis is still
+# queued and this is its latest message. A stale copy (the watchdog sent it again meanwhile,
+# or the analysis ended) starts nothing: 0.
+_START = """
+if redis.call('HGET', KEYS[1], 'analysis') ~= 'queued' then return 0 end
+if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'analysis_sends') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'analysis', 'running')
+redis.call('HSET', KEYS[1], 'analysis_started_at', ARGV[1], 'analysis_beat_at', ARGV[1])
+return 1
+"""
+
+
+def mark(jobs: Jobs, job_id: str, status: AnalysisStatus, expect: int | None = None, **fields: Any) -> bool:
     """Record the analysis's status (and its error, results, params, as given) on the job; a
-    new analysis clears the previous one's error, results and times."""
-    mapping: dict[str, Any] = {"analysis": status.value, _STAMPS[status]: time.time()}
+    new analysis clears the previous one's error, results and times. Queued, it joins the
+    watchdog's list; ended, it leaves it. ``expect``: only if the analysis is still queued or
+    running as its ``expect``th message (the watchdog's changes). False if nothing was written
+    (the job's record is gone, and is not recreated; or the analysis moved on)."""
+    now = time.time()
+    mapping: dict[str, Any] = {"analysis": status.value, _STAMPS[status]: now}
     for name, value in fields.items():
         mapping[f"analysis_{name}"] = json.dumps(value) if isinstance(value, dict) else value
     stale = ["analysis_error"] if status is not AnalysisStatus.FAILED else []
     if status is AnalysisStatus.QUEUED:
-        stale += ["analysis_results", "analysis_started_at", "analysis_finished_at"]
-    with jobs.r.pipeline() as pipe:
-        if stale:
-            pipe.hdel(job_key(job_id), *stale)
-        pipe.hset(job_key(job_id), mapping=mapping)
-        pipe.execute()
+        stale += ["analysis_results", "analysis_started_at", "analysis_finished_at", "analysis_beat_at"]
+    listed = "+" if status is AnalysisStatus.QUEUED else "-" if status.finished else ""
+    args = [job_id, now, listed, "" if expect is None else expect, len(stale), *stale]
+    args += [x for kv in mapping.items() for x in kv]
+    script = jobs.r.register_script(_MARK)
+    return bool(script(keys=[job_key(job_id), ANALYSES], args=[str(a) for a in args]))
 
 
 def request(jobs: Jobs, job_id: str, params: Params) -> None:
     """Queue an analysis of a done job; sent by name, so the sender imports no analysis code
-    (and needs no scipy)."""
-    mark(jobs, job_id, AnalysisStatus.QUEUED, params=params.to_json())
-    app.send_task(ANALYZE_TASK, args=[job_id, params.to_json()], queue=queues.ANALYSIS)
+    (and needs no scipy). A sender that dies between the two steps leaves a queued analysis
+    without a message: the watchdog sends it."""
+    if mark(jobs, job_id, AnalysisStatus.QUEUED, params=params.to_json(), sends=1):
+        send(job_id, params.to_json(), 1)
+
+
+def send(job_id: str, params: dict[str, Any], sends: int) -> None:
+    """Send the analysis task as the ``sends``th message of the analysis."""
+    app.send_task(ANALYZE_TASK, args=[job_id, params, sends], queue=queues.ANALYSIS)
+
+
+def start(jobs: Jobs, job_id: str, sends: int | None) -> bool:
+    """Mark the analysis running if it is queued and ``sends`` is its latest message's count
+    (None: a message from before the count, taken as the latest); False for a stale copy."""
+    script = jobs.r.register_script(_START)
+    return bool(script(keys=[job_key(job_id)], args=[time.time(), "" if sends is None else sends]))
+
+
+def beat_interval() -> float:
+    """Seconds between a running analysis's heartbeats: a quarter of POSEQUEUE_INGEST_STALL,
+    after which the watchdog takes a silent analysis for lost (0.25 to 15 s)."""
+    return max(0.25, min(15.0, get_settings().ingest_stall / 4))
+
+
+@contextlib.contextmanager
+def beating(jobs: Jobs, job_id: str, interval: float | None = None) -> Iterator[None]:
+    """While the block runs, write the analysis's heartbeat (``analysis_beat_at``) on the job
+    every ``interval`` seconds, from a thread: the watchdog's sign that its process lives (a
+    worker killed mid-analysis stops beating; nothing else would tell)."""
+    every = beat_interval() if interval is None else interval
+    stopped = threading.Event()
+
+    def run() -> None:
+        while not stopped.wait(every):
+            try:
+                jobs.update(job_id, {"analysis_beat_at": time.time()})
+            except Exception as exc:  # Redis restarting: the next beat tries again
+                log.warning("analysis.beat_failed", job_id=job_id, error=str(exc))
+
+    thread = threading.Thread(target=run, name="posequeue-analysis-beat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stopped.set()
+        thread.join(timeout=5)
 
 
 def wait(jobs: Jobs, job_id: str, poll: float = 0.5, timeout: float | None = None) -> dict[str, Any]:

@@ -4,9 +4,11 @@ outputs. Sent by finalise when a job is done (unless submitted with ``--no-analy
 
 Unlike inference batches, it is acknowledged when it starts (``acks_late=False``) and has its own
 time limit (``ANALYSIS_TIME_LIMIT``): the overlay of a long video takes longer than Redis's
-visibility timeout, after which a late-acknowledged task would be handed to a second worker. A
-worker killed mid-analysis leaves the analysis ``running``; ``posequeue analyze JOB`` runs it
-again (it only reads the stored poses).
+visibility timeout, after which a late-acknowledged task would be handed to a second worker. So
+a worker killed mid-analysis takes the message with it: the running task writes a heartbeat,
+and the job watchdog (``producer/watchdog.py``) sends a silent analysis again, a bounded number
+of times, then fails it with the reason (``analysis/state.py``). Only the latest message of an
+analysis starts it (``state.start``): a stale copy does nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from posequeue.analysis.params import Params
-from posequeue.analysis.state import mark
+from posequeue.analysis.state import beating, mark, start
 from posequeue.config.celery_app import ANALYZE_TASK, app
 from posequeue.config.schemas import AnalysisStatus, Job, JobStatus
 from posequeue.config.settings import get_settings
@@ -33,7 +35,8 @@ ANALYSIS_TIME_LIMIT = 6 * 3600  # a 1-hour 1080p overlay takes about an hour on 
     time_limit=ANALYSIS_TIME_LIMIT,
     soft_time_limit=ANALYSIS_TIME_LIMIT - 60,
 )
-def analyze_task(job_id: str, params: dict[str, Any]) -> None:
+def analyze_task(job_id: str, params: dict[str, Any], sends: int | None = None) -> None:
+    """``sends``: which message of the analysis this is (``state.send``)."""
     jobs = get_jobs()
     try:
         job = jobs.get(job_id)
@@ -43,11 +46,14 @@ def analyze_task(job_id: str, params: dict[str, Any]) -> None:
     if job.status is not JobStatus.DONE:
         mark(jobs, job_id, AnalysisStatus.FAILED, error=f"job {job_id} is {job.status.value}, not done")
         return
-    mark(jobs, job_id, AnalysisStatus.RUNNING)
+    if not start(jobs, job_id, sends):  # sent again meanwhile, or ended: not this copy's to run
+        log.info("analysis.stale", job_id=job_id, sends=sends)
+        return
     try:
         from posequeue.analysis.run import run_analysis
 
-        uris = run_analysis(job_id, Params.from_json(params), open_store(get_settings().store))
+        with beating(jobs, job_id):
+            uris = run_analysis(job_id, Params.from_json(params), open_store(get_settings().store))
     except ImportError as exc:
         reason = f"this worker lacks the analysis extra ({exc}): pip install 'posequeue[analysis]'"
         mark(jobs, job_id, AnalysisStatus.FAILED, error=reason)

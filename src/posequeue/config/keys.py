@@ -6,6 +6,9 @@ Job state (``posequeue.jobs``):
     pq:callbacks                     sorted set: ids of jobs with a callback_url -> when the
                                      API's callback sender looks at them next (``api/callbacks.py``)
     pq:active                        sorted set of the jobs not yet ended (the watchdog's list)
+    pq:analyses                      sorted set: done jobs whose motion analysis is queued or
+                                     running -> when it was queued (the watchdog's list of them,
+                                     ``analysis/state.py``)
     pq:watchdog                      lease: the ingest worker that sweeps this interval
     pq:job:{id}                      hash: the job record (``config.schemas.Job``)
     pq:job:{id}:done                 set of finished batch indices (the fan-in)
@@ -45,6 +48,7 @@ PREFIX = "pq"
 JOBS = f"{PREFIX}:jobs"
 CALLBACKS = f"{PREFIX}:callbacks"
 ACTIVE = f"{PREFIX}:active"
+ANALYSES = f"{PREFIX}:analyses"
 WATCHDOG_LEASE = f"{PREFIX}:watchdog"
 WORKERS = f"{PREFIX}:workers"
 BUDGET_HELD = f"{PREFIX}:budget:held"

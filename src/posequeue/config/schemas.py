@@ -84,6 +84,7 @@ class Job:
     finished_at: float | None = None
     progress_at: float | None = None  # when a batch last finished
     ingest_at: float | None = None  # when an ingest task of the job last ran (the watchdog's clock)
+    store_wait_at: float | None = None  # when a task of the job last deferred on a store error
     error: str | None = None
     warnings: list[str] = field(default_factory=list)  # a damaged input: what is missing
     video_info: dict[str, Any] = field(default_factory=dict)  # the probe's (VideoInfo.to_dict)
@@ -102,6 +103,8 @@ class Job:
     analysis_queued_at: float | None = None
     analysis_started_at: float | None = None
     analysis_finished_at: float | None = None
+    analysis_sends: int = 0  # messages sent for it: 1, plus the watchdog's re-sends
+    analysis_beat_at: float | None = None  # the running task's last heartbeat
     # set by the HTTP API (api/callbacks.py): where to POST when the job ends, and how that went
     callback_url: str | None = None
     callback_status: str | None = None  # retrying, delivered or failed

@@ -55,9 +55,8 @@ class Settings(BaseSettings):
     # minutes is enough. Every task's hard time limit stays below it (else duplicate delivery).
     visibility_timeout: int = Field(600, ge=5)
     task_time_limit: int = Field(300, ge=2)
-    store_retries: int = Field(3, ge=0, description="times a task retries a store error before its job fails")
     store_patience: int = Field(
-        900, ge=0, description="seconds finalise waits out a store outage (exponential backoff)"
+        900, ge=0, description="seconds a task waits out a store outage (exponential backoff)"
     )
     # The job watchdog (producer/watchdog.py): every queued or running job ends.
     watchdog_interval: float = Field(5.0, gt=0, description="seconds between the fleet's sweeps of jobs")

@@ -27,7 +27,7 @@ from posequeue.jobs import Jobs, get_jobs, publish, summary
 from posequeue.logs import get_logger
 from posequeue.monitor import PRIORITY_SUFFIXES
 from posequeue.producer.recover import message_job
-from posequeue.results import part_key
+from posequeue.results import job_prefix, part_key
 from posequeue.store import StoreError, open_store
 
 log = get_logger(__name__)
@@ -48,7 +48,7 @@ def cancel(job_id: str, jobs: Jobs | None = None, reason: str = "cancelled on re
     messages = drop_messages(jobs, job_id, [INGEST, *model_queues(get_model(job.model))])
     keys_gone = jobs.drop_batches(job_id)
     publish(app, jobs, job_id)
-    _delete_parts(job_id, job.batches_enqueued)
+    _delete_parts(job_id)
     log.info("job.cancelled", job_id=job_id, messages=messages, keys=keys_gone)
     return {**summary(jobs.get(job_id)), "dropped": {"messages": messages, "keys": keys_gone}}
 
@@ -97,6 +97,10 @@ def drop_messages(jobs: Jobs, job_id: str, queues: list[str]) -> int:
     return dropped
 
 
-def _delete_parts(job_id: str, batches: int) -> None:
+def _delete_parts(job_id: str) -> None:
+    """Delete every part of an ended job found in the store now. Listed after the job ended:
+    a stage that read the job as running wrote its part before that read, so before this list;
+    one that read it cancelled deletes its own (``worker/tasks.py``)."""
     with contextlib.suppress(StoreError):  # an unreachable store keeps them (not covered)
-        open_store(get_settings().store).delete([part_key(job_id, b) for b in range(batches)])
+        store = open_store(get_settings().store)
+        store.delete(store.keys(job_prefix(job_id) + "parts/"))

@@ -43,7 +43,6 @@ MAX_STARTS = 4  # finalise started this often without finishing kills its worker
     name=FINALIZE_TASK,
     bind=True,
     base=JobTask,
-    store_patience=True,  # a store outage is waited out (POSEQUEUE_STORE_PATIENCE), parts kept
     store_reason="cannot write results: {exc} (the parts are kept: `posequeue retry JOB` finishes the job)",
     internal_reason="internal error while assembling results: {exc!r}",
 )
@@ -73,7 +72,11 @@ def finalize(self: Task, job_id: str) -> None:
         jobs.unlock_finalize(job_id)  # the retry takes the lock again
         jobs.update(job_id, {"finalize_starts": starts - 1})  # a store error is no crash
         raise
-    jobs.finish(job_id, uris, finished_at)
+    before = jobs.finish(job_id, uris, finished_at)
+    if before is not JobStatus.RUNNING:  # cancelled or failed while the outputs were written
+        if before in (JobStatus.CANCELLED, JobStatus.FAILED):  # they must not outlive it
+            _delete_outputs(store, job_id)
+        raise JobNotRunning("gone" if before is None else before.value)
     publish(app, jobs, job_id)
     if job.analysis is not AnalysisStatus.OFF:
         _request_analysis(job_id)
@@ -82,6 +85,17 @@ def finalize(self: Task, job_id: str) -> None:
         delete_input(store, job)
     log.info("job.done", frames=job.frames_total, **uris)
     return None
+
+
+def _delete_outputs(store: Store, job_id: str) -> None:
+    """Delete the outputs of a finalise that lost the race with a cancel (or a failure): the
+    job's status is decided in one script, after the outputs are written, so whoever ends the
+    job second cleans up after itself."""
+    prefix = job_prefix(job_id)
+    try:
+        store.delete([prefix + name for name in ("poses.json", "poses.csv", "manifest.json")])
+    except StoreError as exc:  # retention does not reach them: say so
+        log.warning("finalize.outputs_kept", job_id=job_id, reason=str(exc))
 
 
 def delete_input(store: Store, job: Job) -> None:

@@ -17,6 +17,12 @@ in this one place, whether to leave it, repair it or fail it:
 - **running, batches in flight**: batches whose message was lost are sent again
   (``producer/recover.py``); no batch finished for ``POSEQUEUE_PAYLOAD_TTL`` seconds while
   batches wait: failed, naming the stage, its queue and whether any worker consumes it.
+- **a done job's motion analysis** (``config.keys.ANALYSES``, ``check_analysis``): queued with
+  no message on the analysis queue or held by a worker after ``POSEQUEUE_INGEST_STALL``
+  seconds, or running without a heartbeat for as long (its worker died: the task is
+  acknowledged when it starts, so nothing else brings it back): sent again, at most
+  ``MAX_RESENDS`` times; then, or when no worker took it in ``POSEQUEUE_QUEUED_TIMEOUT``
+  seconds, the analysis fails with the reason. The job stays done: its poses are written.
 
 Who sweeps: every worker that serves the ingest queue runs a thread (started when the worker is
 ready) that, every ``POSEQUEUE_WATCHDOG_INTERVAL`` seconds, tries to take a Redis lease (``SET
@@ -38,16 +44,18 @@ from typing import Any
 import redis
 from celery.signals import worker_ready, worker_shutdown
 
+from posequeue.analysis import state
 from posequeue.config import keys
 from posequeue.config.catalogue import get_model
-from posequeue.config.celery_app import FINALIZE_TASK, INGEST_TASK, app
-from posequeue.config.queues import INGEST, stage_queue
-from posequeue.config.schemas import Cursor, Job, JobStatus
+from posequeue.config.celery_app import ANALYZE_TASK, FINALIZE_TASK, INGEST_TASK, app
+from posequeue.config.queues import ANALYSIS, INGEST, stage_queue
+from posequeue.config.schemas import AnalysisStatus, Cursor, Job, JobStatus
 from posequeue.config.settings import get_settings
 from posequeue.errors import JobNotFound
 from posequeue.jobs import Jobs, fail_job, get_jobs
 from posequeue.logs import get_logger
 from posequeue.monitor import queue_depth
+from posequeue.producer.finalize import delete_input
 from posequeue.producer.recover import CONFIRM_SECONDS, job_messages, resend_lost
 from posequeue.results import job_prefix
 from posequeue.store import StoreError, open_store
@@ -80,6 +88,24 @@ def sweep(jobs: Jobs, now: float | None = None) -> dict[str, str]:
             continue
         if action:
             actions[job_id] = action
+    for job_id in [j.decode() for j in jobs.r.zrange(keys.ANALYSES, 0, -1)]:
+        try:
+            job = jobs.get(job_id)
+        except JobNotFound:
+            jobs.r.zrem(keys.ANALYSES, job_id)
+            continue
+        if job.analysis is None or job.analysis.finished:
+            jobs.r.zrem(keys.ANALYSES, job_id)
+            continue
+        try:
+            action = check_analysis(jobs, job, time.time() if now is None else now)
+        except redis.RedisError:
+            raise
+        except Exception:
+            log.exception("watchdog.check_failed", job_id=job_id, part="analysis")
+            continue
+        if action:
+            actions[job_id] = f"analysis: {action}"
     return actions
 
 
@@ -134,16 +160,78 @@ def check(jobs: Jobs, job: Job, now: float) -> str | None:
     return None
 
 
+def check_analysis(jobs: Jobs, job: Job, now: float) -> str | None:
+    """Send a done job's lost motion analysis again, or fail it (the job stays done); what
+    was done, or None."""
+    settings = get_settings()
+    sends = job.analysis_sends or 1
+    was = "queued" if job.analysis is AnalysisStatus.QUEUED else "running"
+    if job.analysis is AnalysisStatus.QUEUED:
+        waited = now - (job.analysis_queued_at or now)
+        if waited <= settings.ingest_stall:
+            return None
+        if not _lost(jobs, job.job_id, ANALYZE_TASK, ANALYSIS):
+            if waited > settings.queued_timeout:
+                return _fail_analysis(jobs, job, _analysis_queued_reason(jobs, job, waited))
+            return None
+        why = "the last message was lost before any worker started it"
+    else:  # running: alive while its heartbeat is
+        quiet = now - (job.analysis_beat_at or job.analysis_started_at or now)
+        if quiet <= settings.ingest_stall:
+            return None
+        why = (
+            "the last run's worker went silent (killed: out of memory? past its time limit? "
+            "see the analysis worker's log)"
+        )
+    if sends > MAX_RESENDS:
+        return _fail_analysis(
+            jobs,
+            job,
+            f"the motion analysis was sent {sends} times without finishing, {why}; the {ANALYSIS} queue is "
+            f"{_serving(ANALYSIS)}. The poses are done; `posequeue analyze {job.job_id}` runs "
+            "the analysis again",
+        )
+    if not state.mark(jobs, job.job_id, AnalysisStatus.QUEUED, expect=sends, sends=sends + 1):
+        return None  # it moved on meanwhile (started, ended, or asked for again)
+    state.send(job.job_id, job.analysis_params, sends + 1)
+    log.warning("watchdog.resent_analysis", job_id=job.job_id, was=was, sends=sends + 1)
+    return f"re-sent the analysis (lost while {was})"
+
+
+def _fail_analysis(jobs: Jobs, job: Job, reason: str) -> str | None:
+    """Fail the analysis (the job stays done) and let its uploaded input go, as its task would."""
+    if not state.mark(jobs, job.job_id, AnalysisStatus.FAILED, expect=job.analysis_sends or 1, error=reason):
+        return None
+    log.warning("watchdog.analysis_failed", job_id=job.job_id, reason=reason)
+    try:
+        delete_input(open_store(get_settings().store), job)
+    except Exception:  # retention removes it later
+        log.exception("watchdog.input_kept", job_id=job.job_id)
+    return f"failed: {reason}"
+
+
+def _analysis_queued_reason(jobs: Jobs, job: Job, waited: float) -> str:
+    return (
+        f"no worker took the motion analysis in {waited:.0f} s (POSEQUEUE_QUEUED_TIMEOUT): the "
+        f"{ANALYSIS} queue is {_serving(ANALYSIS)}, {queue_depth(jobs, ANALYSIS)} messages wait "
+        f"on it; start one with `posequeue worker --stage analysis`, then `posequeue analyze "
+        f"{job.job_id}`. The poses are done"
+    )
+
+
 def _last_progress(job: Job) -> float:
-    return max(t for t in (job.progress_at, job.started_at, job.submitted_at) if t is not None)
+    """When a batch last finished, or a task last deferred on a store error (it waits on the
+    store, with its own patience: not stalled), or the job started."""
+    times = (job.progress_at, job.store_wait_at, job.started_at, job.submitted_at)
+    return max(t for t in times if t is not None)
 
 
-def _lost(jobs: Jobs, job_id: str, task: str) -> bool:
-    """No message of ``task`` for the job on the ingest queue or held by a worker, in two
-    snapshots ``CONFIRM_SECONDS`` apart (a message is in neither for the instant between a
-    worker's pop and its unacked record)."""
+def _lost(jobs: Jobs, job_id: str, task: str, queue: str = INGEST) -> bool:
+    """No message of ``task`` for the job on ``queue`` or held by a worker, in two snapshots
+    ``CONFIRM_SECONDS`` apart (a message is in neither for the instant between a worker's pop
+    and its unacked record)."""
     for attempt in range(2):
-        found = job_messages(jobs, job_id, [INGEST], task)
+        found = job_messages(jobs, job_id, [queue], task)
         if found is None or found:  # unreadable messages: better wait than run twice
             return False
         if attempt == 0:

@@ -13,9 +13,9 @@ from celery import Task, signals
 from posequeue.config.catalogue import get_model
 from posequeue.config.celery_app import FINALIZE_TASK, INFER_TASK, app
 from posequeue.config.queues import stage_queue
-from posequeue.config.schemas import BatchMeta
+from posequeue.config.schemas import BatchMeta, JobStatus
 from posequeue.config.settings import get_settings
-from posequeue.errors import BatchError
+from posequeue.errors import BatchError, JobNotRunning
 from posequeue.jobs import Jobs, get_jobs
 from posequeue.logs import get_logger
 from posequeue.policy import JobTask, require_running
@@ -118,7 +118,15 @@ def _finish_batch(jobs: Jobs, meta: BatchMeta, people: list) -> None:  # type: i
     frames = [
         {"index": i, "t": t, "people": p} for i, t, p in zip(meta.frames, meta.times, people, strict=True)
     ]
-    open_store(get_settings().store).put_bytes(part_key(meta.job_id, meta.index), dumps({"frames": frames}))
+    store, key = open_store(get_settings().store), part_key(meta.job_id, meta.index)
+    store.put_bytes(key, dumps({"frames": frames}))
+    # Cancelled while this stage ran (it read the job as running): the cancel deletes the parts
+    # it lists after ending the job, so a part written before this read is listed there, and
+    # one this read sees cancelled is deleted here. A failed job keeps its parts (for retry).
+    if jobs.status(meta.job_id) is JobStatus.CANCELLED:
+        store.delete([key])
+        jobs.drop_batch(meta.job_id, meta.index)
+        raise JobNotRunning("cancelled")
     if jobs.batch_done(meta.job_id, meta.index, len(frames)):
         app.send_task(FINALIZE_TASK, args=[meta.job_id])
     jobs.drop_batch(meta.job_id, meta.index)
