@@ -45,8 +45,10 @@ def cancel(job_id: str, jobs: Jobs | None = None, reason: str = "cancelled on re
     job = jobs.get(job_id)  # JobNotFound names the id
     if not jobs.cancel(job_id, reason):
         raise ControlError(f"job {job_id} already ended ({jobs.get(job_id).status.value}): nothing to cancel")
-    messages = drop_messages(jobs, job_id, [INGEST, *model_queues(get_model(job.model))])
+    # The batches first: a stage that finishes one after this cannot hand it on (advance_batch
+    # never recreates a hash), so no message for the job is sent after the queues are emptied.
     keys_gone = jobs.drop_batches(job_id)
+    messages = drop_messages(jobs, job_id, [INGEST, *model_queues(get_model(job.model))])
     publish(app, jobs, job_id)
     _delete_parts(job_id)
     log.info("job.cancelled", job_id=job_id, messages=messages, keys=keys_gone)
