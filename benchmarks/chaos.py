@@ -579,9 +579,9 @@ def run_trial(
         return Trial(name, number, "missed", reason=why)
 
     def ended() -> dict[str, Any] | None:
-        # A supervisor's restart (systemd's Restart=always, compose's restart policy): Celery's
-        # worker exits on some broker connection losses ("Unrecoverable error" in kombu's
-        # reconnect), which a Redis crash provokes.
+        # A supervisor's restart (systemd's Restart=always, compose's restart policy) of a
+        # worker that exited. A Redis crash no longer ends one (worker/reconnect.py: kombu's
+        # "Unrecoverable error" on a lost broker made Celery's worker exit before).
         ctx.fleet.revive()
         try:
             job = get()

@@ -122,6 +122,23 @@ def test_broker_url_among_payload_urls_reuses_the_broker(redis_url: str) -> None
     assert jobs.payloads.on_broker and jobs.payloads.client(keys.batch_key("x", 0)) is jobs.r
 
 
+def test_begin_batch_names_the_server_that_failed(redis_url: str) -> None:
+    """A stage's first read blames the right Redis: the broker away is Redis's own connection
+    error (the task waits for redelivery), a payload server away is ``PayloadUnreachable``
+    (before, the broker's error read as "payload unreachable" too, a store error that fails
+    the job)."""
+    from posequeue.errors import PayloadUnreachable
+
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    with pytest.raises(redis.ConnectionError):
+        Jobs.from_url(nowhere, [redis_url]).begin_batch("job", 0, "detector", 60)
+    jobs = Jobs.from_url(redis_url, [nowhere])
+    job_id = jobs.create(job_id=Jobs.new_id(), model="blazepose", video="v.mp4", batch_size=8, source="v.mp4")
+    jobs.mark_running(job_id, {})
+    with pytest.raises(PayloadUnreachable):
+        jobs.begin_batch(job_id, 0, "detector", 60)
+
+
 def test_split_stages_run_end_to_end_with_pixels_on_the_shards(env, shards, start_worker, tmp_path) -> None:
     """Frames and crops live on the payload servers, spread over both, never on the broker; a
     fleet split by stage (crops written and read through the shards) finishes every frame and

@@ -349,11 +349,13 @@ class Jobs:
         batch's fields (``meta`` decoded, payloads as bytes), and this delivery counted (a batch
         that kills its worker process comes back again and again)."""
         keys = [job_key(job_id), batch_key(job_id, index), deliveries_key(job_id, index, stage)]
-        with reaching():
-            status, count, *pairs = self._begin(keys=keys, args=[ttl])
-            raw = dict(zip(pairs[::2], pairs[1::2], strict=True))
-            holder = self.payloads.client(keys[1])
-            if holder is not self.r and status in (b"running", b"queued"):  # on a payload server
+        # The script runs on the broker: its errors are the broker's (Redis away: the policy
+        # waits for redelivery), never "payload unreachable" (a store error that fails the job).
+        status, count, *pairs = self._begin(keys=keys, args=[ttl])
+        raw = dict(zip(pairs[::2], pairs[1::2], strict=True))
+        holder = self.payloads.client(keys[1])
+        if holder is not self.r and status in (b"running", b"queued"):  # on a payload server
+            with reaching():
                 raw = holder.hgetall(keys[1])
         return BatchStart(JobStatus(status.decode()) if status else None, _batch_fields(raw), int(count))
 

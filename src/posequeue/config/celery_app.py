@@ -68,6 +68,11 @@ def make_app(settings: Settings | None = None) -> Celery:
         task_send_sent_event=True,
         # Loading a model takes longer than the 4 s default the pool allows a child to start.
         worker_proc_alive_timeout=60,
+        # A task running when the broker connection is lost runs to its end (its ack then fails
+        # on the old channel; the visibility timeout returns the message, run again as a
+        # duplicate): cancelling it would throw its work away and requeue nothing sooner.
+        # worker/reconnect.py keeps the worker alive and puts back what it held but was not running.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
     )
     return app
 

@@ -184,7 +184,9 @@ def run(role: WorkerRole, loglevel: str = "INFO") -> int:
         # supervisor) and inherit what it serves.
         tasks.serve(role.served)
     from posequeue.config.celery_app import app
+    from posequeue.worker import reconnect
 
+    reconnect.install(app)  # a broker restart: reconnect, put back what the lost connection held
     if role.threads == 1:
         app.worker_main(role.celery_argv(loglevel))
         return 0
