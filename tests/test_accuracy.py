@@ -4,6 +4,9 @@ portrait phone video with display rotation, at variable frame rate, leaving the 
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 from accuracy import compare, frame_error, reference, videos
 from helpers import load_results, wait_job
@@ -17,34 +20,45 @@ MAX_POOLED_ERROR = 0.01
 MIN_POOLED_AGREEMENT = 0.95
 
 
-@pytest.mark.parametrize("video", videos(), ids=lambda p: p.stem)
-def test_matches_mediapipe(video, worker, settings, jobs, store_root) -> None:
-    """Keypoints within 2% of the person's size of MediaPipe's, person found in the same frames."""
+@pytest.fixture(scope="module")
+def ours(worker, settings, jobs, store_root) -> dict[Path, dict[str, Any]]:
+    """Every accuracy video through the shared worker, all submitted at once (they queue
+    together as users' jobs do); each video's job summary and result frames, run once for
+    the per-video and the pooled checks."""
     from posequeue.producer.submit import submit
 
-    job = wait_job(jobs, submit(str(video), settings=settings, jobs=jobs))
+    ids = {video: submit(str(video), settings=settings, jobs=jobs) for video in videos()}
+    out = {}
+    for video, job_id in ids.items():
+        job = wait_job(jobs, job_id, timeout=240)
+        out[video] = {
+            "job": job,
+            "frames": load_results(store_root, job)["frames"] if job["status"] == "done" else [],
+        }
+    return out
+
+
+@pytest.mark.parametrize("video", videos(), ids=lambda p: p.stem)
+def test_matches_mediapipe(video, ours) -> None:
+    """Keypoints within 2% of the person's size of MediaPipe's, person found in the same frames."""
+    job = ours[video]["job"]
     assert job["status"] == "done", job.get("error")
-    figures = compare(load_results(store_root, job)["frames"], reference(video))
+    figures = compare(ours[video]["frames"], reference(video))
     assert figures["person_found_agreement"] >= MIN_AGREEMENT, figures
     assert figures["compared"] > 0 and figures["median_error_visible"] <= MAX_ERROR, figures
 
 
-def test_all_videos_together_within_one_percent(worker, settings, jobs, store_root) -> None:
+def test_all_videos_together_within_one_percent(ours) -> None:
     """Over every frame of the accuracy videos, as the default payload codec carries them: the
     median keypoint error within 1% of the person's size, a person found in the same frames
     at least 95% of the time."""
-    from posequeue.producer.submit import submit
-
-    ids = {video: submit(str(video), settings=settings, jobs=jobs) for video in videos()}
     errors, agree = [], []
-    for video, job_id in ids.items():
-        job = wait_job(jobs, job_id)
-        assert job["status"] == "done", job.get("error")
-        frames = load_results(store_root, job)["frames"]
-        for frame, theirs in zip(frames, reference(video), strict=True):
-            ours = frame["people"][0]["keypoints"] if frame["people"] else None
-            agree.append((ours is None) == (theirs is None))
-            if ours is not None and theirs is not None:
-                errors.append(frame_error(ours, theirs)[0])
+    for video, got in ours.items():
+        assert got["job"]["status"] == "done", got["job"].get("error")
+        for frame, theirs in zip(got["frames"], reference(video), strict=True):
+            mine = frame["people"][0]["keypoints"] if frame["people"] else None
+            agree.append((mine is None) == (theirs is None))
+            if mine is not None and theirs is not None:
+                errors.append(frame_error(mine, theirs)[0])
     assert sorted(errors)[len(errors) // 2] <= MAX_POOLED_ERROR
     assert sum(agree) / len(agree) >= MIN_POOLED_AGREEMENT

@@ -78,12 +78,17 @@ class WorkerRole:
         return args + (["--cores", self.cores_spec] if self.cores else [])
 
     def celery_argv(self, loglevel: str = "INFO") -> list[str]:
-        """``celery worker`` arguments: its queues, node name, pool and pool size."""
+        """``celery worker`` arguments: its queues, node name, pool and pool size. Without
+        mingle (a second at every start asking the other workers for revoked task ids and
+        clocks: posequeue revokes nothing, a cancel goes through the job record) and without
+        gossip (worker-to-worker events nothing here reads; Flower reads task events, which
+        stay on). Gossip also failed to restart after a broker loss in Celery 5.7."""
         size = self.concurrency if self.threads == 1 else self.threads
         return [
             "worker",
             *("-Q", ",".join(self.queues), "-n", f"{self.name}@%h", "-l", loglevel),
             *("-P", self.pool, "-c", str(size)),
+            *("--without-mingle", "--without-gossip"),
         ]
 
 

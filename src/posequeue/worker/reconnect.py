@@ -18,14 +18,18 @@ where no supervisor runs it. Two patches, installed by ``install`` in every work
   them (Celery drops the reserved and countdown requests of a lost connection), and the job
   watchdog counts them as held by a worker, so a job whose ingest chain waited on one stalls.
 
-Tasks running across the loss finish; their acknowledgement fails on the old channel, so their
-message comes back after the visibility timeout and runs again on a batch or segment already
-done, which the tasks treat as any duplicate delivery.
+- a task running across the loss finishes, but its acknowledgement fails on the old channel
+  ("Couldn't ack"): its message too is remembered and put back, as soon as the broker answers
+  (a thread tries every second), and runs again on a batch or segment already done, which the
+  tasks treat as any duplicate delivery. Without this it came back only after the visibility
+  timeout, and its job waited that long.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
+import time
 from typing import Any
 
 from celery import Celery, bootsteps
@@ -37,6 +41,7 @@ from posequeue.logs import get_logger
 log = get_logger(__name__)
 
 _orphans: set[str] = set()  # delivery tags a closed channel could not restore
+_unacked: set[str] = set()  # delivery tags of finished tasks whose acknowledgement was lost
 _lock = threading.Lock()
 _installed = False
 
@@ -44,15 +49,15 @@ _installed = False
 def orphans() -> set[str]:
     """The delivery tags waiting to be put back (a copy)."""
     with _lock:
-        return set(_orphans)
+        return _orphans | _unacked
 
 
 def install(app: Celery) -> None:
     """Patch kombu's Redis channel and add the consumer step to ``app`` (once per process)."""
-    global _installed
+    global _installed, _app
     if _installed:
         return
-    _installed = True
+    _installed, _app = True, app
     _patch_kombu()
     app.steps["consumer"].add(RestoreOrphans)
 
@@ -85,6 +90,51 @@ def _patch_kombu() -> None:
 
     qos.restore_unacked = restore_or_remember
 
+    from kombu.message import Message
+
+    ack_log_error = Message.ack_log_error
+
+    @functools.wraps(ack_log_error)  # keeps its name: Celery's prefork pool looks for it
+    def ack_or_remember(self: Any, logger: Any, errors: Any, multiple: bool = False) -> None:
+        try:
+            self.ack(multiple=multiple)
+        except errors as exc:
+            if isinstance(exc, BrokenPipeError):
+                raise
+            log.warning("worker.ack_lost", delivery_tag=self.delivery_tag, reason=repr(exc))
+            with _lock:
+                _unacked.add(self.delivery_tag)
+            _restore_soon()
+
+    Message.ack_log_error = ack_or_remember  # type: ignore[method-assign]
+
+
+_app: Celery | None = None
+_retrying = threading.Event()  # set while a thread is putting back lost acknowledgements
+
+
+def _restore_soon() -> None:
+    """Put back the remembered messages from a thread, once a second until the broker answers
+    (a failed acknowledgement comes after the consumer reconnected, or before it does)."""
+    if _app is None or _retrying.is_set():
+        return
+    _retrying.set()
+
+    def retry() -> None:
+        try:
+            while orphans():
+                try:
+                    n = restore_orphans(_app)
+                except Exception:
+                    time.sleep(1.0)
+                    continue
+                if n:
+                    log.warning("worker.restored_after_broker_loss", messages=n)
+        finally:
+            _retrying.clear()
+
+    threading.Thread(target=retry, name="posequeue-restore", daemon=True).start()
+
 
 def restore_orphans(app: Celery) -> int:
     """Put the remembered messages this worker is not running back at the head of their queues
@@ -92,9 +142,10 @@ def restore_orphans(app: Celery) -> int:
     running task's message is given up: its task acknowledges it, or the visibility timeout
     returns it."""
     running = {r.message.delivery_tag for r in tuple(state.active_requests) if r.message is not None}
-    with _lock:
-        tags = sorted(_orphans - running)
+    with _lock:  # a finished task's lost acknowledgement goes back even if not yet off the list
+        tags = sorted((_orphans - running) | _unacked)
         _orphans.clear()
+        _unacked.clear()
     if not tags:
         return 0
     restored = 0
@@ -106,7 +157,7 @@ def restore_orphans(app: Celery) -> int:
                 restored += 1
     except Exception:
         with _lock:  # the broker went away again: the next connection tries the rest
-            _orphans.update(tags[restored:])
+            _unacked.update(tags[restored:])
         raise
     return restored
 
