@@ -138,6 +138,19 @@ def test_get_returns_a_typed_record_and_summary_keeps_its_fields_and_order(jobs)
     assert out["status"] == "done" and type(out["status"]) is str and out["elapsed_s"] == 2.5
 
 
+def test_a_batch_of_a_cancelled_job_is_not_stored(jobs, job) -> None:
+    """A segment that stores a batch after its job was cancelled (the cancel already deleted the
+    job's batches) is told so, and leaves no hash and no reservation behind."""
+    from posequeue.errors import JobNotRunning
+
+    assert jobs.budget.acquire(job, 0, 100, 60).admitted
+    assert jobs.cancel(job, "test")
+    with pytest.raises(JobNotRunning, match="cancelled"):
+        jobs.put_batch({"job_id": job, "index": 0, "frames": [0]}, {"frames": b"\x01"}, ttl=60)
+    assert not jobs.r.exists(keys.batch_key(job, 0))
+    assert job not in jobs.budget.held()
+
+
 def test_begin_batch_reads_status_and_batch_and_counts_the_delivery(jobs, job) -> None:
     """A stage's task starts with one round trip: the job's status, the batch's fields with the
     meta decoded, and this delivery counted; a gone batch reads as None and is still counted."""

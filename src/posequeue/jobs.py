@@ -31,7 +31,7 @@ from posequeue.config.keys import (
     segment_starts_key,
 )
 from posequeue.config.schemas import Job, JobStatus
-from posequeue.errors import JobNotFound, PosequeueError
+from posequeue.errors import JobNotFound, JobNotRunning, PosequeueError
 from posequeue.payload.shards import PayloadServers, reaching
 
 FINISHED_TTL = 7 * 24 * 3600  # the default of POSEQUEUE_RETENTION_DAYS, in seconds
@@ -131,6 +131,16 @@ for _, v in ipairs(redis.call('HGETALL', KEYS[2])) do out[#out + 1] = v end
 return out
 """
 
+# Store a batch only for a job still going (a cancel's drop_batches ran before this would
+# otherwise leave the hash behind); its status, or false when the record is gone.
+_PUT = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'running' and status ~= 'queued' then return status or false end
+redis.call('HSET', KEYS[2], unpack(ARGV, 2))
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return status
+"""
+
 _COUNT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
@@ -168,6 +178,7 @@ class Jobs:
         self._count = client.register_script(_COUNT)
         self._reopen = client.register_script(_REOPEN)
         self._begin = client.register_script(_BEGIN)
+        self._put = client.register_script(_PUT)
         if max_redis_mb is None:
             from posequeue.config.settings import get_settings
 
@@ -337,12 +348,27 @@ class Jobs:
 
     # -- batches and fan-in ---------------------------------------------------------------
     def put_batch(self, meta: dict[str, Any], payload: dict[str, bytes], ttl: int) -> None:
-        """Store a batch once (claim-check): its meta and payloads, with a TTL, in one round trip."""
-        key = batch_key(meta["job_id"], meta["index"])
-        with reaching(), self.payloads.client(key).pipeline() as pipe:
-            pipe.hset(key, mapping={"meta": json.dumps(meta), **payload})
-            pipe.expire(key, ttl)
-            pipe.execute()
+        """Store a batch once (claim-check): its meta and payloads, with a TTL, in one round
+        trip, only while its job is queued or running. Raises ``JobNotRunning`` otherwise (its
+        reservation released): a cancel that deleted the job's batches meanwhile keeps them
+        deleted. On a payload server the status is read again after the write, and the batch
+        deleted if the job ended meanwhile."""
+        job_id, index = meta["job_id"], meta["index"]
+        key = batch_key(job_id, index)
+        fields = {"meta": json.dumps(meta).encode(), **payload}
+        holder = self.payloads.client(key)
+        if holder is self.r:
+            flat = [v for pair in fields.items() for v in pair]
+            status = self._put(keys=[job_key(job_id), key], args=[ttl, *flat])
+        else:
+            with reaching(), holder.pipeline() as pipe:
+                pipe.hset(key, mapping=fields)
+                pipe.expire(key, ttl)
+                pipe.execute()
+            status = self.r.hget(job_key(job_id), "status")
+        if status not in (b"running", b"queued"):
+            self.drop_batch(job_id, index)  # the hash (a payload server's) and its reservation
+            raise JobNotRunning(status.decode() if status else "gone")
 
     def begin_batch(self, job_id: str, index: int, stage: str, ttl: int) -> BatchStart:
         """What a stage's task needs before it runs, in one round trip: the job's status, the
