@@ -37,7 +37,7 @@ chromium:
 	else echo "note: no chromium: the report's and the API page's browser tests skip (apt-get install -y chromium)"; fi
 
 test: lint chromium
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile
 	$(MAKE) compat
 
 # The API's load test (not in `make test`): 50 concurrent uploads, no 5xx, every job done (~2 min);
@@ -62,9 +62,12 @@ api-load: $(VENV)/.test-installed
 # pure Python behaves the same on 3.10 except where the standard library differs, which mypy
 # checks against 3.10 in `make lint` (python_version = "3.10") and the import test catches at
 # module level. Before, the whole suite ran there again: about half of `make test`.
-# Not pytest-xdist: on two cores the integration tests' workers already use both, and tests
-# with deadlines (a kill landing mid-job, redelivery after the visibility timeout) would only
-# get slower and flakier in parallel.
+# Two pytest processes (pytest-xdist, a test file per process at a time): the integration tests
+# mostly wait (visibility timeouts, redeliveries, worker start-up, jobs crossing queues), so one
+# process kept this 2-core machine 39% busy and took 15 min; two keep it ~83% busy and take
+# ~7 min. Each process claims its own Redis databases and shared worker (tests/conftest.py).
+# TEST_PROCESSES=0 runs the suite in this process, one test at a time.
+TEST_PROCESSES ?= 2
 COMPAT_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10) \
                  $(shell python3.10 -c 'import sys; print(sys.executable)' 2>/dev/null))
 COMPAT_VENV ?= .venv-compat
@@ -81,7 +84,7 @@ compat:
 	       "inf1 environment (TensorFlow 2.10.1, numpy 1.x) and the TensorFlow tests were NOT run"; \
 	  test "$(CI)" != true; \
 	else \
-	  $(MAKE) $(COMPAT_VENV)/.installed && $(COMPAT_VENV)/bin/pytest -m compat; \
+	  $(MAKE) $(COMPAT_VENV)/.installed && $(COMPAT_VENV)/bin/pytest -m compat -n $(TEST_PROCESSES) --dist loadfile; \
 	fi
 
 unit: $(VENV)/.test-installed
