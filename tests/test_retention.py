@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 # one set per queue, and their deadlines), the lists of jobs and of worker series, trimmed by
 # the watchdog and by worker/stats.py, and the memory budget's ledger, whose fields go with their
 # batch or job (checked below).
-PERMANENT = ("_kombu.", keys.JOBS, keys.WORKERS, "pq:budget:")
+PERMANENT = ("_kombu.", keys.JOBS, keys.WORKERS, f"{keys.PREFIX}:budget:")
 
 
 def _ended(env: dict[str, str], job_id: str) -> dict:

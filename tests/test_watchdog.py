@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from chaos import job_message, lose_messages, wait_until  # noqa: E402
 
+from posequeue.config import keys  # noqa: E402
 from posequeue.config.celery_app import FINALIZE_TASK, INGEST_TASK  # noqa: E402
 from posequeue.config.queues import INGEST  # noqa: E402
 from posequeue.jobs import Jobs  # noqa: E402
@@ -225,7 +226,7 @@ def test_job_waiting_on_the_store_is_not_judged_stalled(jobs) -> None:
     job_id = jobs.create(job_id=Jobs.new_id(), model="blazepose", video="v.mp4", batch_size=8, source="v.mp4")
     jobs.mark_running(job_id, {})
     jobs.update(job_id, {"batches_enqueued": 3, "progress_at": now - 7200, "store_wait_at": now - 5})
-    jobs.r.set(f"pq:job:{job_id}:recover", 1, ex=60)  # no look for lost batches now
+    jobs.r.set(keys.recover_guard_key(job_id), 1, ex=60)  # no look for lost batches now
     assert check(jobs, jobs.get(job_id), now) is None
     assert jobs.get(job_id).status.value == "running"
     jobs.fail(job_id, "end of test")
