@@ -49,7 +49,7 @@ def run_demo(video: Path, out: Path) -> int:
 
 
 @contextlib.contextmanager
-def _worker(log_path: Path):  # type: ignore[no-untyped-def]
+def _worker(log_path: Path):
     with log_path.open("w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "posequeue.cli", "worker"], stdout=log, stderr=subprocess.STDOUT
@@ -64,7 +64,7 @@ def _worker(log_path: Path):  # type: ignore[no-untyped-def]
                 proc.kill()
 
 
-def _wait_ready(worker: subprocess.Popen, timeout: float = 120) -> None:  # type: ignore[type-arg]
+def _wait_ready(worker: subprocess.Popen, timeout: float = 120) -> None:
     """Wait until the worker answers a ping (its model is loaded by then)."""
     from posequeue.config.celery_app import app
 
@@ -75,7 +75,7 @@ def _wait_ready(worker: subprocess.Popen, timeout: float = 120) -> None:  # type
     print("worker ready", file=sys.stderr)
 
 
-def _submit_and_report(video: Path, out: Path, worker: subprocess.Popen) -> int:  # type: ignore[type-arg]
+def _submit_and_report(video: Path, out: Path, worker: subprocess.Popen) -> int:
     from posequeue.config.catalogue import get_model
     from posequeue.config.schemas import Job, JobStatus
     from posequeue.config.settings import get_settings

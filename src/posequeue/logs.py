@@ -53,7 +53,7 @@ class _Stderr:
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
-    return structlog.get_logger(name)  # type: ignore[no-any-return]
+    return structlog.get_logger(name)
 
 
 _process: dict[str, object] = {}  # what every task of this worker process logs (its cores)

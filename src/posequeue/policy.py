@@ -89,7 +89,7 @@ class _Context(dict[str, Any]):
         return "?"
 
 
-class JobTask(Task):  # type: ignore[misc]  # celery's Task is untyped
+class JobTask(Task):
     """Base class of the tasks that work for one job: runs the body under the module's policy."""
 
     # Celery checks a retry's arguments against the body's signature, which does not declare

@@ -155,7 +155,7 @@ class S3Store:
     def get_bytes(self, key: str) -> bytes:
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"]
-            return body.read()  # type: ignore[no-any-return]
+            return body.read()
         except Exception as exc:
             raise self._guard("read", key, exc) from None
 

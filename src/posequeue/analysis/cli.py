@@ -79,7 +79,7 @@ def params_from_args(args: argparse.Namespace) -> Params:
     return Params(**{f.name: getattr(args, f.name) for f in fields(Params) if hasattr(args, f.name)})
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "analyze",
         help="run a done job's motion analysis again, with other parameters",

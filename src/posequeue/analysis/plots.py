@@ -50,7 +50,7 @@ def write_plots(analysis: Analysis, folder: Path) -> dict[str, Path]:
     return out
 
 
-def _draw(ax, tr: TrackResult, base: str, names: list[str]) -> None:  # type: ignore[no-untyped-def]
+def _draw(ax, tr: TrackResult, base: str, names: list[str]) -> None:
     t = tr.track.t
     drawn = False
     for name in names:

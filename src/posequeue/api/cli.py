@@ -11,7 +11,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 
 
-def add_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "api",
         help="serve the HTTP API (/v1, OpenAPI at /docs) and the web page",

@@ -90,7 +90,7 @@ class Settings(BaseSettings):
 
     @field_validator("task_time_limit")
     @classmethod
-    def _below_visibility(cls, value: int, info) -> int:  # type: ignore[no-untyped-def]
+    def _below_visibility(cls, value: int, info) -> int:
         visibility = info.data.get("visibility_timeout", 600)
         if value >= visibility:
             raise ValueError(

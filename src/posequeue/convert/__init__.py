@@ -23,6 +23,6 @@ def import_tensorflow() -> ModuleType:
     from posequeue.worker.runtimes import import_tensorflow as load
 
     try:
-        return load()  # type: ignore[no-any-return]
+        return load()
     except ModelLoadError as exc:
         raise ConvertError(f"converting needs TensorFlow: {exc}") from None

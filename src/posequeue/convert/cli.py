@@ -14,7 +14,7 @@ from posequeue.errors import EXIT_FAILED, EXIT_REFUSED
 MODELS = ("blazepose",)
 
 
-def add_command(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_command(subparsers: argparse._SubParsersAction) -> None:
     """Add ``convert`` to a parser's subcommands (it sets ``run``)."""
     p = subparsers.add_parser(
         "convert",

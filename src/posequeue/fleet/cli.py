@@ -18,7 +18,7 @@ DEFAULT_FLOWER_PORT = 5555
 DEFAULT_FLOWER_ADDRESS = "127.0.0.1"
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``plan`` and ``flower`` to a parser's subcommands (each sets ``run``)."""
     from posequeue.fleet.instances import names
 

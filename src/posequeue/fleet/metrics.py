@@ -366,7 +366,7 @@ def _reply(start_response: Callable[..., Any], status: str, body: str) -> list[b
 
 
 # -- command --------------------------------------------------------------------------------
-def add_command(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_command(subparsers: argparse._SubParsersAction) -> None:
     """Add ``metrics`` to a parser's subcommands (it sets ``run``)."""
     p = subparsers.add_parser(
         "metrics",

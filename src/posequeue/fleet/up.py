@@ -316,7 +316,7 @@ def _queue_model(queue: Any) -> str | None:
 
 
 # -- the command ------------------------------------------------------------------------------
-def add_command(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_command(subparsers: argparse._SubParsersAction) -> None:
     """Add ``up`` to a parser's subcommands (it sets ``run``)."""
     p = subparsers.add_parser(
         "up",

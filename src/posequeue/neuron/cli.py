@@ -19,7 +19,7 @@ POSEQUEUE_MODEL_SPECS) and OUT/compile-report.json. Without tensorflow-neuron ev
 compile call is checked, then it stops (exit 2) saying how to install it."""
 
 
-def add_command(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_command(subparsers: argparse._SubParsersAction) -> None:
     """Add ``compile`` to a parser's subcommands (it sets ``run``)."""
     from posequeue.config.catalogue import KEYPOINT_SETS
     from posequeue.neuron.checks import DEFAULT_NO_FUSE

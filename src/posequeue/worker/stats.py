@@ -128,7 +128,7 @@ def _infer_finished(
     task_id: str,
     task: Task,
     args: tuple | None = None,
-    retval: Any = None,  # type: ignore[type-arg]
+    retval: Any = None,
     state: str | None = None,
     **_: object,
 ) -> None:

@@ -114,7 +114,7 @@ def _send(job_id: str, index: int, model: str, stage: str) -> None:
     app.send_task(INFER_TASK, args=[job_id, index, stage], queue=stage_queue(model, stage))
 
 
-def _finish_batch(jobs: Jobs, meta: BatchMeta, people: list) -> None:  # type: ignore[type-arg]
+def _finish_batch(jobs: Jobs, meta: BatchMeta, people: list) -> None:
     frames = [
         {"index": i, "t": t, "people": p} for i, t, p in zip(meta.frames, meta.times, people, strict=True)
     ]
