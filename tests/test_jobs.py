@@ -138,6 +138,19 @@ def test_get_returns_a_typed_record_and_summary_keeps_its_fields_and_order(jobs)
     assert out["status"] == "done" and type(out["status"]) is str and out["elapsed_s"] == 2.5
 
 
+def test_a_job_ends_done_with_its_analysis_already_queued(jobs, job) -> None:
+    """The job's end and its analysis's queueing are one step: no reader sees it done without
+    its analysis, and the watchdog's list of analyses has it (a finaliser that dies before
+    sending the message leaves it to the watchdog)."""
+    from posequeue.analysis.params import Params
+    from posequeue.analysis.state import first_message
+
+    assert jobs.finish(job, {"json": "file:///r.json"}, 1.0, first_message(Params())) is JobStatus.RUNNING
+    done = jobs.get(job)
+    assert done.status is JobStatus.DONE and done.analysis is not None and done.analysis.value == "queued"
+    assert jobs.r.zscore(keys.ANALYSES, job) is not None
+
+
 def test_a_batch_of_a_cancelled_job_is_not_stored(jobs, job) -> None:
     """A segment that stores a batch after its job was cancelled (the cancel already deleted the
     job's batches) is told so, and leaves no hash and no reservation behind."""

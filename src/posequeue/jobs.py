@@ -19,6 +19,7 @@ import redis
 from posequeue.config.budget import Budget
 from posequeue.config.keys import (
     ACTIVE,
+    ANALYSES,
     CALLBACKS,
     JOBS,
     batch_key,
@@ -84,6 +85,7 @@ redis.call('HSET', KEYS[1], 'status', ARGV[1], 'finished_at', ARGV[2], unpack(AR
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('ZREM', KEYS[2], ARGV[4])
 redis.call('DEL', KEYS[3], KEYS[4])
+if KEYS[5] then redis.call('ZADD', KEYS[5], ARGV[2], ARGV[4]) end
 return status
 """
 
@@ -264,13 +266,16 @@ class Jobs:
         """An ingest task of the job ran now (the watchdog's sign that the chain is alive)."""
         self.update(job_id, {"ingest_at": time.time()})
 
-    def end(self, job_id: str, status: JobStatus, **fields: Any) -> JobStatus | None:
-        """End a queued or running job as ``status`` with ``fields`` (one script); the status it
-        had before, or None if its record is gone. Only a queued or running job changes."""
+    def end(
+        self, job_id: str, status: JobStatus, listed: str | None = None, **fields: Any
+    ) -> JobStatus | None:
+        """End a queued or running job as ``status`` with ``fields`` (one script), adding it to
+        the sorted set ``listed`` if given; the status it had before, or None if its record is
+        gone. Only a queued or running job changes."""
         args: list[Any] = [status.value, time.time(), retention(), job_id]
         args += [str(x) for kv in fields.items() for x in kv]
         keys = [job_key(job_id), ACTIVE, done_key(job_id), finalize_lock_key(job_id)]
-        before = self._end(keys=keys, args=args)
+        before = self._end(keys=keys + ([listed] if listed else []), args=args)
         return JobStatus(before.decode()) if before else None
 
     def fail(self, job_id: str, reason: str) -> bool:
@@ -285,9 +290,17 @@ class Jobs:
         self.budget.release_job(job_id)
         return before is not None and not before.finished
 
-    def finish(self, job_id: str, results: dict[str, str], finished_at: float) -> JobStatus | None:
-        """End the job done; the status it had (done only if it was running), None if gone."""
-        before = self.end(job_id, JobStatus.DONE, results=json.dumps(results), finished_at=finished_at)
+    def finish(
+        self, job_id: str, results: dict[str, str], finished_at: float, analysis: dict[str, Any] | None = None
+    ) -> JobStatus | None:
+        """End the job done; the status it had (done only if it was running), None if gone.
+        ``analysis``: the fields of its motion analysis, queued in the same step (and put on the
+        watchdog's list), so that nobody sees the job done without it."""
+        extra = {k: str(v) for k, v in (analysis or {}).items()}
+        listed = ANALYSES if analysis else None
+        before = self.end(
+            job_id, JobStatus.DONE, listed, results=json.dumps(results), finished_at=finished_at, **extra
+        )
         self.budget.release_job(job_id)  # nothing should be left; a stray redelivery's batch goes
         return before
 

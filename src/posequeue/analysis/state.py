@@ -97,6 +97,18 @@ def mark(jobs: Jobs, job_id: str, status: AnalysisStatus, expect: int | None = N
     return bool(script(keys=[job_key(job_id), ANALYSES], args=[str(a) for a in args]))
 
 
+def first_message(params: Params) -> dict[str, Any]:
+    """The record's fields of an analysis queued as its first message, for ``Jobs.finish`` to
+    write with the job's end: a client never sees the job done and its analysis not yet
+    queued. The finaliser then ``send``s it (the watchdog does, if the finaliser died first)."""
+    return {
+        "analysis": AnalysisStatus.QUEUED.value,
+        _STAMPS[AnalysisStatus.QUEUED]: time.time(),
+        "analysis_params": json.dumps(params.to_json()),
+        "analysis_sends": 1,
+    }
+
+
 def request(jobs: Jobs, job_id: str, params: Params) -> None:
     """Queue an analysis of a done job; sent by name, so the sender imports no analysis code
     (and needs no scipy). A sender that dies between the two steps leaves a queued analysis

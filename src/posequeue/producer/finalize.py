@@ -22,6 +22,8 @@ from typing import Any
 
 from celery import Task
 
+from posequeue.analysis.params import Params
+from posequeue.analysis.state import first_message, send
 from posequeue.analysis.tracking import TrackParams, most_present, track
 from posequeue.config.catalogue import get_model
 from posequeue.config.celery_app import FINALIZE_TASK, app, defer
@@ -72,14 +74,15 @@ def finalize(self: Task, job_id: str) -> None:
         jobs.unlock_finalize(job_id)  # the retry takes the lock again
         jobs.update(job_id, {"finalize_starts": starts - 1})  # a store error is no crash
         raise
-    before = jobs.finish(job_id, uris, finished_at)
+    analysis = None if job.analysis is AnalysisStatus.OFF else first_message(Params())
+    before = jobs.finish(job_id, uris, finished_at, analysis)
     if before is not JobStatus.RUNNING:  # cancelled or failed while the outputs were written
         if before in (JobStatus.CANCELLED, JobStatus.FAILED):  # they must not outlive it
             _delete_outputs(store, job_id)
         raise JobNotRunning("gone" if before is None else before.value)
     publish(app, jobs, job_id)
-    if job.analysis is not AnalysisStatus.OFF:
-        _request_analysis(job_id)
+    if analysis is not None:
+        _send_analysis(job_id, analysis)
     store.delete([part_key(job_id, b) for b in range(job.batches_total or 0)])
     if job.analysis is AnalysisStatus.OFF:  # else the analysis draws its overlay on it, then deletes it
         delete_input(store, job)
@@ -112,16 +115,14 @@ def delete_input(store: Store, job: Job) -> None:
             log.warning("finalize.input_kept", job_id=job.job_id, reason=str(exc))
 
 
-def _request_analysis(job_id: str) -> None:
-    """Queue the done job's motion analysis (docs/analysis.md). A failure here is logged and
-    leaves the job done: its poses are written, and `posequeue analyze` can start it later."""
-    from posequeue.analysis.params import Params
-    from posequeue.analysis.state import request
-
+def _send_analysis(job_id: str, analysis: dict[str, Any]) -> None:
+    """Send the done job's motion analysis (docs/analysis.md), queued on the record with the
+    job's end. A failure here is logged and leaves the job done: the watchdog sends a queued
+    analysis that no worker holds, and `posequeue analyze` can start one later."""
     try:
-        request(get_jobs(), job_id, Params())
+        send(job_id, json.loads(analysis["analysis_params"]), analysis["analysis_sends"])
     except Exception:
-        log.exception("analysis.not_queued", job_id=job_id)
+        log.exception("analysis.not_sent", job_id=job_id)
 
 
 def _frames(store: Store, job_id: str, batches: int) -> Iterator[dict[str, Any]]:
