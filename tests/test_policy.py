@@ -115,3 +115,40 @@ def test_an_unexpected_error_fails_the_job_with_its_reason_and_traceback(isolate
     start_worker("--stage", "landmarks", **env)
     nxt = posequeue("submit", str(SAMPLE), "--wait", "--json", env=isolated)
     assert json.loads(nxt.stdout.splitlines()[-1])["status"] == "done"  # the workers go on
+
+
+def test_a_run_stopped_by_the_time_limit_is_tried_again_then_fails_the_job(jobs) -> None:
+    """A run that Celery's soft time limit stops (a host overloaded for a while) is deferred and
+    tried again, MAX_TIMEOUTS times; the next one fails the job saying which settings to change,
+    not as an internal error."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from posequeue.config.celery_app import app
+    from posequeue.policy import MAX_TIMEOUTS, TIMEOUTS, JobTask
+
+    @app.task(base=JobTask, bind=True, name="tests.policy.slow")
+    def slow(self: JobTask, job_id: str) -> None:
+        raise SoftTimeLimitExceeded()
+
+    queue = f"tests.policy.{uuid.uuid4().hex[:8]}"  # where the deferred runs go: no worker reads it
+    job_id = jobs.create(job_id=Jobs.new_id(), model="blazepose", video="v.mp4", batch_size=8, source="v.mp4")
+    jobs.mark_running(job_id, {})
+    try:
+        for n in range(MAX_TIMEOUTS + 1):
+            kwargs = {TIMEOUTS: n} if n else {}
+            info = {"exchange": "", "routing_key": queue}
+            slow.push_request(
+                id=uuid.uuid4().hex, args=[job_id], kwargs=kwargs, delivery_info=info, called_directly=False
+            )
+            try:
+                slow(job_id, **kwargs)
+            finally:
+                slow.pop_request()
+            status = jobs.get(job_id).status.value
+            assert status == ("running" if n < MAX_TIMEOUTS else "failed"), n
+            assert jobs.r.llen(queue) == min(n + 1, MAX_TIMEOUTS)  # deferred: sent again
+        error = jobs.get(job_id).error or ""
+        assert "ran past its time limit" in error and "POSEQUEUE_TASK_TIME_LIMIT" in error
+        assert f"{MAX_TIMEOUTS + 1} times" in error
+    finally:
+        jobs.r.delete(queue)

@@ -23,6 +23,9 @@ A task declared with ``base=JobTask`` runs its body under these rules (as Celery
   (nothing could be recorded): the message comes back by redelivery or the watchdog.
 - A ``JobError`` (an unreadable video, a model fault, a batch that cannot run) fails the job
   with its message.
+- A run stopped by Celery's soft time limit (a host overloaded for a while) is tried again
+  through ``defer``, ``MAX_TIMEOUTS`` times per message (counted in its kwargs, ``timeouts``);
+  the next fails the job with ``time_limit_reason``, which says which settings to change.
 - Anything else fails the job with ``internal_reason`` and is logged with its traceback.
 
 ``store_reason`` and ``internal_reason`` are ``str.format`` templates over the task's log
@@ -38,6 +41,7 @@ from typing import Any
 import redis
 import structlog
 from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
 
 from posequeue.config.celery_app import app, defer
 from posequeue.config.schemas import JobStatus
@@ -50,6 +54,8 @@ log = get_logger(__name__)
 STORE_FAILURES = "store_failures"  # the message kwarg counting this message's store errors
 STORE_SINCE = "store_since"  # the message kwarg: when its first store error happened
 STORE_RETRY_SECONDS = 2.0
+TIMEOUTS = "timeouts"  # the message kwarg counting its runs stopped by the soft time limit
+MAX_TIMEOUTS = 2  # runs stopped by the time limit that are tried again; the next fails the job
 STORE_BACKOFF_MAX = 60.0  # seconds: the longest wait between two tries after a store error
 
 
@@ -98,10 +104,17 @@ class JobTask(Task):
     max_retries = None  # the policy counts store errors itself; other deferrals are unbounded
     store_reason = "{exc}"
     internal_reason = "internal error in {task}: {exc!r}"
+    time_limit_reason = (
+        "{task} ran past its time limit (POSEQUEUE_TASK_TIME_LIMIT, less a margin) %d times in a "
+        "row: the host is overloaded, or the work too large for the limit; raise "
+        "POSEQUEUE_TASK_TIME_LIMIT (and POSEQUEUE_VISIBILITY_TIMEOUT above it) or lower "
+        "POSEQUEUE_BATCH_SIZE, then `posequeue retry JOB`"
+    )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         # Called by Celery's tracer with the request already pushed: run the body directly.
         store_failures = int(kwargs.pop(STORE_FAILURES, 0))
+        timeouts = int(kwargs.pop(TIMEOUTS, 0))
         store_since = float(kwargs.pop(STORE_SINCE, 0.0))
         name = self.name.rsplit(".", 1)[-1]
         try:
@@ -123,6 +136,13 @@ class JobTask(Task):
                 defer(self, delay, kwargs=changes)
             else:
                 self._fail(args, self.store_reason, exc)
+        except SoftTimeLimitExceeded as exc:  # a host busy for a while: tried again, twice
+            if timeouts < MAX_TIMEOUTS:
+                log.warning(f"{name}.time_limit", timeouts=timeouts + 1, retry_in=STORE_RETRY_SECONDS)
+                changes = {**(self.request.kwargs or {}), TIMEOUTS: timeouts + 1}
+                defer(self, STORE_RETRY_SECONDS, kwargs=changes)
+            else:
+                self._fail(args, self.time_limit_reason % (timeouts + 1), exc)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             # Redis itself is away (a restart): nothing can be recorded, and the job is not at
             # fault. The message goes back by redelivery, or the watchdog sends it again.
