@@ -152,3 +152,42 @@ def test_a_run_stopped_by_the_time_limit_is_tried_again_then_fails_the_job(jobs)
         assert f"{MAX_TIMEOUTS + 1} times" in error
     finally:
         jobs.r.delete(queue)
+
+
+def test_a_store_refusing_credentials_fails_the_job_at_once(jobs) -> None:
+    """A store error that waiting does not end (S3's AccessDenied, a read-only folder) fails the
+    job on its first run with the store's reason; an outage is deferred and waited out."""
+    from botocore.exceptions import ClientError
+
+    from posequeue.config.celery_app import app
+    from posequeue.policy import JobTask
+    from posequeue.store import S3Store
+
+    store = S3Store("s3://b/results", client=object())
+    denied = store._guard("write", "jobs/x", ClientError({"Error": {"Code": "AccessDenied"}}, "PutObject"))
+    away = store._guard("write", "jobs/x", ClientError({"Error": {"Code": "NoSuchBucket"}}, "PutObject"))
+    assert denied.lasting and not away.lasting
+
+    @app.task(base=JobTask, bind=True, name="tests.policy.store")
+    def write(self: JobTask, job_id: str, lasting: bool) -> None:
+        raise denied if lasting else away
+
+    queue = f"tests.policy.{uuid.uuid4().hex[:8]}"  # where the deferred run goes: no worker reads it
+    try:
+        for lasting, status in ((False, "running"), (True, "failed")):
+            job_id = jobs.create(job_id=Jobs.new_id(), model="blazepose", video="v", batch_size=8, source="v")
+            jobs.mark_running(job_id, {})
+            info = {"exchange": "", "routing_key": queue}
+            write.push_request(
+                id=uuid.uuid4().hex, args=[job_id, lasting], delivery_info=info, called_directly=False
+            )
+            try:
+                write(job_id, lasting)
+            finally:
+                write.pop_request()
+            job = jobs.get(job_id)
+            assert job.status.value == status, job.error
+        assert job.error == "cannot write s3://b/results/jobs/x: AccessDenied"
+        assert jobs.r.llen(queue) == 1  # only the outage was deferred
+    finally:
+        jobs.r.delete(queue)

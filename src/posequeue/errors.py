@@ -66,7 +66,13 @@ class SubmitError(PosequeueError, ValueError):
 
 
 class StoreError(PosequeueError, RuntimeError):
-    """The store cannot be read or written; the message says which URI and why."""
+    """The store cannot be read or written; the message says which URI and why. ``lasting``:
+    a refusal that waiting does not end (credentials or permissions), which fails the job at
+    once instead of being waited out (``posequeue.policy``)."""
+
+    def __init__(self, message: str, lasting: bool = False) -> None:
+        super().__init__(message)
+        self.lasting = lasting
 
 
 class PayloadUnreachable(StoreError):

@@ -7,7 +7,9 @@ A task declared with ``base=JobTask`` runs its body under these rules (as Celery
 - Work of a job that is no longer running is skipped. The body says so by raising
   ``JobNotRunning`` (``require_running``, after any clean-up of its own), or ``Jobs.get`` finds
   no record (``JobNotFound``); the policy logs ``{task}.stale`` with the reason and returns None.
-- A ``StoreError`` (the store, or a payload Redis, unreachable) is waited out, the same way
+- A ``StoreError`` marked ``lasting`` (credentials or permissions refused) fails the job at
+  once with ``store_reason``: waiting would not end it.
+- Any other ``StoreError`` (the store, or a payload Redis, unreachable) is waited out, the same way
   for every task: the task defers itself (``defer``), backing off exponentially (2 s doubling
   to ``backoff_max()``), until ``POSEQUEUE_STORE_PATIENCE`` seconds have passed since the
   message's first store error (``store_since`` in its kwargs), then fails the job with
@@ -122,7 +124,7 @@ class JobTask(Task):
         except (JobNotRunning, JobNotFound) as exc:
             log.info(f"{name}.stale", reason=str(exc) if isinstance(exc, JobNotRunning) else "job is gone")
         except StoreError as exc:  # a store outage is waited out before it fails the job
-            delay = store_delay(store_failures, store_since or time.time())
+            delay = None if exc.lasting else store_delay(store_failures, store_since or time.time())
             if delay is not None:
                 get_jobs().update(job_id_of(args), {"store_wait_at": time.time()})
                 changes = {

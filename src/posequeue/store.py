@@ -11,6 +11,7 @@ Layout under the store's root:
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import shutil
 import threading
@@ -79,7 +80,8 @@ class FileStore:
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
-            raise StoreError(f"cannot write {self.uri(key)}: {exc.strerror or exc}") from None
+            lasting = exc.errno in REFUSED_ERRNOS
+            raise StoreError(f"cannot write {self.uri(key)}: {exc.strerror or exc}", lasting) from None
         return self.uri(key)
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "") -> str:
@@ -92,7 +94,8 @@ class FileStore:
         try:
             return self._file(key).read_bytes()
         except OSError as exc:
-            raise StoreError(f"cannot read {self.uri(key)}: {exc.strerror}") from None
+            lasting = exc.errno in REFUSED_ERRNOS
+            raise StoreError(f"cannot read {self.uri(key)}: {exc.strerror}", lasting) from None
 
     def keys(self, prefix: str) -> list[str]:
         base = self._file(prefix)
@@ -132,7 +135,8 @@ class S3Store:
         return f"s3://{self.bucket}/{self.prefix}{key}"
 
     def _guard(self, action: str, key: str, exc: Exception) -> StoreError:
-        return StoreError(f"cannot {action} {self.uri(key)}: {describe_aws_error(exc)}")
+        reason = describe_aws_error(exc)
+        return StoreError(f"cannot {action} {self.uri(key)}: {reason}", lasting=_refused(exc))
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/json") -> str:
         try:
@@ -187,6 +191,19 @@ class S3Store:
                 f"store bucket s3://{self.bucket} is not reachable: {describe_aws_error(exc)}; "
                 "check POSEQUEUE_STORE, AWS credentials and AWS_ENDPOINT_URL"
             ) from None
+
+
+# Refusals that waiting does not end: the job fails at once, naming them (a store that is away,
+# slow or not yet created is waited out instead: POSEQUEUE_STORE_PATIENCE).
+REFUSED_AWS_CODES = frozenset(
+    {"AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "InvalidToken", "SignatureDoesNotMatch"}
+)
+REFUSED_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+def _refused(exc: Exception) -> bool:
+    response = getattr(exc, "response", None)
+    return isinstance(response, dict) and response.get("Error", {}).get("Code") in REFUSED_AWS_CODES
 
 
 def describe_aws_error(exc: Exception) -> str:
