@@ -190,3 +190,25 @@ def test_payload_server_away_for_a_moment_only_delays_the_job(env, shards, start
     shards[1].start()
     job = status(job_id, env, wait=True)
     assert job["status"] == "done" and job["frames_done"] == 60, job
+
+
+def test_reservations_of_batches_on_payload_servers_are_kept(
+    env: dict[str, str], shards: list[Server]
+) -> None:
+    """The ledger releases a reservation whose hash is missing only where it can see the hashes
+    (the broker): with payload servers a stored batch keeps its reservation past the grace, so
+    the budget still bounds what they hold."""
+    from posequeue.jobs import Jobs
+
+    jobs = Jobs.from_url(env["POSEQUEUE_BROKER_URL"], payload_urls=env["POSEQUEUE_PAYLOAD_URLS"].split(","))
+    jobs.budget.limit = 3000
+    job_id = jobs.create(job_id=Jobs.new_id(), model="blazepose", video="v", batch_size=8, source="v")
+    jobs.mark_running(job_id, {})
+    assert jobs.budget.acquire(job_id, 0, 2000, 600).admitted
+    jobs.put_batch({"job_id": job_id, "index": 0}, {"frames": b"x" * 2000}, 600)
+    # Made long ago, as far as the grace can tell:
+    jobs.r.zadd(keys.BUDGET_SINCE, {keys.batch_key(job_id, 0): time.time() - 3600})
+    assert not jobs.budget.acquire("other", 0, 2000, 600).admitted  # 2000 still held: no room
+    assert jobs.budget.held() == {job_id: 2000}
+    jobs.drop_batches(job_id)
+    jobs.budget.release_job(job_id)

@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from posequeue.config.budget import Budget
+from posequeue.config.budget import STORE_GRACE_SECONDS, Budget
 from posequeue.config.keys import (
     ACTIVE,
     ANALYSES,
@@ -185,7 +185,6 @@ class Jobs:
             from posequeue.config.settings import get_settings
 
             max_redis_mb = get_settings().max_redis_mb
-        self.budget = Budget(client, Budget.limit_for(max_redis_mb))
         # Batch hashes (meta and pixels) live here; delivery counters, job state and the budget's
         # ledger on the broker.
         self.payloads = (
@@ -193,6 +192,10 @@ class Jobs:
             if payload_urls
             else PayloadServers([client], client)
         )
+        # The ledger heals from the batch hashes only where its scripts can see them: on the
+        # broker. With payload servers a reservation lapses with its lease (the payload's TTL).
+        grace = STORE_GRACE_SECONDS if self.payloads.on_broker else None
+        self.budget = Budget(client, Budget.limit_for(max_redis_mb), store_grace=grace)
 
     @classmethod
     def from_url(cls, url: str, payload_urls: list[str] | None = None) -> Jobs:

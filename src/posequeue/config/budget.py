@@ -31,9 +31,11 @@ admission first releases the reservations made more than ``STORE_GRACE_SECONDS``
 batch hash no longer exists (deleted by something that did not release it, e.g. a process of
 an older version), so the ledger heals from the keys themselves.
 
-The scripts delete, rewrite and look for batch hashes on the broker, where they live; a
-layout that puts payloads on Redis servers of their own must run those steps there (and give
-up the atomicity of release and deletion, or keep the ledger beside the payloads).
+The scripts delete, rewrite and look for batch hashes on the broker, where they live by
+default. With payload servers (``POSEQUEUE_PAYLOAD_URLS``) the ledger stays on the broker:
+``Jobs`` deletes a hash there, then releases its reservation (not atomically), and the heal
+from missing hashes is off (the scripts cannot see the servers): a reservation whose holder
+died lapses with its lease.
 
 Keys (``config/keys.py``): ``pq:budget:held`` (batch key -> bytes), ``pq:budget:leases``
 (batch key -> lease end, unix seconds), ``pq:budget:jobs`` (job id -> bytes held),
@@ -65,6 +67,7 @@ from posequeue.config.keys import (
 PAYLOAD_SHARE = 0.75  # of POSEQUEUE_MAX_REDIS_MB that stored payloads may take
 WAITING_SECONDS = 30  # a refused job competes for this long after its last try
 STORE_GRACE_SECONDS = 30  # a reservation whose batch hash is missing after this was never stored
+NEVER = 1e12  # a grace no reservation outlives (Lua's tonumber reads no infinity)
 _KEYS = [
     BUDGET_HELD,
     BUDGET_LEASES,
@@ -219,8 +222,13 @@ def _admission(reply: list[int]) -> Admission:
 class Budget:
     """The payload ledger of one broker (every producer and worker of a fleet shares it)."""
 
-    def __init__(self, client: Any, limit_bytes: int, store_grace: float = STORE_GRACE_SECONDS) -> None:
-        self.r, self.limit, self.grace = client, limit_bytes, store_grace
+    def __init__(
+        self, client: Any, limit_bytes: int, store_grace: float | None = STORE_GRACE_SECONDS
+    ) -> None:
+        """``store_grace`` None: never release a reservation because its hash is missing from
+        the broker (the hashes live on payload servers, which the scripts cannot see)."""
+        self.r, self.limit = client, limit_bytes
+        self.grace = NEVER if store_grace is None else store_grace
         self._acquire = client.register_script(_ACQUIRE)
         self._drop = client.register_script(_DROP)
         self._advance = client.register_script(_ADVANCE)
