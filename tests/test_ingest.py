@@ -102,3 +102,29 @@ def test_finalize_defers_while_another_holds_the_lock(throttled_job, jobs, inges
     [event] = [e for e in ingest_logs if e["event"] == "finalize.deferred"]
     assert event["countdown"] == 10.0 and event["retries"] == 1
     assert jobs.status(throttled_job) is JobStatus.RUNNING
+
+
+@pytest.mark.integration
+def test_a_store_outage_mid_segment_is_not_a_crashed_start(jobs, bucket, ingest_logs) -> None:
+    """A segment whose input its store cannot serve (an outage: here, an object not there yet)
+    is deferred to be waited out, and that run is not counted as a start that killed its worker:
+    more deferrals than MAX_SEGMENT_STARTS leave the job running, not failed as a crashing
+    segment (the chaos campaign's S3 outage failed every trial that way)."""
+    from posequeue.producer.ingest import MAX_SEGMENT_STARTS
+
+    job_id = jobs.create(
+        job_id=jobs.new_id(),
+        model="blazepose",
+        video=f"s3://{bucket}/later/clip.mp4",
+        batch_size=8,
+        source="t",
+    )
+    jobs.mark_running(job_id, {"width": 640, "height": 360, "fps": 30.0})
+    try:
+        for n in range(MAX_SEGMENT_STARTS + 2):
+            assert _run_in_tracer(job_id, n) == "SUCCESS"
+        assert jobs.status(job_id) is JobStatus.RUNNING, jobs.get(job_id).error
+        errors = [e for e in ingest_logs if e["event"] == "ingest.store_error"]
+        assert len(errors) >= MAX_SEGMENT_STARTS + 2 and "cannot open s3://" in errors[0]["error"]
+    finally:
+        jobs.fail(job_id, "test over")

@@ -34,7 +34,7 @@ from posequeue.config.celery_app import FINALIZE_TASK, INFER_TASK, INGEST_TASK, 
 from posequeue.config.queues import stage_queue
 from posequeue.config.schemas import BatchMeta, Cursor, Job, JobStatus, detections_per_frame
 from posequeue.config.settings import get_settings
-from posequeue.errors import BatchError, JobError
+from posequeue.errors import BatchError, JobError, StoreError
 from posequeue.jobs import Jobs, get_jobs
 from posequeue.logs import get_logger
 from posequeue.payload.codec import encode
@@ -86,7 +86,11 @@ def ingest(self: Task, cursor: dict) -> None:
     starts = jobs.count_segment_start(cur.job_id, cur.segment, get_settings().payload_ttl)
     if starts > MAX_SEGMENT_STARTS:
         raise JobError(_killer_reason(job, cur, starts - 1))
-    outcome = _ingest_segment(jobs, job, cur)
+    try:
+        outcome = _ingest_segment(jobs, job, cur)
+    except StoreError:  # the input's store away: the policy waits it out; no crash to count
+        jobs.uncount_segment_start(cur.job_id, cur.segment)
+        raise
     if outcome is _Outcome.REFUSED:  # not even the segment's first batch was admitted
         jobs.uncount_segment_start(cur.job_id, cur.segment)  # a wait, not a crash
         return _wait_for_budget(self)
