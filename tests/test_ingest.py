@@ -33,15 +33,17 @@ def throttled_job(jobs):
 
 @pytest.fixture
 def ingest_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[MutableMapping[str, Any]]]:
-    """The ingest module's log lines and those of ``defer``, captured (a module's cached logger
-    may still write to a stream an earlier in-process CLI test was given and has since closed)."""
+    """The log lines of the ingest module, ``defer`` and the failure policy, captured (a
+    module's cached logger may still write to a stream an earlier in-process CLI test was given
+    and has since closed, or bypass the capture)."""
     import structlog
 
+    from posequeue import policy
     from posequeue.config import celery_app
     from posequeue.producer import ingest
 
     with structlog.testing.capture_logs() as captured:
-        for module in (ingest, celery_app):
+        for module in (ingest, celery_app, policy):
             monkeypatch.setattr(module, "log", structlog.get_logger(module.__name__))
         yield captured
 

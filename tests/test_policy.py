@@ -191,3 +191,35 @@ def test_a_store_refusing_credentials_fails_the_job_at_once(jobs) -> None:
         assert jobs.r.llen(queue) == 1  # only the outage was deferred
     finally:
         jobs.r.delete(queue)
+
+
+def test_a_deferral_of_another_kind_starts_the_policys_counts_again(jobs) -> None:
+    """A task deferred for another reason (a full budget, a held lock) sends its message again
+    without the policy's counts: a store outage met later gets the whole patience, not what was
+    left of an earlier one's."""
+    import base64
+
+    from posequeue.config.celery_app import POLICY_KWARGS, app, defer
+    from posequeue.policy import STORE_FAILURES, STORE_SINCE, JobTask
+
+    @app.task(base=JobTask, bind=True, name="tests.policy.waits")
+    def waits(self: JobTask, job_id: str, **_: Any) -> None:
+        defer(self, 1.0)
+
+    queue = f"tests.policy.{uuid.uuid4().hex[:8]}"
+    job_id = jobs.create(job_id=Jobs.new_id(), model="blazepose", video="v", batch_size=8, source="v")
+    jobs.mark_running(job_id, {})
+    kwargs = {STORE_FAILURES: 3, STORE_SINCE: time.time() - 800, "other": 1}
+    info = {"exchange": "", "routing_key": queue}
+    waits.push_request(
+        id=uuid.uuid4().hex, args=[job_id], kwargs=kwargs, delivery_info=info, called_directly=False
+    )
+    try:
+        waits(job_id, **kwargs)
+        [raw] = jobs.r.lrange(queue, 0, -1)
+        _, sent, _ = json.loads(base64.b64decode(json.loads(raw)["body"]))
+        assert sent == {"other": 1} and not set(POLICY_KWARGS) & set(sent)
+    finally:
+        waits.pop_request()
+        jobs.r.delete(queue)
+        jobs.fail(job_id, "test over")

@@ -293,3 +293,22 @@ def test_not_a_video_in_s3(bucket: str, tmp_path: Path) -> None:
     with pytest.raises(VideoError, match="not a readable video") as err:
         probe(uri)
     assert uri in str(err.value)
+
+
+def test_s3_refusals_last_and_a_time_limit_is_no_store_error() -> None:
+    """A refused S3 call (an error code of refusal, or a HEAD's bare 403) is a lasting store
+    error; a missing bucket is not; Celery's soft time limit raised inside a call stays itself."""
+    from botocore.exceptions import ClientError
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from posequeue.store import aws_error
+
+    def error(code: str, status: int) -> ClientError:
+        return ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "Op")
+
+    assert aws_error("cannot open s3://b/k", error("403", 403)).lasting  # head_object
+    assert aws_error("cannot write s3://b/k", error("InvalidAccessKeyId", 403)).lasting
+    missing = aws_error("cannot write s3://b/k", error("NoSuchBucket", 404))
+    assert not missing.lasting and str(missing) == "cannot write s3://b/k: NoSuchBucket"
+    with pytest.raises(SoftTimeLimitExceeded):
+        aws_error("cannot read s3://b/k", SoftTimeLimitExceeded())

@@ -45,7 +45,7 @@ import structlog
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from posequeue.config.celery_app import app, defer
+from posequeue.config.celery_app import POLICY_KWARGS, app, defer
 from posequeue.config.schemas import JobStatus
 from posequeue.config.settings import get_settings
 from posequeue.errors import JobError, JobNotFound, JobNotRunning, StoreError
@@ -53,10 +53,10 @@ from posequeue.jobs import fail_job, get_jobs
 from posequeue.logs import get_logger
 
 log = get_logger(__name__)
-STORE_FAILURES = "store_failures"  # the message kwarg counting this message's store errors
-STORE_SINCE = "store_since"  # the message kwarg: when its first store error happened
+# The policy's counts in a message's kwargs: its store errors, when the first happened, and its
+# runs stopped by the time limit in a row. A deferral of another kind drops them (``defer``).
+STORE_FAILURES, STORE_SINCE, TIMEOUTS = POLICY_KWARGS
 STORE_RETRY_SECONDS = 2.0
-TIMEOUTS = "timeouts"  # the message kwarg counting its runs stopped by the soft time limit
 MAX_TIMEOUTS = 2  # runs stopped by the time limit that are tried again; the next fails the job
 STORE_BACKOFF_MAX = 60.0  # seconds: the longest wait between two tries after a store error
 
@@ -71,6 +71,12 @@ def job_id_of(args: tuple[Any, ...] | list[Any]) -> str:
     """The job a task works for: its first argument, a job id or a cursor holding one."""
     first = args[0]
     return first if isinstance(first, str) else str(first["job_id"])
+
+
+def _without(kwargs: dict[str, Any] | None, *names: str) -> dict[str, Any]:
+    """A message's kwargs without the policy's counts ``names`` (a deferral of another kind
+    starts them again)."""
+    return {k: v for k, v in (kwargs or {}).items() if k not in names}
 
 
 def backoff_max() -> float:
@@ -128,7 +134,7 @@ class JobTask(Task):
             if delay is not None:
                 get_jobs().update(job_id_of(args), {"store_wait_at": time.time()})
                 changes = {
-                    **(self.request.kwargs or {}),
+                    **_without(self.request.kwargs, TIMEOUTS),
                     STORE_FAILURES: store_failures + 1,
                     STORE_SINCE: store_since or time.time(),
                 }
@@ -141,7 +147,8 @@ class JobTask(Task):
         except SoftTimeLimitExceeded as exc:  # a host busy for a while: tried again, twice
             if timeouts < MAX_TIMEOUTS:
                 log.warning(f"{name}.time_limit", timeouts=timeouts + 1, retry_in=STORE_RETRY_SECONDS)
-                changes = {**(self.request.kwargs or {}), TIMEOUTS: timeouts + 1}
+                kept = _without(self.request.kwargs, STORE_FAILURES, STORE_SINCE)
+                changes = {**kept, TIMEOUTS: timeouts + 1}
                 defer(self, STORE_RETRY_SECONDS, kwargs=changes)
             else:
                 self._fail(args, self.time_limit_reason % (timeouts + 1), exc)

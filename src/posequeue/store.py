@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 from urllib.parse import unquote, urlparse
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 from posequeue.errors import StoreError
 
 
@@ -135,8 +137,7 @@ class S3Store:
         return f"s3://{self.bucket}/{self.prefix}{key}"
 
     def _guard(self, action: str, key: str, exc: Exception) -> StoreError:
-        reason = describe_aws_error(exc)
-        return StoreError(f"cannot {action} {self.uri(key)}: {reason}", lasting=_refused(exc))
+        return aws_error(f"cannot {action} {self.uri(key)}", exc)
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/json") -> str:
         try:
@@ -203,7 +204,20 @@ REFUSED_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
 
 def _refused(exc: Exception) -> bool:
     response = getattr(exc, "response", None)
-    return isinstance(response, dict) and response.get("Error", {}).get("Code") in REFUSED_AWS_CODES
+    if not isinstance(response, dict):
+        return False
+    # A HEAD (head_object, head_bucket) has no body: its refusal reads as code "403".
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return response.get("Error", {}).get("Code") in REFUSED_AWS_CODES or status == 403
+
+
+def aws_error(what: str, exc: Exception) -> StoreError:
+    """The ``StoreError`` for a failed S3 call (``what``: "cannot read s3://..."), ``lasting`` for
+    a refusal. Celery's soft time limit, raised inside the call, is raised again as itself: it is
+    the task's time running out, not the store's fault."""
+    if isinstance(exc, SoftTimeLimitExceeded):
+        raise exc
+    return StoreError(f"{what}: {describe_aws_error(exc)}", lasting=_refused(exc))
 
 
 def describe_aws_error(exc: Exception) -> str:
@@ -234,7 +248,7 @@ class S3Reader(io.RawIOBase):
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=self.key)
         except Exception as exc:
-            raise StoreError(f"cannot open {uri}: {describe_aws_error(exc)}") from None
+            raise aws_error(f"cannot open {uri}", exc) from None
         self.size = int(head["ContentLength"])
         self.pos = 0
 
@@ -260,7 +274,7 @@ class S3Reader(io.RawIOBase):
             obj = self.client.get_object(Bucket=self.bucket, Key=self.key, Range=f"bytes={self.pos}-{end}")
             data = obj["Body"].read()
         except Exception as exc:
-            raise StoreError(f"cannot read {self.uri}: {describe_aws_error(exc)}") from None
+            raise aws_error(f"cannot read {self.uri}", exc) from None
         n = len(data)
         buffer[:n] = data
         self.pos += n
@@ -300,7 +314,7 @@ def uri_size(uri: str) -> int:
         try:
             return int(s3_client().head_object(Bucket=bucket, Key=key)["ContentLength"])
         except Exception as exc:
-            raise StoreError(f"cannot open {uri}: {describe_aws_error(exc)}") from None
+            raise aws_error(f"cannot open {uri}", exc) from None
     try:
         return Path(unquote_file_uri(uri)).stat().st_size
     except OSError as exc:
@@ -315,7 +329,7 @@ def iter_range(uri: str, start: int, end: int, chunk: int = 1 << 16) -> Iterator
         try:
             body = s3_client().get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end}")["Body"]
         except Exception as exc:
-            raise StoreError(f"cannot read {uri}: {describe_aws_error(exc)}") from None
+            raise aws_error(f"cannot read {uri}", exc) from None
         with contextlib.closing(body):
             yield from body.iter_chunks(chunk)
         return

@@ -80,6 +80,11 @@ def make_app(settings: Settings | None = None) -> Celery:
 app = make_app()
 
 
+# The failure policy's own counts, carried in a deferred message's kwargs (posequeue.policy):
+# a store outage's first error and tries, runs stopped by the time limit in a row.
+POLICY_KWARGS = ("store_failures", "store_since", "timeouts")
+
+
 def defer(task: Task, countdown: float, **changes: Any) -> None:
     """Run ``task`` again in ``countdown`` seconds (``changes``: new ``args`` or ``kwargs``)
     and end this run normally: the next run sees ``request.retries`` one higher, this one is
@@ -87,6 +92,8 @@ def defer(task: Task, countdown: float, **changes: Any) -> None:
     outlives it. A raised ``Retry`` sits in a reference cycle (its traceback holds the tracer's
     frame, which holds the ExceptionInfo, which holds the ``Retry``): ~0.37 MB each until a full
     garbage collection (docs/performance.md). Callers check their own retry limits first."""
+    if "kwargs" not in changes:  # a deferral of another kind: the policy's counts start again
+        changes["kwargs"] = {k: v for k, v in (task.request.kwargs or {}).items() if k not in POLICY_KWARGS}
     task.retry(countdown=countdown, throw=False, **changes)
     name = task.name.rsplit(".", 1)[-1]
     log.info(f"{name}.deferred", countdown=countdown, retries=task.request.retries + 1)

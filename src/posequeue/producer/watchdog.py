@@ -171,7 +171,9 @@ def check_analysis(jobs: Jobs, job: Job, now: float) -> str | None:
         if waited <= settings.ingest_stall:
             return None
         if not _lost(jobs, job.job_id, ANALYZE_TASK, ANALYSIS):
-            if waited > settings.queued_timeout:
+            # Past the timeout it fails only with nobody to take it: a queue that is served
+            # but busy (analyses of long videos before it) is waited on.
+            if waited > settings.queued_timeout and consumers(ANALYSIS) == []:
                 return _fail_analysis(jobs, job, _analysis_queued_reason(jobs, job, waited))
             return None
         why = "the last message was lost before any worker started it"

@@ -121,7 +121,7 @@ def _restore_soon() -> None:
     _retrying.set()
 
     def retry() -> None:
-        try:
+        while True:
             while orphans():
                 try:
                     n = restore_orphans(_app)
@@ -130,8 +130,11 @@ def _restore_soon() -> None:
                     continue
                 if n:
                     log.warning("worker.restored_after_broker_loss", messages=n)
-        finally:
             _retrying.clear()
+            # A tag added between the last look and the clear found the flag still set.
+            if not orphans() or _retrying.is_set():
+                return
+            _retrying.set()
 
     threading.Thread(target=retry, name="posequeue-restore", daemon=True).start()
 
@@ -172,6 +175,7 @@ class RestoreOrphans(bootsteps.StartStopStep):
             n = restore_orphans(c.app)
         except Exception as exc:
             log.warning("worker.restore_failed", reason=repr(exc), waiting=len(orphans()))
+            _restore_soon()  # the thread tries again every second
             return
         if n:
             log.warning("worker.restored_after_broker_loss", messages=n)
