@@ -299,11 +299,8 @@ class Jobs:
         """End the job done; the status it had (done only if it was running), None if gone.
         ``analysis``: the fields of its motion analysis, queued in the same step (and put on the
         watchdog's list), so that nobody sees the job done without it."""
-        extra = {k: str(v) for k, v in (analysis or {}).items()}
-        listed = ANALYSES if analysis else None
-        before = self.end(
-            job_id, JobStatus.DONE, listed, results=json.dumps(results), finished_at=finished_at, **extra
-        )
+        fields = {"results": json.dumps(results), "finished_at": finished_at, **(analysis or {})}
+        before = self.end(job_id, JobStatus.DONE, ANALYSES if analysis else None, **fields)
         self.budget.release_job(job_id)  # nothing should be left; a stray redelivery's batch goes
         return before
 

@@ -45,7 +45,7 @@ import structlog
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from posequeue.config.celery_app import POLICY_KWARGS, app, defer
+from posequeue.config.celery_app import POLICY_KWARGS, app, defer, without
 from posequeue.config.schemas import JobStatus
 from posequeue.config.settings import get_settings
 from posequeue.errors import JobError, JobNotFound, JobNotRunning, StoreError
@@ -71,12 +71,6 @@ def job_id_of(args: tuple[Any, ...] | list[Any]) -> str:
     """The job a task works for: its first argument, a job id or a cursor holding one."""
     first = args[0]
     return first if isinstance(first, str) else str(first["job_id"])
-
-
-def _without(kwargs: dict[str, Any] | None, *names: str) -> dict[str, Any]:
-    """A message's kwargs without the policy's counts ``names`` (a deferral of another kind
-    starts them again)."""
-    return {k: v for k, v in (kwargs or {}).items() if k not in names}
 
 
 def backoff_max() -> float:
@@ -134,7 +128,7 @@ class JobTask(Task):
             if delay is not None:
                 get_jobs().update(job_id_of(args), {"store_wait_at": time.time()})
                 changes = {
-                    **_without(self.request.kwargs, TIMEOUTS),
+                    **without(self.request.kwargs, TIMEOUTS),
                     STORE_FAILURES: store_failures + 1,
                     STORE_SINCE: store_since or time.time(),
                 }
@@ -147,7 +141,7 @@ class JobTask(Task):
         except SoftTimeLimitExceeded as exc:  # a host busy for a while: tried again, twice
             if timeouts < MAX_TIMEOUTS:
                 log.warning(f"{name}.time_limit", timeouts=timeouts + 1, retry_in=STORE_RETRY_SECONDS)
-                kept = _without(self.request.kwargs, STORE_FAILURES, STORE_SINCE)
+                kept = without(self.request.kwargs, STORE_FAILURES, STORE_SINCE)
                 changes = {**kept, TIMEOUTS: timeouts + 1}
                 defer(self, STORE_RETRY_SECONDS, kwargs=changes)
             else:

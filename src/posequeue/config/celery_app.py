@@ -85,6 +85,12 @@ app = make_app()
 POLICY_KWARGS = ("store_failures", "store_since", "timeouts")
 
 
+def without(kwargs: dict[str, Any] | None, *names: str) -> dict[str, Any]:
+    """A message's kwargs without the policy's counts ``names`` (a deferral of another kind
+    starts them again)."""
+    return {k: v for k, v in (kwargs or {}).items() if k not in names}
+
+
 def defer(task: Task, countdown: float, **changes: Any) -> None:
     """Run ``task`` again in ``countdown`` seconds (``changes``: new ``args`` or ``kwargs``)
     and end this run normally: the next run sees ``request.retries`` one higher, this one is
@@ -93,7 +99,7 @@ def defer(task: Task, countdown: float, **changes: Any) -> None:
     frame, which holds the ExceptionInfo, which holds the ``Retry``): ~0.37 MB each until a full
     garbage collection (docs/performance.md). Callers check their own retry limits first."""
     if "kwargs" not in changes:  # a deferral of another kind: the policy's counts start again
-        changes["kwargs"] = {k: v for k, v in (task.request.kwargs or {}).items() if k not in POLICY_KWARGS}
+        changes["kwargs"] = without(task.request.kwargs, *POLICY_KWARGS)
     task.retry(countdown=countdown, throw=False, **changes)
     name = task.name.rsplit(".", 1)[-1]
     log.info(f"{name}.deferred", countdown=countdown, retries=task.request.retries + 1)
