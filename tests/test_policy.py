@@ -42,6 +42,19 @@ def submit(env: dict[str, str]) -> str:
     return str(json.loads(out.stdout.splitlines()[-1])["job_id"])
 
 
+def run_once(task: Any, queue: str, *args: Any, **kwargs: Any) -> None:
+    """One delivery of ``task`` in this process, as a worker's tracer calls it (the request
+    pushed, not called directly); a deferral is sent to ``queue``, which no worker reads."""
+    info = {"exchange": "", "routing_key": queue}
+    task.push_request(
+        id=uuid.uuid4().hex, args=list(args), kwargs=kwargs, delivery_info=info, called_directly=False
+    )
+    try:
+        task(*args, **kwargs)
+    finally:
+        task.pop_request()
+
+
 def test_a_store_error_is_retried_and_the_job_then_finishes(isolated, start_worker, s3_server) -> None:
     """A store that fails for a while (its bucket appears only after a batch was deferred more
     often than a crashing batch may start, and longer than the three retries that stages once
@@ -135,15 +148,7 @@ def test_a_run_stopped_by_the_time_limit_is_tried_again_then_fails_the_job(jobs)
     jobs.mark_running(job_id, {})
     try:
         for n in range(MAX_TIMEOUTS + 1):
-            kwargs = {TIMEOUTS: n} if n else {}
-            info = {"exchange": "", "routing_key": queue}
-            slow.push_request(
-                id=uuid.uuid4().hex, args=[job_id], kwargs=kwargs, delivery_info=info, called_directly=False
-            )
-            try:
-                slow(job_id, **kwargs)
-            finally:
-                slow.pop_request()
+            run_once(slow, queue, job_id, **({TIMEOUTS: n} if n else {}))
             status = jobs.get(job_id).status.value
             assert status == ("running" if n < MAX_TIMEOUTS else "failed"), n
             assert jobs.r.llen(queue) == min(n + 1, MAX_TIMEOUTS)  # deferred: sent again
@@ -177,14 +182,7 @@ def test_a_store_refusing_credentials_fails_the_job_at_once(jobs) -> None:
         for lasting, status in ((False, "running"), (True, "failed")):
             job_id = jobs.create(job_id=Jobs.new_id(), model="blazepose", video="v", batch_size=8, source="v")
             jobs.mark_running(job_id, {})
-            info = {"exchange": "", "routing_key": queue}
-            write.push_request(
-                id=uuid.uuid4().hex, args=[job_id, lasting], delivery_info=info, called_directly=False
-            )
-            try:
-                write(job_id, lasting)
-            finally:
-                write.pop_request()
+            run_once(write, queue, job_id, lasting)
             job = jobs.get(job_id)
             assert job.status.value == status, job.error
         assert job.error == "cannot write s3://b/results/jobs/x: AccessDenied"
@@ -209,17 +207,11 @@ def test_a_deferral_of_another_kind_starts_the_policys_counts_again(jobs) -> Non
     queue = f"tests.policy.{uuid.uuid4().hex[:8]}"
     job_id = jobs.create(job_id=Jobs.new_id(), model="blazepose", video="v", batch_size=8, source="v")
     jobs.mark_running(job_id, {})
-    kwargs = {STORE_FAILURES: 3, STORE_SINCE: time.time() - 800, "other": 1}
-    info = {"exchange": "", "routing_key": queue}
-    waits.push_request(
-        id=uuid.uuid4().hex, args=[job_id], kwargs=kwargs, delivery_info=info, called_directly=False
-    )
     try:
-        waits(job_id, **kwargs)
+        run_once(waits, queue, job_id, **{STORE_FAILURES: 3, STORE_SINCE: time.time() - 800, "other": 1})
         [raw] = jobs.r.lrange(queue, 0, -1)
         _, sent, _ = json.loads(base64.b64decode(json.loads(raw)["body"]))
         assert sent == {"other": 1} and not set(POLICY_KWARGS) & set(sent)
     finally:
-        waits.pop_request()
         jobs.r.delete(queue)
         jobs.fail(job_id, "test over")

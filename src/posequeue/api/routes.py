@@ -6,10 +6,12 @@ Each calls the code the ``posequeue`` command calls (``producer.submit.submit``,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -246,17 +248,27 @@ def get_job(request: Request, job_id: str) -> dict[str, Any]:
     return describe(_job(request, job_id), state.store, state.tokens)
 
 
-@authed.delete("/jobs/{job_id}", summary="Cancel a queued or running job (`posequeue cancel`)")
-def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
-    from posequeue.producer.control import ControlError, cancel
+@contextlib.contextmanager
+def _refusals(conflict: str) -> Iterator[None]:
+    """A control command's refusals as the API answers them: 404 for a job it does not know,
+    409 ``conflict`` for one in the wrong state."""
+    from posequeue.producer.control import ControlError
 
-    state = request.app.state
     try:
-        cancel(check_job_id(job_id), state.jobs)
+        yield
     except JobNotFound as exc:
         raise ApiError(404, "no_such_job", exc.args[0]) from None
     except ControlError as exc:
-        raise ApiError(409, "job_ended", str(exc)) from None
+        raise ApiError(409, conflict, str(exc)) from None
+
+
+@authed.delete("/jobs/{job_id}", summary="Cancel a queued or running job (`posequeue cancel`)")
+def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
+    from posequeue.producer.control import cancel
+
+    state = request.app.state
+    with _refusals("job_ended"):
+        cancel(check_job_id(job_id), state.jobs)
     return describe(_job(request, job_id), state.store, state.tokens)
 
 
@@ -266,15 +278,11 @@ def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
     summary="Run a failed or cancelled job again under its id (`posequeue retry`)",
 )
 def retry_job(request: Request, job_id: str) -> dict[str, Any]:
-    from posequeue.producer.control import ControlError, retry
+    from posequeue.producer.control import retry
 
     state = request.app.state
-    try:
+    with _refusals("not_retryable"):
         retry(check_job_id(job_id), state.jobs)
-    except JobNotFound as exc:
-        raise ApiError(404, "no_such_job", exc.args[0]) from None
-    except ControlError as exc:
-        raise ApiError(409, "not_retryable", str(exc)) from None
     job = _job(request, job_id)
     if job.callback_url:  # the job will end again: call back again
         rearm(state.jobs, job_id)
