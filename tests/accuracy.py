@@ -22,8 +22,11 @@ def videos() -> list[Path]:
     return sorted(FIXTURES.glob("*.mp4"))
 
 
-def reference(video: Path) -> list[Any]:
-    return json.loads(video.with_suffix(".reference.json").read_text())["frames"]
+def reference(video: Path, video_mode: bool = False) -> list[Any]:
+    """MediaPipe's frames for ``video``: static image mode, or video mode (its own tracking,
+    keypoints not smoothed) with ``video_mode``."""
+    suffix = ".video-reference.json" if video_mode else ".reference.json"
+    return json.loads(video.with_suffix(suffix).read_text())["frames"]
 
 
 def frame_error(ours: list[list[float]], ref: list[list[float]]) -> tuple[float, float]:

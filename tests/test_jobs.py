@@ -110,7 +110,7 @@ def test_get_returns_a_typed_record_and_summary_keeps_its_fields_and_order(jobs)
     queued = jobs.get(job_id)
     assert isinstance(queued, Job) and queued.status is JobStatus.QUEUED
     assert (queued.batch_size, queued.frames_done, queued.video_info, queued.results) == (8, 0, {}, {})
-    assert (queued.people, queued.follow) == (1, Follow.MOST_PRESENT)
+    assert (queued.people, queued.follow, queued.video_mode) == (1, Follow.MOST_PRESENT, False)
     assert list(summary(queued)) == [
         "job_id",
         "status",
@@ -121,6 +121,7 @@ def test_get_returns_a_typed_record_and_summary_keeps_its_fields_and_order(jobs)
         "submitted_at",
         "people",
         "follow",
+        "video_mode",
     ]
     jobs.mark_running(job_id, {"width": 4, "height": 3, "fps": 30.0, "frame_count": 9})
     assert jobs.get(job_id).frames_expected == 9  # the probe's count until ingest ends
@@ -199,3 +200,13 @@ def test_a_record_from_before_people_reads_as_one_person_best_score(jobs) -> Non
     jobs.r.hdel(job_key(job_id), "people", "follow")
     old = jobs.get(job_id)
     assert (old.people, old.follow) == (1, Follow.BEST_SCORE)
+
+
+def test_video_mode_reads_back_as_it_was_asked(jobs) -> None:
+    """The record keeps the flag as 0 or 1 (a hash keeps text): both read back as booleans."""
+    for asked in (True, False):
+        job_id = jobs.new_id()
+        jobs.create(
+            job_id=job_id, model="blazepose", video="/v.mp4", batch_size=8, source="v.mp4", video_mode=asked
+        )
+        assert jobs.get(job_id).video_mode is asked

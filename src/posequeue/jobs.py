@@ -216,6 +216,7 @@ class Jobs:
         source: str,
         people: int = 1,
         follow: str = "most-present",
+        video_mode: bool = False,
         callback_url: str | None = None,
     ) -> str:
         now = time.time()
@@ -227,6 +228,7 @@ class Jobs:
             "batch_size": batch_size,
             "people": people,
             "follow": follow,
+            "video_mode": int(video_mode),
             "submitted_at": now,
             "frames_done": 0,
             "batches_enqueued": 0,
@@ -565,6 +567,7 @@ SUMMARY_FIELDS = (
     "video_info",
     "people",  # added with output contract 2, after the fields clients had already
     "follow",
+    "video_mode",
     "callback_url",  # a job submitted through the HTTP API with one
 )
 

@@ -62,6 +62,9 @@ class JobOptions(BaseModel):
     batch_size: int | None = Field(None, ge=1, le=256, description="frames per inference batch")
     people: int | None = Field(None, description="most people per frame, each with a track_id (default 1)")
     follow: Follow | None = Field(None, description="which people: most-present (default) or best-score")
+    video_mode: bool | None = Field(
+        None, description="follow people from frame to frame, the detector only where lost (default false)"
+    )
     analysis: bool = Field(True, description="run the motion analysis when the job is done (--no-analysis)")
     callback_url: str | None = Field(None, description="POSTed to, signed, when the job ends")
 
@@ -208,6 +211,7 @@ def _submit(
             batch_size=options.batch_size,
             people=options.people,
             follow=None if options.follow is None else options.follow.value,
+            video_mode=options.video_mode,
             analysis=options.analysis,
             callback_url=options.callback_url,
             upload_as=upload_as,

@@ -95,6 +95,7 @@ class Job:
     # Records from before --people have neither: one person, the detector's best, as then.
     people: int = 1  # most people per frame (submit --people)
     follow: Follow = Follow.BEST_SCORE  # which people the job keeps (submit --follow)
+    video_mode: bool = False  # follow people between frames (submit --video-mode)
     # the motion analysis (analysis/state.py writes these; absent until it is queued or turned off)
     analysis: AnalysisStatus | None = None
     analysis_error: str | None = None
@@ -148,6 +149,8 @@ def _converter(kind: Any) -> Any:
     """How a hash field's text becomes a value of the declared type (``int | None`` -> int)."""
     if get_origin(kind) in (Union, UnionType):
         kind = next(k for k in get_args(kind) if k is not type(None))
+    if kind is bool:  # written as 0 or 1 (Jobs.create)
+        return lambda text: text not in ("0", "False", "")
     return json.loads if get_origin(kind) in (dict, list) else kind
 
 
@@ -176,6 +179,7 @@ class BatchMeta:
     work: tuple[int, int]
     model: str
     people: int = 1  # separate detections kept per frame (detections_per_frame)
+    video_mode: bool = False  # follow people between frames (worker/video_mode.py), else detect on each
     payload: dict[str, Any] = field(default_factory=lambda: {"codec": "raw"})
 
     def to_dict(self) -> dict[str, Any]:

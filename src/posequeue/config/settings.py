@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     follow: str = Field(
         "most-present", pattern="^(most-present|best-score)$", description="which people (submit --follow)"
     )
+    video_mode: bool = Field(
+        False, description="follow people between frames, detect only where lost (submit --video-mode)"
+    )
     segment_seconds: float = Field(2.0, gt=0, description="video seconds per ingest task")
     max_redis_mb: int = Field(
         256, ge=1, description="Redis memory (MiB) for the frames of every job together (config/budget.py)"

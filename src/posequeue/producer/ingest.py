@@ -144,7 +144,14 @@ def _ingest_segment(jobs: Jobs, job: Job, cur: Cursor) -> _Outcome:
     decided = jobs.segment_frames(cur.job_id, cur.segment)  # set: this is a replay
     people = detections_per_frame(job.people, job.follow)
     batcher = _Batcher(
-        jobs, cur, spec.name, spec.first_stage.name, job.batch_size, people, replay=decided is not None
+        jobs,
+        cur,
+        spec.name,
+        spec.first_stage.name,
+        job.batch_size,
+        people,
+        job.video_mode,
+        replay=decided is not None,
     )
     stats = DecodeStats()
     started = time.perf_counter()
@@ -221,10 +228,19 @@ class _Batcher:
     mid-stream starts a new batch."""
 
     def __init__(
-        self, jobs: Jobs, cur: Cursor, model: str, stage: str, size: int, people: int, replay: bool
+        self,
+        jobs: Jobs,
+        cur: Cursor,
+        model: str,
+        stage: str,
+        size: int,
+        people: int,
+        video_mode: bool,
+        replay: bool,
     ) -> None:
         self.jobs, self.cur, self.model, self.size, self.replay = jobs, cur, model, size, replay
         self.people = people  # separate detections the detector keeps per frame
+        self.video_mode = video_mode  # worker/video_mode.py
         self.pixels: list[np.ndarray] = []
         self.times: list[float] = []
         self.pts: list[int | None] = []
@@ -289,6 +305,7 @@ class _Batcher:
             (w, h),
             self.model,
             self.people,
+            self.video_mode,
             encoded.meta,
         ).to_dict()
         payload = {"frames": encoded.blob}

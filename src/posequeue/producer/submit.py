@@ -30,12 +30,15 @@ def submit(
     batch_size: int | None = None,
     people: int | None = None,
     follow: str | None = None,
+    video_mode: bool | None = None,
     analysis: bool = True,
     callback_url: str | None = None,
     upload_as: str | None = None,
 ) -> str:
     """Check and enqueue ``video`` (a local path or ``s3://`` URI); return the job id.
 
+    ``video_mode``: follow people from frame to frame, the detector only where nobody is
+    followed (``worker/video_mode.py``); else the detector runs on every frame.
     ``analysis``: run the motion analysis when the job is done (docs/analysis.md).
     ``upload_as``: the local file is handed over (an upload the HTTP API spooled): it goes into
     the store under this name whatever the store, as the caller removes its copy.
@@ -67,6 +70,7 @@ def submit(
         source=upload_as or video,
         people=people,
         follow=follow,
+        video_mode=settings.video_mode if video_mode is None else video_mode,
         callback_url=callback_url,
     )
     if not analysis:

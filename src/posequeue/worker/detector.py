@@ -85,7 +85,8 @@ def _logit(p: float) -> float:
     return float(np.log(p / (1 - p))) if 0 < p < 1 else (-np.inf if p <= 0 else np.inf)
 
 
-def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+def iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Intersection over union of one (xmin, ymin, xmax, ymax) box with each of ``others``."""
     lo = np.maximum(box[:2], others[:, :2])
     hi = np.minimum(box[2:], others[:, 2:])
     inter = np.prod(np.clip(hi - lo, 0, None), axis=1)
@@ -99,7 +100,7 @@ def _weighted_nms(scores: np.ndarray, boxes: np.ndarray, kps: np.ndarray) -> lis
     out: list[Detection] = []
     while order.size:
         top = order[0]
-        overlap = _iou(boxes[top], boxes[order]) > NMS_IOU
+        overlap = iou(boxes[top], boxes[order]) > NMS_IOU
         overlap[0] = True  # a degenerate box (no area) overlaps nothing, not even itself
         group = order[overlap]
         weights = scores[group][:, None]
@@ -119,7 +120,7 @@ def separate(found: list[Detection], keep: int) -> list[Detection]:
     for detection in found:
         if len(kept) == keep:
             break
-        if not kept or _iou(detection.box, np.stack([k.box for k in kept])).max() <= SEPARATE_IOU:
+        if not kept or iou(detection.box, np.stack([k.box for k in kept])).max() <= SEPARATE_IOU:
             kept.append(detection)
     return kept
 

@@ -16,7 +16,7 @@ from posequeue.config.schemas import BatchMeta
 from posequeue.config.settings import get_settings
 from posequeue.errors import ModelOutputError
 from posequeue.payload.codec import Payload
-from posequeue.worker import blazepose, detector, keypoints
+from posequeue.worker import blazepose, detector, keypoints, video_mode
 from posequeue.worker.model_cache import stage_path
 from posequeue.worker.pinning import cpu_threads
 from posequeue.worker.runtimes import Runtime, make_runtime
@@ -121,6 +121,27 @@ class KeypointStage(Stage):
         outputs, elapsed = self.infer(batch)
         people = keypoints.people(outputs, self.stage, box, meta.display, len(self.spec.keypoints))
         return StageResult(people=people, model_seconds=elapsed)
+
+
+def video_mode_pair(meta: BatchMeta, stage: str, later: list[str]) -> str | None:
+    """The landmark stage that runs with detector stage ``stage`` in video mode, or None where
+    the batch is detected on every frame: the job did not ask for video mode, or the landmark
+    stage is not in this process (a split layout: its worker sees crops only, not the frames
+    to follow people in)."""
+    if not meta.video_mode or not later:
+        return None
+    spec = get_model(meta.model)
+    kinds = (spec.stage(stage).kind, spec.stage(later[0]).kind)
+    return later[0] if kinds == ("blazepose-detector", "blazepose-landmarks") else None
+
+
+def run_video_mode(
+    stage: str, landmarks: str, fields: dict[str, Any], meta: BatchMeta
+) -> video_mode.Followed:
+    """Both BlazePose stages on one batch in video mode (``worker/video_mode.py``)."""
+    det, lm = load(meta.model, stage), load(meta.model, landmarks)
+    pixels = _payload(fields, meta)
+    return video_mode.run(det, lm, pixels.frames(), pixels.detector_input(), meta)
 
 
 # Stage code by the spec's ``kind``.
