@@ -22,6 +22,7 @@ from chaos import job_message, lose_messages, wait_until  # noqa: E402
 from posequeue.config import keys  # noqa: E402
 from posequeue.config.celery_app import FINALIZE_TASK, INGEST_TASK  # noqa: E402
 from posequeue.config.queues import INGEST  # noqa: E402
+from posequeue.config.schemas import Job  # noqa: E402
 from posequeue.jobs import Jobs  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -329,3 +330,30 @@ def test_superseded_analysis_run_does_not_beat(jobs) -> None:
     with beating(jobs, job_id, 1, interval=0.05):
         time.sleep(0.3)
     assert jobs.get(job_id).analysis_beat_at is None
+
+
+def test_sweep_keeps_an_analysis_asked_for_again_while_it_looked(jobs, sent, monkeypatch) -> None:
+    """The sweep reads an ended analysis and a new `analyze` is queued before it takes it off
+    its list: the new one stays listed (else its lost message would never be sent again)."""
+    from posequeue.analysis.params import Params
+    from posequeue.analysis.state import mark, request
+    from posequeue.config.schemas import AnalysisStatus
+    from posequeue.producer.watchdog import sweep
+
+    job_id = _done_job(jobs)
+    request(jobs, job_id, Params())
+    get = jobs.get
+
+    def get_then_request(wanted: str) -> Job:
+        if wanted != job_id:
+            return get(wanted)
+        mark(jobs, job_id, AnalysisStatus.DONE, expect=1, results={})  # it ends as the sweep looks
+        job = get(wanted)
+        request(jobs, job_id, Params(cutoff=3.0))  # and is asked for again
+        return job
+
+    monkeypatch.setattr(jobs, "get", get_then_request)
+    sweep(jobs)
+    monkeypatch.undo()
+    assert jobs.get(job_id).analysis is AnalysisStatus.QUEUED
+    assert jobs.r.zscore(keys.ANALYSES, job_id) is not None

@@ -35,7 +35,7 @@ from posequeue.config.settings import get_settings
 from posequeue.jobs import Jobs
 from posequeue.logs import get_logger
 
-__all__ = ["AnalysisStatus", "beating", "mark", "request", "send", "start", "wait"]
+__all__ = ["AnalysisStatus", "beating", "mark", "request", "send", "start", "unlist", "wait"]
 log = get_logger(__name__)
 _STAMPS = {
     AnalysisStatus.QUEUED: "analysis_queued_at",
@@ -78,6 +78,15 @@ if redis.call('HGET', KEYS[1], 'analysis') ~= 'running' then return 0 end
 if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'analysis_sends') ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], 'analysis_beat_at', ARGV[1])
 return 1
+"""
+
+# Takes an ended analysis off the watchdog's list (KEYS: record, the analyses' set; ARGV: job
+# id) unless it is queued or running again: an `analyze` between the sweep's read and this must
+# stay listed, or its lost message would never be sent again. 1 if taken off.
+_UNLIST = """
+local now = redis.call('HGET', KEYS[1], 'analysis')
+if now == 'queued' or now == 'running' then return 0 end
+return redis.call('ZREM', KEYS[2], ARGV[1])
 """
 
 # The start of an analysis task sent as the ARGV[2]th (KEYS[1]: the job record; ARGV[1]: now;
@@ -162,6 +171,13 @@ def beat_interval() -> float:
     """Seconds between a running analysis's heartbeats: a quarter of POSEQUEUE_INGEST_STALL,
     after which the watchdog takes a silent analysis for lost (0.25 to 15 s)."""
     return max(0.25, min(15.0, get_settings().ingest_stall / 4))
+
+
+def unlist(jobs: Jobs, job_id: str) -> bool:
+    """Take an ended analysis (or one whose job's record is gone) off the watchdog's list,
+    unless it was asked for again since the caller looked; True if taken off."""
+    script = jobs.r.register_script(_UNLIST)
+    return bool(script(keys=[job_key(job_id), ANALYSES], args=[job_id]))
 
 
 @contextlib.contextmanager

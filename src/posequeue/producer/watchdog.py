@@ -93,10 +93,10 @@ def sweep(jobs: Jobs, now: float | None = None) -> dict[str, str]:
         try:
             job = jobs.get(job_id)
         except JobNotFound:
-            jobs.r.zrem(keys.ANALYSES, job_id)
+            state.unlist(jobs, job_id)
             continue
         if job.analysis is None or job.analysis.finished:
-            jobs.r.zrem(keys.ANALYSES, job_id)
+            state.unlist(jobs, job_id)  # unless asked for again since
             continue
         try:
             action = check_analysis(jobs, job, time.time() if now is None else now)
