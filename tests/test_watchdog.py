@@ -22,6 +22,7 @@ from chaos import job_message, lose_messages, wait_until  # noqa: E402
 from posequeue.config import keys  # noqa: E402
 from posequeue.config.celery_app import FINALIZE_TASK, INGEST_TASK  # noqa: E402
 from posequeue.config.queues import INGEST  # noqa: E402
+from posequeue.config.schemas import Job  # noqa: E402
 from posequeue.jobs import Jobs  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -162,7 +163,7 @@ def test_silent_analysis_fails_with_reason_and_job_stays_done(jobs) -> None:
     from posequeue.producer.watchdog import MAX_RESENDS, sweep
 
     job_id = _done_job(jobs)
-    mark(jobs, job_id, AnalysisStatus.QUEUED, params={}, sends=MAX_RESENDS + 1)
+    mark(jobs, job_id, AnalysisStatus.QUEUED, params={}, sends=MAX_RESENDS + 3, resends=MAX_RESENDS)
     mark(jobs, job_id, AnalysisStatus.RUNNING)
     assert jobs.r.zscore(keys.ANALYSES, job_id) is not None
     actions = sweep(jobs, now=time.time() + 3600)  # long after its last heartbeat
@@ -192,10 +193,14 @@ def test_stale_analysis_message_starts_nothing(jobs) -> None:
 
 def test_running_analysis_beats(jobs) -> None:
     """A running analysis writes a heartbeat, the watchdog's sign that its worker lives."""
-    from posequeue.analysis.state import beating
+    from posequeue.analysis.state import beating, mark, start
+    from posequeue.config.schemas import AnalysisStatus
 
     job_id = _done_job(jobs)
-    with beating(jobs, job_id, interval=0.05):
+    mark(jobs, job_id, AnalysisStatus.QUEUED, params={}, sends=1)
+    assert start(jobs, job_id, 1)
+    jobs.r.hdel(keys.job_key(job_id), "analysis_beat_at")
+    with beating(jobs, job_id, 1, interval=0.05):
         assert wait_until(lambda: jobs.get(job_id).analysis_beat_at, 5)
 
 
@@ -214,7 +219,12 @@ def test_lost_analysis_message_is_sent_again(isolated, start_worker) -> None:
     start_worker("--stage", "ingest", **_worker_env(env))
     assert wait_until(lambda: job_message(theirs.r, ANALYSIS, job_id, ANALYZE_TASK), 30)
     job = theirs.get(job_id)
-    assert (job.status.value, job.analysis, job.analysis_sends) == ("done", AnalysisStatus.QUEUED, 2)
+    assert (job.status.value, job.analysis, job.analysis_sends, job.analysis_resends) == (
+        "done",
+        AnalysisStatus.QUEUED,
+        2,
+        1,
+    )
 
 
 def test_job_waiting_on_the_store_is_not_judged_stalled(jobs) -> None:
@@ -230,3 +240,120 @@ def test_job_waiting_on_the_store_is_not_judged_stalled(jobs) -> None:
     assert check(jobs, jobs.get(job_id), now) is None
     assert jobs.get(job_id).status.value == "running"
     jobs.fail(job_id, "end of test")
+
+
+# -- races of an analysis asked for again, re-sent, or ending (driven step by step) -------------
+@pytest.fixture
+def sent(monkeypatch) -> list[tuple[str, dict, int]]:
+    """The analysis messages sent, recorded instead of sent."""
+    from posequeue.analysis import state
+
+    messages: list[tuple[str, dict, int]] = []
+    monkeypatch.setattr(state, "send", lambda job_id, params, sends: messages.append((job_id, params, sends)))
+    return messages
+
+
+def test_new_analysis_request_makes_the_queued_message_stale(jobs, sent) -> None:
+    """`analyze` with new parameters while the last analysis is still queued: only the new
+    message may start (the old one would run the old parameters and make the new one stale)."""
+    from posequeue.analysis.params import Params
+    from posequeue.analysis.state import request
+    from posequeue.analysis.task import analyze_task
+    from posequeue.config.schemas import AnalysisStatus
+
+    job_id = _done_job(jobs)
+    request(jobs, job_id, Params(cutoff=4.0))
+    request(jobs, job_id, Params(cutoff=3.0))
+    (_, old, first), (_, new, second) = sent
+    assert second > first
+    analyze_task(job_id, old, first)  # the old message arrives first: stale
+    job = jobs.get(job_id)
+    assert (job.analysis, job.analysis_sends, job.analysis_params) == (AnalysisStatus.QUEUED, second, new)
+
+
+def test_new_analysis_request_does_not_use_up_the_watchdogs_resends(jobs, sent) -> None:
+    """Sends asked for with `analyze` are not the watchdog's re-sends: after many requests, a
+    silent run is still sent again (its re-sends count from the last request)."""
+    from posequeue.analysis.params import Params
+    from posequeue.analysis.state import request, start
+    from posequeue.producer.watchdog import MAX_RESENDS, check_analysis
+
+    job_id = _done_job(jobs)
+    for _ in range(MAX_RESENDS + 2):
+        request(jobs, job_id, Params())
+    assert start(jobs, job_id, sent[-1][2])
+    action = check_analysis(jobs, jobs.get(job_id), time.time() + 3600)  # long after its last beat
+    assert action == "re-sent the analysis (lost while running)"
+    job = jobs.get(job_id)
+    assert (job.analysis_sends, job.analysis_resends) == (MAX_RESENDS + 3, 1)
+    assert sent[-1][2] == MAX_RESENDS + 3
+
+
+def test_superseded_analysis_run_ends_without_marking_or_deleting(jobs, sent, monkeypatch) -> None:
+    """A run whose worker could not beat (Redis away) is re-sent by the watchdog while it goes
+    on: when it ends it marks nothing and keeps the input, which the new run reads."""
+    import posequeue.analysis.run
+    import posequeue.analysis.task
+    from posequeue.analysis.params import Params
+    from posequeue.analysis.state import request
+    from posequeue.analysis.task import analyze_task
+    from posequeue.config.schemas import AnalysisStatus
+    from posequeue.producer.watchdog import check_analysis
+
+    job_id = _done_job(jobs)
+    request(jobs, job_id, Params())
+    deleted: list[str] = []
+
+    def run_analysis(*_: object) -> dict[str, str]:  # meanwhile its beats went missing
+        assert check_analysis(jobs, jobs.get(job_id), time.time() + 3600) is not None
+        return {"analysis.json": "file:///nowhere/analysis.json"}
+
+    monkeypatch.setattr(posequeue.analysis.run, "run_analysis", run_analysis)
+    monkeypatch.setattr(posequeue.analysis.task, "_delete_input", lambda job: deleted.append(job.job_id))
+    analyze_task(job_id, sent[0][1], sent[0][2])
+    job = jobs.get(job_id)
+    assert (job.analysis, job.analysis_sends, job.analysis_results) == (AnalysisStatus.QUEUED, 2, {})
+    assert deleted == []
+
+
+def test_superseded_analysis_run_does_not_beat(jobs) -> None:
+    """A run's heartbeat is written only while it is the analysis's latest message: a superseded
+    run's beat would hide a silent new run from the watchdog."""
+    from posequeue.analysis.state import beating, mark, start
+    from posequeue.config.schemas import AnalysisStatus
+
+    job_id = _done_job(jobs)
+    mark(jobs, job_id, AnalysisStatus.QUEUED, params={}, sends=1)
+    assert start(jobs, job_id, 1)
+    mark(jobs, job_id, AnalysisStatus.RUNNING, sends=2)  # re-sent since, and the new run started
+    jobs.r.hdel(keys.job_key(job_id), "analysis_beat_at")
+    with beating(jobs, job_id, 1, interval=0.05):
+        time.sleep(0.3)
+    assert jobs.get(job_id).analysis_beat_at is None
+
+
+def test_sweep_keeps_an_analysis_asked_for_again_while_it_looked(jobs, sent, monkeypatch) -> None:
+    """The sweep reads an ended analysis and a new `analyze` is queued before it takes it off
+    its list: the new one stays listed (else its lost message would never be sent again)."""
+    from posequeue.analysis.params import Params
+    from posequeue.analysis.state import mark, request
+    from posequeue.config.schemas import AnalysisStatus
+    from posequeue.producer.watchdog import sweep
+
+    job_id = _done_job(jobs)
+    request(jobs, job_id, Params())
+    get = jobs.get
+
+    def get_then_request(wanted: str) -> Job:
+        if wanted != job_id:
+            return get(wanted)
+        mark(jobs, job_id, AnalysisStatus.DONE, expect=1, results={})  # it ends as the sweep looks
+        job = get(wanted)
+        request(jobs, job_id, Params(cutoff=3.0))  # and is asked for again
+        return job
+
+    monkeypatch.setattr(jobs, "get", get_then_request)
+    sweep(jobs)
+    monkeypatch.undo()
+    assert jobs.get(job_id).analysis is AnalysisStatus.QUEUED
+    assert jobs.r.zscore(keys.ANALYSES, job_id) is not None

@@ -8,7 +8,9 @@ visibility timeout, after which a late-acknowledged task would be handed to a se
 a worker killed mid-analysis takes the message with it: the running task writes a heartbeat,
 and the job watchdog (``producer/watchdog.py``) sends a silent analysis again, a bounded number
 of times, then fails it with the reason (``analysis/state.py``). Only the latest message of an
-analysis starts it (``state.start``): a stale copy does nothing.
+analysis starts it (``state.start``): a stale copy does nothing. A run superseded while it goes
+on (re-sent by the watchdog when its beats could not reach Redis, or asked for again) neither
+beats, nor marks its end, nor deletes the input: the newer run does.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ def analyze_task(job_id: str, params: dict[str, Any], sends: int | None = None) 
         log.warning("analysis.no_job", job_id=job_id)
         return
     if job.status is not JobStatus.DONE:
-        mark(jobs, job_id, AnalysisStatus.FAILED, error=f"job {job_id} is {job.status.value}, not done")
+        reason = f"job {job_id} is {job.status.value}, not done"
+        mark(jobs, job_id, AnalysisStatus.FAILED, expect=sends, error=reason)
         return
     if not start(jobs, job_id, sends):  # sent again meanwhile, or ended: not this copy's to run
         log.info("analysis.stale", job_id=job_id, sends=sends)
@@ -52,20 +55,22 @@ def analyze_task(job_id: str, params: dict[str, Any], sends: int | None = None) 
     try:
         from posequeue.analysis.run import run_analysis
 
-        with beating(jobs, job_id):
+        with beating(jobs, job_id, sends):
             uris = run_analysis(job_id, Params.from_json(params), open_store(get_settings().store))
     except ImportError as exc:
         reason = f"this worker lacks the analysis extra ({exc}): pip install 'posequeue[analysis]'"
-        mark(jobs, job_id, AnalysisStatus.FAILED, error=reason)
+        ended = mark(jobs, job_id, AnalysisStatus.FAILED, expect=sends, error=reason)
     except (AnalysisError, StoreError) as exc:
-        mark(jobs, job_id, AnalysisStatus.FAILED, error=str(exc))
+        ended = mark(jobs, job_id, AnalysisStatus.FAILED, expect=sends, error=str(exc))
     except Exception as exc:  # the worker and other jobs go on; the reason is on the job
         log.exception("analysis.error", job_id=job_id)
-        mark(jobs, job_id, AnalysisStatus.FAILED, error=f"internal error in the analysis: {exc!r}")
+        reason = f"internal error in the analysis: {exc!r}"
+        ended = mark(jobs, job_id, AnalysisStatus.FAILED, expect=sends, error=reason)
     else:
-        mark(jobs, job_id, AnalysisStatus.DONE, results=uris)
-        log.info("analysis.done", job_id=job_id, files=len(uris))
-    _delete_input(job)
+        ended = mark(jobs, job_id, AnalysisStatus.DONE, expect=sends, results=uris)
+        log.info("analysis.done" if ended else "analysis.superseded", job_id=job_id, files=len(uris))
+    if ended:  # a superseded run leaves the input to the newer one (a gone record, to retention)
+        _delete_input(job)
 
 
 def _delete_input(job: Job) -> None:

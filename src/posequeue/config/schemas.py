@@ -104,7 +104,8 @@ class Job:
     analysis_queued_at: float | None = None
     analysis_started_at: float | None = None
     analysis_finished_at: float | None = None
-    analysis_sends: int = 0  # messages sent for it: 1, plus the watchdog's re-sends
+    analysis_sends: int = 0  # its latest message's number: one more at each request and re-send
+    analysis_resends: int = 0  # the watchdog's re-sends since it was last asked for (its cap)
     analysis_beat_at: float | None = None  # the running task's last heartbeat
     # set by the HTTP API (api/callbacks.py): where to POST when the job ends, and how that went
     callback_url: str | None = None

@@ -20,8 +20,9 @@ in this one place, whether to leave it, repair it or fail it:
 - **a done job's motion analysis** (``config.keys.ANALYSES``, ``check_analysis``): queued with
   no message on the analysis queue or held by a worker after ``POSEQUEUE_INGEST_STALL``
   seconds, or running without a heartbeat for as long (its worker died: the task is
-  acknowledged when it starts, so nothing else brings it back): sent again, at most
-  ``MAX_RESENDS`` times; then, or when no worker took it in ``POSEQUEUE_QUEUED_TIMEOUT``
+  acknowledged when it starts, so nothing else brings it back): sent again as its next message
+  (``analysis_sends``), at most ``MAX_RESENDS`` times since it was last asked for
+  (``analysis_resends``); then, or when no worker took it in ``POSEQUEUE_QUEUED_TIMEOUT``
   seconds, the analysis fails with the reason. The job stays done: its poses are written.
 
 Who sweeps: every worker that serves the ingest queue runs a thread (started when the worker is
@@ -92,10 +93,10 @@ def sweep(jobs: Jobs, now: float | None = None) -> dict[str, str]:
         try:
             job = jobs.get(job_id)
         except JobNotFound:
-            jobs.r.zrem(keys.ANALYSES, job_id)
+            state.unlist(jobs, job_id)
             continue
         if job.analysis is None or job.analysis.finished:
-            jobs.r.zrem(keys.ANALYSES, job_id)
+            state.unlist(jobs, job_id)  # unless asked for again since
             continue
         try:
             action = check_analysis(jobs, job, time.time() if now is None else now)
@@ -164,7 +165,7 @@ def check_analysis(jobs: Jobs, job: Job, now: float) -> str | None:
     """Send a done job's lost motion analysis again, or fail it (the job stays done); what
     was done, or None."""
     settings = get_settings()
-    sends = job.analysis_sends or 1
+    sends, resends = job.analysis_sends or 1, job.analysis_resends
     was = "queued" if job.analysis is AnalysisStatus.QUEUED else "running"
     if job.analysis is AnalysisStatus.QUEUED:
         waited = now - (job.analysis_queued_at or now)
@@ -185,18 +186,22 @@ def check_analysis(jobs: Jobs, job: Job, now: float) -> str | None:
             "the last run's worker went silent (killed: out of memory? past its time limit? "
             "see the analysis worker's log)"
         )
-    if sends > MAX_RESENDS:
+    if resends >= MAX_RESENDS:
         return _fail_analysis(
             jobs,
             job,
-            f"the motion analysis was sent {sends} times without finishing, {why}; the {ANALYSIS} queue is "
-            f"{_serving(ANALYSIS)}. The poses are done; `posequeue analyze {job.job_id}` runs "
-            "the analysis again",
+            f"the motion analysis was sent {resends + 1} times without finishing, {why}; the "
+            f"{ANALYSIS} queue is {_serving(ANALYSIS)}. The poses are done; `posequeue analyze "
+            f"{job.job_id}` runs the analysis again",
         )
-    if not state.mark(jobs, job.job_id, AnalysisStatus.QUEUED, expect=sends, sends=sends + 1):
+    # As its next message: a run that is only cut off from Redis, not dead, is superseded.
+    sent = state.mark(
+        jobs, job.job_id, AnalysisStatus.QUEUED, expect=sends, send_again=True, resends=resends + 1
+    )
+    if not sent:
         return None  # it moved on meanwhile (started, ended, or asked for again)
-    state.send(job.job_id, job.analysis_params, sends + 1)
-    log.warning("watchdog.resent_analysis", job_id=job.job_id, was=was, sends=sends + 1)
+    state.send(job.job_id, job.analysis_params, sent)
+    log.warning("watchdog.resent_analysis", job_id=job.job_id, was=was, sends=sent)
     return f"re-sent the analysis (lost while {was})"
 
 
