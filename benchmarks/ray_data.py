@@ -2,8 +2,10 @@
 
 The job is spine's long job: a 640x360 video with a person in every frame (60 s by default).
 
-- ``posequeue``: perf's layouts "one all-stage worker" (2 runtime threads) and "two all-stage
-  workers pinned to one core each", submit to done with warm workers;
+- ``posequeue``: perf's layouts "one all-stage worker" (the default: one single-thread process
+  pinned to each core) and "one process" (2 runtime threads), submit to done with warm workers;
+- ``posequeue_video_mode``: the default worker again, the job submitted ``--video-mode`` (the
+  detector only where nobody is followed: work Ray's pipeline does on every frame);
 - ``ray_data``: the same video through Ray Data. Segments of the video are decoded by one Ray
   task at a time with posequeue's own ``read_segment`` and ``work_frame`` (as the ingest task
   does), then ``map_batches`` with a fixed actor pool (``ActorPoolStrategy(size=n)``) whose
@@ -37,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from perf import layouts
+from perf import layouts, patched_env
 from spine import ROOT, raw_loops, report  # also puts tests/ on sys.path
 
 BATCH = 8
@@ -47,6 +49,7 @@ SEGMENT_FRAMES = 60  # 2 s at 30 fps: posequeue's POSEQUEUE_SEGMENT_SECONDS
 POSEQUEUE_LAYOUTS = {1: "one_all_stage_worker_one_process", 2: "one_all_stage_worker"}
 RAY_NICENESS = "RAY_worker_niceness"  # Ray's config override for its workers' nice value
 RAY_KEYS = {1: "1_actor", 2: "2_actors_pinned_one_core_each"}  # the Ray run matching each layout
+VIDEO_MODE_LAYOUT = POSEQUEUE_LAYOUTS[2]  # run again on jobs submitted --video-mode
 
 
 # -- the Ray side ---------------------------------------------------------------------------
@@ -226,7 +229,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=60, help="length of the 640x360 video")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "ray-results.json"))
-    parser.add_argument("--skip", default="", help="comma-separated sections: posequeue, ray_data")
+    parser.add_argument(
+        "--skip", default="", help="comma-separated sections: posequeue, posequeue_video_mode, ray_data"
+    )
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
 
@@ -250,6 +255,11 @@ def main() -> None:
             figures["posequeue"] = layouts(tmp / "layouts", video, tuple(POSEQUEUE_LAYOUTS.values()))
             ours = {n: posequeue_keypoints(tmp / "layouts" / name) for n, name in POSEQUEUE_LAYOUTS.items()}
             print("# posequeue done", file=sys.stderr)
+        if "posequeue_video_mode" not in skip:  # the default worker, jobs submitted --video-mode
+            (tmp / "video_mode").mkdir()
+            with patched_env(POSEQUEUE_VIDEO_MODE="true"):
+                figures["posequeue_video_mode"] = layouts(tmp / "video_mode", video, (VIDEO_MODE_LAYOUT,))
+            print("# posequeue video mode done", file=sys.stderr)
         if "ray_data" not in skip:
             figures["ray_data"], theirs = ray_data(video, tmp)
             print("# ray_data done", file=sys.stderr)
@@ -265,6 +275,15 @@ def main() -> None:
                         "ratio_vs_wall": round(pq / ray_fig["frames_per_s_wall"], 3),
                         "keypoints_vs_posequeue": agreement(ours[n], theirs[n]),
                     }
+            if "posequeue_video_mode" in figures:
+                pq = figures["posequeue_video_mode"][VIDEO_MODE_LAYOUT]["frames_per_s"]
+                ray_fig = figures["ray_data"][RAY_KEYS[2]]
+                figures["posequeue_over_ray_data"][f"{VIDEO_MODE_LAYOUT}_video_mode_vs_{RAY_KEYS[2]}"] = {
+                    "posequeue_frames_per_s": pq,
+                    "ray_frames_per_s_steady": ray_fig["frames_per_s_steady"],
+                    "ratio_vs_steady": round(pq / ray_fig["frames_per_s_steady"], 3),
+                    "ratio_vs_wall": round(pq / ray_fig["frames_per_s_wall"], 3),
+                }
         figures["raw_two_model_loop_after"] = chained(raw_loops())
         raw = (
             figures["raw_two_model_loop_before"]["frames_per_s"]
@@ -273,6 +292,10 @@ def main() -> None:
         figures["posequeue_over_raw_two_model_loop"] = {
             name: round(fig["frames_per_s"] / raw, 3) for name, fig in figures.get("posequeue", {}).items()
         }
+        for name, fig in figures.get("posequeue_video_mode", {}).items():
+            figures["posequeue_over_raw_two_model_loop"][f"{name}_video_mode"] = round(
+                fig["frames_per_s"] / raw, 3
+            )
     report(figures, args.out)
 
 

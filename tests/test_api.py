@@ -83,11 +83,11 @@ def test_an_upload_answers_202_and_runs_to_done(api: httpx.Client, done_job: dic
 
 
 def test_options_reach_the_job_as_the_cli_passes_them(api: httpx.Client) -> None:
-    """people and follow given as form fields are recorded on the job as `submit --people 2
-    --follow best-score` records them (the job's summary shows them)."""
-    job_id = upload(api, people="2", follow="best-score", batch_size="4").json()["id"]
+    """people, follow and video_mode given as form fields are recorded on the job as `submit
+    --people 2 --follow best-score --video-mode` records them (the job's summary shows them)."""
+    job_id = upload(api, people="2", follow="best-score", batch_size="4", video_mode="true").json()["id"]
     job = wait_done(api, job_id)
-    assert (job["people"], job["follow"], job["status"]) == (2, "best-score", "done")
+    assert (job["people"], job["follow"], job["video_mode"], job["status"]) == (2, "best-score", True, "done")
 
 
 def test_the_202_names_the_job_and_its_url(submitted: httpx.Response) -> None:

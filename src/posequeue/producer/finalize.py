@@ -148,7 +148,7 @@ def _write_outputs(store: Store, job: Job, tmp: Path) -> dict[str, str]:
     head = {
         "job_id": job_id,
         "video": video,
-        "model": {"name": spec.name, "keypoints": list(spec.keypoints)},
+        "model": {"name": spec.name, "keypoints": list(spec.keypoints), "video_mode": job.video_mode},
         "people": {"max": job.people, "follow": job.follow.value, "tracking": params.to_dict()},
     }
     frames = track(_frames(store, job_id, job.batches_total or 0), params)

@@ -117,17 +117,20 @@ def _run(stage: str, fields: dict[str, object], meta: BatchMeta, ran: dict[str, 
 def _run_video_mode(
     stage: str, landmarks: str, fields: dict[str, object], meta: BatchMeta, ran: dict[str, float]
 ) -> stages.StageResult:
-    """Both BlazePose stages on one batch in video mode, logged like ``_run`` with the frames
-    the detector ran on."""
+    """Both BlazePose stages on one batch in video mode, logged like ``_run`` (as the last
+    stage: the batch's results are made here) with the frames the detector ran on."""
     started = time.perf_counter()
     followed = stages.run_video_mode(stage, landmarks, fields, meta)
     elapsed = time.perf_counter() - started
     ran[stage] = followed.detector_seconds  # the rest (decoding the payload included) is the landmarks'
     ran[landmarks] = elapsed - followed.detector_seconds
+    structlog.contextvars.bind_contextvars(stage=landmarks)
     log.info(
         "infer.batch",
         frames=len(meta.frames),
+        video_mode=True,
         detections=followed.detections,
+        detector_s=round(followed.detector_seconds, 4),
         model_s=round(followed.model_seconds, 4),
         stage_s=round(elapsed, 4),
     )
