@@ -79,8 +79,12 @@ def test_all_videos_together_within_one_percent(ours) -> None:
     assert error <= MAX_POOLED_ERROR and agreement >= MIN_POOLED_AGREEMENT, (error, agreement)
 
 
-def test_video_mode_matches_mediapipes_video_mode(worker, settings, jobs, store_root) -> None:
+def test_video_mode_matches_mediapipes_video_mode(ours, worker, settings, jobs, store_root) -> None:
     """``submit --video-mode`` (the shared worker serves both stages: it follows people) against
-    MediaPipe's own video mode, over every frame of the accuracy videos."""
+    MediaPipe's own video mode, over every frame of the accuracy videos; nearer to it than the
+    default jobs are (measured 0.041 and 0.943), which a job that never followed anybody
+    would not be."""
     error, agreement = pooled(run_all(settings, jobs, store_root, video_mode=True), video_mode=True)
     assert error <= MAX_VIDEO_MODE_ERROR and agreement >= MIN_VIDEO_MODE_AGREEMENT, (error, agreement)
+    default_error, default_agreement = pooled(ours, video_mode=True)
+    assert error < default_error and agreement > default_agreement, (error, default_error)

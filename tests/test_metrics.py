@@ -200,12 +200,15 @@ def test_rates_sum_a_workers_processes_over_the_window(isolated: dict[str, str])
 
 
 @pytest.mark.integration
-def test_worker_reports_frames_per_second(isolated: dict[str, str], start_worker) -> None:
-    """After a real worker processed the sample video, its frames/s and the capacity are > 0."""
+@pytest.mark.parametrize("video_mode", [False, True], ids=["every-frame", "video-mode"])
+def test_worker_reports_frames_per_second(isolated: dict[str, str], start_worker, video_mode: bool) -> None:
+    """After a real worker processed the sample video, its frames/s and the capacity are > 0;
+    each stage is credited with the frames it ran on (in video mode the detector ran on fewer)."""
     # Given a worker serving every queue of the isolated fleet
     start_worker(**isolated)
     # When it has processed the sample video
-    done = posequeue("submit", str(SAMPLE), "--wait", "--json", "--timeout", "180", env=isolated)
+    mode = ["--video-mode"] if video_mode else []
+    done = posequeue("submit", str(SAMPLE), *mode, "--wait", "--json", "--timeout", "180", env=isolated)
     assert done.returncode == 0, done.stderr
     # Then the metrics show its throughput on both stages, and no backlog
     out = posequeue("metrics", "--once", env=isolated)
@@ -223,6 +226,12 @@ def test_worker_reports_frames_per_second(isolated: dict[str, str], start_worker
         assert got[f'posequeue_stage_capacity_frames_per_second{{model="blazepose",stage="{stage}"}}'] > 0
     assert got['posequeue_jobs{status="done"}'] == 1
     assert got["posequeue_frames_done_total"] > 0
+    rates = read_rates(redis.Redis.from_url(isolated["POSEQUEUE_BROKER_URL"]), time.time())
+    frames = {stage: sum(r.frames for r in rates if r.stage == stage) for stage in ("detector", "landmarks")}
+    if video_mode:
+        assert 0 < frames["detector"] < frames["landmarks"], frames
+    else:
+        assert frames["detector"] == frames["landmarks"] > 0, frames
     assert got["posequeue_backlog_seconds"] == 0
 
 

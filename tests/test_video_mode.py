@@ -71,7 +71,7 @@ def landmark_outputs(aux: list[tuple[float, float]], *flags: float) -> dict[str,
 
 def test_next_region_from_the_auxiliary_landmarks() -> None:
     """An upright crop of the whole 400x400 image: centre (128, 160) and scale point (128, 32)
-    in crop pixels are 200 and 50 image pixels down; the region is centred on the first, 1.25 x
+    in crop pixels are 250 and 50 image pixels down; the region is centred on the first, 1.25 x
     twice their distance wide, upright."""
     roi = Roi(0.5, 0.5, 1.0, 1.0, 0.0)
     got = next_region(landmark_outputs([(128, 160), (128, 32)], 0.9), 0, roi, (400, 400), AuxFilter(), 0.0)
@@ -181,15 +181,36 @@ def test_a_rejected_detection_is_not_looked_for_on_every_frame() -> None:
     assert det.calls == 4 and out.people == [[], [], [], []]
 
 
-def test_a_lost_second_person_is_looked_for_at_once() -> None:
-    """Two people followed; the right one leaves on frame 2: the next frame is detected again
-    (finding the left one only: then it is followed alone, without more detections)."""
-    found = {0: [LEFT, RIGHT], 3: [LEFT]}
+def test_a_lost_second_person_is_looked_for_at_once_and_the_other_kept() -> None:
+    """Two people followed; the right one leaves on frame 2: the next frame is detected again.
+    The detector misses the left one there, who stays followed all the same (region and
+    smoothing kept); then followed alone, without more detections."""
+    found = {0: [LEFT, RIGHT]}
     frames = frames_with([True] * 6)
     frames[2:, :, 112:, 0] = 0  # the right person gone from frame 2
     det, lm = Stage("detector", found=found), Stage("landmarks")
     out = video_mode.run(det, lm, frames, None, meta(6, people=2))
     assert det.calls == 2 and [len(p) for p in out.people] == [2, 2, 1, 1, 1, 1]
+
+
+def test_models_that_cannot_follow_people_are_refused_video_mode(settings, jobs, anymotion) -> None:
+    """A user's one-stage keypoints model, and BlazePose compiled for batches of 2: submit
+    --video-mode refuses them with the reason (the CLI exits 2, the API answers 422)."""
+    import dataclasses
+
+    from posequeue.config.catalogue import get_model
+    from posequeue.errors import SubmitError
+    from posequeue.producer.submit import submit
+
+    with pytest.raises(SubmitError, match="no person detector followed by a landmark stage") as refused:
+        submit(str(ACCURACY / "moving.mp4"), settings=settings, jobs=jobs, model=anymotion, video_mode=True)
+    assert refused.value.reason == "video_mode"
+    blazepose_spec = get_model("blazepose")
+    batched = dataclasses.replace(
+        blazepose_spec, stages=tuple(dataclasses.replace(s, compiled_batch=2) for s in blazepose_spec.stages)
+    )
+    assert blazepose_spec.no_video_mode is None
+    assert "compiled for batches of more than one frame" in (batched.no_video_mode or "")
 
 
 def test_video_mode_runs_only_where_both_stages_are_in_the_process() -> None:

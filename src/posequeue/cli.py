@@ -117,12 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--video-mode",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         default=None,
         help="MediaPipe's video mode: a frame's landmarks place the person in the next frame and "
-        "the detector runs only where nobody is followed (about 1.5x less model work on a CPU; "
+        "the detector runs only where nobody is followed (about a third less model work on a CPU; "
         "keypoints differ from the default, which detects on every frame as MediaPipe's static "
-        "image mode does: docs/performance.md; POSEQUEUE_VIDEO_MODE)",
+        "image mode does: docs/architecture.md, Video mode; POSEQUEUE_VIDEO_MODE)",
     )
     p.add_argument("--wait", action="store_true", help="wait for the job to end, with progress")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")

@@ -58,7 +58,7 @@ class SubmitError(PosequeueError, ValueError):
 
     ``reason`` says which, for callers that answer in kind (the HTTP API's status codes):
     ``batch_size``, ``unknown_model``, ``missing``, ``not_a_video``, ``too_large`` (over the
-    producers' limits), ``people``, ``follow`` or ``store``."""
+    producers' limits), ``people``, ``follow``, ``video_mode`` or ``store``."""
 
     def __init__(self, message: str, reason: str = "invalid") -> None:
         super().__init__(message)

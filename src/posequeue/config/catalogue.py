@@ -204,6 +204,23 @@ class ModelSpec:
         one for a model that takes the whole frame."""
         return None if self.first_stage.kind == "blazepose-detector" else 1
 
+    @property
+    def no_video_mode(self) -> str | None:
+        """Why the model cannot run in video mode (``worker/video_mode.py``), None when it can:
+        BlazePose's detector then landmark stages, each run one frame at a time, which a model
+        compiled for larger batches would pad to its batch on every call."""
+        kinds = tuple(s.kind for s in self.stages[:2])
+        if kinds != ("blazepose-detector", "blazepose-landmarks"):
+            return (
+                f"model {self.name} has no person detector followed by a landmark stage to follow people with"
+            )
+        if any(s.compiled_batch > 1 for s in self.stages[:2]):
+            return (
+                f"model {self.name} is compiled for batches of more than one frame, and video mode runs "
+                "one frame at a time (each call would be padded to a whole batch)"
+            )
+        return None
+
     def next_stage(self, name: str) -> StageSpec | None:
         names = [s.name for s in self.stages]
         i = names.index(self.stage(name).name)

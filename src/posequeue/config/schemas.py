@@ -151,7 +151,7 @@ def _converter(kind: Any) -> Any:
     if get_origin(kind) in (Union, UnionType):
         kind = next(k for k in get_args(kind) if k is not type(None))
     if kind is bool:  # written as 0 or 1 (Jobs.create)
-        return lambda text: text not in ("0", "False", "")
+        return lambda text: text.lower() in ("1", "true")
     return json.loads if get_origin(kind) in (dict, list) else kind
 
 
@@ -184,7 +184,10 @@ class BatchMeta:
     payload: dict[str, Any] = field(default_factory=lambda: {"codec": "raw"})
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if not self.video_mode:  # left out, so a worker of a version before it reads the batch
+            del data["video_mode"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BatchMeta:

@@ -58,6 +58,9 @@ def submit(
     people = settings.people if people is None else people
     follow = _follow(settings.follow if follow is None else follow)
     _check_people(people, spec)
+    video_mode = settings.video_mode if video_mode is None else video_mode
+    if video_mode and spec.no_video_mode:
+        raise SubmitError(f"--video-mode: {spec.no_video_mode}; submit without it", "video_mode")
     if spec.max_people == 1:  # one person per frame, no candidates: nothing to choose from
         follow = Follow.BEST_SCORE.value
     job_id = Jobs.new_id()
@@ -70,7 +73,7 @@ def submit(
         source=upload_as or video,
         people=people,
         follow=follow,
-        video_mode=settings.video_mode if video_mode is None else video_mode,
+        video_mode=video_mode,
         callback_url=callback_url,
     )
     if not analysis:

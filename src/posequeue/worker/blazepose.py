@@ -188,17 +188,31 @@ def people(
     return frames
 
 
+def pose_flag(outputs: dict[str, np.ndarray], row: int) -> float | None:
+    """Row ``row``'s pose presence probability, None below the threshold (nobody there)."""
+    flag = float(outputs[POSE_FLAG][row].reshape(-1)[0])
+    return flag if flag >= PRESENCE_THRESHOLD else None
+
+
+def landmarks(
+    outputs: dict[str, np.ndarray], row: int, roi: Roi, count: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row ``row``'s first ``count`` landmarks: x, y, z in normalised image coordinates (refined
+    by the heatmap, projected back through ``roi``), and the raw rows (logits in 3 and 4)."""
+    raw = outputs[LANDMARKS][row].reshape(-1, 5)[:count].astype(np.float64)
+    points = raw[:, :3] / CROP_SIZE
+    points[:, :2] = refine(points[:, :2], outputs[HEATMAP][row])
+    return project(points, roi), raw
+
+
 def _person(
     outputs: dict[str, np.ndarray], row: int, roi: Roi, display: tuple[int, int]
 ) -> dict[str, Any] | None:
-    flag = float(outputs[POSE_FLAG][row].reshape(-1)[0])
-    if flag < PRESENCE_THRESHOLD:
+    flag = pose_flag(outputs, row)
+    if flag is None:
         return None
     width, height = display
-    raw = outputs[LANDMARKS][row].reshape(-1, 5)[:NUM_KEYPOINTS].astype(np.float64)
-    points = raw[:, :3] / CROP_SIZE
-    points[:, :2] = refine(points[:, :2], outputs[HEATMAP][row])
-    image = project(points, roi)
+    image, raw = landmarks(outputs, row, roi, NUM_KEYPOINTS)
     kp = np.column_stack(
         [
             image[:, 0] * width,

@@ -15,11 +15,14 @@ from posequeue.config.catalogue import ModelSpec, StageSpec, get_model
 from posequeue.config.schemas import BatchMeta
 from posequeue.config.settings import get_settings
 from posequeue.errors import ModelOutputError
+from posequeue.logs import get_logger
 from posequeue.payload.codec import Payload
 from posequeue.worker import blazepose, detector, keypoints, video_mode
 from posequeue.worker.model_cache import stage_path
 from posequeue.worker.pinning import cpu_threads
 from posequeue.worker.runtimes import Runtime, make_runtime
+
+log = get_logger(__name__)
 
 # One model call at a time per process, whatever the stage: a worker's task threads share its
 # runtimes (the tflite interpreter is not thread-safe), and its cores (or NeuronCore group) run
@@ -128,11 +131,15 @@ def video_mode_pair(meta: BatchMeta, stage: str, later: list[str]) -> str | None
     the batch is detected on every frame: the job did not ask for video mode, or the landmark
     stage is not in this process (a split layout: its worker sees crops only, not the frames
     to follow people in)."""
-    if not meta.video_mode or not later:
+    if not meta.video_mode:
         return None
     spec = get_model(meta.model)
-    kinds = (spec.stage(stage).kind, spec.stage(later[0]).kind)
-    return later[0] if kinds == ("blazepose-detector", "blazepose-landmarks") else None
+    if later and spec.no_video_mode is None and spec.first_stage.name == stage:
+        return later[0]
+    log.warning(
+        "infer.no_video_mode", reason=spec.no_video_mode or "the landmark stage runs in another worker"
+    )
+    return None
 
 
 def run_video_mode(

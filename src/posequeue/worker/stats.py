@@ -11,7 +11,9 @@ model, the batch's real frame count and the stages it ran with their seconds, so
 batch counts its real frames and returns that did no model work (a failed job's batch, a
 redelivery whose stage was already done) are not counted. The busy time is the task's wall
 time, Redis and store round trips included; a task that ran two stages (an all-stage worker
-runs the next stage in the same task) shares it between them by their own seconds.
+runs the next stage in the same task) shares it between them by their own seconds. A stage that
+ran on fewer frames than the batch has (the detector in video mode) is credited with those
+(``stage_frames`` in the return value).
 
 Keys (``config.keys``): ``WORKERS``, the series ``node|model|stage|process`` by last report, and
 ``worker_bucket_key``, a hash per series and 10 s bucket: frames, batches, busy_s.
@@ -144,8 +146,10 @@ def _infer_finished(
         busy, now = time.monotonic() - start, time.time()
         stages = retval.get("stages") or {str(args[2]): 1.0}
         total = sum(stages.values()) or 1.0
+        frames: dict[str, int] = {stage: retval["frames"] for stage in stages}
+        frames.update(retval.get("stage_frames") or {})
         for stage, seconds in stages.items():  # the task's time shared by the stages' own times
             series = series_name(node, str(retval["model"]), stage, slot)
-            record(get_jobs().r, series, int(retval["frames"]), busy * seconds / total, now)
+            record(get_jobs().r, series, int(frames[stage]), busy * seconds / total, now)
     except Exception:  # a failing hook is logged and never breaks the job
         log.exception("worker_stats.record_failed")

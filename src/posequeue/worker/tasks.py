@@ -36,7 +36,8 @@ MAX_DELIVERIES = 4  # a batch whose stage was started this often without finishi
 )
 def infer(self: Task, job_id: str, index: int, stage: str) -> dict[str, object] | None:
     """Run one stage on one batch (and the next ones this process serves). Returns what it
-    processed ({"model", "frames", "stages": {stage: seconds}}) for the worker's throughput
+    processed ({"model", "frames", "stages": {stage: seconds}, "stage_frames": {stage: frames}
+    where a stage ran on fewer than the batch's}) for the worker's throughput
     statistics, None when it ran no model (results are not stored: the app ignores task
     results). Failures: see ``posequeue.policy``."""
     jobs = get_jobs()
@@ -77,8 +78,9 @@ def infer(self: Task, job_id: str, index: int, stage: str) -> dict[str, object] 
             "logs)"
         )
     ran: dict[str, float] = {}  # seconds per stage run here, for the worker statistics
+    ran_frames: dict[str, int] = {}  # frames per stage where fewer than the batch's
     if (landmarks := stages.video_mode_pair(meta, stage, later)) is not None:
-        result = _run_video_mode(stage, landmarks, fields, meta, ran)
+        result, ran_frames[stage] = _run_video_mode(stage, landmarks, fields, meta, ran)
         stage, later = landmarks, later[1:]
     else:
         result = _run(stage, fields, meta, ran)
@@ -95,7 +97,7 @@ def infer(self: Task, job_id: str, index: int, stage: str) -> dict[str, object] 
             _send(job_id, index, meta.model, nxt.name)
     else:
         _finish_batch(jobs, meta, result.people or [])
-    return {"model": meta.model, "frames": len(meta.frames), "stages": ran}
+    return {"model": meta.model, "frames": len(meta.frames), "stages": ran, "stage_frames": ran_frames}
 
 
 def _run(stage: str, fields: dict[str, object], meta: BatchMeta, ran: dict[str, float]) -> stages.StageResult:
@@ -116,9 +118,9 @@ def _run(stage: str, fields: dict[str, object], meta: BatchMeta, ran: dict[str, 
 
 def _run_video_mode(
     stage: str, landmarks: str, fields: dict[str, object], meta: BatchMeta, ran: dict[str, float]
-) -> stages.StageResult:
+) -> tuple[stages.StageResult, int]:
     """Both BlazePose stages on one batch in video mode, logged like ``_run`` (as the last
-    stage: the batch's results are made here) with the frames the detector ran on."""
+    stage: the batch's results are made here); and the frames the detector ran on."""
     started = time.perf_counter()
     followed = stages.run_video_mode(stage, landmarks, fields, meta)
     elapsed = time.perf_counter() - started
@@ -134,7 +136,9 @@ def _run_video_mode(
         model_s=round(followed.model_seconds, 4),
         stage_s=round(elapsed, 4),
     )
-    return stages.StageResult(people=followed.people, model_seconds=followed.model_seconds)
+    return stages.StageResult(
+        people=followed.people, model_seconds=followed.model_seconds
+    ), followed.detections
 
 
 def _send(job_id: str, index: int, model: str, stage: str) -> None:

@@ -4,22 +4,28 @@ place the person in the next frame, and the detector runs only where nobody is f
 As MediaPipe's Pose solution does with ``static_image_mode=False``: the next region comes from
 the two auxiliary landmarks (33: body centre, 34: size and rotation), refined by the heatmap,
 projected like the pose and smoothed by a one-euro filter (``AuxFilter``), then squared and
-scaled 1.25 like a detection's region (mediapipe 0.10.14: its first tracked frame matches 1.25,
-not the 1.5 of later graph files); a person whose pose flag falls below 0.5 is lost.
+scaled 1.25 like a detection's region; a person whose pose flag falls below 0.5 is lost. The
+scale is measured, not read: the pose_landmarks_to_roi graph file found upstream says 1.5, but
+on the first followed frame of each accuracy video mediapipe 0.10.14's keypoints are 0.003-0.025
+(median error, of the person's size) from ours with 1.25 and 0.037-0.105 with 1.5.
 
 For up to ``meta.people`` people: the detector runs on a batch's first frame, and again whenever
 fewer people are followed than its last run found and the landmark model confirmed (a lost
 person is looked for at once; one person alone, or a detection the landmark model rejects, is
-not looked for again). A region that comes to overlap a better-ranked one is dropped (two regions
-drifting onto one person). Someone entering the picture while everybody is followed is found at
+not looked for again). Whoever is still followed then stays, with their region and smoothing,
+and the detections fill the places left, ranked after them (so ``people`` is not best-detection
+first here). A region that comes to overlap a better-ranked one is dropped (two regions drifting
+onto one person). Someone entering the picture while everybody is followed is found at
 the next batch (``--batch-size`` frames later at most).
 
 Batches are independent (any worker may take the next one), so each starts with a detection and
 a fresh filter. The landmark calls go one frame at a time (a frame's region needs the frame
 before): that costs nothing on a single-thread CPU runtime (14.2 ms a frame at batch 1 and at
-batch 8, measured) but forgoes a NeuronCore's batching. Keypoints differ from the default's
-(every frame detected, as MediaPipe's static image mode), as MediaPipe's own video mode's do:
-figures in docs/performance.md.
+batch 8, measured) but forgoes a NeuronCore's batching, and a model compiled for batches of
+more than one frame would pad every call to a whole batch: such models, and models without
+BlazePose's two stages, are refused video mode (``ModelSpec.no_video_mode``). Keypoints differ
+from the default's (every frame detected, as MediaPipe's static image mode), as MediaPipe's own
+video mode's do: figures in docs/architecture.md (Video mode).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import numpy as np
 
 from posequeue.config.schemas import BatchMeta
 from posequeue.worker import blazepose, detector
-from posequeue.worker.roi import Roi, project, roi_from_points
+from posequeue.worker.roi import Roi, roi_from_points
 
 AUX_CENTRE, AUX_SCALE = 33, 34  # the auxiliary landmarks that place the next region
 LANDMARK_ROI_SCALE = 1.25
@@ -80,13 +86,11 @@ def next_region(
 ) -> Roi | None:
     """The next frame's region from row ``row`` of a landmark call whose crop was ``roi`` at
     time ``t``; None when the pose flag says nobody is there."""
-    if float(outputs[blazepose.POSE_FLAG][row].reshape(-1)[0]) < blazepose.PRESENCE_THRESHOLD:
+    if blazepose.pose_flag(outputs, row) is None:
         return None
-    raw = outputs[blazepose.LANDMARKS][row].reshape(-1, 5)[: AUX_SCALE + 1].astype(np.float64)
-    points = raw[:, :3] / blazepose.CROP_SIZE
-    points[:, :2] = blazepose.refine(points[:, :2], outputs[blazepose.HEATMAP][row])
     width, height = display
-    pixels = project(points, roi)[[AUX_CENTRE, AUX_SCALE]] * [width, height, width]
+    image, _ = blazepose.landmarks(outputs, row, roi, AUX_SCALE + 1)
+    pixels = image[[AUX_CENTRE, AUX_SCALE]] * [width, height, width]
     centre, scale = smooth(t, pixels)[:, :2] / [width, height]
     return roi_from_points(tuple(centre), tuple(scale), display, scale=LANDMARK_ROI_SCALE)
 
@@ -132,7 +136,10 @@ def run(det: Any, lm: Any, frames: np.ndarray, boxed: np.ndarray | None, meta: B
             outputs, seconds = det.infer(blazepose.detector_batch(image))
             out.model_seconds += seconds
             regions = blazepose.regions(outputs, [pad], meta.display, keep=meta.people)[0]
-            followed = [(roi, AuxFilter()) for roi in regions]
+            # Who is still followed stays (region and smoothing); the detections fill the places
+            # left, unless they overlap someone followed.
+            fresh = [(roi, AuxFilter()) for roi in regions]
+            followed = distinct(followed + fresh)[: meta.people]
             out.detections += 1
             out.detector_seconds += time.perf_counter() - started
         if not followed:

@@ -57,7 +57,7 @@ $("upload-form").addEventListener("submit", (event) => {
     form.append(name, value);
   }
   form.set("analysis", $("analysis").checked ? "true" : "false");
-  if ($("video-mode").checked) form.set("video_mode", "true");  // else the server's default
+  form.set("video_mode", $("video-mode").checked ? "true" : "false");
   const xhr = new XMLHttpRequest();  // fetch() reports no upload progress
   const bar = $("upload-progress");
   bar.hidden = false; bar.value = 0;
