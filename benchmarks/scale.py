@@ -244,8 +244,11 @@ def submit_jobs(env: dict[str, str], video: Path, count: int) -> list[str]:
 
 
 def wait_job(jobs: Any, job_id: str, timeout: float) -> dict[str, Any]:
+    """The job's summary (a plain dict) once it has ended."""
+    from posequeue.jobs import summary
+
     deadline = time.monotonic() + timeout
-    while (job := jobs.get(job_id))["status"] not in ("done", "failed"):
+    while (job := summary(jobs.get(job_id)))["status"] not in ("done", "failed"):
         if time.monotonic() > deadline:
             raise TimeoutError(f"job {job_id} not done in {timeout:.0f} s: {job}")
         time.sleep(0.1)
