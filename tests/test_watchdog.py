@@ -304,7 +304,7 @@ def test_superseded_analysis_run_ends_without_marking_or_deleting(jobs, sent, mo
     request(jobs, job_id, Params())
     deleted: list[str] = []
 
-    def run_analysis(*_: object) -> dict[str, str]:  # meanwhile its beats went missing
+    def run_analysis(*_: object, **__: object) -> dict[str, str]:  # meanwhile its beats went missing
         assert check_analysis(jobs, jobs.get(job_id), time.time() + 3600) is not None
         return {"analysis.json": "file:///nowhere/analysis.json"}
 
@@ -357,3 +357,45 @@ def test_sweep_keeps_an_analysis_asked_for_again_while_it_looked(jobs, sent, mon
     monkeypatch.undo()
     assert jobs.get(job_id).analysis is AnalysisStatus.QUEUED
     assert jobs.r.zscore(keys.ANALYSES, job_id) is not None
+
+
+def test_superseded_analysis_run_stops_writing_outputs(jobs, sent, monkeypatch) -> None:
+    """A run asked for again while it writes its outputs writes no more of them over the newer
+    run's, and ends quietly: nothing marked, the input kept."""
+    import numpy as np
+    from synthetic_poses import poses_document, standing
+
+    import posequeue.analysis.run
+    import posequeue.analysis.task
+    from posequeue.analysis.params import Params
+    from posequeue.analysis.state import request
+    from posequeue.analysis.task import analyze_task
+    from posequeue.config.schemas import AnalysisStatus
+    from posequeue.store import Store
+
+    job_id = _done_job(jobs)
+    request(jobs, job_id, Params())
+    written: list[str] = []
+    deleted: list[str] = []
+
+    def put_file(self: Store, key: str, path: object, content_type: str = "") -> str:
+        written.append(key)
+        if len(written) == 1:  # asked for again after the first output
+            request(jobs, job_id, Params(cutoff=4.0))
+        return f"file:///{key}"
+
+    real = posequeue.analysis.run.run_analysis
+
+    def run_analysis(job: str, params: Params, store: Store, before_write) -> dict[str, str]:
+        still = standing(60)[:, None]  # one person standing for 2 s
+        poses = json.dumps(poses_document(still, np.arange(60) / 30)).encode()
+        monkeypatch.setattr(type(store), "put_file", put_file)
+        monkeypatch.setattr(store, "get_bytes", lambda key: poses)
+        return real(job, Params(overlay=False), store, before_write)
+
+    monkeypatch.setattr(posequeue.analysis.run, "run_analysis", run_analysis)
+    monkeypatch.setattr(posequeue.analysis.task, "_delete_input", lambda job: deleted.append(job.job_id))
+    analyze_task(job_id, sent[0][1], sent[0][2])
+    job = jobs.get(job_id)
+    assert len(written) == 1 and deleted == []
+    assert (job.analysis, job.analysis_sends) == (AnalysisStatus.QUEUED, 2)

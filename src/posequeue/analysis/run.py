@@ -5,6 +5,7 @@ them). No Celery here: the task (``analysis.task``) and tests call ``run_analysi
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,12 @@ def _upload_gone(store: Store, job_id: str, video: str) -> bool:
     return video.startswith(store.uri(folder)) and not store.keys(folder)
 
 
-def run_analysis(job_id: str, params: Params, store: Store) -> dict[str, str]:
-    """Analyse job ``job_id``'s poses.json; returns {output name: URI}.
+def run_analysis(
+    job_id: str, params: Params, store: Store, before_write: Callable[[], None] = lambda: None
+) -> dict[str, str]:
+    """Analyse job ``job_id``'s poses.json; returns {output name: URI}. ``before_write`` is
+    called before each output goes into the store (``state.still_current``: a superseded run
+    stops there).
 
     Raises:
         StoreError: poses.json cannot be read or an output cannot be written.
@@ -57,9 +62,9 @@ def run_analysis(job_id: str, params: Params, store: Store) -> dict[str, str]:
         video = None
     with tempfile.TemporaryDirectory(prefix="posequeue-analysis-") as tmp:
         files = write_outputs(analysis, Path(tmp), video)
-        return {
-            name: store.put_file(
-                prefix + name, path, CONTENT_TYPES.get(path.suffix, "application/octet-stream")
-            )
-            for name, path in files.items()
-        }
+        uris = {}
+        for name, path in files.items():
+            before_write()
+            content_type = CONTENT_TYPES.get(path.suffix, "application/octet-stream")
+            uris[name] = store.put_file(prefix + name, path, content_type)
+        return uris

@@ -180,6 +180,21 @@ def unlist(jobs: Jobs, job_id: str) -> bool:
     return bool(script(keys=[job_key(job_id), ANALYSES], args=[job_id]))
 
 
+class Superseded(Exception):
+    """This run of an analysis is no longer the one its record asks for."""
+
+
+def still_current(jobs: Jobs, job_id: str, sends: int | None) -> None:
+    """Raise ``Superseded`` unless the analysis is running as its ``sends``th message (any,
+    for a message without a number): a run checks before each output it writes, so a
+    superseded run does not write over the newer run's files."""
+    status, current = jobs.r.hmget(job_key(job_id), "analysis", "analysis_sends")
+    if status != AnalysisStatus.RUNNING.value.encode() or (
+        sends is not None and current != str(sends).encode()
+    ):
+        raise Superseded(f"analysis of job {job_id} was asked for again or ended")
+
+
 @contextlib.contextmanager
 def beating(jobs: Jobs, job_id: str, sends: int | None, interval: float | None = None) -> Iterator[None]:
     """While the block runs, write the heartbeat (``analysis_beat_at``) of the analysis

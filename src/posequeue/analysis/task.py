@@ -10,7 +10,8 @@ and the job watchdog (``producer/watchdog.py``) sends a silent analysis again, a
 of times, then fails it with the reason (``analysis/state.py``). Only the latest message of an
 analysis starts it (``state.start``): a stale copy does nothing. A run superseded while it goes
 on (re-sent by the watchdog when its beats could not reach Redis, or asked for again) neither
-beats, nor marks its end, nor deletes the input: the newer run does.
+beats, nor writes more outputs (it checks before each), nor marks its end, nor deletes the
+input: the newer run does.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from posequeue.analysis.params import Params
-from posequeue.analysis.state import beating, mark, start
+from posequeue.analysis.state import Superseded, beating, mark, start, still_current
 from posequeue.config.celery_app import ANALYZE_TASK, app
 from posequeue.config.schemas import AnalysisStatus, Job, JobStatus
 from posequeue.config.settings import get_settings
@@ -56,7 +57,11 @@ def analyze_task(job_id: str, params: dict[str, Any], sends: int | None = None) 
         from posequeue.analysis.run import run_analysis
 
         with beating(jobs, job_id, sends):
-            uris = run_analysis(job_id, Params.from_json(params), open_store(get_settings().store))
+            store, checked = open_store(get_settings().store), lambda: still_current(jobs, job_id, sends)
+            uris = run_analysis(job_id, Params.from_json(params), store, before_write=checked)
+    except Superseded:  # the newer run writes the outputs and ends the analysis
+        log.info("analysis.superseded", job_id=job_id, sends=sends)
+        return
     except ImportError as exc:
         reason = f"this worker lacks the analysis extra ({exc}): pip install 'posequeue[analysis]'"
         ended = mark(jobs, job_id, AnalysisStatus.FAILED, expect=sends, error=reason)
