@@ -56,20 +56,22 @@ def test_concurrent_duplicate_deliveries(jobs, job) -> None:
             if won:  # checked after the join: an assert in a thread cannot fail the test
                 seen_at_win.append(jobs.r.scard(keys.done_key(job)))
 
+    # 81 threads: redis-py 8's pool holds at most 100 connections and refuses the 101st
+    # ("Too many connections") when every thread is in a call at once.
     threads = [
-        threading.Thread(target=lambda i=i: record(jobs.batch_done(job, i % 50, 1))) for i in range(100)
+        threading.Thread(target=lambda i=i: record(jobs.batch_done(job, i % 40, 1))) for i in range(80)
     ]
     ender = threading.Thread(
-        target=lambda: record(jobs.ingest_done(job, frames_total=50, batches_total=50, corrupt_packets=0))
+        target=lambda: record(jobs.ingest_done(job, frames_total=40, batches_total=40, corrupt_packets=0))
     )
-    for t in [*threads[:60], ender, *threads[60:]]:
+    for t in [*threads[:48], ender, *threads[48:]]:
         t.start()
     for t in [*threads, ender]:
         t.join()
-    assert len(wins) == 101  # every thread ran to its end
+    assert len(wins) == 81  # every thread ran to its end
     assert wins.count(True) == len(seen_at_win) >= 1
-    assert set(seen_at_win) == {50}  # complete only once all 50 batches were in
-    assert jobs.get(job).frames_done == 50
+    assert set(seen_at_win) == {40}  # complete only once all 40 batches were in
+    assert jobs.get(job).frames_done == 40
     assert jobs.batch_done(job, 7, 1) is True  # complete, not finalised yet
 
 
