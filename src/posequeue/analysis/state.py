@@ -184,14 +184,18 @@ class Superseded(Exception):
     """This run of an analysis is no longer the one its record asks for."""
 
 
+def _beat(jobs: Jobs, job_id: str, sends: int | None) -> bool:
+    """Write the heartbeat of the run of the ``sends``th message if it is still the current
+    run (``_BEAT``); False if it is not."""
+    script = jobs.r.register_script(_BEAT)
+    return bool(script(keys=[job_key(job_id)], args=[time.time(), "" if sends is None else sends]))
+
+
 def still_current(jobs: Jobs, job_id: str, sends: int | None) -> None:
     """Raise ``Superseded`` unless the analysis is running as its ``sends``th message (any,
-    for a message without a number): a run checks before each output it writes, so a
-    superseded run does not write over the newer run's files."""
-    status, current = jobs.r.hmget(job_key(job_id), "analysis", "analysis_sends")
-    if status != AnalysisStatus.RUNNING.value.encode() or (
-        sends is not None and current != str(sends).encode()
-    ):
+    for a message without a number), beating if it is: a run checks before each output it
+    writes, so a superseded run does not write over the newer run's files."""
+    if not _beat(jobs, job_id, sends):
         raise Superseded(f"analysis of job {job_id} was asked for again or ended")
 
 
@@ -203,12 +207,11 @@ def beating(jobs: Jobs, job_id: str, sends: int | None, interval: float | None =
     nothing else would tell). A superseded run beats no more."""
     every = beat_interval() if interval is None else interval
     stopped = threading.Event()
-    script = jobs.r.register_script(_BEAT)
 
     def run() -> None:
         while not stopped.wait(every):
             try:
-                if not script(keys=[job_key(job_id)], args=[time.time(), "" if sends is None else sends]):
+                if not _beat(jobs, job_id, sends):
                     log.info("analysis.superseded", job_id=job_id, sends=sends)
                     return
             except Exception as exc:  # Redis restarting: the next beat tries again
