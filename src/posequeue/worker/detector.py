@@ -112,17 +112,23 @@ def _weighted_nms(scores: np.ndarray, boxes: np.ndarray, kps: np.ndarray) -> lis
     return out
 
 
+def apart(boxes: list[np.ndarray], most_iou: float, keep: int | None = None) -> list[int]:
+    """Indices of up to ``keep`` of ``boxes`` (best first), each overlapping every better kept
+    one by at most ``most_iou`` (intersection over union)."""
+    kept: list[int] = []
+    for i, box in enumerate(boxes):
+        if len(kept) == keep:
+            break
+        if not kept or iou(box, np.stack([boxes[k] for k in kept])).max() <= most_iou:
+            kept.append(i)
+    return kept
+
+
 def separate(found: list[Detection], keep: int) -> list[Detection]:
     """Up to ``keep`` detections, best first, each overlapping every better kept one by at most
     ``SEPARATE_IOU`` (boxes' intersection over union): MediaPipe's pose landmarker with
     ``num_poses``. ``keep=1`` is the best detection alone (MediaPipe Pose)."""
-    kept: list[Detection] = []
-    for detection in found:
-        if len(kept) == keep:
-            break
-        if not kept or iou(detection.box, np.stack([k.box for k in kept])).max() <= SEPARATE_IOU:
-            kept.append(detection)
-    return kept
+    return [found[i] for i in apart([d.box for d in found], SEPARATE_IOU, keep)]
 
 
 def roi_of(detection: Detection, pad: tuple[float, ...], image_size: tuple[int, int]) -> Roi:

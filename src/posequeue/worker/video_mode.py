@@ -100,15 +100,10 @@ def _box(roi: Roi) -> np.ndarray:
     return np.array([roi.x - half_w, roi.y - half_h, roi.x + half_w, roi.y + half_h])
 
 
-def distinct(people: list[tuple[Roi, AuxFilter]]) -> list[tuple[Roi, AuxFilter]]:
-    """The followed people in rank order, less any whose region overlaps a better one's by
-    more than ``SAME_PERSON_IOU``."""
-    kept: list[tuple[Roi, AuxFilter]] = []
-    for roi, smooth in people:
-        boxes = [_box(k) for k, _ in kept]
-        if not kept or detector.iou(_box(roi), np.stack(boxes)).max() <= SAME_PERSON_IOU:
-            kept.append((roi, smooth))
-    return kept
+def distinct(people: list[tuple[Roi, AuxFilter]], keep: int | None = None) -> list[tuple[Roi, AuxFilter]]:
+    """Up to ``keep`` of the followed people in rank order, less any whose region overlaps a
+    better one's by more than ``SAME_PERSON_IOU``."""
+    return [people[i] for i in detector.apart([_box(roi) for roi, _ in people], SAME_PERSON_IOU, keep)]
 
 
 class Followed:
@@ -139,7 +134,7 @@ def run(det: Any, lm: Any, frames: np.ndarray, boxed: np.ndarray | None, meta: B
             # Who is still followed stays (region and smoothing); the detections fill the places
             # left, unless they overlap someone followed.
             fresh = [(roi, AuxFilter()) for roi in regions]
-            followed = distinct(followed + fresh)[: meta.people]
+            followed = distinct(followed + fresh, meta.people)
             out.detections += 1
             out.detector_seconds += time.perf_counter() - started
         if not followed:
