@@ -87,8 +87,11 @@ class RedisServer:
     """A redis-server of the campaign's own on a free port, persisting to an append-only file in
     ``folder``; ``crash()`` SIGKILLs it and ``start()`` brings it back on the same data."""
 
-    def __init__(self, folder: Path, aof: bool = True) -> None:
-        self.folder, self.aof, self.port = folder, aof, free_port()
+    def __init__(self, folder: Path, aof: bool = True, fsync: str = "everysec") -> None:
+        """``fsync``: the append-only file's ``appendfsync`` (``always`` loses no write a client
+        was answered for when the process is killed; ``everysec``, the recommended setting, can
+        lose the last second)."""
+        self.folder, self.aof, self.fsync, self.port = folder, aof, fsync, free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
         folder.mkdir(parents=True, exist_ok=True)
@@ -106,7 +109,7 @@ class RedisServer:
     def start(self) -> None:
         args = [self.binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder)]
         args += ["--save", "", "--maxmemory-policy", "noeviction"]
-        args += ["--appendonly", "yes", "--appendfsync", "everysec"] if self.aof else ["--appendonly", "no"]
+        args += ["--appendonly", "yes", "--appendfsync", self.fsync] if self.aof else ["--appendonly", "no"]
         log = (self.folder / "redis.log").open("a")
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         import redis

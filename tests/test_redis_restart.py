@@ -23,8 +23,11 @@ from posequeue.producer.submit import wait  # noqa: E402
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server of this test's own (append-only file in tmp_path), to crash at will."""
-    server = RedisServer(tmp_path / "redis")
+    """A redis-server of this test's own (append-only file in tmp_path, synced on every write:
+    a crash loses nothing a client was answered for), to crash at will. What losing the last
+    second does (``everysec``) is the fault campaign's ``redis-crash-aof``, not a test here: its
+    outcome depends on where the lost second falls (docs/reliability.md)."""
+    server = RedisServer(tmp_path / "redis", fsync="always")
     yield server
     server.close()
 
@@ -89,13 +92,7 @@ def test_worker_rides_out_a_redis_crash_and_puts_back_what_it_held(own_redis, st
 @pytest.mark.integration
 def test_job_survives_a_redis_crash_on_its_append_only_file(own_redis, start_worker, tmp_path) -> None:
     """Redis SIGKILLed mid-job and restarted on the same append-only file: workers and the
-    waiting client reconnect by themselves, and the job ends done with every frame exactly once.
-
-    The file is synced every second, so the crash can take the last writes with it, a task's
-    acknowledgement included: its message is then back in ``unacked`` with no worker holding it,
-    and the watchdog counts it as held until the visibility timeout returns it (seen once in CI
-    under load: the job still running after 180 s with the default 600 s). A 30 s timeout here
-    keeps that case within the wait."""
+    waiting client reconnect by themselves, and the job ends done with every frame exactly once."""
     import json
     import os
 
@@ -110,8 +107,6 @@ def test_job_survives_a_redis_crash_on_its_append_only_file(own_redis, start_wor
         "POSEQUEUE_INGEST_STALL": "5",
         "POSEQUEUE_SEGMENT_SECONDS": "0.5",
         "POSEQUEUE_MAX_REDIS_MB": "8",
-        "POSEQUEUE_VISIBILITY_TIMEOUT": "30",
-        "POSEQUEUE_TASK_TIME_LIMIT": "20",
     }
     start_worker(**{k: v for k, v in env.items() if k.startswith("POSEQUEUE_")})
     jobs = Jobs.from_url(own_redis.url)
